@@ -1,0 +1,39 @@
+"""Patron: policy-driven customer-service, account and membership platform."""
+import os
+
+from flask import Flask
+
+
+def create_app(test_config=None):
+    """Build the Flask app: wiring only (config, database, error handlers, blueprints)."""
+    from app import logs
+    from app.api import ops
+    from app.api.registry import register_blueprints
+    from app.config import load_config
+    from app.db import db, open_database
+    from app.errors import register_error_handlers
+
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    cfg = load_config(app.instance_path, test_config)
+    app.config.update(cfg)
+    app.config["MAX_CONTENT_LENGTH"] = cfg["MAX_CONTENT_LENGTH"]
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    logs.configure(cfg["LOG_LEVEL"])
+    open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"])
+
+    def open_connection():
+        db.connect(reuse_if_open=True)
+
+    def close_connection(exc):
+        if not db.is_closed():
+            db.close()
+
+    app.before_request(open_connection)
+    app.teardown_request(close_connection)
+    logs.install_request_logging(app)
+    register_error_handlers(app)
+    app.register_blueprint(ops.bp)
+    register_blueprints(app)
+    return app

@@ -1,0 +1,139 @@
+"""The ``patron`` command: serve, db, apikey, demo, plus every group in app/commands/."""
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+
+
+def _app(args=None):
+    from app import create_app
+    overrides = {}
+    if args is not None and getattr(args, "database_url", None):
+        overrides["DATABASE_URL"] = args.database_url
+    return create_app(overrides)
+
+
+def cmd_db_upgrade(args):
+    app = _app(args)
+    from app.migrations import upgrade
+    with app.app_context():
+        ran = upgrade()
+    print(f"applied {len(ran)} migration(s)" + (": " + ", ".join(ran) if ran else " (up to date)"))
+
+
+def cmd_apikey_create(args):
+    app = _app(args)
+    from app.db import db
+    from app.errors import Problem
+    from app.services.auth import create_key
+    with app.app_context(), db.connection_context():
+        try:
+            token, key = create_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+        except Problem as exc:
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 2
+    print(token)
+    print(f"# key id {key.key_id}, scopes {key.scopes}; shown once, store it now", file=sys.stderr)
+    return 0
+
+
+def cmd_apikey_revoke(args):
+    app = _app(args)
+    from app.db import db
+    from app.services.auth import revoke_key
+    with app.app_context(), db.connection_context():
+        n = revoke_key(args.key_id)
+    print("revoked" if n else "no such key")
+    return 0 if n else 1
+
+
+def cmd_demo(args):
+    """Upgrade the database, activate the sample policies, seed demo data, print a demo key."""
+    app = _app(args)
+    from app.db import db
+    from app.migrations import upgrade
+    from app.services.auth import create_key
+    from app import demo
+    with app.app_context():
+        upgrade()
+        from app import policy
+        policy.startup(app, apply_from_disk=True)
+        with db.connection_context():
+            token, _ = create_key("demo", ["admin"])
+            demo.seed()
+    print("=" * 64)
+    print("Patron demo API key (admin scope; shown once):")
+    print(f"  {token}")
+    print("Try:")
+    print(f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{args.port}/v1/policies/active")
+    print("=" * 64, flush=True)
+
+
+def cmd_serve(args):
+    """Serve with gunicorn (threads; one process when jobs run in-process) or the dev server."""
+    if args.dev:
+        app = _app(args)
+        app.config["TICKER"] = True
+        from jobs.runner import start_ticker
+        start_ticker(app)
+        app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
+        return
+    workers = args.workers
+    if workers is None:
+        workers = 1 if not os.environ.get("PATRON_REDIS_URL") else 2 * (os.cpu_count() or 1)
+    os.environ.setdefault("PATRON_TICKER", "true" if not os.environ.get("PATRON_REDIS_URL") else "false")
+    argv = ["gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(workers),
+            "--threads", str(args.threads), "--access-logfile", "-", "--timeout", "60",
+            "app.wsgi:app"]
+    os.execvp(sys.executable, [sys.executable, "-m"] + argv)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="patron", description="Patron platform command line")
+    parser.add_argument("--database-url", help="override PATRON_DATABASE_URL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--dev", action="store_true", help="Werkzeug development server")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", help="upgrade the database, load sample policies and data, print a demo key")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_demo)
+
+    dbp = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
+
+    kp = sub.add_parser("apikey", help="API keys").add_subparsers(dest="key_command", required=True)
+    p = kp.add_parser("create", help="create a key (printed once)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--scopes", required=True, help="comma separated, e.g. ledger:write,policy:read")
+    p.set_defaults(func=cmd_apikey_create)
+    p = kp.add_parser("revoke", help="revoke a key by id")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_apikey_revoke)
+
+    import app.commands as commands
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"app.commands.{mod.name}").register(sub)
+    return parser
+
+
+def main(argv=None):
+    from app.config import ConfigError
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    return rc or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Database: one DatabaseProxy, chosen by URL; transactions that behave alike on SQLite and PostgreSQL."""
+import functools
+import logging
+import random
+import time
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from app.config import ConfigError
+
+db = peewee.DatabaseProxy()
+log = logging.getLogger(__name__)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+def open_database(url, max_connections=32):
+    """Open (lazily) the database named by a URL and bind the proxy to it.
+
+    Args:
+        url: ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/name``.
+        max_connections: pool size for PostgreSQL.
+
+    Returns:
+        the peewee Database.
+
+    Raises:
+        ConfigError: malformed or unsupported URL.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"DATABASE_URL: not a URL: {url!r}")
+    parsed = urlparse(url)
+    params = dict(parse_qsl(parsed.query))
+    if parsed.scheme == "sqlite":
+        # sqlite://file.db (two slashes) would silently be in-memory; insist on a path.
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+        if not path or path == ":memory:":
+            raise ConfigError(
+                f"DATABASE_URL: SQLite needs a file path, e.g. sqlite:///instance/patron.db, got {url!r}")
+        database = peewee.SqliteDatabase(path.split("?")[0], timeout=30, pragmas={
+            "journal_mode": "wal",
+            "foreign_keys": 1,
+            "busy_timeout": 30000,
+            "synchronous": "normal",
+            "cache_size": -32000,
+        })
+    elif parsed.scheme in ("postgres", "postgresql"):
+        if not parsed.path.strip("/"):
+            raise ConfigError(f"DATABASE_URL: PostgreSQL URL needs a database name: {url!r}")
+        kwargs = {"host": parsed.hostname or "127.0.0.1", "port": parsed.port or 5432}
+        if parsed.username:
+            kwargs["user"] = parsed.username
+        if parsed.password:
+            kwargs["password"] = parsed.password
+        kwargs.update(params)
+        database = PooledPostgresqlDatabase(
+            parsed.path.strip("/"), max_connections=max_connections, stale_timeout=300,
+            timeout=30, autorollback=True, **kwargs)
+    else:
+        raise ConfigError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
+    db.initialize(database)
+    return database
+
+
+def is_postgres():
+    return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+@contextmanager
+def connection():
+    """Use the thread's connection, opening (and later closing) it if needed."""
+    opened = db.connect(reuse_if_open=True)
+    try:
+        yield db
+    finally:
+        if opened and not db.in_transaction():
+            db.close()
+
+
+def write_transaction():
+    """A transaction that takes the write lock up front on SQLite (BEGIN IMMEDIATE), plain on PostgreSQL."""
+    if is_postgres():
+        return db.atomic()
+    if db.in_transaction():
+        return db.atomic()
+    return db.atomic("IMMEDIATE")
+
+
+def for_update(query):
+    """SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers."""
+    return query.for_update() if is_postgres() else query
+
+
+RETRYABLE_PG = {"40001", "40P01", "55P03"}
+
+
+def is_retryable(exc):
+    """True for deadlocks/serialization failures (PostgreSQL) and busy database (SQLite)."""
+    orig = getattr(exc, "orig", None) or getattr(exc, "__cause__", None)
+    code = getattr(orig, "pgcode", None)
+    if code in RETRYABLE_PG:
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
+
+
+def transactional(retries=8):
+    """Run the decorated function in write_transaction(), retrying on deadlock/serialization.
+
+    A retry is never reported as a business error; after ``retries`` it re-raises.
+    """
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if db.in_transaction():
+                return fn(*args, **kwargs)
+            attempt = 0
+            while True:
+                try:
+                    with write_transaction():
+                        return fn(*args, **kwargs)
+                except (peewee.OperationalError, peewee.InternalError, peewee.IntegrityError) as exc:
+                    if not is_retryable(exc) or attempt >= retries:
+                        raise
+                    attempt += 1
+                    log.info("retrying %s after %s (attempt %d)", fn.__name__, type(exc).__name__, attempt)
+                    time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.random())
+        return wrapper
+    return deco

@@ -1,0 +1,20 @@
+"""Prometheus metrics (one registry per process)."""
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter("patron_http_requests_total", "HTTP requests", ["method", "route", "status"],
+                   registry=REGISTRY)
+LATENCY = Histogram("patron_http_request_seconds", "HTTP request latency", ["method", "route"],
+                    registry=REGISTRY,
+                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+DECISIONS = Counter("patron_decisions_total", "Policy decisions recorded", ["ruleset"], registry=REGISTRY)
+JOBS = Counter("patron_jobs_total", "Jobs run", ["job", "outcome"], registry=REGISTRY)
+
+
+def observe_request(method, route, status, seconds):
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def render():
+    return generate_latest(REGISTRY)

@@ -1,0 +1,1 @@
+"""Business logic: plain functions, primitives in, results out, Problem on failure."""

@@ -1,0 +1,147 @@
+"""Test wiring: the backend comes from PATRON_TEST_DATABASE (sqlite | postgres); services never skip."""
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from urllib.parse import quote
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+BACKEND = os.environ.get("PATRON_TEST_DATABASE", "sqlite")
+PG_URL = os.environ.get("PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PATRON_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _database_url(tmpdir):
+    if BACKEND == "sqlite":
+        return "sqlite:///" + os.path.join(tmpdir, "patron.db"), None
+    if BACKEND == "postgres":
+        import psycopg2
+        schema = f"patron_test_{os.getpid()}_{secrets.token_hex(3)}"
+        conn = psycopg2.connect(PG_URL)
+        conn.autocommit = True
+        conn.cursor().execute(f'CREATE SCHEMA "{schema}"')
+        conn.close()
+        sep = "&" if "?" in PG_URL else "?"
+        return f"{PG_URL}{sep}options={quote('-c search_path=' + schema)}", schema
+    raise RuntimeError(f"PATRON_TEST_DATABASE must be sqlite or postgres, not {BACKEND!r}")
+
+
+def _drop_schema(schema):
+    import psycopg2
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    conn.cursor().execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    tmpdir = tempfile.mkdtemp(prefix="patron-test-")
+    url, schema = _database_url(tmpdir)
+    yield url
+    if schema:
+        _drop_schema(schema)
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app(database_url, tmp_path_factory):
+    from app import create_app
+    from app.migrations import upgrade
+    from app import policy
+    application = create_app({"DATABASE_URL": database_url, "REDIS_URL": None, "TESTING": True,
+                              "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance"))})
+    upgrade()
+    with application.app_context():
+        policy.startup(application)
+    return application
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def db_conn(app):
+    """A connection for direct service calls in this thread."""
+    from app.db import db
+    with app.app_context():
+        db.connect(reuse_if_open=True)
+        yield db
+        if not db.is_closed() and not db.in_transaction():
+            db.close()
+
+
+@pytest.fixture(scope="session")
+def admin_token(app):
+    from app.db import db
+    from app.services.auth import create_key
+    with db.connection_context():
+        token, _ = create_key("tests-admin", ["admin"])
+    return token
+
+
+def make_token(scopes, name="tests"):
+    from app.db import db
+    from app.services.auth import create_key
+    with db.connection_context():
+        token, _ = create_key(name, scopes)
+    return token
+
+
+@pytest.fixture(scope="session")
+def server(app):
+    """The real WSGI server on a free loopback port, in a thread: tests call it over HTTP."""
+    srv = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+class Http:
+    """requests.Session bound to the live server and an API key."""
+
+    def __init__(self, base, token=None):
+        self.base = base
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method, path, **kw):
+        return self.session.request(method, self.base + path, timeout=30, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, json=None, key=None, **kw):
+        headers = kw.pop("headers", {})
+        if key:
+            headers["Idempotency-Key"] = key
+        return self.request("POST", path, json=json, headers=headers, **kw)
+
+    def put(self, path, json=None, **kw):
+        return self.request("PUT", path, json=json, **kw)
+
+    def delete(self, path, **kw):
+        return self.request("DELETE", path, **kw)
+
+
+@pytest.fixture()
+def http(server, admin_token):
+    return Http(server, admin_token)
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """Real Redis; missing Redis is a failure, not a skip."""
+    import redis
+    conn = redis.Redis.from_url(REDIS_URL)
+    conn.ping()  # raises -> the test errors, never skips
+    conn.flushdb()
+    return REDIS_URL
