@@ -2,29 +2,37 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
+HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-sqlite test-postgres services bench check clean
+.PHONY: install run serve worker test test-sqlite test-postgres services bench check clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,postgres]'
 	touch $@
 
+# Embedded default: SQLite file under instance/, no Redis (jobs in-process, ticker thread).
 run: install
 	$(BIN)/patron demo --port $(PORT)
-	$(BIN)/patron serve --host 127.0.0.1 --port $(PORT)
+	$(BIN)/patron serve --host $(HOST) --port $(PORT)
+
+serve: install
+	$(BIN)/patron serve --host $(HOST) --port $(PORT)
+
+# Production shape: PATRON_DATABASE_URL=postgresql://... PATRON_REDIS_URL=redis://... make worker
+worker: install
+	$(BIN)/patron worker
 
 services:
 	@bash .ci/services
 
+# Both backends, real PostgreSQL and Redis (started if down); PARALLEL=0 runs them one after the other.
 test: install services
 	$(BIN)/patron policy check
-	PATRON_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q
-	PATRON_TEST_DATABASE=postgres $(BIN)/python -m pytest -q
+	PYTHON=$(BIN)/python .ci/test $(ARGS)
 
 test-sqlite: install
 	PATRON_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q $(ARGS)
@@ -35,5 +43,8 @@ test-postgres: install services
 check: install
 	$(BIN)/patron policy check
 
+bench: install services
+	@for f in bench/*/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) instance .pytest_cache .hypothesis

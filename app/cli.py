@@ -3,6 +3,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import shutil
 import sys
 
 
@@ -72,21 +73,52 @@ def cmd_demo(args):
 
 def cmd_serve(args):
     """Serve with gunicorn (threads; one process when jobs run in-process) or the dev server."""
+    app = _app(args)  # fail fast on bad settings before gunicorn forks anything
+    if args.database_url:
+        os.environ["PATRON_DATABASE_URL"] = args.database_url
+    redis = app.config.get("REDIS_URL")
     if args.dev:
-        app = _app(args)
-        app.config["TICKER"] = True
-        from jobs.runner import start_ticker
-        start_ticker(app)
+        if not redis:
+            from jobs.runner import start_ticker
+            start_ticker(app)
         app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
-        return
+        return 0
     workers = args.workers
     if workers is None:
-        workers = 1 if not os.environ.get("PATRON_REDIS_URL") else 2 * (os.cpu_count() or 1)
-    os.environ.setdefault("PATRON_TICKER", "true" if not os.environ.get("PATRON_REDIS_URL") else "false")
+        # without Redis the ticker lives in the web process: one process, many threads
+        workers = 1 if not redis else 2 * (os.cpu_count() or 1) + 1
+    os.environ.setdefault("PATRON_TICKER", "false" if redis else "true")
+    if workers > 1:
+        # /metrics must add up every worker's counters, not show whichever worker answered
+        prom = os.path.join(app.instance_path, "prometheus")
+        shutil.rmtree(prom, ignore_errors=True)
+        os.makedirs(prom, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
     argv = ["gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(workers),
-            "--threads", str(args.threads), "--access-logfile", "-", "--timeout", "60",
-            "app.wsgi:app"]
+            "--threads", str(args.threads), "--timeout", "60", "--graceful-timeout", "20",
+            "--error-logfile", "-"]
+    import gunicorn
+    if gunicorn.version_info >= (27,):
+        # one control socket per user in ~/.gunicorn would collide between instances; we don't use it
+        argv.append("--no-control-socket")
+    argv.append("app.wsgi:app")
+    print(f"serving on http://{args.host}:{args.port} ({workers} worker(s) x {args.threads} threads, "
+          f"jobs {'on RQ' if redis else 'in-process with ticker'})", file=sys.stderr, flush=True)
     os.execvp(sys.executable, [sys.executable, "-m"] + argv)
+
+
+def cmd_apikey_list(args):
+    app = _app(args)
+    from app.db import db
+    from app.models.core import ApiKey
+    with app.app_context(), db.connection_context():
+        keys = list(ApiKey.select().order_by(ApiKey.created_at))
+    print(f"{'id':<14}{'name':<24}{'created':<21}{'revoked':<21}scopes")
+    for k in keys:
+        revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-"
+        print(f"{k.key_id:<14}{k.name[:22]:<24}{k.created_at.isoformat(timespec='seconds'):<21}"
+              f"{revoked:<21}{k.scopes}")
+    return 0
 
 
 def build_parser():
@@ -114,6 +146,7 @@ def build_parser():
     p.add_argument("--name", required=True)
     p.add_argument("--scopes", required=True, help="comma separated, e.g. ledger:write,policy:read")
     p.set_defaults(func=cmd_apikey_create)
+    kp.add_parser("list", help="list keys (never their secrets)").set_defaults(func=cmd_apikey_list)
     p = kp.add_parser("revoke", help="revoke a key by id")
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
@@ -125,12 +158,17 @@ def build_parser():
 
 
 def main(argv=None):
+    import peewee
+
     from app.config import ConfigError
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except peewee.OperationalError as exc:
+        print(f"database error: {exc} (check PATRON_DATABASE_URL; run `patron db upgrade`)", file=sys.stderr)
         return 2
     return rc or 0
 

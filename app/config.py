@@ -17,10 +17,13 @@ DEFAULTS = {
     "TICKER": False,  # in-process ticker for periodic jobs (patron serve without Redis)
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "DB_MAX_CONNECTIONS": 32,
+    "JOB_RUN_RETENTION_DAYS": 30,  # finished job_run rows kept this long
 }
 
 # Settings whose env value must be parsed rather than taken as a string.
-_INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS"}
+_INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS", "JOB_RUN_RETENTION_DAYS"}
+_INT_MIN = {"MAX_CONTENT_LENGTH": 1024, "DB_MAX_CONNECTIONS": 1, "JOB_RUN_RETENTION_DAYS": 1}
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BOOL = {"TICKER"}
 
 
@@ -30,6 +33,8 @@ class ConfigError(Exception):
 
 def _parse(key, raw):
     if key in _INT:
+        if isinstance(raw, bool):
+            raise ConfigError(f"PATRON_{key}: expected an integer, got {raw!r}")
         try:
             return int(raw)
         except (TypeError, ValueError):
@@ -60,12 +65,18 @@ def load_config(instance_path, test_config=None, environ=None):
     cfg = dict(DEFAULTS)
     path = environ.get("PATRON_CONFIG") or os.path.join(instance_path, "config.yaml")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read settings: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         for key, value in data.items():
-            cfg[str(key).upper()] = _parse(str(key).upper(), value)
+            name = str(key).upper()
+            if name not in DEFAULTS:  # a typo would otherwise be silently ignored
+                raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(DEFAULTS))}")
+            cfg[name] = _parse(name, value)
     elif environ.get("PATRON_CONFIG"):
         raise ConfigError(f"PATRON_CONFIG: file not found: {path}")
     for key, value in environ.items():
@@ -75,4 +86,40 @@ def load_config(instance_path, test_config=None, environ=None):
         cfg[key] = value
     if not cfg.get("DATABASE_URL"):
         cfg["DATABASE_URL"] = "sqlite:///" + os.path.join(instance_path, "patron.db")
+    validate(cfg)
     return cfg
+
+
+def validate(cfg):
+    """Fail fast, naming the setting, on anything the app could only trip over later.
+
+    DATABASE_URL is checked when it is opened (app.db.open_database).
+    """
+    from urllib.parse import urlparse
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    for key, minimum in _INT_MIN.items():
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"PATRON_{key}: expected an integer >= {minimum}, got {value!r}")
+    redis_url = cfg.get("REDIS_URL")
+    if redis_url:
+        parsed = urlparse(str(redis_url))
+        if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+            raise ConfigError(f"PATRON_REDIS_URL: expected redis://host:port/db, got {redis_url!r}")
+        try:
+            parsed.port  # noqa: B018 - raises on a non-numeric port
+        except ValueError:
+            raise ConfigError(f"PATRON_REDIS_URL: bad port in {redis_url!r}") from None
+    level = str(cfg.get("LOG_LEVEL", "")).upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"PATRON_LOG_LEVEL: expected one of {', '.join(_LOG_LEVELS)}, got {cfg.get('LOG_LEVEL')!r}")
+    cfg["LOG_LEVEL"] = level
+    try:
+        ZoneInfo(str(cfg.get("TIMEZONE")))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"PATRON_TIMEZONE: unknown time zone {cfg.get('TIMEZONE')!r} "
+                          "(use an IANA name such as Asia/Shanghai)") from None
+    for key in ("POLICY_DIR", "RULES_DIR", "SCHEMA_DIR"):
+        if not os.path.isdir(str(cfg.get(key))):
+            raise ConfigError(f"PATRON_{key}: not a directory: {cfg.get(key)!r}")

@@ -13,6 +13,7 @@ from app.config import ConfigError
 
 db = peewee.DatabaseProxy()
 log = logging.getLogger(__name__)
+_opened = {}
 
 
 class BaseModel(peewee.Model):
@@ -34,6 +35,11 @@ def open_database(url, max_connections=32):
     Raises:
         ConfigError: malformed or unsupported URL.
     """
+    cached = _opened.get((url, max_connections)) if isinstance(url, str) else None
+    if cached is not None:
+        # the CLI and tests build several apps per process; one Database (and pool) per URL
+        db.initialize(cached)
+        return cached
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"DATABASE_URL: not a URL: {url!r}")
     parsed = urlparse(url)
@@ -65,6 +71,7 @@ def open_database(url, max_connections=32):
             timeout=30, autorollback=True, **kwargs)
     else:
         raise ConfigError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
+    _opened[(url, max_connections)] = database
     db.initialize(database)
     return database
 

@@ -1,33 +1,50 @@
 """Structured JSON logs with a request id per request."""
 import json
 import logging
+import re
 import sys
 import time
 import uuid
 
-from flask import g, request
+from flask import g, has_request_context, request
 
 _configured = False
+# An incoming X-Request-Id is echoed only if it is harmless in logs and headers.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_FIELDS = ("request_id", "method", "path", "status", "ms", "client", "job")
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp every record logged while serving a request with that request's id."""
+
+    def filter(self, record):
+        if not hasattr(record, "request_id") and has_request_context():
+            rid = g.get("request_id")
+            if rid:
+                record.request_id = rid
+        return True
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record):
         out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
                "msg": record.getMessage()}
-        for key in ("request_id", "method", "path", "status", "ms"):
+        for key in _FIELDS:
             if hasattr(record, key):
                 out[key] = getattr(record, key)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def configure(level="INFO"):
+    """One JSON handler on the root logger (idempotent: the CLI and tests build several apps)."""
     global _configured
     if _configured:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -35,21 +52,33 @@ def configure(level="INFO"):
     _configured = True
 
 
+def request_id():
+    """The current request's id (incoming X-Request-Id if well-formed, else a new one)."""
+    return g.get("request_id") if has_request_context() else None
+
+
 def install_request_logging(app):
     log = logging.getLogger("patron.http")
 
     @app.before_request
     def _start():
-        g.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request
     def _finish(resp):
         ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
-        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        if "request_id" not in g:  # a request refused before before_request ran
+            g.request_id = uuid.uuid4().hex
+        resp.headers["X-Request-Id"] = g.request_id
+        route = request.url_rule.rule if request.url_rule else "unmatched"
         from app.metrics import observe_request
-        observe_request(request.method, request.url_rule.rule if request.url_rule else "unmatched",
-                        resp.status_code, ms / 1000)
-        log.debug("request", extra={"request_id": g.get("request_id"), "method": request.method,
-                                    "path": request.path, "status": resp.status_code, "ms": ms})
+        observe_request(request.method, route, resp.status_code, ms / 1000)
+        principal = g.get("principal")
+        # one access line per request, in the same JSON as everything else
+        log.info("%s %s %s", request.method, request.path, resp.status_code,
+                 extra={"request_id": g.request_id, "method": request.method, "path": request.path,
+                        "status": resp.status_code, "ms": ms,
+                        "client": principal.get("id") if isinstance(principal, dict) else None})
         return resp

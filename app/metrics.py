@@ -1,4 +1,6 @@
 """Prometheus metrics (one registry per process)."""
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
@@ -17,4 +19,11 @@ def observe_request(method, route, status, seconds):
 
 
 def render():
+    """The exposition text; merged over all gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        from prometheus_client import multiprocess
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=directory)
+        return generate_latest(merged)
     return generate_latest(REGISTRY)

@@ -1,18 +1,217 @@
-"""Jobs: plain functions taking ids/keys only. INTERIM: enqueue runs inline (RQ wiring to come)."""
+"""Jobs: one way to enqueue (RQ on Redis when configured, inline otherwise) and one place periodic jobs are declared."""
+import functools
 import importlib
+import json
+import logging
+import os
+import pkgutil
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+QUEUE = "default"
+# RQ >= 2.8 accepts only these characters in job ids; we check before Redis ever sees one.
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+RUNNER = "jobs.runner.execute"
+
+_redis_clients = {}
+_redis_lock = threading.Lock()
 
 
-def redis_connection(url=None):
-    import redis
-    from flask import current_app
-    return redis.Redis.from_url(url or current_app.config["REDIS_URL"])
+def job(retries=0, intervals=(1, 5, 30), timeout=600):
+    """Declare a job function's execution options.
+
+    Retries are off unless declared: only a job proven idempotent (deterministic key in the
+    database, side effects after commit) may say ``@job(retries=3)``.
+
+    Args:
+        retries: how many times RQ (or the inline runner) retries a failed run.
+        intervals: seconds between RQ retries.
+        timeout: RQ job timeout in seconds.
+    """
+    def deco(fn):
+        fn.job_options = {"retries": int(retries), "intervals": list(intervals), "timeout": int(timeout)}
+        return fn
+    return deco
+
+
+def options(fn):
+    """A job function's declared options (defaults: no retries, 600 s timeout)."""
+    return getattr(fn, "job_options", {"retries": 0, "intervals": [], "timeout": 600})
 
 
 def resolve(path):
+    """The function named by a dotted path under ``jobs.`` (or tests.), e.g. ``jobs.ledger.reconcile``."""
+    if not isinstance(path, str) or not re.fullmatch(r"(jobs|tests)(\.[A-Za-z_][A-Za-z0-9_]*)+", path):
+        raise ValueError(f"not a job path: {path!r} (expected jobs.<module>.<function>)")
     module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    try:
+        fn = getattr(importlib.import_module(module), name, None)
+    except ModuleNotFoundError:
+        fn = None
+    if not callable(fn):
+        raise ValueError(f"no job function {path!r}")
+    return fn
+
+
+def job_id_for(path, key):
+    """A deterministic RQ-safe job id from a job path and a business key (e.g. an order id)."""
+    raw = f"{path.replace('.', '_')}-{key}"
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", raw)
+    if len(safe) > 200:
+        import hashlib
+        safe = safe[:160] + "-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return safe
+
+
+def _config():
+    """The current Flask app's config, or the process app's, or the environment (worker without app)."""
+    from flask import current_app, has_app_context
+    if has_app_context():
+        return current_app.config
+    from jobs import runner
+    if runner.process_app is not None:
+        return runner.process_app.config
+    return {"REDIS_URL": os.environ.get("PATRON_REDIS_URL") or None}
+
+
+def redis_url():
+    """The configured Redis URL, or None when jobs run in-process."""
+    return _config().get("REDIS_URL") or None
+
+
+def redis_connection(url=None):
+    """A Redis client (one connection pool per URL per process)."""
+    import redis
+    url = url or redis_url()
+    if not url:
+        raise RuntimeError("PATRON_REDIS_URL is not set")
+    with _redis_lock:
+        conn = _redis_clients.get((url, os.getpid()))
+        if conn is None:
+            conn = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
+                                        health_check_interval=30)
+            _redis_clients[(url, os.getpid())] = conn
+        return conn
+
+
+def queue(connection=None, name=QUEUE):
+    """The RQ queue (JSON serializer: job arguments are ids and keys, never pickled objects)."""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+    return Queue(name, connection=connection or redis_connection(), serializer=JSONSerializer)
+
+
+@dataclass
+class JobRef:
+    """What enqueue() did: ``status`` is queued or requeued (RQ), duplicate, succeeded or failed (inline)."""
+    id: str
+    path: str
+    status: str
+    result: object = None
+    error: str = None
+    extra: dict = field(default_factory=dict)
 
 
 def enqueue(path, *args, job_id=None, **kwargs):
-    """Run the job ``path`` ("jobs.ledger.reconcile") with args; inline when there is no Redis."""
-    return resolve(path)(*args, **kwargs)
+    """Run the job ``path`` with ``args``/``kwargs``: on RQ when PATRON_REDIS_URL is set, else inline now.
+
+    Call it after your transaction commits: a queued job may start before an open transaction
+    ends and would not see its rows.
+
+    Args:
+        path: dotted path of the job function, e.g. ``"jobs.ledger.reconcile"``.
+        *args: JSON-serialisable arguments (ids and keys only).
+        job_id: deterministic id (``[A-Za-z0-9_-]``, see ``job_id_for``); with one, the job runs
+            once however often it is enqueued (RQ unique enqueue + a unique row in ``job_run``).
+        **kwargs: JSON-serialisable keyword arguments for the job.
+
+    Returns:
+        JobRef.
+
+    Raises:
+        ValueError: unknown job path or malformed job id.
+    """
+    fn = resolve(path)
+    if job_id is not None and (not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id)):
+        raise ValueError(f"job id {job_id!r} must be 1-200 characters of A-Z a-z 0-9 _ -")
+    # Inline runs see exactly what a worker would after the JSON round trip, so code that passes
+    # a model object (or a tuple, or a datetime) fails the same way with and without Redis.
+    try:
+        args, kwargs = json.loads(json.dumps([list(args), kwargs], allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"job arguments of {path} must be JSON values (ids and keys): {exc}") from None
+    opts = options(fn)
+    url = redis_url()
+    if not url:
+        from jobs.runner import execute_inline
+        return execute_inline(path, job_id or f"inline-{uuid.uuid4().hex}", args, kwargs, opts)
+    from rq import Retry
+    from rq.exceptions import DuplicateJobError
+    q = queue(redis_connection(url))
+    rq_id = job_id or f"{path.replace('.', '_')}-{uuid.uuid4().hex}"
+    run_args = [path, rq_id, list(args), kwargs, None, "rq"]
+    retry = Retry(max=opts["retries"], interval=opts["intervals"] or 0) if opts["retries"] else None
+    try:
+        q.enqueue_call(RUNNER, args=run_args, job_id=rq_id, unique=job_id is not None, retry=retry,
+                       timeout=opts["timeout"], description=f"{path}{tuple(args)!r}"[:500],
+                       result_ttl=86400, failure_ttl=7 * 86400)
+    except DuplicateJobError:
+        return _on_duplicate(q, path, rq_id)
+    return JobRef(rq_id, path, "queued")
+
+
+def _on_duplicate(q, path, rq_id):
+    """A job with this id exists: leave it, unless it failed, in which case run it again."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+    try:
+        existing = Job.fetch(rq_id, connection=q.connection, serializer=q.serializer)
+        if existing.get_status() == JobStatus.FAILED:
+            # enqueueing a failed unique job again is how a caller retries it by hand
+            existing.requeue()
+            log.info("job %s %s had failed; requeued", path, rq_id)
+            return JobRef(rq_id, path, "requeued")
+    except NoSuchJobError:
+        pass  # expired meanwhile; job_run still stops a second successful run
+    log.info("job %s already enqueued as %s", path, rq_id)
+    return JobRef(rq_id, path, "duplicate")
+
+
+def periodic_jobs():
+    """Every ``PERIODIC = [(dotted_path, cron_expr), ...]`` declared by a module in jobs/, checked.
+
+    Returns:
+        list of (path, cron_expr) in module order.
+
+    Raises:
+        ValueError: a declared path does not resolve or a cron expression is invalid.
+    """
+    from croniter import croniter
+    import jobs as pkg
+    out = []
+    for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if mod.name == "runner":
+            continue
+        module = importlib.import_module(f"jobs.{mod.name}")
+        for entry in getattr(module, "PERIODIC", ()):
+            path, expr = entry
+            resolve(path)
+            if not croniter.is_valid(expr) or len(expr.split()) != 5:
+                raise ValueError(f"jobs.{mod.name}.PERIODIC: {path}: invalid cron expression {expr!r}")
+            out.append((path, expr))
+    seen = set()
+    for path, _ in out:
+        if path in seen:
+            raise ValueError(f"periodic job {path} declared twice")
+        seen.add(path)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _tz(name):
+    from zoneinfo import ZoneInfo
+    return ZoneInfo(name)

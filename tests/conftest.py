@@ -53,7 +53,9 @@ def app(database_url, tmp_path_factory):
     from app import create_app
     from app.migrations import upgrade
     from app import policy
+    # LOG_LEVEL WARNING: thousands of access lines would bury a failure's own output
     application = create_app({"DATABASE_URL": database_url, "REDIS_URL": None, "TESTING": True,
+                              "LOG_LEVEL": os.environ.get("PATRON_TEST_LOG_LEVEL", "WARNING"),
                               "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance"))})
     upgrade()
     with application.app_context():

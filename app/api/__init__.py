@@ -44,20 +44,31 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
     return deco
 
 
+# Deeper JSON than this is refused before validation (recursion in the parser or validator would 500).
+MAX_DEPTH = 32
+
+
 def _check_ints(value, path=""):
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int) and abs(value) > MAX_INT:
-        raise validation_failed([{"pointer": path, "message": f"integer out of range (|n| <= {MAX_INT})",
-                                  "validator": "maximum"}])
-    if isinstance(value, float) and value != value:
-        raise validation_failed([{"pointer": path, "message": "NaN is not a number", "validator": "type"}])
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_ints(v, f"{path}/{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_ints(v, f"{path}/{i}")
+    """Refuse integers beyond MAX_INT, NaN/Infinity and nesting deeper than MAX_DEPTH (iteratively)."""
+    stack = [(value, path, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and abs(value) > MAX_INT:
+            raise validation_failed([{"pointer": path, "message": f"integer out of range (|n| <= {MAX_INT})",
+                                      "validator": "maximum"}])
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            raise validation_failed([{"pointer": path, "message": "NaN and Infinity are not numbers",
+                                      "validator": "type"}])
+        if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+            raise Problem(400, "too-deeply-nested", "Too deeply nested",
+                          f"JSON nested deeper than {MAX_DEPTH} levels at {path or '/'}.")
+        if isinstance(value, dict):
+            stack.extend((v, path + "/" + str(k).replace("~", "~0").replace("/", "~1"), depth + 1)
+                         for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}/{i}", depth + 1) for i, v in enumerate(value))
 
 
 def parse_body(schema_path):
@@ -66,7 +77,11 @@ def parse_body(schema_path):
     if not (mimetype == "application/json" or mimetype.endswith("+json")):
         raise Problem(415, "unsupported-media-type", "Unsupported media type",
                       "Send the request body as application/json.")
-    data = request.get_json(silent=True, cache=True)
+    try:
+        data = request.get_json(silent=True, cache=True)
+    except RecursionError:  # the JSON parser's own nesting limit
+        raise Problem(400, "too-deeply-nested", "Too deeply nested",
+                      f"JSON nested deeper than {MAX_DEPTH} levels.") from None
     if data is None:
         raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.")
     _check_ints(data)

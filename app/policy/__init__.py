@@ -1,68 +1,181 @@
-"""Policy sets: the active set of policies/ + rules/ files, its version (content hash), activation.
+"""Policy sets: the active set of policies/ + rules/ files, its version (content hash), atomic activation.
 
-INTERIM minimal implementation (to be replaced by the full engine, same interface):
-    active()            -> PolicySet currently in force in this process
-    active_version()    -> its version string, or None
-    PolicySet.version   -> content hash (sha256 hex, first 16 chars used as short version)
-    PolicySet.get(kind) -> list of documents (dicts) of that kind, in file name order
-    PolicySet.one(kind) -> the single document of that kind (Problem/KeyError if absent)
+Public interface (other contexts code against it):
+    active() -> PolicySet in force in this process (re-checked against the database at most once a second)
+    active_version() -> str | None
+    startup(app, apply_from_disk=False)
+    check(files) -> (PolicySet, [PolicyError]);  apply(files, actor) -> ApplyResult
+    PolicySet.version / get(kind) / one(kind) / ruleset(name)
 """
-import hashlib
-from pathlib import Path
+import logging
+import threading
+import time
+from dataclasses import dataclass
 
-import yaml
+from app.errors import Problem
+from app.policy.errors import PolicyError  # noqa: F401
+from app.policy.sets import PolicySet, discover, read_dirs, read_root, validate  # noqa: F401
 
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 1.0  # how stale another process's activation may be seen here
+
+_lock = threading.RLock()
 _active = None
+_checked_at = 0.0
 
 
-class PolicySet:
-    def __init__(self, files):
-        """files: dict relative path -> text."""
-        self.files = dict(sorted(files.items()))
-        h = hashlib.sha256()
-        for name, text in self.files.items():
-            h.update(name.encode() + b"\0" + text.encode() + b"\0")
-        self.version = h.hexdigest()[:16]
-        self.documents = {}
-        for name, text in self.files.items():
-            doc = yaml.safe_load(text) or {}
-            doc["_file"] = name
-            self.documents.setdefault(doc.get("kind"), []).append(doc)
+class PolicyInvalid(Problem):
+    """A policy set with errors; never activated."""
 
-    def get(self, kind):
-        return self.documents.get(kind, [])
-
-    def one(self, kind):
-        docs = self.get(kind)
-        if len(docs) != 1:
-            raise KeyError(f"expected one policy of kind {kind!r}, found {len(docs)}")
-        return docs[0]
+    def __init__(self, errors, version=None):
+        super().__init__(422, "policy-invalid", "Policy set invalid",
+                         f"{len(errors)} error(s); the active policy set is unchanged",
+                         errors=[e.to_dict() for e in errors], version=version)
+        self.errors = errors
 
 
-def read_dirs(policy_dir, rules_dir):
-    files = {}
-    for base, prefix in ((Path(policy_dir), "policies"), (Path(rules_dir), "rules")):
-        for path in sorted(base.rglob("*.y*ml")):
-            files[f"{prefix}/{path.relative_to(base).as_posix()}"] = path.read_text(encoding="utf-8")
-    return files
+@dataclass
+class ApplyResult:
+    version: str
+    previous: str
+    changed: bool
 
 
-def activate(policy_set):
-    global _active
-    _active = policy_set
+def check(files):
+    """Parse and fully validate a set of files.
+
+    Args:
+        files: {"policies/x.yaml": text, "rules/y.yaml": text}.
+
+    Returns:
+        (PolicySet, list of PolicyError).
+    """
+    ps = PolicySet(files)
+    return ps, validate(ps)
+
+
+def _activate(ps):
+    global _active, _checked_at
+    from app import engine
+    engine.prepare(ps)
+    with _lock:
+        _active = ps
+        _checked_at = time.monotonic()
+
+
+def _disk_files(app=None):
+    if app is None:
+        from flask import current_app
+        app = current_app
+    return read_dirs(app.config["POLICY_DIR"], app.config["RULES_DIR"])
+
+
+def _refresh():
+    """Adopt the database's active version if another process changed it."""
+    global _checked_at
+    from app.db import connection, db
+    from app.policy import store
+    if db.obj is None:
+        return
+    try:
+        with connection():
+            version, _ = store.current()
+            if version is None or (_active is not None and version == _active.version):
+                return
+            files = store.files_of(version)
+    except Exception:  # noqa: BLE001 - a missing table or a hiccup keeps the current set
+        log.debug("policy refresh skipped", exc_info=True)
+        return
+    finally:
+        _checked_at = time.monotonic()
+    if files is not None:
+        discover()
+        _activate(PolicySet(files))
+        log.info("policy set %s activated (from the database)", version)
 
 
 def active():
-    if _active is None:
-        from flask import current_app
-        activate(PolicySet(read_dirs(current_app.config["POLICY_DIR"], current_app.config["RULES_DIR"])))
+    """The PolicySet in force in this process (see REFRESH_SECONDS)."""
+    if _active is None or time.monotonic() - _checked_at >= REFRESH_SECONDS:
+        with _lock:
+            if _active is None or time.monotonic() - _checked_at >= REFRESH_SECONDS:
+                _refresh()
+                if _active is None:
+                    # nothing stored yet (no migrations / before the first apply): the configured files
+                    _activate(PolicySet(_disk_files()))
     return _active
 
 
 def active_version():
-    return _active.version if _active else None
+    """Version of the set in force, or None before any is loaded."""
+    return _active.version if _active is not None else None
+
+
+def apply(files, actor, note=None):
+    """Validate, compile, store and activate a policy set atomically; a bad set changes nothing.
+
+    Args:
+        files: {"policies/x.yaml": text, ...} (the complete set).
+        actor: who applies (e.g. ``api_key:abc``, ``cli:alice``).
+        note: optional free text kept in the history.
+
+    Returns:
+        ApplyResult(version, previous, changed).
+
+    Raises:
+        PolicyInvalid: the set has errors (all of them listed).
+    """
+    from app.policy import store
+    ps, errors = check(files)
+    if errors:
+        raise PolicyInvalid(errors, ps.version)
+    previous, changed = store.save_and_activate(ps, actor, note)
+    _activate(ps)
+    if changed:
+        log.info("policy set %s activated by %s (was %s)", ps.version, actor, previous)
+    return ApplyResult(ps.version, previous, changed)
 
 
 def startup(app, apply_from_disk=False):
-    """Load the active set at process start (interim: from the configured directories)."""
-    activate(PolicySet(read_dirs(app.config["POLICY_DIR"], app.config["RULES_DIR"])))
+    """Load the active set at process start.
+
+    The set stored in the database wins; when there is none (or ``apply_from_disk`` and the configured
+    files differ), the configured files are validated and applied.
+
+    Raises:
+        PolicyInvalid: nothing is active yet and the configured files are invalid.
+    """
+    from app import engine
+    from app.config import ConfigError
+    from app.db import connection
+    from app.policy import store
+    try:
+        engine.configure(app.config.get("RULES_ENGINE") or "durable")
+    except ValueError as exc:
+        raise ConfigError(f"PATRON_RULES_ENGINE: {exc}") from None
+    discover()
+    with app.app_context(), connection():
+        if not store.tables_ready():
+            log.warning("policy tables missing (run `patron db upgrade`); using the configured files")
+            _activate(PolicySet(_disk_files(app)))
+            return
+        version, _ = store.current()
+        disk = None
+        if version is None or apply_from_disk:
+            disk = _disk_files(app)
+            if version is not None and PolicySet(disk).version == version:
+                disk = None
+        if disk is not None:
+            try:
+                apply(disk, "system:startup", note="configured files at start-up")
+                return
+            except PolicyInvalid as exc:
+                if version is None:
+                    for err in exc.errors:
+                        log.error("%s", err)
+                    raise
+                log.error("configured policy files are invalid; keeping active set %s:\n%s", version,
+                          "\n".join(str(e) for e in exc.errors))
+        files = store.files_of(version)
+        _activate(PolicySet(files))

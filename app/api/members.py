@@ -1,0 +1,156 @@
+"""Membership API: member events, member view/history/offers, checkout benefits, points redemption, paid plans, KPIs."""
+import re
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from app.api import idempotency_key, operation, query_int
+from app.errors import Problem, validation_failed
+from app.services import auth, idempotency
+from app.services import membership
+from app.services import membership_events as events
+from app.services import membership_kpi as kpi
+from app.services import membership_plans as plans
+from app.services import membership_points as points
+from app.services import membership_policy as mp
+
+bp = Blueprint("members", __name__, url_prefix="/v1")
+TAGS = ["members"]
+_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
+
+
+def _member_id(value):
+    if not _ID.fullmatch(value):
+        raise validation_failed([{"pointer": "/path/member_id", "validator": "pattern",
+                                  "message": "1-100 characters of A-Z a-z 0-9 _ . : @ -"}])
+    return value
+
+
+def _actor():
+    return auth.actor(g.principal)
+
+
+@bp.post("/member-events")
+@operation("Post one member event (idempotent by event_id)", scope="members:write",
+           body="api/members/event.json", tags=TAGS, status=201)
+def post_event():
+    created, result = events.ingest(g.body, _actor())
+    return jsonify(result), 201 if created else 200
+
+
+@bp.post("/member-events/batch")
+@operation("Post up to 500 member events in one transaction (per-item results)", scope="members:write",
+           body="api/members/event_batch.json", tags=TAGS)
+def post_events_batch():
+    items = events.ingest_batch(g.body["events"], _actor())
+    return jsonify(items=items, accepted=sum(1 for i in items if i["status"] < 300),
+                   rejected=sum(1 for i in items if i["status"] >= 300))
+
+
+@bp.get("/members/<member_id>")
+@operation("Member view: level, growth, progress, points lots, paid status, benefits, offers",
+           scope="members:read", tags=TAGS)
+def get_member(member_id):
+    return jsonify(membership.view(_member_id(member_id)))
+
+
+@bp.get("/members/<member_id>/history")
+@operation("Growth, level and points changes with reasons (newest first)", scope="members:read", tags=TAGS,
+           query={"limit": "page size (1-500, default 50)", "before": "cursor: next_before of the previous page"})
+def get_history(member_id):
+    before = request.args.get("before")
+    before_at = mp.parse_instant(before, "/query/before") if before else None
+    return jsonify(membership.history(_member_id(member_id), query_int("limit", 50, 1, 500), before_at))
+
+
+@bp.get("/members/<member_id>/offers")
+@operation("Paid plans the member could buy and what each adds", scope="members:read", tags=TAGS)
+def get_offers(member_id):
+    view = membership.view(_member_id(member_id))
+    return jsonify(member_id=member_id, policy_version=view["policy_version"], offers=view["offers"])
+
+
+@bp.get("/members/<member_id>/service-benefits")
+@operation("Service benefits (priority, queue) customer service applies", scope="members:read", tags=TAGS)
+def get_service_benefits(member_id):
+    return jsonify(membership.service_benefits(_member_id(member_id)))
+
+
+@bp.post("/members/<member_id>/checkout-benefits")
+@operation("Benefits for a cart: discounts, fee waivers, coupons, points to earn (read-only)",
+           scope="members:read", body="api/members/checkout.json", tags=TAGS)
+def checkout_benefits(member_id):
+    return jsonify(membership.checkout_benefits(_member_id(member_id), g.body))
+
+
+@bp.post("/members/<member_id>/points/redemptions")
+@operation("Redeem points within the risk caps (large ones are held for review)", scope="members:write",
+           body="api/members/redemption.json", tags=TAGS, status=201)
+def redeem(member_id):
+    body = g.body
+    created, result = points.redeem(_member_id(member_id), body["redemption_id"], body["points"],
+                                    body.get("purpose"), _actor())
+    return jsonify(result), 201 if created else 200
+
+
+@bp.post("/members/<member_id>/points/redemptions/<redemption_id>/approve")
+@operation("Approve a held redemption (spends the points)", scope="members:write",
+           body="api/members/decision.json", tags=TAGS)
+def approve(member_id, redemption_id):
+    return jsonify(points.decide(_member_id(member_id), redemption_id, True, _actor(), g.body.get("note")))
+
+
+@bp.post("/members/<member_id>/points/redemptions/<redemption_id>/reject")
+@operation("Reject a held redemption", scope="members:write", body="api/members/decision.json", tags=TAGS)
+def reject(member_id, redemption_id):
+    return jsonify(points.decide(_member_id(member_id), redemption_id, False, _actor(), g.body.get("note")))
+
+
+@bp.post("/members/<member_id>/subscriptions")
+@operation("Subscribe to a paid plan (pays the first period)", scope="members:write",
+           body="api/members/subscribe.json", tags=TAGS, idempotent=True, status=201)
+def subscribe(member_id):
+    member_id = _member_id(member_id)
+    key = idempotency_key()
+    body = g.body
+    status, result, _ = idempotency.run(
+        g.principal["id"], key, "members.subscribe", {"member_id": member_id, **body},
+        lambda: plans.subscribe(member_id, body["plan"], body.get("payment", "balance"), body.get("payment_ref"),
+                                body.get("auto_renew", True), _actor()), status_code=201)
+    return jsonify(result), status
+
+
+@bp.post("/members/<member_id>/subscriptions/cancel")
+@operation("Cancel auto-renewal (benefits last until the paid period ends)", scope="members:write", tags=TAGS)
+def cancel(member_id):
+    return jsonify(plans.cancel(_member_id(member_id), _actor()))
+
+
+@bp.get("/members/<member_id>/subscriptions")
+@operation("Subscriptions of a member with their paid periods", scope="members:read", tags=TAGS)
+def list_subscriptions(member_id):
+    from app.models.membership import Subscription
+    out = []
+    for sub in Subscription.select().where(Subscription.member_ref == _member_id(member_id)) \
+            .order_by(Subscription.id.desc()):
+        d = plans.subscription_dict(sub)
+        d["periods"] = [{"start": mp.iso(p.start), "end": mp.iso(p.end), "price_fen": p.price_fen,
+                         "payment": p.payment, "journal": p.journal, "kind": p.kind}
+                        for p in sub.periods.order_by(plans.PlanPeriod.start)]
+        out.append(d)
+    return jsonify(member_id=member_id, subscriptions=out)
+
+
+@bp.get("/member-kpis")
+@operation("Membership KPIs per month (retention, repurchase, paid conversion, paid GMV share, levels)",
+           scope="members:read", tags=TAGS,
+           query={"from": "first month YYYY-MM", "to": "last month YYYY-MM", "format": "json (default) or csv"})
+def kpis():
+    report = kpi.compute(request.args.get("from"), request.args.get("to") or request.args.get("from"))
+    fmt = request.args.get("format", "json")
+    if fmt == "csv":
+        return Response(kpi.to_csv(report), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=member-kpis.csv"})
+    if fmt != "json":
+        raise Problem(422, "validation-failed", "Validation failed", "format is json or csv",
+                      errors=[{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])
+    return jsonify(report)

@@ -1,0 +1,209 @@
+"""Tickets HTTP API: create/read/list, transitions and approvals, assignment, comments, attachments, stats, webhooks."""
+import datetime as dt
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from app.api import idempotency_key, operation, query_int
+from app.errors import Problem, validation_failed
+from app.services import outbox, tickets, tickets_stats
+
+bp = Blueprint("tickets", __name__, url_prefix="/v1")
+
+TAGS = ["tickets"]
+LIST_QUERY = {"status": "workflow state", "category": "category", "department": "department code",
+              "priority": "P1..P4", "assignee": "staff_no", "sla": "ok | warning | breached",
+              "user_id": "user", "channel": "channel", "queue": "queue", "open": "true | false",
+              "cursor": "from next_cursor", "limit": "1..200 (default 50)"}
+
+
+def _respond(status, result, replayed=False):
+    resp = jsonify(result)
+    resp.status_code = status
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
+
+
+def _instant(name):
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise validation_failed([{"pointer": f"/query/{name}", "validator": "format",
+                                  "message": "expected an ISO 8601 date or date-time"}]) from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+@bp.post("/tickets")
+@operation("Create a ticket (routed and prioritised by rules; idempotent)", scope="tickets:write",
+           body="api/tickets/create.json", idempotent=True, tags=TAGS, status=201)
+def create_ticket():
+    status, result, replayed = tickets.create(g.principal, g.body, idempotency_key())
+    return _respond(status, result, replayed)
+
+
+@bp.get("/tickets")
+@operation("List tickets, newest first, with filters and cursor pagination", scope="tickets:read", tags=TAGS,
+           query=LIST_QUERY)
+def list_tickets():
+    filters = {}
+    for name in tickets.LIST_FILTERS:
+        if request.args.get(name):
+            filters[name] = request.args[name]
+    if request.args.get("open"):
+        if request.args["open"] not in ("true", "false"):
+            raise validation_failed([{"pointer": "/query/open", "validator": "enum", "message": "true or false"}])
+        filters["open"] = request.args["open"]
+    cursor = query_int("cursor", None, minimum=1)
+    return jsonify(tickets.list_tickets(filters, cursor=cursor, limit=query_int("limit", 50, 1, 200)))
+
+
+@bp.get("/tickets/<int:ticket_id>")
+@operation("A ticket with its SLA clocks and allowed transitions", scope="tickets:read", tags=TAGS)
+def get_ticket(ticket_id):
+    return jsonify(tickets.get(ticket_id))
+
+
+@bp.post("/tickets/<int:ticket_id>/transitions")
+@operation("Take a workflow transition (409 transition-not-allowed names the allowed ones)",
+           scope="tickets:write", body="api/tickets/transition.json", idempotent=True, tags=TAGS)
+def transition(ticket_id):
+    status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key(required=False))
+    return _respond(status, result, replayed)
+
+
+@bp.post("/tickets/<int:ticket_id>/approvals")
+@operation("Approve or reject the pending approval step", scope="tickets:write",
+           body="api/tickets/approval.json", idempotent=True, tags=TAGS)
+def approve(ticket_id):
+    status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key(required=False))
+    return _respond(status, result, replayed)
+
+
+@bp.get("/tickets/<int:ticket_id>/approvals")
+@operation("Approval decisions of a ticket", scope="tickets:read", tags=TAGS)
+def list_approvals(ticket_id):
+    return jsonify(items=tickets.approvals(ticket_id))
+
+
+@bp.post("/tickets/<int:ticket_id>/assign")
+@operation("Reassign to a person and/or department/queue", scope="tickets:write", body="api/tickets/assign.json",
+           tags=TAGS)
+def assign(ticket_id):
+    return jsonify(tickets.assign(g.principal, ticket_id, g.body))
+
+
+@bp.post("/tickets/<int:ticket_id>/comments")
+@operation("Comment (staff internal/public, or the user)", scope="tickets:write", body="api/tickets/comment.json",
+           tags=TAGS, status=201)
+def add_comment(ticket_id):
+    return _respond(201, tickets.comment(g.principal, ticket_id, g.body))
+
+
+@bp.get("/tickets/<int:ticket_id>/comments")
+@operation("Comments of a ticket", scope="tickets:read", tags=TAGS, query={"visibility": "internal | public"})
+def list_comments(ticket_id):
+    visibility = request.args.get("visibility")
+    if visibility not in (None, "internal", "public"):
+        raise validation_failed([{"pointer": "/query/visibility", "validator": "enum",
+                                  "message": "internal or public"}])
+    return jsonify(items=tickets.comments(ticket_id, visibility))
+
+
+@bp.post("/tickets/<int:ticket_id>/attachments")
+@operation("Attach a file by reference", scope="tickets:write", body="api/tickets/attachment.json", tags=TAGS,
+           status=201)
+def add_attachment(ticket_id):
+    return _respond(201, tickets.add_attachment(g.principal, ticket_id, g.body))
+
+
+@bp.get("/tickets/<int:ticket_id>/attachments")
+@operation("Attachments of a ticket", scope="tickets:read", tags=TAGS)
+def list_attachments(ticket_id):
+    return jsonify(items=tickets.attachments(ticket_id))
+
+
+@bp.get("/tickets/<int:ticket_id>/history")
+@operation("Every change: who, when, field from -> to, policy version and rule", scope="tickets:read", tags=TAGS)
+def history(ticket_id):
+    return jsonify(items=tickets.history(ticket_id))
+
+
+@bp.get("/tickets/<int:ticket_id>/status")
+@operation("The user-visible view: status, public replies, notices", scope="tickets:read", tags=TAGS,
+           query={"user_id": "only if the ticket belongs to this user"})
+def user_status(ticket_id):
+    return jsonify(tickets.user_view(ticket_id, request.args.get("user_id")))
+
+
+@bp.get("/ticket-notices")
+@operation("User-facing notices of a user, newest first", scope="tickets:read", tags=TAGS,
+           query={"user_id": "required", "limit": "1..200"})
+def notices():
+    user_id = request.args.get("user_id")
+    if not user_id:
+        raise validation_failed([{"pointer": "/query/user_id", "validator": "required", "message": "required"}])
+    return jsonify(items=tickets.notices(user_id, query_int("limit", 50, 1, 200)))
+
+
+@bp.get("/ticket-workflows")
+@operation("Categories and workflows of the active policy", scope="tickets:read", tags=TAGS)
+def workflows():
+    return jsonify(tickets.workflows())
+
+
+@bp.get("/ticket-stats")
+@operation("Ticket statistics: volume, backlog by age, SLA compliance, response/resolution times",
+           scope="tickets:read", tags=TAGS, query={"from": "ISO date-time (default to - 30 days)",
+                                                   "to": "ISO date-time (default now)", "format": "json | csv"})
+def stats():
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise validation_failed([{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])
+    start, end = _instant("from"), _instant("to")
+    if start and end and start >= end:
+        raise Problem(422, "invalid-window", "Invalid window", "'from' must be before 'to'")
+    data = tickets_stats.stats(start, end)
+    if fmt == "csv":
+        return Response(tickets_stats.to_csv(data), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=ticket-stats.csv"})
+    return jsonify(data)
+
+
+@bp.post("/webhooks")
+@operation("Register a webhook for outbox messages (signed with the returned secret)", scope="admin",
+           body="api/tickets/webhook.json", tags=["outbox"], status=201)
+def create_webhook():
+    body = g.body
+    hook, secret = outbox.create_webhook(body["name"], body["url"], body.get("topics", "*"), body.get("secret"))
+    return _respond(201, {"id": hook.id, "name": hook.name, "url": hook.url, "topics": hook.topics,
+                          "secret": secret})
+
+
+@bp.delete("/webhooks/<int:webhook_id>")
+@operation("Deactivate a webhook", scope="admin", tags=["outbox"])
+def delete_webhook(webhook_id):
+    outbox.deactivate_webhook(webhook_id)
+    return jsonify(id=webhook_id, active=False)
+
+
+@bp.get("/outbox/deliveries")
+@operation("Outbox deliveries, newest first", scope="admin", tags=["outbox"],
+           query={"message_id": "one message", "status": "pending | delivered | dead", "limit": "1..500"})
+def list_deliveries():
+    status = request.args.get("status")
+    if status not in (None, "pending", "delivered", "dead"):
+        raise validation_failed([{"pointer": "/query/status", "validator": "enum",
+                                  "message": "pending, delivered or dead"}])
+    return jsonify(items=outbox.deliveries(query_int("message_id", None, 1), status,
+                                           query_int("limit", 100, 1, 500)))
+
+
+@bp.get("/outbox/deliveries/<int:delivery_id>/attempts")
+@operation("Attempts of one delivery", scope="admin", tags=["outbox"])
+def list_attempts(delivery_id):
+    return jsonify(items=outbox.attempts(delivery_id))

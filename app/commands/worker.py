@@ -1,0 +1,81 @@
+"""``patron worker`` (RQ worker + cron scheduler) and ``patron jobs`` (list periodic jobs, enqueue one)."""
+import datetime as dt
+import json
+import sys
+
+
+def cmd_worker(args):
+    from app.cli import _app
+    from jobs.runner import run_worker
+    app = _app(args)
+    if not app.config.get("REDIS_URL"):
+        print("error: patron worker needs PATRON_REDIS_URL (without Redis, `patron serve` runs jobs "
+              "in-process)", file=sys.stderr)
+        return 2
+    _load_policies(app)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    run_worker(app, queues=queues, burst=args.burst, cron=not args.no_cron, name=args.name)
+    return 0
+
+
+def _load_policies(app):
+    # the engine is loaded once per worker process, like the web process does at start-up
+    from app import policy
+    from app.db import connection
+    with app.app_context(), connection():
+        policy.startup(app)
+
+
+def cmd_jobs_list(args):
+    from app.cli import _app
+    from jobs import _tz, periodic_jobs
+    from jobs.runner import next_tick
+    app = _app(args)
+    tz = _tz(app.config.get("TIMEZONE") or "UTC")
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [(path, expr, next_tick(expr, now, tz).astimezone(tz).isoformat(timespec="minutes"))
+            for path, expr in periodic_jobs()]
+    width = max([len(r[0]) for r in rows] + [4])
+    print(f"{'job':<{width}}  {'cron':<16}  next run ({tz.key})")
+    for path, expr, nxt in rows:
+        print(f"{path:<{width}}  {expr:<16}  {nxt}")
+    return 0
+
+
+def cmd_jobs_run(args):
+    from app.cli import _app
+    from app.db import connection
+    from jobs import enqueue
+    app = _app(args)
+    try:
+        job_args = [json.loads(a) for a in args.args]
+    except json.JSONDecodeError as exc:
+        print(f"error: job arguments are JSON values: {exc}", file=sys.stderr)
+        return 2
+    with app.app_context(), connection():
+        try:
+            ref = enqueue(args.path, *job_args, job_id=args.job_id)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(json.dumps({"id": ref.id, "job": ref.path, "status": ref.status, "result": ref.result,
+                      "error": ref.error}, ensure_ascii=False, default=str))
+    return 1 if ref.status == "failed" else 0
+
+
+def register(sub):
+    p = sub.add_parser("worker", help="run an RQ worker and the cron scheduler for periodic jobs")
+    p.add_argument("--queues", default="default", help="comma separated queue names")
+    p.add_argument("--burst", action="store_true", help="process queued jobs, then exit (no cron)")
+    p.add_argument("--no-cron", action="store_true",
+                   help="do not run the cron scheduler here (several are safe, one is enough)")
+    p.add_argument("--name", default=None, help="worker name (default: host + pid)")
+    p.set_defaults(func=cmd_worker)
+
+    jp = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs_command", required=True)
+    jp.add_parser("list", help="periodic jobs and their next run").set_defaults(func=cmd_jobs_list)
+    p = jp.add_parser("run", help="enqueue a job (inline without Redis)")
+    p.add_argument("path", help="e.g. jobs.platform.prune_job_runs")
+    p.add_argument("args", nargs="*", help="JSON arguments, e.g. 42 '\"abc\"'")
+    p.add_argument("--job-id", default=None, help="deterministic id: the job runs once")
+    p.set_defaults(func=cmd_jobs_run)

@@ -1,0 +1,205 @@
+"""Rules engine: evaluate a ruleset of the active policy set over facts (durable_rules + reference evaluator)."""
+import hashlib
+import itertools
+import json
+import os
+import threading
+from dataclasses import dataclass
+
+from app.engine import lang
+from app.engine.durable import EngineError, adapter  # noqa: F401  (EngineError is public)
+from app.errors import Problem
+
+# "durable" (durable_rules through the adapter) or "reference" (pure Python); both give equal answers.
+# policy.startup() sets it from the RULES_ENGINE setting (PATRON_RULES_ENGINE).
+DEFAULT_ENGINE = "durable"
+
+_lock = threading.Lock()
+_compiled = {}  # ruleset content hash -> CompiledRuleset
+_ids = itertools.count(1)
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+@dataclass
+class Match:
+    rule: str
+    priority: int
+    actions: list
+    description: str = None
+
+    def to_dict(self):
+        return {"rule": self.rule, "priority": self.priority, "actions": self.actions}
+
+
+class Evaluation:
+    """The result of one evaluation; ``matches`` in firing order (treat as read-only)."""
+
+    __slots__ = ("ruleset", "version", "mode", "matches", "engine", "id", "_facts", "_comp", "_inputs")
+
+    def __init__(self, ruleset, version, mode, matches, engine, facts=None, comp=None, inputs=None):
+        self.ruleset, self.version, self.mode, self.matches, self.engine = ruleset, version, mode, matches, engine
+        self.id = f"ev-{_PID[0]}-{next(_ids)}"
+        self._facts, self._comp, self._inputs = facts, comp, inputs
+
+    @property
+    def inputs(self):
+        """The value of every field the ruleset reads (None when missing), computed on demand."""
+        if self._inputs is None:
+            self._inputs = self._comp.inputs(self._facts) if self._comp is not None else {}
+        return self._inputs
+
+    @property
+    def first(self):
+        return self.matches[0] if self.matches else None
+
+    @property
+    def rule(self):
+        return self.matches[0].rule if self.matches else None
+
+    def actions(self):
+        """Actions of every match, in firing order."""
+        return [a for m in self.matches for a in m.actions]
+
+    def to_dict(self):
+        return {"id": self.id, "ruleset": self.ruleset, "version": self.version, "mode": self.mode,
+                "engine": self.engine, "rule": self.rule,
+                "matches": [m.to_dict() for m in self.matches], "inputs": self.inputs}
+
+
+def ruleset_hash(doc):
+    """8 hex digits of the ruleset's content (its durable_rules name is ``<name>@<hash8>``)."""
+    body = {k: v for k, v in doc.items() if k not in ("_file", "examples", "description")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:8]
+
+
+class CompiledRuleset:
+    """A ruleset ready to run on both engines; rules in firing order (priority desc, then file order)."""
+
+    def __init__(self, doc):
+        self.doc = doc
+        self.name = doc["name"]
+        self.mode = doc.get("mode", "first")
+        self.hash = ruleset_hash(doc)
+        self.durable_name = f"{self.name}@{self.hash}"
+        self.rules = doc["rules"]
+        self.rank = {i: r for r, i in enumerate(sorted(range(len(self.rules)),
+                                                       key=lambda i: (-self.rules[i].get("priority", 0), i)))}
+        self.order = sorted(range(len(self.rules)), key=self.rank.__getitem__)
+        self.reference = lang.ReferenceRuleset(doc)
+        self.fields = sorted({f for r in self.rules for f in lang.fields(r["when"])})
+        self.matches = [Match(r["name"], r.get("priority", 0), [dict(a) for a in r.get("then", ())],
+                              r.get("description")) for r in self.rules]
+        adapter.register(self.durable_name, doc)
+
+    def fire(self, facts, engine):
+        if engine == "reference":
+            if self.mode == "first":  # short-circuit: stop at the first rule in firing order
+                preds = self.reference.preds
+                for i in self.order:
+                    if preds[i](facts):
+                        return [i]
+                return []
+            idx = self.reference.fire(facts)
+        elif engine == "durable":
+            idx = adapter.fire(self.durable_name, facts)
+        else:
+            raise ValueError(f"unknown engine {engine!r}")
+        idx = sorted(idx, key=self.rank.__getitem__)
+        return idx[:1] if self.mode == "first" else idx
+
+    def match(self, i):
+        return self.matches[i]
+
+    def inputs(self, facts):
+        out = {}
+        for f in self.fields:
+            v = lang.lookup(facts, tuple(f.split(".")))
+            out[f] = None if v is lang.MISSING else v
+        return out
+
+
+def compiled(doc):
+    """The CompiledRuleset of a (valid) ruleset document, compiled once per content hash."""
+    h = ruleset_hash(doc)
+    got = _compiled.get(h)
+    if got is None or got.name != doc["name"]:
+        with _lock:
+            got = _compiled.get(h)
+            if got is None or got.name != doc["name"]:
+                got = CompiledRuleset(doc)
+                _compiled[h] = got
+    return got
+
+
+def configure(name):
+    """Choose the engine used when evaluate() is not told (``durable`` or ``reference``)."""
+    global DEFAULT_ENGINE
+    if name not in ("durable", "reference"):
+        raise ValueError(f"RULES_ENGINE must be durable or reference, not {name!r}")
+    DEFAULT_ENGINE = name
+
+
+def prepare(policy_set):
+    """Compile and register every ruleset of a policy set (at start-up, in one thread)."""
+    for doc in policy_set.get("ruleset"):
+        compiled(doc)
+
+
+def _lookup(name, policy_set):
+    """(CompiledRuleset, policy set) for a ruleset name; cached on the policy set object."""
+    if policy_set is None:
+        from app import policy
+        policy_set = policy.active()
+    cache = policy_set.__dict__.setdefault("_engine_compiled", {})
+    comp = cache.get(name)
+    if comp is None:
+        doc = next((d for d in policy_set.get("ruleset") if d.get("name") == name), None)
+        if doc is None:
+            raise Problem(404, "unknown-ruleset", "Unknown ruleset",
+                          f"no ruleset named {name!r} in policy set {policy_set.version}",
+                          rulesets=sorted(str(d.get("name")) for d in policy_set.get("ruleset")))
+        comp = cache[name] = compiled(doc)
+    return comp, policy_set
+
+
+def evaluate(ruleset_name, facts, policy_set=None, engine=None):
+    """Evaluate a ruleset over facts. Pure: no side effects.
+
+    Args:
+        ruleset_name: the ruleset's ``name``.
+        facts: a JSON-like mapping; dotted rule fields read nested mappings.
+        policy_set: the set to use (default: the active one).
+        engine: "durable" or "reference" (default DEFAULT_ENGINE); both agree.
+
+    Returns:
+        Evaluation: matches in firing order (mode first: at most one), the version, the inputs used.
+
+    Raises:
+        Problem: 404 unknown-ruleset; 422 invalid-facts when facts is not a mapping.
+    """
+    if not isinstance(facts, dict):
+        raise Problem(422, "invalid-facts", "Invalid facts", "facts must be a JSON object")
+    comp, ps = _lookup(ruleset_name, policy_set)
+    engine = engine or DEFAULT_ENGINE
+    idx = comp.fire(facts, engine)
+    return Evaluation(comp.name, ps.version, comp.mode, [comp.matches[i] for i in idx], engine, facts, comp)
+
+
+def explain(ruleset_name, facts, policy_set=None):
+    """Why a ruleset decides what it does: the evaluation, each rule's condition tree, engines' agreement."""
+    ev = evaluate(ruleset_name, facts, policy_set, engine="reference")
+    comp, ps = _lookup(ruleset_name, policy_set)
+    doc = comp.doc
+    other = comp.fire(facts, "durable")
+    fired = {m.rule for m in ev.matches}
+    rules = []
+    for i in comp.order:
+        r = comp.rules[i]
+        t = lang.trace(r["when"], facts)
+        rules.append({"rule": r["name"], "priority": r.get("priority", 0), "matched": t["result"],
+                      "fired": r["name"] in fired, "condition": t})
+    out = ev.to_dict()
+    out.update({"file": doc.get("_file"), "rules": rules,
+                "engines_agree": [comp.rules[i]["name"] for i in other] == [m.rule for m in ev.matches]})
+    return out

@@ -1,0 +1,51 @@
+"""Decision log: every state-changing decision with its ruleset, policy version, rule, inputs and outcome."""
+import hashlib
+import json
+import secrets
+
+from app.models.policy import Decision
+
+
+def _canon(value):
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def record(ruleset, version, rule, subject, inputs, outcome):
+    """Append one decision (call inside the transaction of the change it explains).
+
+    Args:
+        ruleset: ruleset (or policy kind) that decided, e.g. ``ticket_routing``.
+        version: policy set version in force.
+        rule: the rule that fired (None: no rule matched).
+        subject: what the decision is about, e.g. ``ticket:T-42`` or ``member:u1``.
+        inputs: the facts used (JSON-able).
+        outcome: what was decided (JSON-able).
+
+    Returns:
+        the decision id (``dec_`` + 24 hex).
+    """
+    decision_id = "dec_" + secrets.token_hex(12)
+    text = _canon(inputs)
+    Decision.create(decision_id=decision_id, ruleset=str(ruleset)[:100], version=version,
+                    rule=None if rule is None else str(rule)[:200], subject=str(subject)[:200],
+                    input_digest=hashlib.sha256(text.encode()).hexdigest(), inputs=text,
+                    outcome=_canon(outcome))
+    return decision_id
+
+
+def _row(d):
+    return {"decision_id": d.decision_id, "ruleset": d.ruleset, "version": d.version, "rule": d.rule,
+            "subject": d.subject, "input_digest": d.input_digest, "inputs": json.loads(d.inputs),
+            "outcome": json.loads(d.outcome), "at": d.created_at.isoformat() + "Z"}
+
+
+def for_subject(subject, limit=1000):
+    """Decisions about one subject, oldest first."""
+    q = (Decision.select().where(Decision.subject == str(subject))
+         .order_by(Decision.created_at, Decision.id).limit(limit))
+    return [_row(d) for d in q]
+
+
+def get(decision_id):
+    d = Decision.get_or_none(Decision.decision_id == decision_id)
+    return None if d is None else _row(d)

@@ -1,0 +1,66 @@
+"""Stored policy sets: save + activate atomically, the active pointer, history."""
+import json
+
+from app.db import db, for_update, transactional
+from app.models.core import utcnow
+from app.models.policy import PolicyActivation, PolicyActive, PolicyVersion
+
+
+def tables_ready():
+    return db.obj is not None and db.table_exists(PolicyActive._meta.table_name)
+
+
+def current():
+    """(version, seq) of the active set, or (None, 0)."""
+    row = PolicyActive.get_or_none(PolicyActive.id == 1)
+    return (row.version, row.seq) if row else (None, 0)
+
+
+def files_of(version):
+    row = PolicyVersion.get_or_none(PolicyVersion.version == version)
+    return None if row is None else json.loads(row.files)
+
+
+@transactional()
+def save_and_activate(policy_set, actor, note=None):
+    """Store the set (if new) and make it the active one, in one transaction.
+
+    Returns:
+        (previous version, changed: bool).
+    """
+    # lock the pointer first so concurrent applies serialise in one order
+    row = for_update(PolicyActive.select().where(PolicyActive.id == 1)).get_or_none()
+    if row is None:
+        PolicyActive.insert(id=1, version=None, seq=0).execute()
+        row = for_update(PolicyActive.select().where(PolicyActive.id == 1)).get()
+    if PolicyVersion.get_or_none(PolicyVersion.version == policy_set.version) is None:
+        PolicyVersion.create(version=policy_set.version, files=json.dumps(policy_set.files, ensure_ascii=False),
+                             file_count=len(policy_set.files), created_by=actor)
+    previous = row.version
+    if previous == policy_set.version:
+        return previous, False
+    seq = row.seq + 1
+    now = utcnow()
+    PolicyActive.update(version=policy_set.version, seq=seq, activated_by=actor, activated_at=now).where(
+        PolicyActive.id == 1).execute()
+    PolicyActivation.create(seq=seq, version=policy_set.version, previous_version=previous,
+                            activated_by=actor, activated_at=now, note=note)
+    from app.services import audit
+    audit.record(actor, "policy.apply", subject=policy_set.version, previous=previous,
+                 files=len(policy_set.files), note=note)
+    return previous, True
+
+
+def history(limit=100):
+    """Activations, newest first."""
+    q = PolicyActivation.select().order_by(PolicyActivation.seq.desc()).limit(limit)
+    return [{"seq": a.seq, "version": a.version, "previous_version": a.previous_version,
+             "activated_by": a.activated_by, "activated_at": a.activated_at.isoformat() + "Z", "note": a.note}
+            for a in q]
+
+
+def versions(limit=100):
+    q = PolicyVersion.select(PolicyVersion.version, PolicyVersion.file_count, PolicyVersion.created_by,
+                             PolicyVersion.created_at).order_by(PolicyVersion.created_at.desc()).limit(limit)
+    return [{"version": v.version, "files": v.file_count, "created_by": v.created_by,
+             "created_at": v.created_at.isoformat() + "Z"} for v in q]

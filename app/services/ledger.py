@@ -1,0 +1,759 @@
+"""Accounts ledger: customers, accounts, exactly-once operations (recharge ... lots), reads, demo seed."""
+import datetime as dt
+
+import peewee as pw
+
+from app.db import db, for_update, is_postgres, transactional
+from app.errors import Problem, validation_failed
+from app.models.core import utcnow
+from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerConsume, LedgerCustomer, LedgerEntry,
+                               LedgerHold, LedgerJournal, LedgerLot)
+from app.schemas import errors_of
+from app.services import idempotency
+from app.services import ledger_core as core
+from app.services.ledger_core import Ctx, Leg, account_ref, config, insufficient, iso, post, system
+from app.services.ledger_reconcile import reconcile  # noqa: F401  (public interface)
+
+try:  # the policy engine registers per-kind cross-checks; the interim engine has no registry yet
+    from app.policy import kinds as _kinds
+except ImportError:  # pragma: no cover - depends on the policy helper's progress
+    _kinds = None
+if _kinds is not None:
+    _kinds.register("assets", cross_check=core.cross_check)
+
+MAX_BATCH = 1000
+
+
+# --------------------------------------------------------------------------- customers
+
+
+def ensure_customer(external_ref, kind="user"):
+    """Create the customer (if new) and open the accounts its kind gets under the assets policy.
+
+    Idempotent: calling it again only opens accounts the policy added since.
+
+    Args:
+        external_ref: the customer's id in the caller's system (user id, merchant no.).
+        kind: ``user`` or ``merchant``.
+
+    Returns:
+        the customer's balances (see :func:`balances`).
+    """
+    cfg = config()
+    if kind not in cfg.customer_kinds:
+        raise Problem(422, "unknown-customer-kind", "Unknown customer kind",
+                      f"customer kind {kind!r} is not defined in the assets policy",
+                      known=sorted(cfg.customer_kinds))
+    if external_ref == core.SYSTEM_CUSTOMER:
+        raise Problem(422, "reserved-customer", "Reserved customer", "this reference is reserved")
+
+    @transactional()
+    def run():
+        LedgerCustomer.insert(external_ref=external_ref, kind=kind).on_conflict_ignore().execute()
+        cust = LedgerCustomer.get(LedgerCustomer.external_ref == external_ref)
+        if cust.kind != kind:
+            raise Problem(409, "customer-kind-mismatch", "Customer kind mismatch",
+                          f"customer {external_ref!r} exists as a {cust.kind}", kind=cust.kind)
+        have = {(a.type, a.label) for a in LedgerAccount.select(LedgerAccount.type, LedgerAccount.label)
+                .where(LedgerAccount.customer == cust.id)}
+        for atype in cfg.customer_kinds[kind]["accounts"]:
+            if (atype, "default") not in have:
+                core.ensure_account(cust.id, atype, "default", cfg)
+        return balances(external_ref)
+    return run()
+
+
+def open_account(external_ref, account_type, label):
+    """Open one more account of a type the customer's kind may hold several of (merchants)."""
+    cfg = config()
+    cfg.account_type(account_type)
+
+    @transactional()
+    def run():
+        cust = LedgerCustomer.get_or_none(LedgerCustomer.external_ref == external_ref)
+        if cust is None:
+            raise Problem(404, "customer-not-found", "Customer not found",
+                          f"customer {external_ref!r} does not exist", customer=external_ref)
+        spec = cfg.customer_kinds.get(cust.kind, {})
+        allowed = set(spec.get("accounts", ())) if label == "default" else set(spec.get("multiple", ()))
+        if account_type not in allowed:
+            raise Problem(422, "account-type-not-allowed", "Account type not allowed",
+                          f"a {cust.kind} may not open a {account_type!r} account labelled {label!r}")
+        core.ensure_account(cust.id, account_type, label, cfg)
+        return balances(external_ref)
+    return run()
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _no_lots(acct, op):
+    if config().is_lot_asset(acct.asset):
+        raise Problem(422, "lot-asset", "Lot-based asset",
+                      f"{acct.asset} moves only by grant_lot / spend_lot, not {op}", account=acct.name())
+
+
+def _need(acct, sub, amount):
+    have = acct.balance(sub)
+    if have < amount:
+        raise insufficient(amount, have, acct.name())
+
+
+def op_recharge(ctx, body):
+    cfg = config()
+    (acct,) = core.lock_accounts([account_ref(body)])
+    _no_lots(acct, "recharge")
+    src = cfg.system_code(cfg.routes["recharge_from"], acct.asset)
+    j = post(ctx, "recharge", [Leg(system(src, acct.asset), "main", -body["amount"]),
+                               Leg(acct, "available", body["amount"])], rule="routes.recharge_from")
+    return {"journal": j}
+
+
+def op_transfer(ctx, body):
+    src_ref, dst_ref = account_ref(body["from"]), account_ref(body["to"])
+    if src_ref == dst_ref:
+        raise Problem(422, "same-account", "Same account", "from and to name the same account")
+    src, dst = core.lock_accounts([src_ref, dst_ref])
+    if src.asset != dst.asset:
+        raise Problem(422, "asset-mismatch", "Asset mismatch", f"{src.asset} -> {dst.asset}")
+    _no_lots(src, "transfer")
+    _need(src, "available", body["amount"])
+    j = post(ctx, "transfer", [Leg(src, "available", -body["amount"]), Leg(dst, "available", body["amount"])],
+             rule="transfer: available -> available")
+    return {"journal": j}
+
+
+def op_consume(ctx, body):
+    """Cashback first, then available, then overdraft down to its limit; one journal."""
+    cfg = config()
+    amount = body["amount"]
+    refs = [account_ref(body)]
+    if body.get("payee"):
+        refs.append(account_ref(body["payee"]))
+        if refs[0] == refs[1]:
+            raise Problem(422, "same-account", "Same account", "payer and payee are the same account")
+    locked = core.lock_accounts(refs)
+    acct = locked[0]
+    _no_lots(acct, "consume")
+    limit = cfg.overdraft_limit(acct.type)
+    cashback = max(0, acct.balance("cashback"))
+    available = max(0, acct.balance("available"))
+    headroom = max(0, limit + acct.balance("overdraft")) if acct.has("overdraft") else 0
+    spendable = cashback + available + headroom
+    if spendable < amount:
+        raise insufficient(amount, spendable, acct.name())
+    use_c = min(cashback, amount)
+    use_a = min(available, amount - use_c)
+    use_o = amount - use_c - use_a
+    if len(locked) > 1:
+        payee = locked[1]
+        if payee.asset != acct.asset:
+            raise Problem(422, "asset-mismatch", "Asset mismatch", f"{acct.asset} -> {payee.asset}")
+        payee_leg = Leg(payee, "available", amount)
+    else:
+        payee = system(cfg.system_code(cfg.routes["consume_to"], acct.asset), acct.asset)
+        payee_leg = Leg(payee, "main", amount)
+    j = post(ctx, "consume", [Leg(acct, "cashback", -use_c), Leg(acct, "available", -use_a),
+                              Leg(acct, "overdraft", -use_o), payee_leg],
+             rule=f"consume: cashback > available > overdraft (limit {limit})")
+    payee_id = payee.id if len(locked) > 1 else core.system_shards(payee[1], payee[2])[0]
+    db.execute_sql("INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, "
+                   "available_minor, overdraft_minor, refunded_cashback_minor, refunded_available_minor, "
+                   f"refunded_overdraft_minor) VALUES ({core.placeholders(10)})",
+                   [j["id"], acct.id, payee_id, amount, use_c, use_a, use_o, 0, 0, 0])
+    return {"journal": j, "consume": {"journal_id": j["id"], "amount": amount, "cashback": use_c,
+                                      "available": use_a, "overdraft": use_o, "refundable": amount}}
+
+
+def op_refund(ctx, body):
+    """Back along the consume's route, in reverse order of use; the consume row is the refund counter."""
+    cid = body["consume_id"]
+    row = for_update(LedgerConsume.select().where(LedgerConsume.journal == cid)).first()
+    if row is None:
+        raise Problem(404, "consume-not-found", "Consume not found", f"journal {cid} is not a consume")
+    refunded = row.refunded_cashback_minor + row.refunded_available_minor + row.refunded_overdraft_minor
+    remaining = row.amount_minor - refunded
+    amount = body["amount"]
+    if amount > remaining:
+        raise Problem(422, "refund-exceeds-remaining", "Refund exceeds remaining",
+                      f"refund {amount} > refundable {remaining}", requested=amount, remaining=remaining)
+    payee_acct = LedgerAccount.get_by_id(row.payee_id)
+    ids = [row.account_id] if payee_acct.is_system else [row.account_id, row.payee_id]
+    locked = core.lock_accounts(account_ids=ids)
+    acct = locked[0]
+    # What the refund takes back from each route of the consume, in reverse order of use.
+    from_o = min(amount, row.overdraft_minor - row.refunded_overdraft_minor)
+    from_a = min(amount - from_o, row.available_minor - row.refunded_available_minor)
+    from_c = amount - from_o - from_a
+    # Where it lands: overdraft, but never above zero (if the customer repaid it meanwhile, the
+    # excess goes to available).
+    back_o = min(from_o, max(0, -acct.balance("overdraft")))
+    back_a = from_a + (from_o - back_o)
+    back_c = from_c
+    if payee_acct.is_system:
+        payee_leg = Leg(system(payee_acct.type, payee_acct.asset), "main", -amount)
+    else:
+        payee = locked[1]
+        _need(payee, "available", amount)
+        payee_leg = Leg(payee, "available", -amount)
+    j = post(ctx, "refund", [payee_leg, Leg(acct, "overdraft", back_o), Leg(acct, "available", back_a),
+                             Leg(acct, "cashback", back_c)],
+             rule="refund: reverse order of use (overdraft > available > cashback)")
+    (LedgerConsume.update(refunded_overdraft_minor=LedgerConsume.refunded_overdraft_minor + from_o,
+                          refunded_available_minor=LedgerConsume.refunded_available_minor + from_a,
+                          refunded_cashback_minor=LedgerConsume.refunded_cashback_minor + from_c)
+     .where(LedgerConsume.id == row.id).execute())
+    return {"journal": j, "refund": {"consume_id": cid, "amount": amount, "overdraft": back_o,
+                                     "available": back_a, "cashback": back_c,
+                                     "refundable_after": remaining - amount}}
+
+
+def _hold_dict(h):
+    return {"id": h.id, "kind": h.kind, "state": h.state, "account_id": h.account_id,
+            "amount": h.amount_minor, "remaining": h.remaining_minor, "settled": h.settled_minor,
+            "reason": h.reason, "external_ref": h.external_ref, "journal_id": h.journal_id,
+            "resolved_journal_id": h.resolved_journal_id, "expires_at": iso(h.expires_at),
+            "created_at": iso(h.created_at), "resolved_at": iso(h.resolved_at)}
+
+
+def _take_hold(ctx, body, kind):
+    cfg = config()
+    (acct,) = core.lock_accounts([account_ref(body)])
+    _no_lots(acct, kind)
+    _need(acct, "available", body["amount"])
+    if not acct.has("frozen"):
+        raise Problem(422, "no-such-sub-account", "No frozen sub-account", f"{acct.name()} cannot freeze")
+    jtype = "withdraw_hold" if kind == "withdraw" else "freeze"
+    j = post(ctx, jtype, [Leg(acct, "available", -body["amount"]), Leg(acct, "frozen", body["amount"])],
+             rule="holds.withdraw_timeout_minutes" if kind == "withdraw" else "freeze: risk control")
+    now = utcnow()
+    hold = LedgerHold.create(account=acct.id, customer=acct.customer_id, kind=kind, amount_minor=body["amount"],
+                             remaining_minor=body["amount"], reason=body.get("reason"),
+                             external_ref=body.get("external_ref"), journal=j["id"], created_at=now,
+                             expires_at=now + cfg.hold_timeout if kind == "withdraw" else None)
+    return {"journal": j, "hold": _hold_dict(hold)}
+
+
+def op_withdraw(ctx, body):
+    return _take_hold(ctx, body, "withdraw")
+
+
+def op_freeze(ctx, body):
+    return _take_hold(ctx, body, "risk")
+
+
+def _lock_hold(hold_id, kind):
+    hold = for_update(LedgerHold.select().where(LedgerHold.id == hold_id)).first()
+    if hold is None:
+        raise Problem(404, "hold-not-found", "Hold not found", f"hold {hold_id} does not exist")
+    if hold.kind != kind:
+        raise Problem(409, "wrong-hold-kind", "Wrong hold kind", f"hold {hold_id} is a {hold.kind} hold",
+                      kind=hold.kind)
+    if hold.state != "held":
+        raise Problem(409, "hold-not-held", "Hold already resolved",
+                      f"hold {hold_id} is {hold.state}", state=hold.state)
+    return hold
+
+
+def _resolve(hold, state, journal_id, settled=0):
+    now = utcnow()
+    LedgerHold.update(state=state, remaining_minor=0, settled_minor=settled, resolved_journal=journal_id,
+                      resolved_at=now).where(LedgerHold.id == hold.id).execute()
+    hold.state, hold.remaining_minor, hold.settled_minor = state, 0, settled
+    hold.resolved_journal_id, hold.resolved_at = journal_id, now
+
+
+def op_settle_hold(ctx, body):
+    """Frozen -> bank clearing for the settled part; the remainder goes back to available."""
+    cfg = config()
+    hold = _lock_hold(body["hold_id"], "withdraw")
+    amount = body.get("amount", hold.remaining_minor)
+    if amount > hold.remaining_minor:
+        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
+                      f"settle {amount} > held {hold.remaining_minor}", held=hold.remaining_minor)
+    (acct,) = core.lock_accounts(account_ids=[hold.account_id])
+    dst = cfg.system_code(cfg.routes["withdraw_to"], acct.asset)
+    ctx.allow_blocked = True  # resolving an existing hold is not a new debit/credit decision
+    j = post(ctx, "withdraw_settle", [Leg(acct, "frozen", -hold.remaining_minor),
+                                      Leg(system(dst, acct.asset), "main", amount),
+                                      Leg(acct, "available", hold.remaining_minor - amount)],
+             rule="routes.withdraw_to")
+    _resolve(hold, "settled", j["id"], settled=amount)
+    return {"journal": j, "hold": _hold_dict(hold)}
+
+
+def _release(ctx, hold_id, state):
+    hold = _lock_hold(hold_id, "withdraw")
+    (acct,) = core.lock_accounts(account_ids=[hold.account_id])
+    ctx.allow_blocked = True
+    j = post(ctx, "withdraw_release" if state == "released" else "withdraw_expire",
+             [Leg(acct, "frozen", -hold.remaining_minor), Leg(acct, "available", hold.remaining_minor)],
+             rule="release" if state == "released" else "holds.withdraw_timeout_minutes")
+    _resolve(hold, state, j["id"])
+    return {"journal": j, "hold": _hold_dict(hold)}
+
+
+def op_release_hold(ctx, body):
+    return _release(ctx, body["hold_id"], "released")
+
+
+def op_expire_hold(ctx, body):
+    return _release(ctx, body["hold_id"], "expired")
+
+
+def op_unfreeze(ctx, body):
+    hold = _lock_hold(body["hold_id"], "risk")
+    amount = body.get("amount", hold.remaining_minor)
+    if amount > hold.remaining_minor:
+        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
+                      f"unfreeze {amount} > frozen {hold.remaining_minor}", held=hold.remaining_minor)
+    (acct,) = core.lock_accounts(account_ids=[hold.account_id])
+    ctx.allow_blocked = True
+    j = post(ctx, "unfreeze", [Leg(acct, "frozen", -amount), Leg(acct, "available", amount)],
+             rule="unfreeze: risk control")
+    left = hold.remaining_minor - amount
+    if left == 0:
+        _resolve(hold, "released", j["id"])
+    else:
+        LedgerHold.update(remaining_minor=left).where(LedgerHold.id == hold.id).execute()
+        hold.remaining_minor = left
+    return {"journal": j, "hold": _hold_dict(hold)}
+
+
+def _set_block(ctx, body, value):
+    from app.services import audit
+    if not body.get("debit") and not body.get("credit"):
+        raise validation_failed([{"pointer": "/debit", "validator": "required",
+                                  "message": "set debit and/or credit to true"}])
+    (acct,) = core.lock_accounts([account_ref(body)])
+    changes = {}
+    if body.get("debit"):
+        changes["debit_blocked"] = value
+    if body.get("credit"):
+        changes["credit_blocked"] = value
+    changes["block_reason"] = body.get("reason")
+    LedgerAccount.update(**changes).where(LedgerAccount.id == acct.id).execute()
+    acct.debit_blocked = changes.get("debit_blocked", acct.debit_blocked)
+    acct.credit_blocked = changes.get("credit_blocked", acct.credit_blocked)
+    a = LedgerAccount.get_by_id(acct.id)
+    audit.record(ctx.actor, f"ledger.{ctx.op}", acct.name(), reason=body.get("reason"),
+                 debit=body.get("debit", False), credit=body.get("credit", False),
+                 policy_version=core.policy_version())
+    return {"account": {"id": a.id, **acct.ref(), "debit_blocked": a.debit_blocked,
+                        "credit_blocked": a.credit_blocked, "block_reason": a.block_reason}}
+
+
+def op_block(ctx, body):
+    return _set_block(ctx, body, True)
+
+
+def op_unblock(ctx, body):
+    return _set_block(ctx, body, False)
+
+
+def op_settlement(ctx, body):
+    """Bill-based movement between a customer sub-account and a system account (fees, payouts, cashback)."""
+    cfg = config()
+    (acct,) = core.lock_accounts([account_ref(body)])
+    _no_lots(acct, "settlement")
+    sub = body.get("sub", "available")
+    direction = body["direction"]
+    default = cfg.routes["settlement_in_from" if direction == "in" else "settlement_out_to"]
+    counter = system(cfg.system_code(body.get("counterparty") or default, acct.asset), acct.asset)
+    amount = body["amount"]
+    if direction == "out":
+        _need(acct, sub, amount)
+        legs = [Leg(acct, sub, -amount), Leg(counter, "main", amount)]
+    else:
+        legs = [Leg(counter, "main", -amount), Leg(acct, sub, amount)]
+    j = post(ctx, f"settlement_{direction}", legs, rule=f"routes.settlement_{direction}")
+    return {"journal": j}
+
+
+def op_credit_draw(ctx, body):
+    """Draw on the credit line: credit.overdraft goes down (to -limit), cash.available goes up."""
+    cfg = config()
+    label = body.get("label") or "default"
+    credit, cash = core.lock_accounts([(body["customer"], "credit", label), (body["customer"], "cash", label)])
+    limit = cfg.overdraft_limit("credit")
+    headroom = limit + credit.balance("overdraft")
+    if body["amount"] > headroom:
+        raise Problem(409, "credit-limit-exceeded", "Credit limit exceeded",
+                      f"draw {body['amount']} > headroom {headroom} (limit {limit})",
+                      needed=body["amount"], available=headroom, account=credit.name(), limit=limit)
+    j = post(ctx, "credit_draw", [Leg(credit, "overdraft", -body["amount"]), Leg(cash, "available", body["amount"])],
+             rule=f"account_types.credit.overdraft_limit={limit}")
+    return {"journal": j}
+
+
+def op_credit_repay(ctx, body):
+    label = body.get("label") or "default"
+    target_type = body.get("account_type") or "credit"
+    if target_type == "cash":
+        (cash,) = core.lock_accounts([(body["customer"], "cash", label)])
+        target = cash
+    else:
+        target, cash = core.lock_accounts([(body["customer"], target_type, label), (body["customer"], "cash", label)])
+    if not target.has("overdraft"):
+        raise Problem(422, "no-such-sub-account", "No overdraft", f"{target.name()} has no overdraft")
+    owed = -target.balance("overdraft")
+    if body["amount"] > owed:
+        raise Problem(422, "repay-exceeds-debt", "Repayment exceeds debt",
+                      f"repay {body['amount']} > outstanding {owed}", outstanding=owed)
+    _need(cash, "available", body["amount"])
+    j = post(ctx, "credit_repay", [Leg(cash, "available", -body["amount"]), Leg(target, "overdraft", body["amount"])],
+             rule="credit_repay")
+    return {"journal": j}
+
+
+def _lot_dict(lot):
+    return {"id": lot.id, "asset": lot.asset, "amount": lot.amount_minor, "remaining": lot.remaining_minor,
+            "state": lot.state, "expires_at": iso(lot.expires_at), "created_at": iso(lot.created_at),
+            "journal_id": lot.journal_id}
+
+
+def op_grant_lot(ctx, body):
+    cfg = config()
+    asset = body["asset"]
+    if not cfg.is_lot_asset(asset):
+        raise Problem(422, "not-a-lot-asset", "Not a lot asset", f"{asset} is not held in lots")
+    expires_at = core.parse_time(body.get("expires_at"), "expires_at")
+    (acct,) = core.lock_accounts([core.customer_account_for_asset(body["customer"], asset)])
+    src = cfg.system_code(body.get("source") or cfg.lot_route(asset, "issue_from"), asset)
+    j = post(ctx, "lot_grant", [Leg(system(src, asset), "main", -body["amount"]),
+                                Leg(acct, "available", body["amount"])], rule=f"routes.lots.{asset}.issue_from")
+    lot = LedgerLot.create(account=acct.id, customer=acct.customer_id, asset=asset, amount_minor=body["amount"],
+                           remaining_minor=body["amount"], expires_at=expires_at, journal=j["id"])
+    return {"journal": j, "lot": _lot_dict(lot)}
+
+
+def op_spend_lot(ctx, body):
+    """Drain open lots earliest-expiring first (lots never expiring last); expired lots are not spendable."""
+    cfg = config()
+    asset = body["asset"]
+    if not cfg.is_lot_asset(asset):
+        raise Problem(422, "not-a-lot-asset", "Not a lot asset", f"{asset} is not held in lots")
+    ref = core.customer_account_for_asset(body["customer"], asset)
+    (pre,) = core.read_accounts([ref])
+    # Lock order: lots (by id) before balance rows, the same in every lot operation.
+    lots = list(for_update(LedgerLot.select().where((LedgerLot.account == pre.id) & (LedgerLot.state == "open"))
+                           .order_by(LedgerLot.id)))
+    (acct,) = core.lock_accounts(account_ids=[pre.id])
+    now = utcnow()
+    live = sorted((lot for lot in lots if lot.expires_at is None or lot.expires_at > now),
+                  key=lambda lot: (lot.expires_at is None, lot.expires_at or now, lot.id))
+    spendable = min(sum(lot.remaining_minor for lot in live), acct.balance("available"))
+    amount = body["amount"]
+    if amount > spendable:
+        raise insufficient(amount, spendable, acct.name())
+    dst = cfg.system_code(body.get("to") or cfg.lot_route(asset, "spend_to"), asset)
+    j = post(ctx, "lot_spend", [Leg(acct, "available", -amount), Leg(system(dst, asset), "main", amount)],
+             rule=f"routes.lots.{asset}.spend_to; earliest expiry first")
+    used, left = [], amount
+    for lot in live:
+        if left == 0:
+            break
+        take = min(left, lot.remaining_minor)
+        left -= take
+        lot.remaining_minor -= take
+        lot.state = "spent" if lot.remaining_minor == 0 else "open"
+        LedgerLot.update(remaining_minor=lot.remaining_minor, state=lot.state).where(LedgerLot.id == lot.id).execute()
+        used.append({"lot_id": lot.id, "amount": take, "expires_at": iso(lot.expires_at)})
+    return {"journal": j, "lots_used": used}
+
+
+def op_expire_lot(ctx, body):
+    """Move an expired lot's remainder to breakage (run by the expiry job)."""
+    cfg = config()
+    lot = for_update(LedgerLot.select().where(LedgerLot.id == body["lot_id"])).first()
+    if lot is None:
+        raise Problem(404, "lot-not-found", "Lot not found", f"lot {body['lot_id']} does not exist")
+    if lot.state != "open" or lot.remaining_minor == 0:
+        raise Problem(409, "lot-not-open", "Lot not open", f"lot {lot.id} is {lot.state}", state=lot.state)
+    if lot.expires_at is None or lot.expires_at > utcnow():
+        raise Problem(409, "lot-not-expired", "Lot not expired", f"lot {lot.id} has not expired")
+    (acct,) = core.lock_accounts(account_ids=[lot.account_id])
+    dst = cfg.system_code(cfg.lot_route(lot.asset, "expire_to"), lot.asset)
+    ctx.allow_blocked = True
+    j = post(ctx, "lot_expire", [Leg(acct, "available", -lot.remaining_minor),
+                                 Leg(system(dst, lot.asset), "main", lot.remaining_minor)],
+             rule=f"routes.lots.{lot.asset}.expire_to")
+    LedgerLot.update(remaining_minor=0, state="expired").where(LedgerLot.id == lot.id).execute()
+    lot.state, lot.remaining_minor = "expired", 0
+    return {"journal": j, "lot": _lot_dict(lot)}
+
+
+OPERATIONS = {
+    "recharge": op_recharge, "transfer": op_transfer, "withdraw": op_withdraw,
+    "settle_hold": op_settle_hold, "release_hold": op_release_hold, "consume": op_consume,
+    "refund": op_refund, "freeze": op_freeze, "unfreeze": op_unfreeze, "block": op_block,
+    "unblock": op_unblock, "settlement": op_settlement, "credit_draw": op_credit_draw,
+    "credit_repay": op_credit_repay, "grant_lot": op_grant_lot, "spend_lot": op_spend_lot,
+}
+INTERNAL_OPERATIONS = {"expire_hold": op_expire_hold, "expire_lot": op_expire_lot}
+NO_JOURNAL = {"block", "unblock"}
+
+
+def status_of(op):
+    return 200 if op in NO_JOURNAL else 201
+
+
+def _validate(op, body):
+    if op not in OPERATIONS and op not in INTERNAL_OPERATIONS:
+        raise Problem(422, "unknown-operation", "Unknown operation", f"no ledger operation {op!r}",
+                      known=sorted(OPERATIONS))
+    if op in OPERATIONS:
+        errors = errors_of(f"api/ledger/{op}.json", body)
+        if errors:
+            raise validation_failed(errors)
+
+
+def execute(op, body, actor, idempotency_key=None, client="internal", validated=False, journal_key=None):
+    """Run one operation exactly once per (client, key); returns (status, result, replayed).
+
+    ``journal_key`` (batch items without their own key) labels the journal only: the batch's own
+    idempotency record already makes the whole batch exactly-once.
+    """
+    if not validated:
+        _validate(op, body)
+    fn = OPERATIONS.get(op) or INTERNAL_OPERATIONS[op]
+    digest = idempotency.digest(f"ledger.{op}", body)
+
+    def run():
+        ctx = Ctx(op=op, actor=actor, client=client, key=idempotency_key or journal_key, digest=digest,
+                  external_ref=body.get("bill_ref") or body.get("external_ref"), metadata=body.get("metadata"))
+        result = fn(ctx, body)
+        core.fault("before-commit")
+        return {"operation": op, **result}
+
+    return idempotency.run(client, idempotency_key, f"ledger.{op}", body, run, status_code=status_of(op))
+
+
+def apply_operation(op, body, actor, idempotency_key=None, client="internal"):
+    """Apply one ledger operation, exactly once per (client, idempotency_key).
+
+    Runs in the caller's transaction if one is open (so a caller's other writes commit or roll back
+    with the journal); otherwise in its own, retried on deadlock/serialization failures.
+
+    Args:
+        op: one of OPERATIONS (recharge, transfer, withdraw, settle_hold, release_hold, consume, refund,
+            freeze, unfreeze, block, unblock, settlement, credit_draw, credit_repay, grant_lot, spend_lot).
+        body: the JSON body the HTTP endpoint takes (validated against schemas/api/ledger/<op>.json).
+        actor: who acts (``auth.actor(principal)`` or ``"system"``); recorded on the journal.
+        idempotency_key: same key + same body -> the stored result; other body -> 409.
+        client: namespace of the key (the API key id for HTTP callers).
+
+    Returns:
+        dict with ``operation``, ``journal`` (id, entries with balance_after, policy_version, rule) and
+        op-specific parts (``hold``, ``consume``, ``refund``, ``lot``, ``lots_used``, ``account``).
+
+    Raises:
+        Problem: 409 insufficient-funds (needed, available, account), 409 idempotency-key-reused,
+            404 *-not-found, 409 account-blocked / hold-not-held, 422 validation-failed and others.
+    """
+    return execute(op, body, actor, idempotency_key, client)[1]
+
+
+def apply_batch(items, actor, client="internal", batch_key=None):
+    """Apply up to 1,000 operations in ONE transaction with per-item results.
+
+    A failing item reports its problem and the others commit together. Items need no savepoints:
+    every operation decides (and raises its Problem) before its first write, and the batch checks
+    it: an item that failed after writing aborts the whole batch instead of committing half of
+    it. (No savepoints also keeps PostgreSQL's subtransaction cache from overflowing.) Each item
+    may carry its own ``idempotency_key``; otherwise its journal is labelled ``<batch key>#<index>``
+    and the batch's own key makes the batch exactly-once.
+
+    Returns:
+        {"results": [{"index", "status", "result" | "problem"}], "succeeded", "failed"}.
+    """
+    if len(items) > MAX_BATCH:
+        raise validation_failed([{"pointer": "/operations", "validator": "maxItems",
+                                  "message": f"at most {MAX_BATCH} operations per batch"}])
+
+    @transactional()
+    def run():
+        with core.batch_scope() as state:
+            _prelock(items)
+            results, ok = [], 0
+            for i, item in enumerate(items):
+                own = item.get("idempotency_key")
+                derived = f"{batch_key}#{i}" if batch_key and not own else None
+                writes = state["writes"]
+                try:
+                    status, result, replayed = execute(item["op"], item["body"], actor, own, client,
+                                                       journal_key=derived)
+                    results.append({"index": i, "status": status, "replayed": replayed, "result": result})
+                    ok += 1
+                except Problem as exc:
+                    if state["writes"] != writes:
+                        raise RuntimeError(f"batch item {i} failed after writing; batch aborted") from exc
+                    results.append({"index": i, "status": exc.status, "problem": exc.to_dict()})
+            return {"results": results, "succeeded": ok, "failed": len(items) - ok}
+    return run()
+
+
+def _prelock(items):
+    """Lock every customer account the batch names, once, in id order, before any item runs.
+
+    Items then find their rows already locked, so concurrent batches (and single postings) take
+    locks in one global order instead of item by item, which would deadlock between batches.
+    """
+    refs = set()
+    for item in items:
+        body = item.get("body") if isinstance(item, dict) else None
+        if not isinstance(body, dict):
+            continue
+        for part in (body, body.get("from"), body.get("to"), body.get("payee")):
+            if isinstance(part, dict) and isinstance(part.get("customer"), str):
+                atype, label = part.get("account_type") or "cash", part.get("label") or "default"
+                if isinstance(atype, str) and isinstance(label, str):
+                    refs.add((part["customer"], atype, label))
+        if item.get("op") == "credit_draw" and isinstance(body.get("customer"), str):
+            refs.add((body["customer"], "credit", body.get("label") or "default"))
+    if refs:
+        core.lock_accounts(sorted(refs), strict=False)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _customer(external_ref):
+    cust = LedgerCustomer.get_or_none(LedgerCustomer.external_ref == external_ref)
+    if cust is None or cust.kind == "system":
+        raise Problem(404, "customer-not-found", "Customer not found", f"customer {external_ref!r} does not exist",
+                      customer=external_ref)
+    return cust
+
+
+def balances(customer_external_ref):
+    """Balances of every account and sub-account of a customer, read from the snapshots (no SUM of entries).
+
+    Returns:
+        {"customer", "kind", "accounts": [{"id", "account_type", "label", "asset", "sub_accounts": {sub: n},
+        "overdraft_limit", "spendable", "pending_withdrawal", "debit_blocked", "credit_blocked"}]}.
+    """
+    cfg = config()
+    cust = _customer(customer_external_ref)
+    rows = (LedgerBalance.select(LedgerBalance.sub, LedgerBalance.balance_minor, LedgerAccount)
+            .join(LedgerAccount).where(LedgerAccount.customer == cust.id)
+            .order_by(LedgerAccount.id, LedgerBalance.id).dicts())
+    pending = dict(LedgerHold.select(LedgerHold.account, pw.fn.SUM(LedgerHold.remaining_minor))
+                   .where((LedgerHold.customer == cust.id) & (LedgerHold.state == "held")
+                          & (LedgerHold.kind == "withdraw"))
+                   .group_by(LedgerHold.account).tuples())
+    accounts = {}
+    for r in rows:
+        a = accounts.get(r["id"])
+        if a is None:
+            a = accounts[r["id"]] = {
+                "id": r["id"], "account_type": r["type"], "label": r["label"], "asset": r["asset"],
+                "sub_accounts": {}, "overdraft_limit": cfg.overdraft_limit(r["type"]),
+                "pending_withdrawal": int(pending.get(r["id"]) or 0),
+                "debit_blocked": bool(r["debit_blocked"]), "credit_blocked": bool(r["credit_blocked"])}
+        a["sub_accounts"][r["sub"]] = r["balance_minor"]
+    for a in accounts.values():
+        s = a["sub_accounts"]
+        a["spendable"] = (s.get("cashback", 0) + s.get("available", 0)
+                          + (a["overdraft_limit"] + s["overdraft"] if "overdraft" in s else 0))
+    return {"customer": cust.external_ref, "kind": cust.kind, "accounts": list(accounts.values())}
+
+
+def lots(customer_external_ref, asset=None, include_closed=False):
+    """Open lots of a customer (optionally one asset), earliest-expiring first, with expires_at."""
+    cust = _customer(customer_external_ref)
+    q = LedgerLot.select().where(LedgerLot.customer == cust.id)
+    if asset:
+        q = q.where(LedgerLot.asset == asset)
+    if not include_closed:
+        q = q.where(LedgerLot.state == "open")
+    items = [_lot_dict(lot) for lot in q]
+    items.sort(key=lambda d: (d["expires_at"] is None, d["expires_at"] or "", d["id"]))
+    return items
+
+
+def holds(customer_external_ref, state=None):
+    """Holds (withdrawals and risk freezes) of a customer, newest first."""
+    cust = _customer(customer_external_ref)
+    q = LedgerHold.select().where(LedgerHold.customer == cust.id)
+    if state:
+        q = q.where(LedgerHold.state == state)
+    return [_hold_dict(h) for h in q.order_by(LedgerHold.id.desc())]
+
+
+def hold(hold_id):
+    h = LedgerHold.get_or_none(LedgerHold.id == hold_id)
+    if h is None:
+        raise Problem(404, "hold-not-found", "Hold not found", f"hold {hold_id} does not exist")
+    return _hold_dict(h)
+
+
+def journal(journal_id):
+    """One journal with its entries (404 if absent)."""
+    return core.journal_dict(journal_id)
+
+
+def statement(customer=None, account_id=None, type=None, since=None, until=None, cursor=None, limit=50):
+    """Entries (流水) newest first, filtered by customer/account/journal type/time, cursor-paginated.
+
+    Args:
+        customer: customer external_ref.
+        account_id: one account.
+        type: journal type (recharge, consume, refund, ...).
+        since, until: ISO 8601 bounds on the entry time (since inclusive, until exclusive).
+        cursor: ``next_cursor`` of the previous page.
+        limit: 1..500.
+
+    Returns:
+        {"items": [...], "next_cursor": str | None}.
+    """
+    if customer is None and account_id is None:
+        raise validation_failed([{"pointer": "/query/customer", "validator": "required",
+                                  "message": "give customer or account"}])
+    q = (LedgerEntry.select(LedgerEntry, LedgerJournal.type.alias("journal_type"), LedgerJournal.external_ref,
+                            LedgerAccount.type.alias("account_type"), LedgerAccount.label)
+         .join(LedgerJournal, on=(LedgerEntry.journal == LedgerJournal.id))
+         .switch(LedgerEntry).join(LedgerAccount, on=(LedgerEntry.account == LedgerAccount.id)))
+    if customer is not None:
+        q = q.where(LedgerEntry.customer == _customer(customer).id)
+    if account_id is not None:
+        q = q.where(LedgerEntry.account == account_id)
+    if type:
+        q = q.where(LedgerJournal.type == type)
+    if since:
+        q = q.where(LedgerEntry.created_at >= core.parse_time(since, "since"))
+    if until:
+        q = q.where(LedgerEntry.created_at < core.parse_time(until, "until"))
+    if cursor:
+        if not str(cursor).isdigit():
+            raise validation_failed([{"pointer": "/query/cursor", "validator": "format",
+                                      "message": "not a cursor from this API"}])
+        q = q.where(LedgerEntry.id < int(cursor))
+    rows = list(q.order_by(LedgerEntry.id.desc()).limit(limit + 1).dicts())
+    items = [{"entry_id": e["id"], "journal_id": e["journal"], "journal_type": e["journal_type"],
+              "external_ref": e["external_ref"], "account_id": e["account"], "account_type": e["account_type"],
+              "label": e["label"], "sub": e["sub"], "asset": e["asset"], "amount": e["amount_minor"],
+              "balance_after": e["balance_after_minor"], "created_at": iso(e["created_at"])}
+             for e in rows[:limit]]
+    return {"items": items, "next_cursor": str(rows[limit - 1]["id"]) if len(rows) > limit else None}
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def seed_demo():
+    """A demo user with a cash balance, some cashback and points (idempotent by keys)."""
+    ensure_customer("demo-user", "user")
+    ensure_customer("demo-merchant", "merchant")
+    expires = (utcnow() + dt.timedelta(days=365)).replace(microsecond=0).isoformat() + "Z"
+    steps = [
+        ("recharge", {"customer": "demo-user", "amount": 100000, "external_ref": "demo-recharge-1"}),
+        ("settlement", {"customer": "demo-user", "direction": "in", "sub": "cashback", "amount": 1500,
+                        "bill_ref": "demo-cashback-1"}),
+        ("grant_lot", {"customer": "demo-user", "asset": "POINTS", "amount": 500, "expires_at": expires,
+                       "external_ref": "demo-points-1"}),
+    ]
+    for i, (op, body) in enumerate(steps):
+        if LedgerJournal.get_or_none((LedgerJournal.client == "demo") & (LedgerJournal.idempotency_key == f"seed-{i}")):
+            continue
+        apply_operation(op, body, "system", idempotency_key=f"seed-{i}", client="demo")

@@ -1,0 +1,646 @@
+"""Ledger mechanics: the assets policy, account resolution, row locking in one global order, posting journals."""
+import datetime as dt
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+
+import peewee as pw
+
+from app import policy
+from app.db import db, is_postgres
+from app.errors import Problem
+from app.models.core import utcnow
+from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerCustomer, LedgerEntry,
+                               LedgerJournal)
+
+SYSTEM_CUSTOMER = "__system__"
+SYSTEM_LABEL = "system"
+SYSTEM_SUB = "main"
+CUSTOMER_SUBS = ("available", "cashback", "frozen", "overdraft")
+
+# Test hook for crash-between-steps tests: called with a step name; raising there aborts the transaction.
+FAULT = None
+
+
+def fault(step):
+    if FAULT is not None:
+        FAULT(step)
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass
+class AssetsConfig:
+    """The `assets` policy, compiled for lookups."""
+    version: str
+    assets: dict
+    account_types: dict
+    customer_kinds: dict
+    hold_timeout: dt.timedelta
+    shards: int
+    system: dict  # code -> [assets]
+    routes: dict
+
+    def account_type(self, name):
+        spec = self.account_types.get(name)
+        if spec is None:
+            raise Problem(422, "unknown-account-type", "Unknown account type",
+                          f"account type {name!r} is not defined in the assets policy",
+                          known=sorted(self.account_types))
+        return spec
+
+    def overdraft_limit(self, account_type):
+        spec = self.account_types.get(account_type) or {}
+        if "overdraft" not in spec.get("sub_accounts", ()):
+            return 0
+        return int(spec.get("overdraft_limit", 0))
+
+    def is_lot_asset(self, asset):
+        return bool(self.assets.get(asset, {}).get("lots"))
+
+    def system_code(self, code, asset):
+        if asset not in self.system.get(code, ()):
+            raise Problem(422, "unknown-system-account", "Unknown system account",
+                          f"system account {code!r} does not hold asset {asset!r} in the assets policy")
+        return code
+
+    def lot_route(self, asset, what):
+        route = (self.routes.get("lots") or {}).get(asset)
+        if not route:
+            raise Problem(422, "not-a-lot-asset", "Not a lot asset",
+                          f"asset {asset!r} has no lot routes in the assets policy")
+        return route[what]
+
+
+_config_cache = {}
+_config_lock = threading.Lock()
+
+
+def config():
+    """The compiled `assets` policy of the active policy set (cached per policy version)."""
+    ps = policy.active()
+    cached = _config_cache.get(ps.version)
+    if cached is not None:
+        return cached
+    doc = ps.one("assets")
+    cfg = AssetsConfig(
+        version=ps.version,
+        assets=doc["assets"],
+        account_types=doc["account_types"],
+        customer_kinds=doc["customer_kinds"],
+        hold_timeout=dt.timedelta(minutes=int(doc["holds"]["withdraw_timeout_minutes"])),
+        shards=int(doc["system_accounts"].get("shards", 1)),
+        system={k: list(v) for k, v in doc["system_accounts"]["accounts"].items()},
+        routes=doc["routes"],
+    )
+    with _config_lock:
+        _config_cache.clear()
+        _config_cache[ps.version] = cfg
+    return cfg
+
+
+def policy_version():
+    return policy.active_version() or config().version
+
+
+def cross_check(doc, *_args, **_kwargs):
+    """Cross-checks of an `assets` policy document: every name it uses is defined. Returns messages."""
+    errors = []
+    assets = doc.get("assets") or {}
+    types = doc.get("account_types") or {}
+    system = ((doc.get("system_accounts") or {}).get("accounts")) or {}
+    for name, spec in types.items():
+        if spec.get("asset") not in assets:
+            errors.append(f"$.account_types.{name}.asset: unknown asset {spec.get('asset')!r}")
+        if assets.get(spec.get("asset"), {}).get("lots") and set(spec.get("sub_accounts", ())) - {"available", "frozen"}:
+            errors.append(f"$.account_types.{name}.sub_accounts: a lot asset has only available/frozen")
+        if spec.get("overdraft_limit") and "overdraft" not in spec.get("sub_accounts", ()):
+            errors.append(f"$.account_types.{name}.overdraft_limit: needs an overdraft sub-account")
+    for kind, spec in (doc.get("customer_kinds") or {}).items():
+        for i, t in enumerate(spec.get("accounts", ())):
+            if t not in types:
+                errors.append(f"$.customer_kinds.{kind}.accounts[{i}]: unknown account type {t!r}")
+        for i, t in enumerate(spec.get("multiple", ())):
+            if t not in types:
+                errors.append(f"$.customer_kinds.{kind}.multiple[{i}]: unknown account type {t!r}")
+    for code, held in system.items():
+        for a in held:
+            if a not in assets:
+                errors.append(f"$.system_accounts.accounts.{code}: unknown asset {a!r}")
+    routes = doc.get("routes") or {}
+    cash_assets = {s.get("asset") for s in types.values() if not assets.get(s.get("asset"), {}).get("lots")}
+    for key in ("recharge_from", "withdraw_to", "consume_to", "settlement_in_from", "settlement_out_to"):
+        code = routes.get(key)
+        if code is None:
+            continue
+        if code not in system:
+            errors.append(f"$.routes.{key}: unknown system account {code!r}")
+        else:
+            for a in sorted(cash_assets - set(system[code])):
+                errors.append(f"$.routes.{key}: system account {code!r} does not hold {a!r}")
+    for asset, route in (routes.get("lots") or {}).items():
+        if not assets.get(asset, {}).get("lots"):
+            errors.append(f"$.routes.lots.{asset}: asset is not a lot asset")
+        for what, code in route.items():
+            if asset not in system.get(code, ()):
+                errors.append(f"$.routes.lots.{asset}.{what}: system account {code!r} does not hold {asset!r}")
+    for asset, spec in assets.items():
+        if spec.get("lots") and asset not in (routes.get("lots") or {}):
+            errors.append(f"$.assets.{asset}: lot asset without routes.lots.{asset}")
+    return errors
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def param():
+    return db.obj.param
+
+
+def placeholders(n):
+    return ", ".join([param()] * n)
+
+
+def iso(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(value, name):
+    """An ISO 8601 date-time as naive UTC, or 422."""
+    if value is None:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise Problem(422, "validation-failed", "Validation failed", f"{name}: not an ISO 8601 date-time",
+                      errors=[{"pointer": f"/{name}", "message": "not an ISO 8601 date-time",
+                               "validator": "format"}]) from None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return t
+
+
+def insufficient(needed, available, account):
+    return Problem(409, "insufficient-funds", "Insufficient funds",
+                   f"needed {needed}, available {available} in account {account}",
+                   needed=needed, available=available, account=account)
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+@dataclass
+class Account:
+    id: int
+    customer_id: int
+    customer: str
+    type: str
+    label: str
+    asset: str
+    debit_blocked: bool
+    credit_blocked: bool
+    is_system: bool = False
+    subs: dict = field(default_factory=dict)  # sub -> [balance_id, balance_minor]
+
+    def ref(self):
+        return {"customer": self.customer, "account_type": self.type, "label": self.label}
+
+    def name(self):
+        return f"{self.customer}/{self.type}/{self.label}"
+
+    def balance(self, sub):
+        return self.subs[sub][1] if sub in self.subs else 0
+
+    def has(self, sub):
+        return sub in self.subs
+
+
+def account_ref(body, default_type="cash"):
+    return (body["customer"], body.get("account_type") or default_type, body.get("label") or "default")
+
+
+_ACCOUNT_COLS = ("b.id, b.sub, b.balance_minor, a.id, a.customer_id, c.external_ref, a.type, a.label, "
+                 "a.asset, a.debit_blocked, a.credit_blocked")
+
+
+def _accounts_from_rows(rows):
+    out = {}
+    for bid, sub, bal, aid, cid, cref, atype, label, asset, dblk, cblk in rows:
+        acct = out.get(aid)
+        if acct is None:
+            acct = out[aid] = Account(aid, cid, cref, atype, label, asset, bool(dblk), bool(cblk))
+        acct.subs[sub] = [bid, int(bal)]
+    return out
+
+
+def lock_accounts(refs=(), account_ids=(), strict=True):
+    """Lock every sub-account row of the named accounts, in ascending row id, and return them.
+
+    Customer balance rows are always locked before any system shard row (system shards are locked
+    last, by the UPDATE in post()), so (is_system, id) is one global lock order: no deadlocks
+    between ledger writers. On SQLite the write lock is already held (BEGIN IMMEDIATE).
+
+    Args:
+        refs: (customer external_ref, account type, label) triples.
+        account_ids: account ids.
+        strict: False locks whatever exists and returns it (no 404 for the missing).
+
+    Returns:
+        list of Account, in the order of ``refs`` then ``account_ids``.
+
+    Raises:
+        Problem 404 when a customer or account does not exist.
+    """
+    state = batch_state()
+    if state is not None and strict:
+        cached = state["accounts"]
+        if all(r in cached for r in refs) and all(a in cached for a in account_ids):
+            return [cached[r] for r in refs] + [cached[a] for a in account_ids]
+    p = param()
+    conds, params = [], []
+    for cref, atype, label in refs:
+        conds.append(f"(c.external_ref = {p} AND a.type = {p} AND a.label = {p})")
+        params += [cref, atype, label]
+    if account_ids:
+        conds.append(f"a.id IN ({placeholders(len(account_ids))})")
+        params += list(account_ids)
+    sql = (f"SELECT {_ACCOUNT_COLS} FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id "
+           f"JOIN ledger_customer c ON c.id = a.customer_id WHERE {' OR '.join(conds)} ORDER BY b.id")
+    if is_postgres():
+        sql += " FOR UPDATE OF b"
+    accounts = _accounts_from_rows(db.execute_sql(sql, params).fetchall())
+    if state is not None:
+        # rows already locked by this transaction keep the (current) objects post() updates
+        for aid in list(accounts):
+            if aid in state["accounts"]:
+                accounts[aid] = state["accounts"][aid]
+        _cache(accounts.values())
+    if not strict:
+        return list(accounts.values())
+    out = []
+    for cref, atype, label in refs:
+        match = next((a for a in accounts.values()
+                      if a.customer == cref and a.type == atype and a.label == label), None)
+        if match is None:
+            _raise_missing(cref, atype, label)
+        out.append(match)
+    for aid in account_ids:
+        if aid not in accounts:
+            raise Problem(404, "account-not-found", "Account not found", f"account {aid} does not exist")
+        out.append(accounts[aid])
+    return out
+
+
+def read_accounts(refs):
+    """Like lock_accounts, without locking (reads, and resolving ids before locking lots)."""
+    p = param()
+    conds, params = [], []
+    for cref, atype, label in refs:
+        conds.append(f"(c.external_ref = {p} AND a.type = {p} AND a.label = {p})")
+        params += [cref, atype, label]
+    sql = (f"SELECT {_ACCOUNT_COLS} FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id "
+           f"JOIN ledger_customer c ON c.id = a.customer_id WHERE {' OR '.join(conds)} ORDER BY b.id")
+    accounts = _accounts_from_rows(db.execute_sql(sql, params).fetchall())
+    out = []
+    for cref, atype, label in refs:
+        match = next((a for a in accounts.values()
+                      if a.customer == cref and a.type == atype and a.label == label), None)
+        if match is None:
+            _raise_missing(cref, atype, label)
+        out.append(match)
+    return out
+
+
+def _raise_missing(cref, atype, label):
+    if LedgerCustomer.get_or_none(LedgerCustomer.external_ref == cref) is None:
+        raise Problem(404, "customer-not-found", "Customer not found", f"customer {cref!r} does not exist",
+                      customer=cref)
+    raise Problem(404, "account-not-found", "Account not found",
+                  f"customer {cref!r} has no {atype!r} account labelled {label!r}",
+                  customer=cref, account_type=atype, label=label)
+
+
+def customer_account_for_asset(cref, asset):
+    """(type, label) of the customer's default account holding a lot asset."""
+    cfg = config()
+    for atype, spec in cfg.account_types.items():
+        if spec["asset"] == asset:
+            return (cref, atype, "default")
+    raise Problem(422, "unknown-asset", "Unknown asset", f"no account type holds asset {asset!r}")
+
+
+def ensure_account(customer_id, atype, label, cfg):
+    """Create the account and its sub-account rows if missing (idempotent, race-safe)."""
+    spec = cfg.account_type(atype)
+    LedgerAccount.insert(customer=customer_id, type=atype, label=label, asset=spec["asset"]) \
+        .on_conflict_ignore().execute()
+    acct = LedgerAccount.get((LedgerAccount.customer == customer_id) & (LedgerAccount.type == atype)
+                             & (LedgerAccount.label == label) & (LedgerAccount.asset == spec["asset"]))
+    subs = [s for s in CUSTOMER_SUBS if s in spec["sub_accounts"]]
+    LedgerBalance.insert_many([{"account": acct.id, "sub": s, "shard": 0, "asset": spec["asset"]}
+                               for s in subs]).on_conflict_ignore().execute()
+    return acct
+
+
+# --------------------------------------------------------------------------- system accounts
+
+_system_cache = {}
+_system_lock = threading.Lock()
+
+
+def _db_key():
+    obj = db.obj
+    return (id(obj), getattr(obj, "database", None), str(getattr(obj, "connect_params", {}).get("options")))
+
+
+def system_shards(code, asset):
+    """(account id, customer id, shard row ids) of system account ``code`` for ``asset``.
+
+    Created on first use. Only rows found already committed are cached, so a cache entry never
+    points at rows that a rolled-back transaction created.
+    """
+    cfg = config()
+    cfg.system_code(code, asset)
+    key = (_db_key(), code, asset, cfg.shards)
+    hit = _system_cache.get(key)
+    if hit is not None:
+        return hit
+    found = _find_system(code, asset, cfg.shards)
+    if found is not None:
+        with _system_lock:
+            _system_cache[key] = found
+        return found
+    return _ensure_system(code, asset, cfg.shards)
+
+
+def _find_system(code, asset, shards):
+    rows = list(LedgerBalance.select(LedgerBalance.id, LedgerAccount.id.alias("aid"),
+                                     LedgerAccount.customer.alias("cid"))
+                .join(LedgerAccount).join(LedgerCustomer)
+                .where((LedgerCustomer.external_ref == SYSTEM_CUSTOMER) & (LedgerAccount.type == code)
+                       & (LedgerAccount.asset == asset) & (LedgerBalance.sub == SYSTEM_SUB)
+                       & (LedgerBalance.shard < shards))
+                .order_by(LedgerBalance.shard).dicts())
+    if len(rows) != shards:
+        return None
+    return (rows[0]["aid"], rows[0]["cid"], [r["id"] for r in rows])
+
+
+def _ensure_system(code, asset, shards):
+    LedgerCustomer.insert(external_ref=SYSTEM_CUSTOMER, kind="system").on_conflict_ignore().execute()
+    cust = LedgerCustomer.get(LedgerCustomer.external_ref == SYSTEM_CUSTOMER)
+    LedgerAccount.insert(customer=cust.id, type=code, label=SYSTEM_LABEL, asset=asset, is_system=True) \
+        .on_conflict_ignore().execute()
+    acct = LedgerAccount.get((LedgerAccount.customer == cust.id) & (LedgerAccount.type == code)
+                             & (LedgerAccount.label == SYSTEM_LABEL) & (LedgerAccount.asset == asset))
+    LedgerBalance.insert_many([{"account": acct.id, "sub": SYSTEM_SUB, "shard": i, "asset": asset}
+                               for i in range(shards)]).on_conflict_ignore().execute()
+    return _find_system(code, asset, shards)
+
+
+def ensure_system_accounts():
+    """Create every system account of the active policy (in the caller's transaction)."""
+    cfg = config()
+    for code, assets in cfg.system.items():
+        for asset in assets:
+            system_shards(code, asset)
+
+
+def clear_caches():
+    with _system_lock:
+        _system_cache.clear()
+    with _config_lock:
+        _config_cache.clear()
+
+
+# --------------------------------------------------------------------------- posting
+
+_batch = threading.local()
+
+
+class batch_scope:
+    """State of one long transaction (a batch): sticky shards, locked accounts, a write counter.
+
+    - One shard per system account instead of a random one per posting: a batch spreading over every
+      shard would hold them all until commit, and concurrent batches would wait on (or deadlock
+      over) each other's shards.
+    - Accounts locked once (in id order, before any item) are reused by later items without
+      re-selecting them; their balances are kept current by post().
+    - ``writes`` counts journals written, so the batch can tell whether a failing item wrote anything.
+    """
+
+    def __enter__(self):
+        self.previous = getattr(_batch, "state", None)
+        _batch.state = {"shards": {}, "accounts": {}, "writes": 0}
+        return _batch.state
+
+    def __exit__(self, *exc):
+        _batch.state = self.previous
+        return False
+
+
+def batch_state():
+    return getattr(_batch, "state", None)
+
+
+def _cache(accounts):
+    state = batch_state()
+    if state is not None:
+        for acct in accounts:
+            state["accounts"][acct.id] = acct
+            state["accounts"][(acct.customer, acct.type, acct.label)] = acct
+
+
+def _pick_shard(code, asset, shard_ids):
+    state = batch_state()
+    if state is None:
+        return random.choice(shard_ids)
+    chosen = state["shards"]
+    key = (code, asset)
+    if key not in chosen:
+        chosen[key] = random.choice(shard_ids)
+    return chosen[key]
+
+
+
+@dataclass
+class Leg:
+    account: object  # Account, or ("system", code)
+    sub: str
+    amount: int
+
+
+@dataclass
+class Ctx:
+    """Who posts, under which key and policy."""
+    op: str
+    actor: str
+    client: str
+    key: str = None
+    digest: str = None
+    external_ref: str = None
+    metadata: dict = None
+    allow_blocked: bool = False
+
+
+def post(ctx, jtype, legs, rule=None):
+    """Write one journal: check blocks, apply every leg to its snapshot row, append the entries.
+
+    Customer legs must belong to accounts already locked by lock_accounts() and already checked for
+    funds by the caller. System legs pick a random shard and are never balance-checked, so postings
+    against a hot platform account spread over ``shards`` rows instead of queueing on one.
+
+    Returns:
+        the journal as a dict (with its entries).
+    """
+    legs = [leg for leg in legs if leg.amount != 0]
+    if len(legs) < 2:
+        raise Problem(422, "empty-posting", "Nothing to post", "a journal needs at least two non-zero entries")
+    per_asset = {}
+    resolved = []  # (balance_id, account_id, customer_id, sub, asset, amount, leg)
+    for leg in legs:
+        acct = leg.account
+        if isinstance(acct, tuple):
+            _, code, asset = acct
+            aid, cid, shard_ids = system_shards(code, asset)
+            resolved.append((_pick_shard(code, asset, shard_ids), aid, cid, SYSTEM_SUB, asset, leg.amount, leg))
+        else:
+            if not acct.has(leg.sub):
+                raise Problem(422, "no-such-sub-account", "No such sub-account",
+                              f"account {acct.name()} has no {leg.sub!r} sub-account")
+            if not ctx.allow_blocked and leg.sub != "frozen":
+                if leg.amount < 0 and acct.debit_blocked:
+                    raise Problem(409, "account-blocked", "Account blocked",
+                                  f"debits from {acct.name()} are blocked", account=acct.name(), block="debit")
+                if leg.amount > 0 and acct.credit_blocked:
+                    raise Problem(409, "account-blocked", "Account blocked",
+                                  f"credits to {acct.name()} are blocked", account=acct.name(), block="credit")
+            asset = acct.asset
+            resolved.append((acct.subs[leg.sub][0], acct.id, acct.customer_id, leg.sub, asset, leg.amount, leg))
+        per_asset[asset] = per_asset.get(asset, 0) + leg.amount
+    if any(per_asset.values()):
+        raise RuntimeError(f"unbalanced journal {jtype}: {per_asset}")  # a bug, never a client error
+    now = utcnow()
+    version = policy_version()
+    p = param()
+    meta = json.dumps(ctx.metadata, ensure_ascii=False, separators=(",", ":")) if ctx.metadata else None
+    journal_row = [jtype, ctx.client, ctx.key, ctx.external_ref, ctx.digest, version, rule, ctx.actor, meta, now]
+    state = batch_state()
+    if is_postgres() and len({r[0] for r in resolved}) == len(resolved):
+        jid, after = _post_one_statement(journal_row, resolved, now)
+        if state is not None:
+            state["writes"] += 1
+        fault("after-journal")
+        fault("after-balances")
+        entries = []
+        for bid, aid, cid, sub, asset, amount, leg in resolved:
+            entries.append(_entry_dict(leg, aid, sub, asset, amount, after[bid]))
+        fault("after-entries")
+        return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
+                "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
+                "created_at": iso(now), "entries": entries}
+    # Raw SQL on the hot path: peewee's query builder costs more than the round trip here.
+    jid = db.execute_sql(
+        "INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, policy_version, "
+        f"rule, actor, metadata, created_at) VALUES ({placeholders(10)}) RETURNING id",
+        journal_row).fetchone()[0]
+    if state is not None:
+        state["writes"] += 1
+    fault("after-journal")
+    deltas = {}
+    for bid, *_rest in resolved:
+        deltas[bid] = deltas.get(bid, 0) + _rest[4]
+    ids = sorted(deltas)
+    case = " ".join(f"WHEN {p} THEN {p}" for _ in ids)
+    params = [x for bid in ids for x in (bid, deltas[bid])] + ids
+    cur = db.execute_sql(
+        f"UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
+        f"WHERE id IN ({placeholders(len(ids))}) RETURNING id, balance_minor", params)
+    running = {bid: int(bal) - deltas[bid] for bid, bal in cur.fetchall()}
+    fault("after-balances")
+    rows, entries = [], []
+    for bid, aid, cid, sub, asset, amount, leg in resolved:
+        running[bid] += amount
+        rows += [jid, bid, aid, cid, sub, asset, amount, running[bid], now]
+        entries.append(_entry_dict(leg, aid, sub, asset, amount, running[bid]))
+    values = ", ".join([f"({placeholders(9)})"] * len(resolved))
+    db.execute_sql("INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
+                   f"balance_after_minor, created_at) VALUES {values}", rows)
+    fault("after-entries")
+    return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
+            "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
+            "created_at": iso(now), "entries": entries}
+
+
+def _entry_dict(leg, aid, sub, asset, amount, after):
+    if isinstance(leg.account, tuple):
+        owner = {"customer": None, "account_type": leg.account[1], "label": SYSTEM_LABEL, "system": True}
+    else:
+        owner = leg.account.ref()
+        leg.account.subs[sub][1] = after  # keep a batch's cached view current
+    return {"account_id": aid, **owner, "sub": sub, "asset": asset, "amount": amount, "balance_after": after}
+
+
+def _post_one_statement(journal_row, resolved, now):
+    """PostgreSQL: journal, snapshot updates and entries in ONE statement (data-modifying CTEs).
+
+    Only when every leg hits a distinct row (then each entry's balance_after is its row's new value).
+    The UPDATE takes the row locks before the entries get their ids, so per row, entry order is
+    still lock order.
+    """
+    legs = ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s, %s, %s::bigint)"] * len(resolved))
+    case = " ".join(["WHEN %s THEN %s::bigint"] * len(resolved))
+    ids = ", ".join(["%s"] * len(resolved))
+    sql = (
+        "WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, "
+        "policy_version, rule, actor, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "RETURNING id), "
+        f"u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
+        f"WHERE id IN ({ids}) RETURNING id, balance_minor), "
+        "e AS (INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
+        "balance_after_minor, created_at) SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, v.amount, u.balance_minor, "
+        f"%s FROM j CROSS JOIN u JOIN (VALUES {legs}) AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id) "
+        "SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u")
+    params = list(journal_row)
+    params += [x for r in resolved for x in (r[0], r[5])]
+    params += [r[0] for r in resolved]
+    params.append(now)
+    params += [x for r in resolved for x in (r[0], r[1], r[2], r[3], r[4], r[5])]
+    rows = db.execute_sql(sql, params).fetchall()
+    if len(rows) != len(resolved):
+        raise RuntimeError(f"posting touched {len(rows)} rows, expected {len(resolved)}")  # a bug
+    return rows[0][0], {bid: int(bal) for _, bid, bal in rows}
+
+
+def system(code, asset):
+    return ("system", code, asset)
+
+
+def journal_dict(journal_id):
+    """One journal with its entries, or 404."""
+    j = LedgerJournal.get_or_none(LedgerJournal.id == journal_id)
+    if j is None:
+        raise Problem(404, "journal-not-found", "Journal not found", f"journal {journal_id} does not exist")
+    q = (LedgerEntry.select(LedgerEntry, LedgerAccount.type, LedgerAccount.label, LedgerAccount.is_system,
+                            LedgerCustomer.external_ref)
+         .join(LedgerAccount, on=(LedgerEntry.account == LedgerAccount.id))
+         .join(LedgerCustomer, pw.JOIN.LEFT_OUTER, on=(LedgerAccount.customer == LedgerCustomer.id))
+         .where(LedgerEntry.journal == journal_id).order_by(LedgerEntry.id).dicts())
+    entries = []
+    for e in q:
+        system_acct = bool(e["is_system"])
+        entries.append({"account_id": e["account"], "customer": None if system_acct else e["external_ref"],
+                        "account_type": e["type"], "label": e["label"],
+                        **({"system": True} if system_acct else {}),
+                        "sub": e["sub"], "asset": e["asset"], "amount": e["amount_minor"],
+                        "balance_after": e["balance_after_minor"]})
+    return {"id": j.id, "type": j.type, "external_ref": j.external_ref, "idempotency_key": j.idempotency_key,
+            "policy_version": j.policy_version, "rule": j.rule, "actor": j.actor,
+            "metadata": json.loads(j.metadata) if j.metadata else None, "created_at": iso(j.created_at),
+            "entries": entries}

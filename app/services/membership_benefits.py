@@ -1,0 +1,178 @@
+"""Benefits (权益) per level and paid plan: benefits in force, checkout benefits for a cart, monthly coupons."""
+import datetime as dt
+
+import peewee as pw
+
+from app.db import for_update, transactional
+from app.models.membership import CouponGrant, Member, PlanPeriod
+from app.services import clock
+from app.services import membership_policy as mp
+
+
+def benefits_in_force(cfg, level, plan):
+    """Every benefit of the level and of the active plan, each with its source and rule."""
+    out = []
+    for name in cfg.by_level.get(level) or []:
+        item = dict(cfg.catalogue[name])
+        item.update(source=f"level:{level}", rule=f"benefits.levels.{level}.{name}", version=cfg.version)
+        out.append(item)
+    if plan:
+        for name in cfg.by_plan.get(plan.get("code")) or []:
+            item = dict(cfg.catalogue[name])
+            item.update(source=f"plan:{plan['code']}", rule=f"benefits.plans.{plan['code']}.{name}",
+                        version=cfg.version)
+            out.append(item)
+    return out
+
+
+def service_from(items):
+    """The strongest service benefit: {"priority", "queue", "dedicated_agent", "priority_delivery", "rules"}."""
+    best = {"priority": 0, "queue": None, "dedicated_agent": False, "priority_delivery": False, "rules": []}
+    for item in items:
+        if item["type"] != "service":
+            continue
+        best["rules"].append(item["rule"])
+        if int(item.get("priority", 0)) > best["priority"]:
+            best["priority"] = int(item.get("priority", 0))
+            best["queue"] = item.get("queue")
+        best["dedicated_agent"] |= bool(item.get("dedicated_agent"))
+        best["priority_delivery"] |= bool(item.get("priority_delivery"))
+    return best
+
+
+def _eligible_subtotal(item, cart):
+    cats = item.get("categories")
+    return sum(int(i["price_fen"]) * int(i.get("quantity", 1)) for i in cart["items"]
+               if not cats or i.get("category") in cats)
+
+
+def checkout(cfg, member, plan, cart):
+    """What a cart gets from the member's benefits; read-only.
+
+    The single best discount applies (discounts do not stack); fee waivers and usable coupons are
+    listed; points to earn are estimated on the payable amount with the points ruleset and the
+    multiplier in force (before earning caps, which depend on the day's usage).
+    """
+    items = benefits_in_force(cfg, member["level"], plan)
+    subtotal = sum(int(i["price_fen"]) * int(i.get("quantity", 1)) for i in cart["items"])
+    shipping = int(cart.get("shipping_fen", 0))
+    discounts = []
+    for item in items:
+        if item["type"] != "discount":
+            continue
+        base = _eligible_subtotal(item, cart)
+        if base < int(item.get("min_order_fen", 0)) or base <= 0:
+            continue
+        amount = base * int(item["rate_bp"]) // 10000
+        if item.get("max_fen") is not None:
+            amount = min(amount, int(item["max_fen"]))
+        discounts.append({"benefit": item["name"], "amount_fen": amount, "rate_bp": int(item["rate_bp"]),
+                          "source": item["source"], "rule": item["rule"], "version": cfg.version})
+    discounts.sort(key=lambda d: -d["amount_fen"])
+    applied = discounts[:1]
+    for d in discounts:
+        d["applied"] = d in applied
+    discount_total = sum(d["amount_fen"] for d in applied)
+    waivers = []
+    for item in items:
+        if item["type"] == "fee_waiver" and item.get("fee", "shipping") == "shipping" and shipping > 0 \
+                and subtotal >= int(item.get("min_order_fen", 0)):
+            waivers.append({"benefit": item["name"], "fee": "shipping", "amount_fen": shipping,
+                            "source": item["source"], "rule": item["rule"], "version": cfg.version})
+            break
+    waived = sum(w["amount_fen"] for w in waivers)
+    payable_goods = subtotal - discount_total
+    coupons = []
+    for item in items:
+        if item["type"] == "coupon":
+            coupons.append({"benefit": item["name"], "amount_fen": int(item["amount_fen"]),
+                            "min_order_fen": int(item.get("min_order_fen", 0)),
+                            "usable": payable_goods >= int(item.get("min_order_fen", 0)),
+                            "per_month": int(item.get("per_month", 1)), "source": item["source"],
+                            "rule": item["rule"], "version": cfg.version})
+    facts = {"type": "order_paid", "amount_fen": payable_goods, "channel": cart.get("channel"),
+             "member": {"level": member["level"], "paid": plan is not None,
+                        "plan": plan.get("code") if plan else None}}
+    points = {"points": 0, "rules": [], "multiplier_pct": 100, "multiplier_rule": None, "version": cfg.version,
+              "note": "estimate before earning caps"}
+    if cfg.points:
+        from app.services.membership_points import multiplier
+        matches, version = mp.evaluate(cfg.points_ruleset, facts)
+        mult, mult_rule = multiplier(cfg, member["level"], plan)
+        for m in matches:
+            for a in m.actions:
+                if a.get("action") != "award_points":
+                    continue
+                base = int(a.get("amount", 0)) + payable_goods * int(a.get("per_yuan", 0)) // 100
+                pts = base * mult // 100
+                points["rules"].append({"rule": m.rule, "base": base, "points": pts, "ruleset": cfg.points_ruleset,
+                                        "version": version})
+                points["points"] += pts
+        points.update(multiplier_pct=mult, multiplier_rule=mult_rule)
+    cashback = []
+    for item in items:
+        if item["type"] == "cashback":
+            cashback.append({"benefit": item["name"], "amount_fen": payable_goods * int(item["rate_bp"]) // 10000,
+                             "rate_bp": int(item["rate_bp"]), "source": item["source"], "rule": item["rule"],
+                             "version": cfg.version})
+    return {"member_id": member["member_id"], "known_member": member["known"], "level": member["level"],
+            "plan": plan.get("code") if plan else None, "policy_version": cfg.version,
+            "subtotal_fen": subtotal, "shipping_fen": shipping, "discounts": discounts,
+            "discount_fen": discount_total, "fee_waivers": waivers, "coupons": coupons,
+            "points_to_earn": points, "cashback": cashback,
+            "payable_fen": payable_goods + shipping - waived}
+
+
+# ---- monthly coupons (job) ----------------------------------------------------------------------
+
+def issue_coupons(at=None, actor="system:coupons"):
+    """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
+    from app.services import membership_ledger as ml
+    from app.services.membership_plans import active_plan
+    at = at or clock.now()
+    cfg = mp.current()
+    month = mp.window_key(cfg, at, "month")
+    loc = mp.local(cfg, at)
+    month_end = mp.to_utc(mp.add_months(loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0), 1))
+    coupon_levels = [lv for lv, names in cfg.by_level.items()
+                     if any(cfg.catalogue[n]["type"] == "coupon" for n in names)]
+    refs = {r for (r,) in Member.select(Member.member_ref).where(Member.level.in_(coupon_levels)).tuples()} \
+        if coupon_levels else set()
+    refs |= {r for (r,) in PlanPeriod.select(PlanPeriod.member_ref).where(
+        (PlanPeriod.start <= at) & (PlanPeriod.end > at)).tuples()}
+    issued = 0
+    for ref in sorted(refs):
+        member = Member.get_or_none(Member.member_ref == ref)
+        level = member.level if member else cfg.levels[0]["name"]
+        plan = active_plan(cfg, ref, at)
+        for item in benefits_in_force(cfg, level, plan):
+            if item["type"] != "coupon":
+                continue
+            valid = dt.timedelta(days=int(item.get("valid_days", 0))) if item.get("valid_days") else None
+            expires = min(at + valid, month_end) if valid else month_end
+
+            @transactional()
+            def grant():
+                CouponGrant.insert(member_ref=ref, benefit=item["name"], month=month,
+                                   amount_fen=int(item["amount_fen"]), count=int(item.get("per_month", 1)),
+                                   source=item["source"], policy_version=cfg.version).on_conflict_ignore().execute()
+                row = for_update(CouponGrant.select().where(
+                    (CouponGrant.member_ref == ref) & (CouponGrant.benefit == item["name"])
+                    & (CouponGrant.month == month))).get()
+                if row.journal is not None:
+                    return 0
+                journals = []
+                for n in range(int(item.get("per_month", 1))):
+                    journals.append(ml.grant_voucher(ref, int(item["amount_fen"]), expires,
+                                                     f"coupon-{ref}-{item['name']}-{month}-{n}", actor,
+                                                     f"{item['name']} {month} ({item['rule']})"))
+                CouponGrant.update(journal=",".join(j or "" for j in journals)[:100]).where(
+                    (CouponGrant.member_ref == ref) & (CouponGrant.benefit == item["name"])
+                    & (CouponGrant.month == month)).execute()
+                return 1
+            issued += grant()
+    return {"month": month, "issued": issued}
+
+
+def level_distribution():
+    return dict(Member.select(Member.level, pw.fn.COUNT(Member.id)).group_by(Member.level).tuples())

@@ -1,0 +1,87 @@
+"""The membership context's only door to the ledger: points lots, voucher lots, plan fees (settlement)."""
+import datetime as dt
+
+from app.errors import Problem
+from app.services import ledger
+
+CLIENT = "membership"
+
+
+def _iso(instant):
+    return None if instant is None else instant.isoformat() + "Z"
+
+
+def _journal_id(result):
+    journal = result.get("journal") or {}
+    return str(journal.get("id")) if journal.get("id") is not None else None
+
+
+def _op(op, body, actor, key):
+    """Apply a ledger operation; open the member's ledger customer on first use (not on every call)."""
+    try:
+        return ledger.apply_operation(op, body, actor, idempotency_key=key, client=CLIENT)
+    except Problem as exc:
+        if exc.status != 404:
+            raise
+    ensure(body["customer"])
+    return ledger.apply_operation(op, body, actor, idempotency_key=key, client=CLIENT)
+
+
+def _lots(member_ref, asset):
+    try:
+        return ledger.lots(member_ref, asset)
+    except Problem as exc:
+        if exc.status == 404:  # no ledger customer yet: no lots
+            return []
+        raise
+
+
+def ensure(member_ref):
+    ledger.ensure_customer(member_ref, kind="user")
+
+
+def grant_points(cfg, member_ref, points, expires_at, key, actor, memo):
+    """Grant a points lot expiring at ``expires_at``; returns the journal id."""
+    body = {"customer": member_ref, "asset": cfg.points_asset, "amount": points, "external_ref": key,
+            "metadata": {"memo": memo, "context": "membership"}}
+    if expires_at is not None:
+        body["expires_at"] = _iso(expires_at)
+    return _journal_id(_op("grant_lot", body, actor, key))
+
+
+def spend_points(cfg, member_ref, points, key, actor, memo):
+    """Spend points earliest-expiring first; the ledger raises insufficient-funds if short."""
+    body = {"customer": member_ref, "asset": cfg.points_asset, "amount": points, "external_ref": key,
+            "metadata": {"memo": memo, "context": "membership"}}
+    return _journal_id(_op("spend_lot", body, actor, key))
+
+
+def points_balance(cfg, member_ref):
+    """Spendable points: open lots not yet expired (by the ledger's wall clock, which decides spends)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return int(sum(lot["remaining"] or 0 for lot in points_lots(cfg, member_ref)
+                   if not lot["expires_at"] or dt.datetime.fromisoformat(lot["expires_at"].rstrip("Z")) > now))
+
+
+def points_lots(cfg, member_ref):
+    """Open points lots [{amount, remaining, expires_at}] sorted by expiry."""
+    return [{"lot_id": lot["id"], "amount": lot["amount"], "remaining": lot["remaining"],
+             "expires_at": lot["expires_at"]} for lot in _lots(member_ref, cfg.points_asset)]
+
+
+def grant_voucher(member_ref, amount_fen, expires_at, key, actor, memo):
+    body = {"customer": member_ref, "asset": "VOUCHER", "amount": amount_fen, "external_ref": key,
+            "metadata": {"memo": memo, "context": "membership"}, "expires_at": _iso(expires_at)}
+    return _journal_id(_op("grant_lot", body, actor, key))
+
+
+def vouchers(member_ref):
+    return [{"lot_id": lot["id"], "amount": lot["amount"], "remaining": lot["remaining"],
+             "expires_at": lot["expires_at"]} for lot in _lots(member_ref, "VOUCHER")]
+
+
+def charge_plan(member_ref, amount_fen, key, actor, memo):
+    """Take a plan fee from the member's cash account (ledger settlement, out); returns the journal id."""
+    body = {"customer": member_ref, "direction": "out", "amount": amount_fen, "bill_ref": key,
+            "metadata": {"memo": memo, "context": "membership"}}
+    return _journal_id(_op("settlement", body, actor, key))

@@ -1,0 +1,181 @@
+"""Membership policy access: the membership/points/benefits/plans documents compiled per policy version, time windows, cross-checks."""
+import calendar
+import datetime as dt
+import threading
+from zoneinfo import ZoneInfo
+
+from app import policy
+from app.errors import Problem
+
+BUILTIN_EVENT_TYPES = ("order_paid", "order_refunded", "sign_in", "share", "task_completed",
+                       "review_posted", "active_day")
+
+_cache = {}
+_cache_lock = threading.Lock()
+
+
+class Config:
+    """The four membership policy documents of one policy set, with lookups prepared once."""
+
+    def __init__(self, ps):
+        self.version = ps.version
+        self.ps = ps
+        self.membership = _one(ps, "membership")
+        self.points = _one(ps, "points") or {}
+        self.benefits = _one(ps, "benefits") or {}
+        self.plans_doc = _one(ps, "plans") or {}
+        if not self.membership:
+            raise Problem(503, "membership-policy-missing", "Membership policy missing",
+                          "The active policy set has no document of kind 'membership'.")
+        m = self.membership
+        self.mode = m.get("mode", "ladder")
+        self.tz = ZoneInfo(m.get("timezone") or _config_tz())
+        self.levels = sorted(m["levels"], key=lambda lv: lv["threshold"])
+        self.level_names = [lv["name"] for lv in self.levels]
+        self.event_types = set(BUILTIN_EVENT_TYPES) | set(m.get("event_types") or [])
+        growth = m.get("growth") or {}
+        self.growth_ruleset = growth.get("ruleset", "growth")
+        self.growth_caps = growth.get("caps") or []
+        self.refund_clawback = growth.get("refund_clawback", True)
+        self.deduction = m.get("deduction") or {}
+        self.points_ruleset = self.points.get("ruleset", "points")
+        self.points_asset = self.points.get("asset", "POINTS")
+        self.plans = {p["code"]: p for p in self.plans_doc.get("plans") or []}
+        self.renewal = self.plans_doc.get("renewal") or {}
+        self.catalogue = {b["name"]: b for b in self.benefits.get("catalogue") or []}
+        self.by_level = self.benefits.get("levels") or {}
+        self.by_plan = self.benefits.get("plans") or {}
+
+    def level_for(self, growth):
+        """(level name, index) of the highest level whose threshold ``growth`` reaches."""
+        name, idx = self.levels[0]["name"], 0
+        for i, lv in enumerate(self.levels):
+            if growth >= lv["threshold"]:
+                name, idx = lv["name"], i
+        return name, idx
+
+    def level_index(self, name):
+        try:
+            return self.level_names.index(name)
+        except ValueError:
+            return 0
+
+
+def _config_tz():
+    try:
+        from flask import current_app
+        return current_app.config.get("TIMEZONE") or "Asia/Shanghai"
+    except RuntimeError:
+        return "Asia/Shanghai"
+
+
+def _one(ps, kind):
+    docs = ps.get(kind)
+    return docs[0] if docs else None
+
+
+def current():
+    """The compiled membership configuration of the active policy set (cached per version)."""
+    ps = policy.active()
+    cfg = _cache.get(ps.version)
+    if cfg is None:
+        cfg = Config(ps)
+        with _cache_lock:
+            if len(_cache) > 8:
+                _cache.clear()
+            _cache[ps.version] = cfg
+    return cfg
+
+
+# ---- time ---------------------------------------------------------------------------------------
+
+def parse_instant(text, pointer="/occurred_at"):
+    """An RFC 3339 timestamp -> naive UTC; a 422 problem if malformed or without a UTC offset."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        value = None
+    if value is None or value.tzinfo is None:
+        raise Problem(422, "validation-failed", "Validation failed",
+                      "timestamps must be RFC 3339 with an offset, e.g. 2026-01-31T12:00:00+08:00",
+                      errors=[{"pointer": pointer, "validator": "format",
+                               "message": "expected an RFC 3339 date-time with offset"}])
+    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def iso(instant):
+    """Naive UTC -> RFC 3339 text with Z."""
+    return None if instant is None else instant.replace(microsecond=instant.microsecond).isoformat() + "Z"
+
+
+def local(cfg, instant):
+    return instant.replace(tzinfo=dt.timezone.utc).astimezone(cfg.tz)
+
+
+def to_utc(aware):
+    return aware.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def window_key(cfg, instant, window):
+    """The cap window an instant falls in, in the policy time zone: day, week (ISO) or month."""
+    d = local(cfg, instant).date()
+    if window == "day":
+        return d.isoformat()
+    if window == "week":
+        y, w, _ = d.isocalendar()
+        return f"{y}-W{w:02d}"
+    if window == "month":
+        return f"{d.year}-{d.month:02d}"
+    if window == "year":
+        return str(d.year)
+    raise ValueError(window)
+
+
+def add_months(aware, months):
+    y, m = divmod(aware.month - 1 + months, 12)
+    year, month = aware.year + y, m + 1
+    day = min(aware.day, calendar.monthrange(year, month)[1])
+    return aware.replace(year=year, month=month, day=day)
+
+
+def points_expiry(cfg, earned_at):
+    """When points earned at ``earned_at`` expire (exclusive instant, naive UTC), per policy.
+
+    natural_year_end: the start of the year after (earned year + years_after), local time;
+    fiscal_year_end: the day after the fiscal year end (MM-DD) that closes the earning year (+ years_after);
+    rolling_months: earned_at + N months. No expiry section -> None (never).
+    """
+    exp = cfg.points.get("expiry")
+    if not exp:
+        return None
+    loc = local(cfg, earned_at)
+    mode = exp["mode"]
+    after = int(exp.get("years_after", 0))
+    if mode == "natural_year_end":
+        boundary = dt.datetime(loc.year + after + 1, 1, 1, tzinfo=cfg.tz)
+    elif mode == "fiscal_year_end":
+        mm, dd = (int(x) for x in exp["fiscal_year_end"].split("-"))
+        end = dt.datetime(loc.year, mm, dd, tzinfo=cfg.tz) + dt.timedelta(days=1)
+        if loc >= end:
+            end = dt.datetime(loc.year + 1, mm, dd, tzinfo=cfg.tz) + dt.timedelta(days=1)
+        boundary = end.replace(year=end.year + after)
+    elif mode == "rolling_months":
+        boundary = add_months(loc, int(exp["months"]))
+    else:
+        raise ValueError(mode)
+    return to_utc(boundary)
+
+
+# ---- rules engine and decision log --------------------------------------------------------------
+
+def evaluate(ruleset, facts):
+    """(matches, version) of a ruleset over facts, through the policy engine (pure, no side effects)."""
+    from app import engine
+    ev = engine.evaluate(ruleset, facts)
+    return ev.matches, ev.version
+
+
+def record_decision(ruleset, version, rule, subject, inputs, outcome):
+    """Record a state-changing decision in the policy decision log (in the caller's transaction)."""
+    from app.policy import decisions
+    return decisions.record(ruleset, version, rule, subject, inputs, outcome)

@@ -1,0 +1,214 @@
+"""Ticket SLA clocks (start, respond, pause/resume, resolve) and the set-based watcher (warn, escalate)."""
+import uuid
+
+import peewee as pw
+
+from app.db import write_transaction
+from app.models.core import utcnow
+from app.models.staff import Staff
+from app.models.tickets import Ticket, TicketEvent, TicketSlaEvent
+from app.services import outbox
+from app.services import sla as slamath
+from app.services import tickets_policy
+
+
+def _clock(cfg, cal, start, minutes):
+    secs = minutes * 60
+    pct = cfg.sla["warn_at_percent"]
+    return (slamath.add_business_seconds(cal, start, secs * pct // 100),
+            slamath.add_business_seconds(cal, start, secs))
+
+
+def _cal(cfg, t):
+    return cfg.calendar(t.sla_calendar or cfg.sla["calendar"])
+
+
+def start(cfg, t, now):
+    """Start the first-response and resolution clocks of a new ticket."""
+    cal_name, targets = cfg.sla_target(t.category, t.priority)
+    t.sla_calendar = cal_name
+    _start_response(cfg, t, now, "first_response", targets["first_response"])
+    _start_resolution(cfg, t, now, targets["resolution"])
+
+
+def _start_response(cfg, t, now, metric, minutes):
+    warn, due = _clock(cfg, _cal(cfg, t), now, minutes)
+    t.response_metric, t.response_started_at = metric, now
+    t.response_warn_at, t.response_due_at, t.response_check_at = warn, due, warn
+
+
+def _start_resolution(cfg, t, now, minutes):
+    warn, due = _clock(cfg, _cal(cfg, t), now, minutes)
+    t.resolution_warn_at, t.resolution_due_at, t.resolution_check_at = warn, due, warn
+
+
+def responded(t, now):
+    """Staff answered the user: the running response clock stops (first response is remembered)."""
+    if not t.response_metric:
+        return
+    if t.response_metric == "first_response" and t.first_response_at is None:
+        t.first_response_at = now
+        t.first_response_secs = int((now - t.created_at).total_seconds())
+    if t.response_due_at and now > t.response_due_at:
+        t.response_breached = True
+    t.response_metric = t.response_started_at = None
+    t.response_warn_at = t.response_check_at = None
+
+
+def user_replied(cfg, t, now):
+    """The user wrote again: a next-response clock starts unless one is running."""
+    if t.terminal or t.response_metric or t.resolved_at:
+        return
+    _, targets = cfg.sla_target(t.category, t.priority)
+    _start_response(cfg, t, now, "next_response", targets["next_response"])
+
+
+def pause(t, now):
+    """Entering a pending-on-user state: clocks stop counting."""
+    if t.sla_paused_at is None:
+        t.sla_paused_at = now
+
+
+def resume(cfg, t, now):
+    """Leaving a pending-on-user state: every pending deadline moves by the business time paused."""
+    if t.sla_paused_at is None:
+        return
+    cal, paused = _cal(cfg, t), t.sla_paused_at
+    for name in ("response_warn_at", "response_due_at", "response_check_at",
+                 "resolution_warn_at", "resolution_due_at", "resolution_check_at"):
+        value = getattr(t, name)
+        if value is not None and value > paused:
+            remaining = slamath.business_seconds(cal, paused, value)
+            setattr(t, name, slamath.add_business_seconds(cal, now, remaining))
+    t.sla_paused_at = None
+
+
+def resolved(cfg, t, now):
+    """The ticket reached a resolving state: the resolution clock stops, compliance is settled."""
+    if t.resolved_at is None:
+        t.resolved_at = now
+        t.resolution_secs = int((now - t.created_at).total_seconds())
+        t.resolution_business_secs = slamath.business_seconds(_cal(cfg, t), t.created_at, now)
+    if t.resolution_due_at and now > t.resolution_due_at:
+        t.resolution_breached = True
+    t.resolution_check_at = None
+    responded(t, now)
+    t.sla_paused_at = None
+
+
+def reopened(cfg, t, now):
+    """Back from a resolving state: a fresh resolution clock."""
+    _, targets = cfg.sla_target(t.category, t.priority)
+    t.resolved_at = t.resolution_secs = t.resolution_business_secs = None
+    _start_resolution(cfg, t, now, targets["resolution"])
+
+
+def stopped(t):
+    """Terminal state: nothing left to watch."""
+    t.response_check_at = t.resolution_check_at = None
+    t.response_metric = None
+    t.sla_paused_at = None
+
+
+def state_of(t, now=None):
+    """``ok`` | ``warning`` | ``breached`` as the watcher last recorded it."""
+    return t.sla_state
+
+
+_RAISE = pw.Case(Ticket.priority, [("P4", "P3"), ("P3", "P2"), ("P2", "P1")], "P1")
+
+
+def watch(now=None, tick=None):
+    """One watcher tick: record each due warning and breach exactly once, then escalate the breaches.
+
+    Set-based: only tickets whose ``*_check_at`` index entry is due are touched. Each warning/breach
+    is a row unique on (ticket, kind, metric, target due time), inserted with ON CONFLICT DO NOTHING,
+    so concurrent ticks on several workers record it once; the follow-up (history, escalation,
+    notifications) applies only to the rows this tick inserted.
+
+    Args:
+        now: naive-UTC instant (default: the clock).
+        tick: a unique id for this tick (default: random).
+
+    Returns:
+        dict: warnings, breaches (inserted by this tick).
+    """
+    now = now or utcnow()
+    tick = tick or uuid.uuid4().hex
+    cfg = tickets_policy.current()
+    esc = cfg.sla.get("escalation") or {}
+    with write_transaction():
+        for clock in ("response", "resolution"):
+            check = getattr(Ticket, f"{clock}_check_at")
+            due = getattr(Ticket, f"{clock}_due_at")
+            metric = Ticket.response_metric if clock == "response" else pw.Value("resolution")
+            base = (check <= now) & Ticket.sla_paused_at.is_null() & due.is_null(False)
+            fields = [TicketSlaEvent.ticket_id, TicketSlaEvent.kind, TicketSlaEvent.metric,
+                      TicketSlaEvent.target_due_at, TicketSlaEvent.created_at, TicketSlaEvent.tick]
+            for kind, cond in (("warning", due > now), ("breach", due <= now)):
+                src = Ticket.select(Ticket.id, pw.Value(kind), metric, due, pw.Value(now), pw.Value(tick)) \
+                    .where(base & cond)
+                TicketSlaEvent.insert_from(src, fields).on_conflict_ignore().execute()
+            Ticket.update({check: pw.Case(None, [(due <= now, None)], due)}).where(base).execute()
+        mine = TicketSlaEvent.select(TicketSlaEvent.ticket_id).where(TicketSlaEvent.tick == tick)
+        Ticket.update(sla_state="warning").where(
+            Ticket.id.in_(mine.where(TicketSlaEvent.kind == "warning")) & (Ticket.sla_state == "ok")).execute()
+        breached = mine.where(TicketSlaEvent.kind == "breach")
+        updates = {Ticket.sla_state: "breached", Ticket.escalation_level: Ticket.escalation_level + 1,
+                   Ticket.updated_at: now}
+        if esc.get("raise_priority"):
+            updates[Ticket.priority] = _RAISE
+        if esc.get("assign_role"):
+            supervisor = (Staff.select(Staff.staff_no)
+                          .where((Staff.department == Ticket.department) & (Staff.active == True)  # noqa: E712
+                                 & Staff.roles.contains(f" {esc['assign_role']} "))
+                          .order_by(Staff.id).limit(1))
+            updates[Ticket.assignee] = pw.fn.COALESCE(supervisor, Ticket.assignee)
+        Ticket.update(updates).where(Ticket.id.in_(breached)).execute()
+        Ticket.update(response_breached=True).where(Ticket.id.in_(
+            breached.where(TicketSlaEvent.metric != "resolution"))).execute()
+        Ticket.update(resolution_breached=True).where(Ticket.id.in_(
+            breached.where(TicketSlaEvent.metric == "resolution"))).execute()
+        history = (TicketSlaEvent
+                   .select(TicketSlaEvent.ticket_id, pw.Value(now), pw.Value("system:sla-watch"),
+                           pw.Case(TicketSlaEvent.kind, [("warning", "sla_warning")], "sla_escalation"),
+                           pw.Value("sla"), TicketSlaEvent.metric, pw.Value(cfg.version),
+                           pw.Value("sla.escalation"))
+                   .where(TicketSlaEvent.tick == tick))
+        TicketEvent.insert_from(history, [TicketEvent.ticket, TicketEvent.at, TicketEvent.actor, TicketEvent.kind,
+                                          TicketEvent.field, TicketEvent.to_value, TicketEvent.policy_version,
+                                          TicketEvent.rule]).execute()
+        fired = list(TicketSlaEvent
+                     .select(TicketSlaEvent.id, TicketSlaEvent.kind, TicketSlaEvent.metric,
+                             TicketSlaEvent.target_due_at, Ticket.id.alias("tid"), Ticket.department,
+                             Ticket.priority, Ticket.assignee, Ticket.category)
+                     .join(Ticket, on=(Ticket.id == TicketSlaEvent.ticket_id))
+                     .where(TicketSlaEvent.tick == tick).dicts())
+        messages = []
+        for row in fired:
+            topic = "ticket.sla_warning" if row["kind"] == "warning" else "ticket.escalated"
+            payload = {"ticket_id": row["tid"], "metric": row["metric"], "kind": row["kind"],
+                       "due_at": row["target_due_at"].isoformat() + "Z", "department": row["department"],
+                       "priority": row["priority"], "assignee": row["assignee"], "category": row["category"],
+                       "notify": esc.get("notify") if row["kind"] == "breach" else ["assignee", "department"],
+                       "policy_version": cfg.version}
+            messages.append((topic, payload, f"ticket:{row['tid']}", f"sla-event:{row['id']}"))
+        outbox.publish_many(messages)
+    return {"warnings": sum(r["kind"] == "warning" for r in fired),
+            "breaches": sum(r["kind"] == "breach" for r in fired), "tick": tick}
+
+
+def describe(t):
+    """The SLA part of a ticket's JSON."""
+    def iso(v):
+        return v.isoformat() + "Z" if v else None
+    return {
+        "calendar": t.sla_calendar, "state": t.sla_state, "paused": t.sla_paused_at is not None,
+        "escalation_level": t.escalation_level,
+        "response": {"metric": t.response_metric, "warn_at": iso(t.response_warn_at),
+                     "due_at": iso(t.response_due_at), "breached": t.response_breached},
+        "resolution": {"warn_at": iso(t.resolution_warn_at), "due_at": iso(t.resolution_due_at),
+                       "breached": t.resolution_breached},
+        "first_response_at": iso(t.first_response_at),
+    }
+

@@ -1,0 +1,338 @@
+"""Ledger benchmark: postings over HTTP (gunicorn via `patron serve`) vs pgbench running the same SQL shape.
+
+Usage:  .venv/bin/python bench/ledger/bench.py [--runs 3] [--seconds 5] [--skip-sqlite]
+
+Creates a fresh PostgreSQL database ``bench_ledger_<pid>`` (dropped at the end unless --keep), migrates
+it, seeds customers, starts ``patron serve`` on it and drives it from client processes; measures
+pgbench with bench/ledger/consume.sql in the same run as the physical reference; then does the same on
+SQLite (embedded). Prints one table with medians over --runs, the ratios against the targets of
+SPEC section 4, and the reconciliation result (invariants must hold after every run).
+"""
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+PG = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+CUSTOMERS = 200
+MERCHANTS = 64
+AMOUNT = 1
+BATCH = 100
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def psql(sql, db="postgres"):
+    subprocess.run(["psql", f"{PG}/{db}", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
+                   capture_output=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def patron(url, *args):
+    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING"}
+    return subprocess.run([PY, "-m", "app.cli", *args], env=env, check=True, capture_output=True, text=True,
+                          cwd=ROOT).stdout
+
+
+def seed(url):
+    """Customers bench-1..N with plenty of cash, merchants, the system accounts; returns ids for pgbench."""
+    code = f"""
+import json
+from app import create_app, policy
+from app.db import db
+from app.services import ledger, ledger_core
+app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
+with app.app_context(), db.connection_context():
+    policy.startup(app)
+    with db.atomic():
+        ledger_core.ensure_system_accounts()
+        for i in range(1, {CUSTOMERS} + 1):
+            ledger.ensure_customer(f"bench-{{i}}")
+            ledger.apply_operation("recharge", {{"customer": f"bench-{{i}}", "amount": 10**12}}, "bench")
+        for i in range(1, {MERCHANTS} + 1):
+            ledger.ensure_customer(f"merchant-{{i}}", "merchant")
+    aid, cid, shards = ledger_core.system_shards("platform_revenue", "CNY")
+    assert shards == list(range(shards[0], shards[0] + len(shards))), shards
+    print(json.dumps({{"sysacct": aid, "syscust": cid, "sysbase": shards[0], "shards": len(shards)}}))
+"""
+    env = {**os.environ, "PATRON_LOG_LEVEL": "WARNING"}
+    out = subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class Server:
+    def __init__(self, url, workers, threads):
+        self.url, self.port = url, free_port()
+        self.token = patron(url, "apikey", "create", "--name", "bench", "--scopes", "ledger:write").strip()
+        env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING", "PATRON_TICKER": "false"}
+        env.pop("PATRON_REDIS_URL", None)
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([PY, "-m", "app.cli", "serve", "--port", str(self.port), "--workers",
+                                      str(workers), "--threads", str(threads)], env=env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start; see {self.log.name}")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+# --------------------------------------------------------------------------- load
+
+
+def _client(port, token, kind, seconds, index, clients, out):
+    rnd = random.Random(index * 7919 + time.time_ns())
+    # a batch producer posts for its own slice of customers (as a sharded batch job would)
+    mine = [c for c in range(1, CUSTOMERS + 1) if (c - 1) % clients == index]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    lat, postings, errors, n = [], 0, 0, 0
+    prefix = secrets.token_hex(4)
+    end = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end:
+            break
+        n += 1
+        cust = f"bench-{rnd.randint(1, CUSTOMERS)}"
+        if kind == "read":
+            conn.request("GET", f"/v1/ledger/customers/{cust}/balances", headers=headers)
+            count = 0
+        elif kind == "batch":
+            ops = [{"op": "consume", "body": {"customer": f"bench-{rnd.choice(mine)}", "amount": AMOUNT}}
+                   for _ in range(BATCH)]
+            conn.request("POST", "/v1/ledger/batch", body=json.dumps({"operations": ops}),
+                         headers={**headers, "Idempotency-Key": f"b-{prefix}-{n}"})
+            count = BATCH
+        else:
+            body = {"customer": cust, "amount": AMOUNT}
+            if kind == "cold":
+                body["payee"] = {"customer": f"merchant-{rnd.randint(1, MERCHANTS)}"}
+            conn.request("POST", "/v1/ledger/consume", body=json.dumps(body),
+                         headers={**headers, "Idempotency-Key": f"c-{prefix}-{n}"})
+            count = 1
+        resp = conn.getresponse()
+        data = resp.read()
+        lat.append(time.perf_counter() - t0)
+        if resp.status >= 300:
+            errors += 1
+            if errors < 3:
+                print(f"  error {resp.status}: {data[:200]!r}", file=sys.stderr)
+        elif kind == "batch":
+            postings += json.loads(data)["succeeded"]
+        else:
+            postings += count
+    out.put((postings, errors, lat))
+
+
+def load(server, kind, clients, seconds):
+    """Drive the server from `clients` processes; returns (postings or reads per s, p50, p95, p99 ms, errors)."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_client, args=(server.port, server.token, kind, seconds, i, clients, q))
+             for i in range(clients)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    postings = sum(r[0] for r in results) if kind != "read" else sum(len(r[2]) for r in results)
+    lat = sorted(x for r in results for x in r[2])
+    errors = sum(r[1] for r in results)
+    pct = lambda q_: 1000 * lat[min(len(lat) - 1, int(q_ * len(lat)))] if lat else float("nan")  # noqa: E731
+    return postings / min(elapsed, seconds + 0.5), pct(0.50), pct(0.95), pct(0.99), errors
+
+
+def pgbench(db, ids, clients, seconds):
+    args = ["pgbench", "-n", "-f", str(ROOT / "bench/ledger/consume.sql"), "-c", str(clients),
+            "-j", str(min(clients, 2)), "-T", str(max(1, int(round(seconds)))), "-r", "-P", "0",
+            "-D", f"ncust={CUSTOMERS}", "-D", f"sysacct={ids['sysacct']}", "-D", f"syscust={ids['syscust']}",
+            "-D", f"sysbase={ids['sysbase']}", "-D", f"amount={AMOUNT}", f"{PG}/{db}"]
+    args.remove("-P")
+    args.remove("0")
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr + out.stdout)
+    tps = float(re.search(r"tps = ([\d.]+) \((?:without initial connection time|excluding)", out.stdout).group(1))
+    lat = float(re.search(r"latency average = ([\d.]+) ms", out.stdout).group(1))
+    failed = int(re.search(r"number of failed transactions: (\d+)", out.stdout).group(1)) \
+        if "failed transactions" in out.stdout else 0
+    return tps, lat, failed
+
+
+def in_process(url, seconds):
+    """Embedded: consumes through the service layer in this process (no HTTP), one thread."""
+    code = f"""
+import time
+from app import create_app, policy
+from app.db import db
+from app.services import ledger
+app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
+with app.app_context(), db.connection_context():
+    policy.startup(app)
+    n, end = 0, time.perf_counter() + {seconds}
+    t0 = time.perf_counter()
+    while time.perf_counter() < end:
+        n += 1
+        ledger.apply_operation("consume", {{"customer": f"bench-{{n % {CUSTOMERS} + 1}}", "amount": 1}}, "bench",
+                               idempotency_key=f"ip-{{t0}}-{{n}}")
+    print(n / (time.perf_counter() - t0))
+"""
+    env = {**os.environ, "PATRON_LOG_LEVEL": "WARNING"}
+    out = subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True, cwd=ROOT)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def reconcile(url):
+    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING"}
+    out = subprocess.run([PY, "-m", "app.cli", "ledger", "reconcile"], env=env, capture_output=True, text=True,
+                         cwd=ROOT)
+    return out.returncode == 0, out.stdout
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--skip-sqlite", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the bench database")
+    args = ap.parse_args()
+    secs = args.seconds
+    dbname = f"bench_ledger_{os.getpid()}"
+    psql(f"CREATE DATABASE {dbname}")
+    url = f"{PG}/{dbname}"
+    rows = {}  # name -> list of (rate, p50, p95, p99, errors)
+    clean = []
+    tmp = tempfile.mkdtemp(prefix="bench-ledger-")
+    try:
+        patron(url, "db", "upgrade")
+        ids = seed(url)
+        server = Server(url, args.workers, args.threads)
+        try:
+            load(server, "hot", 4, 1)  # warm-up (connections, caches)
+            pgbench(dbname, ids, 4, 1)
+            for run in range(args.runs):
+                print(f"run {run + 1}/{args.runs} (PostgreSQL)", file=sys.stderr)
+                for c in (1, 4, 16):
+                    tps, lat, failed = pgbench(dbname, ids, c, secs)
+                    rows.setdefault(f"pgbench consume.sql c={c}", []).append((tps, lat, None, None, failed))
+                    rows.setdefault(f"HTTP consume (hot) c={c}", []).append(load(server, "hot", c, secs))
+                rows.setdefault("HTTP consume (no hot) c=4", []).append(load(server, "cold", 4, secs))
+                rows.setdefault(f"HTTP batch x{BATCH} c=4", []).append(load(server, "batch", 4, secs))
+                rows.setdefault("HTTP GET balances c=4", []).append(load(server, "read", 4, secs))
+                clean.append(("postgres", run) + reconcile(url))
+        finally:
+            server.stop()
+        if not args.skip_sqlite:
+            surl = f"sqlite:///{tmp}/bench.db"
+            patron(surl, "db", "upgrade")
+            seed(surl)
+            server = Server(surl, 1, 8)
+            try:
+                load(server, "hot", 4, 1)
+                for run in range(args.runs):
+                    print(f"run {run + 1}/{args.runs} (SQLite)", file=sys.stderr)
+                    rows.setdefault("SQLite HTTP consume c=4", []).append(load(server, "hot", 4, secs))
+                    rows.setdefault(f"SQLite HTTP batch x{BATCH} c=4", []).append(load(server, "batch", 4, secs))
+                    rows.setdefault("SQLite in-process consume c=1", []).append(
+                        (in_process(surl, secs), None, None, None, 0))
+                    clean.append(("sqlite", run) + reconcile(surl))
+            finally:
+                server.stop()
+    finally:
+        if not args.keep:
+            psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(rows, clean, args)
+    return 0 if all(ok for _, _, ok, _ in clean) else 1
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def report(rows, clean, args):
+    m = {name: tuple(med([r[i] for r in runs]) for i in range(5)) for name, runs in rows.items()}
+    fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
+    print(f"\nLedger benchmark: median of {args.runs} run(s) x {args.seconds:g}s; server `patron serve --workers "
+          f"{args.workers} --threads {args.threads}` (gunicorn), clients are separate processes on the same "
+          f"{os.cpu_count()}-core machine.\n")
+    print(f"| {'scenario':<32} | {'postings/s':>10} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
+    print(f"|{'-' * 34}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    for name, (rate, p50, p95, p99, err) in m.items():
+        if name.startswith("pgbench"):
+            p50, p95, p99 = p50, None, None  # pgbench reports the average latency (shown as p50 column)
+        print(f"| {name:<32} | {fmt(rate):>10} | {fmt(p50, '{:.2f}'):>7} | {fmt(p95, '{:.2f}'):>7} | "
+              f"{fmt(p99, '{:.2f}'):>7} | {fmt(err, '{:.0f}'):>6} |")
+    print("\n(pgbench rows: the p50 column is pgbench's average latency)\n")
+
+    def r(a, b):
+        return None if a not in m or b not in m or not m[b][0] else m[a][0] / m[b][0]
+    checks = [
+        ("single HTTP c=4 / pgbench c=4", r("HTTP consume (hot) c=4", "pgbench consume.sql c=4"), 0.40),
+        ("single HTTP c=1 / pgbench c=1", r("HTTP consume (hot) c=1", "pgbench consume.sql c=1"), None),
+        ("single HTTP c=16 / pgbench c=16", r("HTTP consume (hot) c=16", "pgbench consume.sql c=16"), None),
+        (f"batch x{BATCH} c=4 / pgbench c=4", r(f"HTTP batch x{BATCH} c=4", "pgbench consume.sql c=4"), 2.0),
+        ("hot / no hot (c=4)", r("HTTP consume (hot) c=4", "HTTP consume (no hot) c=4"), 0.80),
+    ]
+    print(f"| {'ratio':<34} | {'measured':>8} | {'target':>7} | {'met':>4} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 9}|{'-' * 6}|")
+    for name, value, target in checks:
+        met = "-" if target is None or value is None else ("yes" if value >= target else "NO")
+        print(f"| {name:<34} | {fmt(value, '{:.2f}'):>8} | {fmt(target, '>={:.2f}'):>7} | {met:>4} |")
+    absolute = [
+        ("SQLite postings/s (best of HTTP batch, in-process)",
+         max([m[k][0] for k in m if k.startswith("SQLite") and "c=4" not in k or "batch" in k and k.startswith("SQLite")]
+             or [0]), ">=1000"),
+        ("p99 single posting c=4 (ms)", m.get("HTTP consume (hot) c=4", (None,) * 5)[3], "<50"),
+        ("p99 read c=4 (ms)", m.get("HTTP GET balances c=4", (None,) * 5)[3], "<20"),
+    ]
+    for name, value, target in absolute:
+        print(f"| {name:<50} | {fmt(value):>8} | target {target}")
+    print()
+    for backend, run, ok, out in clean:
+        print(f"reconcile after {backend} run {run + 1}: {'clean' if ok else 'DRIFT'}")
+        if not ok:
+            print(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

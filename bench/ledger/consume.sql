@@ -1,0 +1,38 @@
+-- pgbench reference: the SQL shape of one POST /v1/ledger/consume (cash available -> a platform shard),
+-- statement for statement as app/services/ledger.py issues it. Variables set by bench.py with -D:
+--   ncust (customers bench-1..ncust), sysacct/syscust/sysbase (platform_revenue CNY account, its
+--   customer row and first shard row id; the 16 shard rows have consecutive ids), amount.
+\set c random(1, :ncust)
+\set shard random(0, 15)
+\set k random(1, 4611686018427387903)
+-- 1. idempotency lookup (before the transaction)
+SELECT request_digest, status_code, response FROM idempotency_record WHERE client = 'pgbench' AND key = 'pg-' || :client_id || '-' || :k;
+BEGIN;
+-- 2. lock the customer's sub-account rows in id order (resolving the account by reference on the way)
+SELECT max(s.id) FILTER (WHERE s.sub = 'available') AS avail, max(s.account_id) AS acct, max(s.customer_id) AS cust,
+       max(s.balance_minor) FILTER (WHERE s.sub = 'available') AS bal
+FROM (SELECT b.id, b.sub, b.balance_minor, a.id AS account_id, a.customer_id, c.external_ref, a.type, a.label,
+             a.asset, a.debit_blocked, a.credit_blocked
+      FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id JOIN ledger_customer c ON c.id = a.customer_id
+      WHERE c.external_ref = 'bench-' || :c AND a.type = 'cash' AND a.label = 'default'
+      ORDER BY b.id FOR UPDATE OF b) s \gset
+-- 3. journal + both snapshot rows + both entries (with balance_after) in one statement, as post() does
+WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, policy_version, rule, actor, metadata, created_at)
+           VALUES ('consume', 'pgbench', 'pg-' || :client_id || '-' || :k, NULL, md5(:k::text) || md5(:c::text), 'pgbench',
+                   'consume: cashback > available > overdraft (limit 5000)', 'api_key:pgbench', NULL, now()) RETURNING id),
+     u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id WHEN :avail THEN -:amount::bigint WHEN :sysbase + :shard THEN :amount::bigint ELSE 0 END)
+           WHERE id IN (:avail, :sysbase + :shard) RETURNING id, balance_minor),
+     e AS (INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, balance_after_minor, created_at)
+           SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, v.amount, u.balance_minor, now()
+           FROM j CROSS JOIN u JOIN (VALUES (:avail::bigint, :acct::bigint, :cust::bigint, 'available', 'CNY', -:amount::bigint),
+                                            ((:sysbase + :shard)::bigint, :sysacct::bigint, :syscust::bigint, 'main', 'CNY', :amount::bigint))
+                AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id)
+SELECT j.id AS jid FROM j \gset
+-- 4. the refund counter row
+INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, available_minor, overdraft_minor,
+                            refunded_cashback_minor, refunded_available_minor, refunded_overdraft_minor)
+VALUES (:jid, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0);
+-- 5. the idempotency record (a response of about the size the API stores)
+INSERT INTO idempotency_record (client, key, operation, request_digest, status_code, response, created_at)
+VALUES ('pgbench', 'pg-' || :client_id || '-' || :k, 'ledger.consume', md5(:k::text) || md5(:c::text), 201, repeat('x', 900), now());
+END;

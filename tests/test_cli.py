@@ -1,0 +1,179 @@
+"""The ``patron`` command through its entry point ``app.cli.main``: db upgrade, apikey, demo, errors."""
+import os
+import re
+import secrets
+import tempfile
+
+import pytest
+
+from app.cli import main
+from tests.conftest import BACKEND, PG_URL, Http
+
+
+@pytest.fixture()
+def fresh_db(app, database_url):
+    """An empty database of the backend under test; the session database is re-bound afterwards."""
+    from urllib.parse import quote
+
+    from app.db import open_database
+    schema = None
+    tmpdir = tempfile.mkdtemp(prefix="patron-cli-")
+    if BACKEND == "sqlite":
+        url = "sqlite:///" + os.path.join(tmpdir, "fresh.db")
+    else:
+        import psycopg2
+        schema = f"patron_cli_{secrets.token_hex(4)}"
+        conn = psycopg2.connect(PG_URL)
+        conn.autocommit = True
+        conn.cursor().execute(f'CREATE SCHEMA "{schema}"')
+        conn.close()
+        sep = "&" if "?" in PG_URL else "?"
+        url = f"{PG_URL}{sep}options={quote('-c search_path=' + schema)}"
+    yield url
+    from app.db import db
+    if not db.is_closed():
+        db.close()
+    open_database(database_url, app.config["DB_MAX_CONNECTIONS"])
+    if schema:
+        from tests.conftest import _drop_schema
+        _drop_schema(schema)
+
+
+def test_db_upgrade_is_idempotent_and_recorded(fresh_db, capsys):
+    from app.db import db
+    from app.migrations import available
+    from app.models.core import SchemaMigration
+    assert main(["--database-url", fresh_db, "db", "upgrade"]) == 0
+    first = capsys.readouterr().out
+    assert f"applied {len(available())} migration(s)" in first
+    assert main(["--database-url", fresh_db, "db", "upgrade"]) == 0
+    assert "applied 0 migration(s) (up to date)" in capsys.readouterr().out
+    with db.connection_context():
+        assert sorted(m.name for m in SchemaMigration.select()) == available()
+        assert db.table_exists("job_run") and db.table_exists("api_key")
+
+
+def test_apikey_create_shows_the_key_once_and_it_works(app, server, capsys, database_url):
+    assert main(["--database-url", database_url, "apikey", "create", "--name", "cli-test",
+                 "--scopes", "policy:read, ledger:write"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert re.fullmatch(r"ptr_[0-9a-f]{12}_[A-Za-z0-9_-]+", token)
+    assert "shown once" in err and "ledger:write policy:read" in err
+    assert Http(server, token).get("/v1/policies/active").status_code == 200
+    key_id = token.split("_")[1]
+
+    assert main(["--database-url", database_url, "apikey", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert key_id in listing and "cli-test" in listing and token.split("_", 2)[2] not in listing
+
+    assert main(["--database-url", database_url, "apikey", "revoke", key_id]) == 0
+    assert capsys.readouterr().out.strip() == "revoked"
+    assert Http(server, token).get("/v1/policies/active").status_code == 401
+    assert main(["--database-url", database_url, "apikey", "revoke", "nosuchkey"]) == 1
+
+
+def test_apikey_create_refuses_unknown_scopes(capsys, database_url):
+    assert main(["--database-url", database_url, "apikey", "create", "--name", "x",
+                 "--scopes", "ledger:write,money:print"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "money:print" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--database-url", "sqlite://relative.db", "db", "upgrade"], "SQLite needs a file path"),
+    (["--database-url", "oracle://x/y", "apikey", "list"], "unsupported scheme"),
+])
+def test_config_errors_exit_2_with_message(app, database_url, capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: DATABASE_URL:") and message in err
+
+
+def test_unreachable_database_is_a_clear_error(app, database_url, capsys):
+    from app.db import open_database
+    try:
+        rc = main(["--database-url", "sqlite:////nonexistent-dir/x/patron.db", "db", "upgrade"])
+    finally:
+        open_database(database_url, app.config["DB_MAX_CONNECTIONS"])
+    assert rc == 2 and "database error" in capsys.readouterr().err
+
+
+def test_demo_upgrades_seeds_and_prints_a_working_key(fresh_db, capsys):
+    from app.db import db
+    from app.services.auth import authenticate
+    assert main(["--database-url", fresh_db, "demo", "--port", "8123"]) in (0, None)
+    out = capsys.readouterr().out
+    token = re.search(r"ptr_[0-9a-f]{12}_[A-Za-z0-9_-]+", out).group(0)
+    assert "http://127.0.0.1:8123/v1/policies/active" in out
+    with db.connection_context():
+        assert authenticate(f"Bearer {token}")["scopes"] == frozenset({"admin"})
+        assert db.table_exists("job_run")
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(argv, env):
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", *argv, "serve", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base + "/healthz", timeout=5).status_code == 200:
+                return proc, base
+        except requests.RequestException:
+            time.sleep(0.2)
+    proc.terminate()
+    pytest.fail("patron serve did not come up: " + proc.communicate(timeout=10)[0][-2000:])
+
+
+def _stop(proc):
+    proc.terminate()  # gunicorn: graceful shutdown on SIGTERM
+    out = proc.communicate(timeout=30)[0]
+    return out
+
+
+def test_serve_runs_gunicorn_with_ticker_without_redis(database_url, admin_token):
+    import requests
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATRON_")}
+    proc, base = _serve(["--database-url", database_url], env)
+    try:
+        r = requests.get(base + "/v1/policies/active", headers={"Authorization": f"Bearer {admin_token}"},
+                         timeout=10)
+        assert r.status_code == 200 and r.headers["Server"].startswith("gunicorn")
+    finally:
+        out = _stop(proc)
+    assert "1 worker(s)" in out and "in-process with ticker" in out
+    assert '"ticker started' in out
+
+
+def test_serve_with_redis_runs_several_workers_and_merges_metrics(database_url, redis_url):
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATRON_")}
+    env["PATRON_REDIS_URL"] = redis_url
+    proc, base = _serve(["--database-url", database_url], env)
+    try:
+        session = requests.Session()
+        for _ in range(20):
+            assert session.get(base + "/healthz", timeout=10).status_code == 200
+        assert requests.get(base + "/readyz", timeout=10).json()["checks"]["redis"] == "ok"
+        text = requests.get(base + "/metrics", timeout=10).text
+    finally:
+        out = _stop(proc)
+    assert "jobs on RQ" in out and "ticker started" not in out
+    total = sum(s.value for f in text_string_to_metric_families(text) if f.name == "patron_http_requests"
+                for s in f.samples if s.labels.get("route") == "/healthz" and s.name.endswith("_total"))
+    assert total >= 21  # every request counted, whichever worker served it
