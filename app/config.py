@@ -1,5 +1,6 @@
 """Configuration: defaults < config file < PATRON_* environment < test_config."""
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -9,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS = {
     "DATABASE_URL": None,  # None -> SQLite file in the instance folder
     "REDIS_URL": None,  # None -> jobs run in-process
+    "JOBS_QUEUE": "default",  # RQ queue for enqueue() and periodic jobs
     "POLICY_DIR": str(ROOT / "policies"),
     "RULES_DIR": str(ROOT / "rules"),
     "SCHEMA_DIR": str(ROOT / "schemas"),
@@ -111,6 +113,8 @@ def validate(cfg):
             parsed.port  # noqa: B018 - raises on a non-numeric port
         except ValueError:
             raise ConfigError(f"PATRON_REDIS_URL: bad port in {redis_url!r}") from None
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(cfg.get("JOBS_QUEUE"))):
+        raise ConfigError(f"PATRON_JOBS_QUEUE: 1-64 characters of A-Z a-z 0-9 _ -, got {cfg.get('JOBS_QUEUE')!r}")
     level = str(cfg.get("LOG_LEVEL", "")).upper()
     if level not in _LOG_LEVELS:
         raise ConfigError(f"PATRON_LOG_LEVEL: expected one of {', '.join(_LOG_LEVELS)}, got {cfg.get('LOG_LEVEL')!r}")

@@ -5,6 +5,10 @@ from app import create_app
 
 app = create_app()
 
+# load the active policy set and register its rulesets once, before serving (per worker process)
+from app import policy  # noqa: E402
+policy.startup(app)
+
 if app.config.get("TICKER"):
     if app.config.get("REDIS_URL"):
         # with Redis, periodic jobs belong to `patron worker` (RQ cron), not to web processes

@@ -44,7 +44,10 @@ def options(fn):
 
 
 def resolve(path):
-    """The function named by a dotted path under ``jobs.`` (or tests.), e.g. ``jobs.ledger.reconcile``."""
+    """The function named by a dotted path under ``jobs.``, e.g. ``jobs.ledger.reconcile``.
+
+    ``tests.`` paths are accepted too, so the suite can run its own jobs on real workers.
+    """
     if not isinstance(path, str) or not re.fullmatch(r"(jobs|tests)(\.[A-Za-z_][A-Za-z0-9_]*)+", path):
         raise ValueError(f"not a job path: {path!r} (expected jobs.<module>.<function>)")
     module, _, name = path.rpartition(".")
@@ -59,11 +62,12 @@ def resolve(path):
 
 def job_id_for(path, key):
     """A deterministic RQ-safe job id from a job path and a business key (e.g. an order id)."""
+    import hashlib
     raw = f"{path.replace('.', '_')}-{key}"
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", raw)
-    if len(safe) > 200:
-        import hashlib
-        safe = safe[:160] + "-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+    if safe != raw or len(safe) > 200:
+        # "order:1" and "order_1" must not share an id (the second would silently never run)
+        safe = safe[:150] + "-" + hashlib.sha256(f"{path}\0{key}".encode()).hexdigest()[:24]
     return safe
 
 
@@ -75,7 +79,8 @@ def _config():
     from jobs import runner
     if runner.process_app is not None:
         return runner.process_app.config
-    return {"REDIS_URL": os.environ.get("PATRON_REDIS_URL") or None}
+    return {"REDIS_URL": os.environ.get("PATRON_REDIS_URL") or None,
+            "JOBS_QUEUE": os.environ.get("PATRON_JOBS_QUEUE") or QUEUE}
 
 
 def redis_url():
@@ -98,11 +103,17 @@ def redis_connection(url=None):
         return conn
 
 
-def queue(connection=None, name=QUEUE):
+def queue_name():
+    """The configured queue (PATRON_JOBS_QUEUE, default ``default``)."""
+    return _config().get("JOBS_QUEUE") or QUEUE
+
+
+def queue(connection=None, name=None):
     """The RQ queue (JSON serializer: job arguments are ids and keys, never pickled objects)."""
     from rq import Queue
     from rq.serializers import JSONSerializer
-    return Queue(name, connection=connection or redis_connection(), serializer=JSONSerializer)
+    return Queue(name or queue_name(), connection=connection or redis_connection(),
+                 serializer=JSONSerializer)
 
 
 @dataclass

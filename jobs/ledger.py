@@ -1,7 +1,7 @@
 """Ledger jobs: reconciliation, withdrawal-hold expiry, lot expiry (plain functions, own connection, idempotent)."""
 import logging
 
-from app.db import db
+from app.db import connection, db
 from app.errors import Problem
 from app.models.core import utcnow
 from app.models.ledger import LedgerHold, LedgerLot
@@ -26,7 +26,7 @@ def reconcile():
         {"ok": bool, "failed_checks": [names]}.
     """
     from app.services.ledger_reconcile import reconcile as run
-    with db.connection_context():
+    with connection():  # own connection, or the caller's when run inline inside one
         with db.atomic():
             report = run(store=True)
     failed = [name for name, c in report["checks"].items() if not c["ok"]]
@@ -56,7 +56,7 @@ def expire_holds(limit=BATCH):
     Returns:
         number of holds expired.
     """
-    with db.connection_context():
+    with connection():
         ids = [h.id for h in LedgerHold.select(LedgerHold.id)
                .where((LedgerHold.state == "held") & (LedgerHold.kind == "withdraw")
                       & (LedgerHold.expires_at <= utcnow()))
@@ -71,7 +71,7 @@ def expire_lots(limit=BATCH):
     Returns:
         number of lots expired.
     """
-    with db.connection_context():
+    with connection():
         ids = [lot.id for lot in LedgerLot.select(LedgerLot.id)
                .where((LedgerLot.state == "open") & (LedgerLot.expires_at <= utcnow()))
                .order_by(LedgerLot.id).limit(limit)]

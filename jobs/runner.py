@@ -232,7 +232,7 @@ def _cron_classes():
     class PeriodicCronJob(CronJob):
         """A PERIODIC entry on RQ's cron: business time zone, JSON serializer, one job id per tick."""
 
-        def __init__(self, path, expr, tz, queue_name=QUEUE):
+        def __init__(self, path, expr, tz, queue_name):
             self.path, self.tz = path, tz
             super().__init__(queue_name=queue_name, func_name=RUNNER, cron=expr, name=path,
                              job_timeout=options(resolve(path))["timeout"])
@@ -247,15 +247,17 @@ def _cron_classes():
             try:
                 return queue(connection, self.queue_name).enqueue_call(
                     RUNNER, args=[self.path, key, [], {}, tick.isoformat(), "cron"],
-                    job_id=job_id_for(self.path, key), unique=True, description=f"{self.path} @ {key}",
+                    # the queue is part of the id: deployments sharing one Redis never collide
+                    job_id=job_id_for(f"{self.queue_name}.{self.path}", key), unique=True,
+                    description=f"{self.path} @ {key}",
                     timeout=self.job_options.get("job_timeout"), result_ttl=86400, failure_ttl=7 * 86400)
             except DuplicateJobError:  # another worker's scheduler enqueued this tick first
                 log.info("periodic %s %s already enqueued", self.path, key)
                 return None
 
     class PeriodicCronScheduler(CronScheduler):
-        def add_periodic(self, path, expr, tz):
-            job = PeriodicCronJob(path, expr, tz)
+        def add_periodic(self, path, expr, tz, queue_name):
+            job = PeriodicCronJob(path, expr, tz, queue_name)
             self._cron_jobs.append(job)
             self.log.info("registered periodic %s %r", path, expr)
             return job
@@ -263,11 +265,12 @@ def _cron_classes():
     return PeriodicCronScheduler
 
 
-def build_cron_scheduler(connection, tz_name, periodic=None):
+def build_cron_scheduler(connection, tz_name, periodic=None, queue_name=None):
     """RQ's CronScheduler with one cron job per PERIODIC entry found in jobs/*.py."""
+    from jobs import queue_name as configured_queue
     scheduler = _cron_classes()(connection=connection)
     for path, expr in (periodic_jobs() if periodic is None else periodic):
-        scheduler.add_periodic(path, expr, _tz(tz_name))
+        scheduler.add_periodic(path, expr, _tz(tz_name), queue_name or configured_queue())
     return scheduler
 
 
@@ -291,7 +294,7 @@ def _cron_loop(scheduler, stop):
             log.exception("cron scheduler could not register its death")
 
 
-def run_worker(app, queues=(QUEUE,), burst=False, cron=True, name=None):
+def run_worker(app, queues=None, burst=False, cron=True, name=None):
     """Run an RQ worker (in this process, no fork per job) plus RQ's cron scheduler in a thread.
 
     SimpleWorker keeps the policy engine and the database pool loaded once per process instead
@@ -306,6 +309,7 @@ def run_worker(app, queues=(QUEUE,), burst=False, cron=True, name=None):
 
     from jobs import redis_connection
     process_app = app
+    queues = queues or [app.config.get("JOBS_QUEUE") or QUEUE]
     conn = redis_connection(app.config["REDIS_URL"])
     conn.ping()
     worker = SimpleWorker([queue(conn, q) for q in queues], connection=conn, serializer=JSONSerializer,
@@ -313,7 +317,8 @@ def run_worker(app, queues=(QUEUE,), burst=False, cron=True, name=None):
     stop = threading.Event()
     thread = None
     if cron and not burst:
-        scheduler = build_cron_scheduler(conn, app.config.get("TIMEZONE") or "UTC")
+        # periodic jobs go to the first queue this worker serves
+        scheduler = build_cron_scheduler(conn, app.config.get("TIMEZONE") or "UTC", queue_name=queues[0])
         thread = threading.Thread(target=_cron_loop, args=(scheduler, stop), name="patron-cron", daemon=True)
         thread.start()
     try:

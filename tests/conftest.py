@@ -145,5 +145,15 @@ def redis_url():
     import redis
     conn = redis.Redis.from_url(REDIS_URL)
     conn.ping()  # raises -> the test errors, never skips
-    conn.flushdb()
+    # no FLUSHDB: other test sessions may share this Redis database; tests use their own queue names
     return REDIS_URL
+
+
+@pytest.fixture()
+def jobs_queue(app, redis_url, monkeypatch):
+    """enqueue() goes to real Redis, on a queue of this test's own; returns the queue name."""
+    import uuid
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setitem(app.config, "REDIS_URL", redis_url)
+    monkeypatch.setitem(app.config, "JOBS_QUEUE", name)
+    return name

@@ -70,12 +70,47 @@ def _properties(schema, doc):
     return sorted(names)
 
 
+def _active_version(server, session):
+    r = session.get(server + "/v1/policies/active", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["version"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def policy_guard(server, session):
+    """The active policy set before fuzzing; restored (and reported) if a fuzzed body replaced it.
+
+    Every other test in the session relies on the sample policy set being active, so a body the
+    API wrongly accepts must not take the whole suite down with it.
+    """
+    _GUARD["version"] = _active_version(server, session)
+    yield _GUARD
+    if _active_version(server, session) != _GUARD["version"]:
+        _restore(server, session)
+
+
+def _restore(server, session):
+    r = session.post(server + "/v1/policies/apply", json={}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+_GUARD = {}
+
+
 def _send(server, session, op, body=None, raw=None, content_type="application/json"):
     headers = {"Content-Type": content_type} if content_type else {}
     if op["idempotent"]:
         headers["Idempotency-Key"] = "fuzz-" + uuid.uuid4().hex
     data = raw if raw is not None else json.dumps(body).encode()
     r = session.request(op["method"], server + op["url"], data=data, headers=headers, timeout=30)
+    if r.status_code < 300 and op["url"].startswith("/v1/policies/"):
+        baseline = _GUARD.get("version")
+        now = _active_version(server, session)
+        if baseline and now != baseline:
+            _restore(server, session)
+            pytest.fail(f"{op['method']} {op['url']} accepted {data[:200]!r} ({r.status_code}) and replaced "
+                        f"the active policy set {baseline} with {now}; a bad set must be refused "
+                        f"(the sample set was re-applied)")
     return r
 
 
@@ -110,7 +145,7 @@ def test_fuzz_malformed_json_and_wrong_content_types(server, session, operations
             assert r.status_code == 415, (op["id"], ct, r.status_code)
         r = _send(server, session, op, raw=b"")
         _assert_problem(r, op, "empty body")
-        assert r.status_code == 400
+        assert r.status_code == 400, (op["id"], r.status_code, r.text[:200])
 
 
 def test_fuzz_wrong_top_level_types_nesting_and_size(server, session, operations):

@@ -56,8 +56,12 @@ CASES = {"n": 0}
 def test_durable_agrees_with_reference(whens, factses):
     doc = {"kind": "ruleset", "version": 1, "name": "prop", "mode": "all",
            "rules": [{"name": f"r{i}", "priority": 0, "when": w, "then": []} for i, w in enumerate(whens)]}
-    name = f"prop@{ruleset_hash(doc)}"
+    # mode first: priorities with ties, so the event path must pick by priority then file order
+    first = dict(doc, mode="first", rules=[dict(r, priority=i % 3) for i, r in enumerate(doc["rules"])])
+    order = sorted(range(len(whens)), key=lambda i: (-(i % 3), i))
+    name, name_first = f"prop@{ruleset_hash(doc)}", f"propf@{ruleset_hash(first)}"
     adapter.register(name, doc)
+    adapter.register(name_first, first)
     ref = lang.ReferenceRuleset(doc)
     try:
         for facts in factses:
@@ -65,9 +69,12 @@ def test_durable_agrees_with_reference(whens, factses):
             expected = ref.fire(facts)
             got = sorted(adapter.fire(name, facts))
             assert got == expected, (json.dumps(whens, ensure_ascii=False), facts)
+            top = [i for i in order if i in expected][:1]
+            assert adapter.fire(name_first, facts) == top, (json.dumps(whens, ensure_ascii=False), facts)
             CASES["n"] += 1
     finally:
         adapter.unregister(name)
+        adapter.unregister(name_first)
 
 
 def test_at_least_a_thousand_cases_were_compared():

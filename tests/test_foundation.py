@@ -288,6 +288,7 @@ def test_keys_are_stored_hashed(app):
     ({"PATRON_REDIS_URL": "http://127.0.0.1:6379"}, "PATRON_REDIS_URL: expected redis://"),
     ({"PATRON_REDIS_URL": "redis://127.0.0.1:port/0"}, "PATRON_REDIS_URL: bad port"),
     ({"PATRON_LOG_LEVEL": "LOUD"}, "PATRON_LOG_LEVEL: expected one of"),
+    ({"PATRON_JOBS_QUEUE": "my queue"}, "PATRON_JOBS_QUEUE: 1-64 characters"),
     ({"PATRON_TIMEZONE": "Mars/Olympus"}, "PATRON_TIMEZONE: unknown time zone"),
     ({"PATRON_POLICY_DIR": "/nonexistent/policies"}, "PATRON_POLICY_DIR: not a directory"),
     ({"PATRON_CONFIG": "/nonexistent/patron.yaml"}, "PATRON_CONFIG: file not found"),

@@ -61,21 +61,16 @@ def job_run(path, key):
     return JobRun.get_or_none((JobRun.job == path) & (JobRun.run_key == key))
 
 
-def run_worker_burst(database_url, redis_url):
+def run_worker_burst(database_url, redis_url, queue_name):
     """A real `patron worker --burst` process: drains the queue and exits."""
     env = dict(os.environ, PATRON_DATABASE_URL=database_url, PATRON_REDIS_URL=redis_url,
-               PYTHONPATH=str(ROOT))
+               PATRON_JOBS_QUEUE=queue_name, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "app.cli", "worker", "--burst"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr
 
 
-@pytest.fixture()
-def on_redis(app, redis_url, monkeypatch):
-    """enqueue() goes to real Redis for this test."""
-    monkeypatch.setitem(app.config, "REDIS_URL", redis_url)
-    return redis_url
 
 
 # --- inline (no Redis) ------------------------------------------------------------------------
@@ -132,13 +127,15 @@ def test_job_id_for_is_deterministic_and_rq_safe():
     a = jobs.job_id_for("jobs.ledger.reconcile", "order:2026/11 #7")
     assert a == jobs.job_id_for("jobs.ledger.reconcile", "order:2026/11 #7")
     assert jobs.JOB_ID_RE.fullmatch(a)
+    assert jobs.job_id_for("jobs.x.y", "a:1") != jobs.job_id_for("jobs.x.y", "a_1")
+    assert jobs.job_id_for("jobs.x.y", "plain-key_1") == "jobs_x_y-plain-key_1"  # readable when already safe
     long = jobs.job_id_for("jobs.x.y", "k" * 500)
     assert jobs.JOB_ID_RE.fullmatch(long) and long != jobs.job_id_for("jobs.x.y", "k" * 499)
 
 
 # --- RQ on real Redis, real worker process --------------------------------------------------------
 
-def test_rq_worker_runs_job_that_writes_to_database(app, db_conn, on_redis, database_url):
+def test_rq_worker_runs_job_that_writes_to_database(app, db_conn, jobs_queue, redis_url, database_url):
     marker = uuid.uuid4().hex
     job_id = "rec-" + marker
     assert jobs.enqueue("tests.test_jobs.record", marker, job_id=job_id).status == "queued"
@@ -147,7 +144,7 @@ def test_rq_worker_runs_job_that_writes_to_database(app, db_conn, on_redis, data
     job = jobs.queue(jobs.redis_connection()).fetch_job(job_id)
     assert job.func_name == jobs.RUNNER and job.args[:3] == ["tests.test_jobs.record", job_id, [marker]]
 
-    run_worker_burst(database_url, on_redis)
+    run_worker_burst(database_url, redis_url, jobs_queue)
     assert runs_of("test-job", marker) == 1
     row = job_run("tests.test_jobs.record", job_id)
     assert (row.status, row.runner) == ("succeeded", "rq")
@@ -160,18 +157,18 @@ def test_rq_worker_runs_job_that_writes_to_database(app, db_conn, on_redis, data
     assert runs_of("test-job", marker) == 1
 
 
-def test_rq_retries_only_declared_jobs(app, db_conn, on_redis, database_url):
+def test_rq_retries_only_declared_jobs(app, db_conn, jobs_queue, redis_url, database_url):
     marker = uuid.uuid4().hex
     jobs.enqueue("tests.test_jobs.boom", marker, job_id="boom-" + marker)
     jobs.enqueue("tests.test_jobs.flaky", marker, job_id="flaky-" + marker)
-    run_worker_burst(database_url, on_redis)
+    run_worker_burst(database_url, redis_url, jobs_queue)
     assert runs_of("test-boom", marker) == 1
     assert job_run("tests.test_jobs.boom", "boom-" + marker).status == "failed"
     q = jobs.queue(jobs.redis_connection())
     assert q.fetch_job("boom-" + marker).get_status() == "failed"
     # enqueueing a failed unique job again runs it again (a manual retry), once
     assert jobs.enqueue("tests.test_jobs.boom", marker, job_id="boom-" + marker).status == "requeued"
-    run_worker_burst(database_url, on_redis)
+    run_worker_burst(database_url, redis_url, jobs_queue)
     assert runs_of("test-boom", marker) == 2
     assert job_run("tests.test_jobs.boom", "boom-" + marker).attempts == 2
     assert runs_of("test-flaky", marker) == 2
@@ -254,14 +251,16 @@ def test_rq_cron_enqueues_each_tick_once_across_schedulers(app, db_conn, redis_u
     conn = jobs.redis_connection(redis_url)
     periodic = [("tests.test_jobs.tick_cron", "* * * * *")]
     before = runs_of("tick-cron")
-    schedulers = [runner.build_cron_scheduler(conn, "UTC", periodic) for _ in range(2)]
+    queue_name = f"test-{uuid.uuid4().hex[:12]}"
+    schedulers = [runner.build_cron_scheduler(conn, "UTC", periodic, queue_name) for _ in range(2)]
     for s in schedulers:  # both workers' schedulers find the same tick due
         job = s.get_jobs()[0]
         job.next_enqueue_time = runner.latest_tick(job.cron, runner.utcnow(), job.tz)
         assert s.enqueue_jobs() == [job]
     tick = schedulers[0].get_jobs()[0].latest_enqueue_time
     assert tick is not None
-    run_worker_burst(database_url, redis_url)
+    assert jobs.queue(conn, queue_name).count == 1  # the second scheduler's copy was refused
+    run_worker_burst(database_url, redis_url, queue_name)
     assert runs_of("tick-cron") == before + 1
     runs = list(JobRun.select().where((JobRun.job == "tests.test_jobs.tick_cron") & (JobRun.runner == "cron")))
     assert runs and all(r.status == "succeeded" for r in runs)
@@ -293,3 +292,34 @@ def test_job_arguments_must_be_json_values_in_both_modes(app, db_conn):
 
 def echo(value, key=None):
     return [value, key]
+
+
+def test_cron_loop_thread_enqueues_due_ticks_and_stops(app, redis_url):
+    import threading
+    import time
+    conn = jobs.redis_connection(redis_url)
+    queue_name = f"test-{uuid.uuid4().hex[:12]}"
+    scheduler = runner.build_cron_scheduler(conn, "Asia/Shanghai", [("tests.test_jobs.tick_cron", "* * * * *")],
+                                            queue_name)
+    job = scheduler.get_jobs()[0]
+    job.next_enqueue_time = runner.utcnow() - dt.timedelta(seconds=1)  # due now
+    stop = threading.Event()
+    thread = threading.Thread(target=runner._cron_loop, args=(scheduler, stop), daemon=True)
+    thread.start()
+    try:
+        q = jobs.queue(conn, queue_name)
+        deadline = time.monotonic() + 10
+        while q.count == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert q.count == 1
+        queued = q.jobs[0]
+        assert queued.func_name == jobs.RUNNER and queued.args[0] == "tests.test_jobs.tick_cron"
+        assert queued.id.startswith(f"{queue_name}_tests_test_jobs_tick_cron-tick-")
+        assert job.next_enqueue_time > runner.utcnow()  # rescheduled to the next minute
+        from rq.cron import CronScheduler
+        assert scheduler.name in [s.name for s in CronScheduler.all(conn)]  # visible to RQ's tools
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    q.empty()

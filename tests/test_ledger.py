@@ -408,3 +408,25 @@ def test_batch_items_see_each_others_effects_and_a_late_failure_aborts_all(ledge
                             {"op": "recharge", "body": {"customer": cref, "amount": 7}}], "test")
     assert subs(cref)["overdraft"] == -5000 and subs(cref)["available"] == 0
     assert_reconciled([cref])
+
+
+def test_assets_cross_check_is_registered_with_the_policy_engine():
+    from app.policy import kinds
+    from app.services import ledger_core
+    import app.services.ledger  # noqa: F401  (registers on import)
+    assert ledger_core.cross_check_set in kinds.registered()["assets"]
+
+    class FakeSet:
+        def get(self, kind):
+            return [{"_file": "policies/assets.yaml", "assets": {"CNY": {"scale": 2}},
+                     "account_types": {"cash": {"asset": "USD", "sub_accounts": ["available"]}}}]
+    assert ledger_core.cross_check_set(FakeSet()) == [
+        ("policies/assets.yaml", "$.account_types.cash.asset", "unknown asset 'USD'")]
+
+
+def test_ledger_jobs_run_through_the_job_runner(ledger):
+    import jobs
+    ref_ = jobs.enqueue("jobs.ledger.reconcile", job_id=jobs.job_id_for("jobs.ledger.reconcile", ref("t")))
+    assert ref_.status == "succeeded" and ref_.result["ok"] is True
+    for path in ("jobs.ledger.expire_holds", "jobs.ledger.expire_lots"):
+        assert jobs.enqueue(path).status == "succeeded"

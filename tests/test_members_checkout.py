@@ -67,3 +67,19 @@ def test_checkout_rejects_bad_carts(http):
     assert r.status_code == 422
     r = http.post(f"/v1/members/{uid()}/checkout-benefits", json={"items": [{"sku": "A", "price_fen": -1}]})
     assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/items/0/price_fen"
+
+
+def test_cashback_benefit_is_credited_and_clawed_back(http, db_conn):
+    from app.services import ledger
+    from tests.test_members_helpers import event
+    m = uid("cb")
+    post(http, order(m, 10000))  # -> 金牌 (cashback_1: 100 bp) from the next order on
+    e = post(http, order(m, 500, order_ref=f"{m}-X"))
+    assert e["cashback"] == [{"rule": "benefits.levels.金牌.cashback_1", "amount_fen": 500, "cut": 0,
+                              "reason": e["cashback"][0]["reason"], "journal": e["cashback"][0]["journal"]}]
+    cash = [a for a in ledger.balances(m)["accounts"] if a["account_type"] == "cash"][0]["sub_accounts"]
+    assert cash["cashback"] == 500
+    r = post(http, event(m, "order_refunded", amount_fen=20000, order_ref=f"{m}-X"))
+    assert r["cashback"][0]["amount_fen"] == -200  # 40% refunded -> 40% of the cashback
+    cash = [a for a in ledger.balances(m)["accounts"] if a["account_type"] == "cash"][0]["sub_accounts"]
+    assert cash["cashback"] == 300

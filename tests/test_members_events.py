@@ -87,3 +87,19 @@ def test_daily_cap_holds_under_16_parallel_posts(http, server, admin_token):
     assert view["growth"] == 20
     # the next day has a fresh window
     assert post(http, event(m, "share", at="2026-03-11T00:00:01+08:00"))["growth"]["delta"] == 10
+
+
+def test_history_pages_newest_first(http):
+    m = uid()
+    for day in (1, 2, 3):
+        post(http, event(m, "share", at=f"2026-04-0{day}T10:00:00+08:00"))
+    page = http.get(f"/v1/members/{m}/history?limit=2").json()
+    # each share earns growth and points: two items per instant, never split across pages
+    assert [i["at"] for i in page["items"]] == ["2026-04-03T02:00:00Z"] * 2
+    assert page["next_before"] == "2026-04-03T02:00:00Z"
+    rest = http.get(f"/v1/members/{m}/history", params={"limit": 10, "before": page["next_before"]}).json()
+    assert [i["at"] for i in rest["items"]] == ["2026-04-02T02:00:00Z"] * 2 + ["2026-04-01T02:00:00Z"] * 2
+    assert rest["next_before"] is None
+    assert http.get(f"/v1/members/{m}/history?limit=0").status_code == 422
+    assert http.get(f"/v1/members/{m}/history?before=yesterday").status_code == 422
+    assert http.get(f"/v1/members/{uid()}/history").status_code == 404

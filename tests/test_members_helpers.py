@@ -36,3 +36,17 @@ def frozen_clock():
     """Set the app clock with set_now(); always restored to real time after the test."""
     yield clock.set_now
     clock.set_now(None)
+
+
+def run_worker_burst(database_url, redis_url):
+    """A real `patron worker --burst` process: drains the RQ queue and exits."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PATRON_DATABASE_URL=database_url, PATRON_REDIS_URL=redis_url, PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "worker", "--burst"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr

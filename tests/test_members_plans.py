@@ -3,7 +3,8 @@ import datetime as dt
 
 import jobs
 from app.services import ledger
-from tests.test_members_helpers import frozen_clock, order, post, uid  # noqa: F401
+from app.models.jobs import JobRun
+from tests.test_members_helpers import frozen_clock, order, post, run_worker_burst, uid  # noqa: F401
 
 UTC = dt.timezone.utc
 
@@ -25,7 +26,20 @@ def _renew(app, at):
     return ref.result
 
 
-def test_subscribe_renew_short_balance_retry_then_lapse(app, http, db_conn, frozen_clock):
+def _renew_on_worker(app, at, database_url, redis_url, monkeypatch):
+    """The renewal job through real Redis and a real `patron worker` process."""
+    monkeypatch.setitem(app.config, "REDIS_URL", redis_url)
+    job_id = jobs.job_id_for("jobs.membership.renew_plans", uid("renew"))
+    with app.app_context():
+        assert jobs.enqueue("jobs.membership.renew_plans", at=at.isoformat(), job_id=job_id).status == "queued"
+    run_worker_burst(database_url, redis_url)
+    monkeypatch.setitem(app.config, "REDIS_URL", None)
+    row = JobRun.get((JobRun.job == "jobs.membership.renew_plans") & (JobRun.run_key == job_id))
+    assert (row.status, row.runner) == ("succeeded", "rq")
+
+
+def test_subscribe_renew_short_balance_retry_then_lapse(app, http, db_conn, frozen_clock, database_url, redis_url,
+                                                        monkeypatch):
     m = uid("paid")
     _recharge(m, 1500 * 2 + 700)  # two monthly fees and change
     t0 = dt.datetime(2026, 1, 15, 4, 0, tzinfo=UTC)  # 12:00 +08:00
@@ -52,9 +66,8 @@ def test_subscribe_renew_short_balance_retry_then_lapse(app, http, db_conn, froz
 
     # too early: nothing happens
     assert _renew(app, dt.datetime(2026, 2, 1, tzinfo=UTC))["renewed"] == 0
-    # 24 h before the end: renewed from cash
-    out = _renew(app, dt.datetime(2026, 2, 14, 5, 0, tzinfo=UTC))
-    assert out["renewed"] == 1
+    # 24 h before the end: renewed from cash (by a real RQ worker)
+    _renew_on_worker(app, dt.datetime(2026, 2, 14, 5, 0, tzinfo=UTC), database_url, redis_url, monkeypatch)
     assert _cash(m) == 3700 - 3000
     subs = http.get(f"/v1/members/{m}/subscriptions").json()["subscriptions"]
     assert [(p["start"], p["end"], p["kind"]) for p in subs[0]["periods"]] == [

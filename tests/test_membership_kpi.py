@@ -61,3 +61,23 @@ def test_monthly_coupons_issued_once(app, http, db_conn):
     assert second.status == "succeeded"
     vouchers = ledger.lots(m, "VOUCHER")
     assert [(v["amount"], v["expires_at"]) for v in vouchers] == [(500, "2026-11-30T16:00:00.000000Z")]
+
+
+def test_cli_runs_jobs_and_prints_kpis(app, database_url):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PATRON_DATABASE_URL=database_url, PATRON_LOG_LEVEL="WARNING")
+    env.pop("PATRON_REDIS_URL", None)
+
+    def run(*argv):
+        out = subprocess.run([sys.executable, "-m", "app.cli", "membership", *argv], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=120)
+        return out.returncode, out.stdout
+    rc, out = run("kpis", "--from", "2018-01", "--csv")
+    assert rc == 0 and out.splitlines()[0].startswith("period,start,end,members")
+    rc, out = run("run", "renew_plans", "--at", "2018-01-01T00:00:00+08:00")
+    assert rc == 0 and '"renewed"' in out
+    assert run("show", "nobody-" + uid())[0] == 1

@@ -301,3 +301,44 @@ def test_workflows_departments_staff(http, people):
     assert r.status_code == 409
     sups = http.get("/v1/staff", params={"department": "finance", "role": "supervisor"}).json()["items"]
     assert people["sup"] in {s["staff_no"] for s in sups}
+
+
+def test_reopen_window_closes_and_order_status_rule(http, people, db_conn):
+    import datetime as dt
+
+    from app.models.tickets import Ticket
+    t = create(http, category="物流/配送", title="快递没收到", amount_fen=0, order_status="配送中",
+               user={"level": "注册", "paid": False})
+    assert t["routing"]["priority_rule"] == "lost_in_delivery" and t["priority"] == "P2" and "疑似丢件" in t["tags"]
+    tid = t["id"]
+    step(http, tid, "start")
+    step(http, tid, "resolve", comment="已补发")
+    entered = Ticket.get_by_id(tid).state_entered_at
+    Ticket.update(state_entered_at=entered - dt.timedelta(hours=169)).where(Ticket.id == tid).execute()
+    r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "reopen"})
+    assert r.status_code == 409 and r.json()["code"] == "transition-not-allowed"
+    assert r.json()["allowed"] == ["close"]
+
+
+def test_confirmed_defect_compensates_through_the_ledger_once(http, people):
+    asp = f"as-{uuid.uuid4().hex[:8]}"
+    assert http.post("/v1/staff", json={"staff_no": asp, "name": "售后", "department": "aftersales",
+                                        "roles": ["aftersales_specialist"]}).status_code == 201
+    t = create(http, category="商品质量", title="杯子有裂纹", amount_fen=5900, user={"level": "注册", "paid": False})
+    tid, user = t["id"], t["user"]["id"]
+    assert (t["department"], t["queue"]) == ("aftersales", "quality")
+    step(http, tid, "assess", by=asp)
+    t = step(http, tid, "confirm_defect", by=asp, comment="确认质量问题")
+    assert t["state"] == "compensating"
+    red = [a for a in http.get(f"/v1/ledger/customers/{user}/balances").json()["accounts"]
+           if a["asset"] == "RED_PACKET"][0]
+    assert red["sub_accounts"]["available"] == 1000
+    lots = http.get(f"/v1/ledger/customers/{user}/lots").json()
+    assert sum(lot["amount"] for lot in lots.get("items", lots.get("lots", []))
+               if lot["asset"] == "RED_PACKET") == 1000
+    hist = http.get(f"/v1/tickets/{tid}/history").json()["items"]
+    comp = [h for h in hist if h["kind"] == "compensated"]
+    assert len(comp) == 1 and comp[0]["rule"] == "quality.compensating.on_enter" and comp[0]["detail"]["journal_id"]
+    step(http, tid, "compensated")
+    t = step(http, tid, "reopen", comment="又坏了")
+    assert t["state"] == "assessing"

@@ -23,7 +23,7 @@ class FakeSet:
 def load_sample():
     docs = []
     for rel in ("policies/tickets.yaml", "policies/staff.yaml", "policies/sla.yaml", "policies/calendar.yaml",
-                "rules/ticket_routing.yaml", "rules/ticket_priority.yaml"):
+                "rules/ticket_routing.yaml", "rules/ticket_priority.yaml", "policies/assets.yaml"):
         doc = yaml.safe_load((ROOT / rel).read_text(encoding="utf-8"))
         doc["_file"] = rel
         docs.append(doc)
@@ -91,6 +91,15 @@ def test_unknown_roles_states_and_workflows_reported():
     assert "unknown role 'wizard'" in errors and "unknown state 'nowhere'" in errors
     assert "unknown workflow 'missing'" in errors and "unknown role 'ghost'" in errors
     assert "policies/tickets.yaml: $.workflows.standard.transitions[0].roles" in errors
+
+
+def test_compensation_asset_must_be_a_lot_asset():
+    def mutate(docs):
+        wf = by_kind(docs, "tickets")["workflows"]["quality"]
+        wf["states"]["compensating"]["on_enter"][0]["asset"] = "CNY"
+        wf["states"]["resolved"]["on_enter"].append({"action": "compensate", "asset": "GOLD", "amount_fen": 1})
+    errors = "\n".join(_errors(mutate))
+    assert "'CNY' is not held in lots" in errors and "unknown asset 'GOLD'" in errors
 
 
 def test_routing_targets_must_exist():

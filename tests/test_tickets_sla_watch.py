@@ -129,3 +129,18 @@ def test_job_function_runs_a_tick(app, db_conn, rounds):
     assert set(result) >= {"warnings", "breaches"}
     assert ("jobs.tickets.sla_watch", "* * * * *") in jobs.tickets.PERIODIC
     json.dumps(result)
+
+
+def test_ticket_clocks_use_the_policy_calendar(app, db_conn):
+    """A P3 ticket opened Friday 17:00 (Shanghai): first response 120 business minutes, resolution 1440."""
+    cfg = tickets_policy.current()
+    opened = dt.datetime(2026, 11, 27, 9, 0)  # Fri 17:00 +08:00
+    t = Ticket(category="账户/会员", priority="P3")
+    tickets_sla.start(cfg, t, opened)
+    local = dt.timedelta(hours=8)
+    assert t.sla_calendar == "business"
+    assert t.response_warn_at + local == dt.datetime(2026, 11, 30, 9, 36)  # 96 min: 1 h Fri + 36 min Mon
+    assert t.response_due_at + local == dt.datetime(2026, 11, 30, 10, 0)
+    # 24 business hours: Fri 1 h, Mon-Wed 7.5 h each, Thu 30 min
+    assert t.resolution_due_at + local == dt.datetime(2026, 12, 3, 9, 30)
+    assert t.response_check_at == t.response_warn_at

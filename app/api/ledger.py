@@ -59,7 +59,7 @@ for _op in ledger.OPERATIONS:
 
 
 @bp.post("/batch")
-@operation("Up to 1,000 operations in one commit; per-item results (failed items roll back alone)",
+@operation("Up to 1,000 operations in one commit; per-item results (a failed item changes nothing)",
            scope="ledger:write", body="api/ledger/batch.json", idempotent=True, tags=TAGS)
 def batch():
     key = idempotency_key()

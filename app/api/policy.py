@@ -2,32 +2,18 @@
 from flask import Blueprint, g, jsonify, request
 
 from app import policy
-from app.api import operation, parse_body, query_int
+from app.api import operation, query_int
 from app.errors import Problem, not_found
 from app.services.auth import actor
 
 bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 
-def _optional_files(schema):
-    """The ``files`` map of an optional body; None -> the configured folders."""
-    if not request.get_data(cache=True):
-        return None, {}
-    body = parse_body(schema)
-    return body.get("files"), body
-
-
-def _doc_body(view, schema):
-    # the body is optional (no body = the configured folders), so it is parsed in the view
-    view.operation["body"] = schema
-    return view
-
-
 @bp.post("/policies/validate")
-@operation("Validate a policy set (files given, or the configured folders); runs examples",
-           scope="policy:read", tags=["policy"])
+@operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"])
 def validate():
-    files, _ = _optional_files("api/policy/validate.json")
+    files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
     return jsonify(valid=not errors, version=ps.version, files=len(ps.files),
                    errors=[e.to_dict() for e in errors])
@@ -39,11 +25,12 @@ def _configured():
 
 
 @bp.post("/policies/apply")
-@operation("Validate and activate a policy set atomically (a bad set changes nothing)",
-           scope="policy:write", tags=["policy"])
+@operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
+           "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
+           tags=["policy"])
 def apply():
-    files, body = _optional_files("api/policy/apply.json")
-    res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=body.get("note"))
+    files = g.body.get("files")
+    res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"))
     return jsonify(version=res.version, previous=res.previous, changed=res.changed)
 
 
@@ -116,6 +103,3 @@ def decisions_for():
                                "validator": "required"}])
     return jsonify(subject=subject, decisions=decisions.for_subject(subject))
 
-
-_doc_body(validate, "api/policy/validate.json")
-_doc_body(apply, "api/policy/apply.json")

@@ -13,7 +13,7 @@ def cmd_worker(args):
               "in-process)", file=sys.stderr)
         return 2
     _load_policies(app)
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    queues = [q.strip() for q in (args.queues or app.config["JOBS_QUEUE"]).split(",") if q.strip()]
     run_worker(app, queues=queues, burst=args.burst, cron=not args.no_cron, name=args.name)
     return 0
 
@@ -65,7 +65,8 @@ def cmd_jobs_run(args):
 
 def register(sub):
     p = sub.add_parser("worker", help="run an RQ worker and the cron scheduler for periodic jobs")
-    p.add_argument("--queues", default="default", help="comma separated queue names")
+    p.add_argument("--queues", default=None,
+                   help="comma separated queue names (default PATRON_JOBS_QUEUE or 'default')")
     p.add_argument("--burst", action="store_true", help="process queued jobs, then exit (no cron)")
     p.add_argument("--no-cron", action="store_true",
                    help="do not run the cron scheduler here (several are safe, one is enough)")

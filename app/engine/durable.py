@@ -16,8 +16,10 @@ loops forever, and which has no ``$not``):
   regex characters escaped as ``[c]``; when the text holds characters that cannot be escaped that
   way (``[ ] \\ ^ $``), or the leaf sits under a ``not``, the leaf becomes a *derived fact*
   ``d<j>`` computed by the reference leaf predicate before the assert;
-* facts, not events, are asserted (an event is consumed by the first matching rule; a fact fires
-  every matching rule), then retracted, so the engine keeps no state between evaluations.
+* mode ``all``: a fact is asserted (it fires every matching rule), its actions drained, then it is
+  retracted; mode ``first``: an event is asserted and consumed by the single matching rule of lowest
+  ``pri`` (= rank in firing order), so nothing needs retracting. Either way the engine keeps no
+  state between evaluations.
 """
 import itertools
 import json
@@ -141,10 +143,16 @@ class Compiled:
 
     def __init__(self, doc, name):
         self.name = name
+        self.first = doc.get("mode", "first") == "first"
         comp = _Compiler(doc)
         self.rules = {}
+        # firing order: priority descending, ties in file order; durable's "pri" runs lowest first
+        order = sorted(range(len(doc["rules"])), key=lambda i: (-doc["rules"][i].get("priority", 0), i))
+        rank = {i: r for r, i in enumerate(order)}
         for idx, rule in enumerate(doc["rules"]):
             self.rules[f"r{idx}"] = {"all": [{"m": comp.cond(rule["when"])}]}
+            if self.first:
+                self.rules[f"r{idx}"]["pri"] = rank[idx]
         self.fields = [(i, tuple(f.split("."))) for i, f in enumerate(comp.fields)]
         self.derived = list(enumerate(comp.derived))
         self.lists = comp.lists
@@ -249,6 +257,18 @@ class Adapter:
             payload = _encoder.encode(compiled.project(facts, f"{self._pid}-{next(self._ids)}"))
             fired = []
             try:
+                if compiled.first:
+                    # mode first: an event is consumed by the one matching rule of lowest "pri"
+                    result = dre.assert_event(handle, payload)
+                    if result[0] == 0:
+                        started = dre.start_action_for_state(handle, result[1])
+                        message = started[1] if started else None
+                        while message:
+                            fired.append(int(message[3:message.index('"', 2)]))
+                            message = dre.complete_and_start_action(handle, result[1])
+                    elif result[0] != 1:
+                        raise EngineError(f"durable_rules returned {result[0]} on {name}")
+                    return fired
                 result = dre.assert_fact(handle, payload)
                 if result[0] == 0:
                     state = result[1]

@@ -161,5 +161,23 @@ class CouponGrant(BaseModel):
         indexes = ((("member_ref", "benefit", "month"), True),)
 
 
+class CashbackAward(BaseModel):
+    """Cashback benefit credited (or clawed back) on an order, into the ledger's cashback sub-account."""
+    member_ref = pw.CharField(max_length=100, index=True)
+    entry_key = pw.CharField(max_length=200, unique=True)
+    kind = pw.CharField(max_length=20)  # earn | clawback
+    amount_fen = pw.BigIntegerField()  # signed
+    cut = pw.BigIntegerField(default=0)
+    event_id = pw.CharField(max_length=100, index=True)
+    order_ref = pw.CharField(max_length=100, index=True)
+    rule = pw.CharField(max_length=200)
+    policy_version = pw.CharField(max_length=64)
+    reason = pw.TextField()
+    journal = pw.CharField(max_length=100, null=True)
+    at = pw.DateTimeField(index=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
 MODELS = [Member, MemberEvent, GrowthEntry, LevelChange, CapCounter, PointsAward, Redemption,
           Subscription, PlanPeriod, CouponGrant]
+MODELS_0301 = [CashbackAward]

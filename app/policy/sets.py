@@ -271,6 +271,8 @@ def validate(ps):
         list of PolicyError, sorted by file, line, column (empty = valid).
     """
     errors = list(ps.load_errors)
+    if not ps.files:
+        errors.append(PolicyError("-", "$", "a policy set needs at least one file", "required"))
     if len(ps.files) > MAX_FILES:
         errors.append(PolicyError("-", "$", f"more than {MAX_FILES} files", "size"))
     if sum(len(t) for t in ps.files.values()) > MAX_TOTAL_BYTES:

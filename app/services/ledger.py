@@ -3,23 +3,19 @@ import datetime as dt
 
 import peewee as pw
 
-from app.db import db, for_update, is_postgres, transactional
+from app.db import db, for_update, transactional
 from app.errors import Problem, validation_failed
 from app.models.core import utcnow
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerConsume, LedgerCustomer, LedgerEntry,
                                LedgerHold, LedgerJournal, LedgerLot)
+from app.policy import kinds
 from app.schemas import errors_of
 from app.services import idempotency
 from app.services import ledger_core as core
 from app.services.ledger_core import Ctx, Leg, account_ref, config, insufficient, iso, post, system
 from app.services.ledger_reconcile import reconcile  # noqa: F401  (public interface)
 
-try:  # the policy engine registers per-kind cross-checks; the interim engine has no registry yet
-    from app.policy import kinds as _kinds
-except ImportError:  # pragma: no cover - depends on the policy helper's progress
-    _kinds = None
-if _kinds is not None:
-    _kinds.register("assets", cross_check=core.cross_check)
+kinds.register("assets", cross_check=core.cross_check_set)
 
 MAX_BATCH = 1000
 
@@ -153,14 +149,14 @@ def op_consume(ctx, body):
     else:
         payee = system(cfg.system_code(cfg.routes["consume_to"], acct.asset), acct.asset)
         payee_leg = Leg(payee, "main", amount)
+    payee_id = payee.id if len(locked) > 1 else core.system_shards(payee[1], payee[2])[0]
+    counter = ("ledger_consume", {"account_id": acct.id, "payee_id": payee_id, "amount_minor": amount,
+                                  "cashback_minor": use_c, "available_minor": use_a, "overdraft_minor": use_o,
+                                  "refunded_cashback_minor": 0, "refunded_available_minor": 0,
+                                  "refunded_overdraft_minor": 0})
     j = post(ctx, "consume", [Leg(acct, "cashback", -use_c), Leg(acct, "available", -use_a),
                               Leg(acct, "overdraft", -use_o), payee_leg],
-             rule=f"consume: cashback > available > overdraft (limit {limit})")
-    payee_id = payee.id if len(locked) > 1 else core.system_shards(payee[1], payee[2])[0]
-    db.execute_sql("INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, "
-                   "available_minor, overdraft_minor, refunded_cashback_minor, refunded_available_minor, "
-                   f"refunded_overdraft_minor) VALUES ({core.placeholders(10)})",
-                   [j["id"], acct.id, payee_id, amount, use_c, use_a, use_o, 0, 0, 0])
+             rule=f"consume: cashback > available > overdraft (limit {limit})", extra=counter)
     return {"journal": j, "consume": {"journal_id": j["id"], "amount": amount, "cashback": use_c,
                                       "available": use_a, "overdraft": use_o, "refundable": amount}}
 

@@ -152,6 +152,16 @@ def cross_check(doc, *_args, **_kwargs):
     return errors
 
 
+def cross_check_set(policy_set):
+    """The policy engine's hook: cross-checks of every `assets` document, as (file, path, message)."""
+    out = []
+    for doc in policy_set.get("assets"):
+        for text in cross_check(doc):
+            path, _, message = text.partition(": ")
+            out.append((doc.get("_file"), path, message))
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -489,12 +499,16 @@ class Ctx:
     allow_blocked: bool = False
 
 
-def post(ctx, jtype, legs, rule=None):
+def post(ctx, jtype, legs, rule=None, extra=None):
     """Write one journal: check blocks, apply every leg to its snapshot row, append the entries.
 
     Customer legs must belong to accounts already locked by lock_accounts() and already checked for
     funds by the caller. System legs pick a random shard and are never balance-checked, so postings
     against a hot platform account spread over ``shards`` rows instead of queueing on one.
+
+    Args:
+        extra: optional ``(table, {column: value})`` row written with the journal (its ``journal_id``
+            filled in), e.g. a consume's refund counter row.
 
     Returns:
         the journal as a dict (with its entries).
@@ -533,7 +547,7 @@ def post(ctx, jtype, legs, rule=None):
     journal_row = [jtype, ctx.client, ctx.key, ctx.external_ref, ctx.digest, version, rule, ctx.actor, meta, now]
     state = batch_state()
     if is_postgres() and len({r[0] for r in resolved}) == len(resolved):
-        jid, after = _post_one_statement(journal_row, resolved, now)
+        jid, after = _post_one_statement(journal_row, resolved, now, extra)
         if state is not None:
             state["writes"] += 1
         fault("after-journal")
@@ -552,6 +566,10 @@ def post(ctx, jtype, legs, rule=None):
         journal_row).fetchone()[0]
     if state is not None:
         state["writes"] += 1
+    if extra:
+        table, row = extra
+        db.execute_sql(f"INSERT INTO {table} (journal_id, {', '.join(row)}) VALUES ({placeholders(len(row) + 1)})",
+                       [jid, *row.values()])
     fault("after-journal")
     deltas = {}
     for bid, *_rest in resolved:
@@ -587,7 +605,7 @@ def _entry_dict(leg, aid, sub, asset, amount, after):
     return {"account_id": aid, **owner, "sub": sub, "asset": asset, "amount": amount, "balance_after": after}
 
 
-def _post_one_statement(journal_row, resolved, now):
+def _post_one_statement(journal_row, resolved, now, extra=None):
     """PostgreSQL: journal, snapshot updates and entries in ONE statement (data-modifying CTEs).
 
     Only when every leg hits a distinct row (then each entry's balance_after is its row's new value).
@@ -605,13 +623,19 @@ def _post_one_statement(journal_row, resolved, now):
         f"WHERE id IN ({ids}) RETURNING id, balance_minor), "
         "e AS (INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
         "balance_after_minor, created_at) SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, v.amount, u.balance_minor, "
-        f"%s FROM j CROSS JOIN u JOIN (VALUES {legs}) AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id) "
-        "SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u")
+        f"%s FROM j CROSS JOIN u JOIN (VALUES {legs}) AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id) ")
+    if extra:
+        table, row = extra
+        sql += (f", x AS (INSERT INTO {table} (journal_id, {', '.join(row)}) "
+                f"SELECT j.id, {', '.join(['%s'] * len(row))} FROM j) ")
+    sql += "SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u"
     params = list(journal_row)
     params += [x for r in resolved for x in (r[0], r[5])]
     params += [r[0] for r in resolved]
     params.append(now)
     params += [x for r in resolved for x in (r[0], r[1], r[2], r[3], r[4], r[5])]
+    if extra:
+        params += list(extra[1].values())
     rows = db.execute_sql(sql, params).fetchall()
     if len(rows) != len(resolved):
         raise RuntimeError(f"posting touched {len(rows)} rows, expected {len(resolved)}")  # a bug

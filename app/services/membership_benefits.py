@@ -3,7 +3,7 @@ import datetime as dt
 
 import peewee as pw
 
-from app.db import for_update, transactional
+from app.db import db, for_update, transactional
 from app.models.membership import CouponGrant, Member, PlanPeriod
 from app.services import clock
 from app.services import membership_policy as mp
@@ -121,6 +121,82 @@ def checkout(cfg, member, plan, cart):
             "discount_fen": discount_total, "fee_waivers": waivers, "coupons": coupons,
             "points_to_earn": points, "cashback": cashback,
             "payable_fen": payable_goods + shipping - waived}
+
+
+# ---- cashback (on paid orders) -----------------------------------------------------------------
+
+def apply_cashback(cfg, member, event, at, plan, actor):
+    """Credit the best cashback benefit in force on a paid order, or claw it back on a refund.
+
+    Returns:
+        list of {"rule", "amount_fen", "cut", "reason", "journal"} (empty when nothing applies).
+    """
+    import peewee as pw
+
+    from app.errors import Problem
+    from app.models.membership import CashbackAward
+    from app.services import membership_ledger as ml
+    order_ref = event.get("order_ref")
+    if not order_ref:
+        return []
+    if event["type"] == "order_paid":
+        best = None
+        for item in benefits_in_force(cfg, member.level, plan):
+            if item["type"] == "cashback" and (best is None or int(item["rate_bp"]) > int(best["rate_bp"])):
+                best = item
+        if best is None:
+            return []
+        amount = int(event["amount_fen"]) * int(best["rate_bp"]) // 10000
+        if amount <= 0:
+            return []
+        key = f"cb-{event['event_id']}"
+        journal = ml.credit_cashback(member.member_ref, amount, key, actor, f"cashback {best['rule']} order {order_ref}")
+        reason = f"{best['rate_bp']} bp cashback on order {order_ref} ({best['source']})"
+        CashbackAward.create(member_ref=member.member_ref, entry_key=key, kind="earn", amount_fen=amount,
+                             event_id=event["event_id"], order_ref=order_ref, rule=best["rule"],
+                             policy_version=cfg.version, reason=reason, journal=journal, at=at)
+        mp.record_decision("benefits", cfg.version, best["rule"], f"member:{member.member_ref}",
+                           {"order_ref": order_ref, "amount_fen": event["amount_fen"], "rate_bp": best["rate_bp"]},
+                           {"cashback_fen": amount})
+        return [{"rule": best["rule"], "amount_fen": amount, "cut": 0, "reason": reason, "journal": journal}]
+    if event["type"] != "order_refunded":
+        return []
+    from app.services.membership_growth import clawback_target, order_totals
+
+    def total(kind, expr):
+        return int(CashbackAward.select(pw.fn.SUM(expr)).where(
+            (CashbackAward.member_ref == member.member_ref) & (CashbackAward.order_ref == order_ref)
+            & (CashbackAward.kind == kind)).scalar() or 0)
+    earned = total("earn", CashbackAward.amount_fen)
+    if earned <= 0:
+        return []
+    paid, refunded = order_totals(order_ref, member.member_ref)
+    refunded += event.get("amount_fen") or 0
+    due = clawback_target(earned, paid, refunded) - total("clawback", CashbackAward.cut - CashbackAward.amount_fen)
+    if due <= 0:
+        return []
+    key = f"cb-{event['event_id']}"
+    take, journal = due, None
+    try:
+        with db.atomic():
+            journal = ml.debit_cashback(member.member_ref, take, key, actor, f"cashback clawback order {order_ref}")
+    except Problem as exc:
+        if exc.code != "insufficient-funds":
+            raise
+        take = max(0, min(due, int(exc.extra.get("available") or 0)))
+        if take:
+            journal = ml.debit_cashback(member.member_ref, take, key, actor, f"cashback clawback order {order_ref}")
+    reason = f"refund on order {order_ref}: claw back {due} fen of cashback" + (
+        f"; only {take} left in the cashback sub-account" if take < due else "")
+    CashbackAward.create(member_ref=member.member_ref, entry_key=key, kind="clawback", amount_fen=-take,
+                         cut=due - take, event_id=event["event_id"], order_ref=order_ref,
+                         rule="benefits.cashback.refund_clawback", policy_version=cfg.version, reason=reason,
+                         journal=journal, at=at)
+    mp.record_decision("benefits", cfg.version, "cashback.refund_clawback", f"member:{member.member_ref}",
+                       {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
+                       {"clawback_fen": take, "cut": due - take})
+    return [{"rule": "benefits.cashback.refund_clawback", "amount_fen": -take, "cut": due - take, "reason": reason,
+             "journal": journal}]
 
 
 # ---- monthly coupons (job) ----------------------------------------------------------------------

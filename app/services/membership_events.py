@@ -4,10 +4,11 @@ import json
 
 import peewee as pw
 
-from app.db import db, transactional
+from app.db import db, is_postgres, transactional
 from app.errors import Problem
 from app.models.membership import MemberEvent
 from app.services import clock
+from app.services import membership_benefits as benefits
 from app.services import membership_growth as growth
 from app.services import membership_plans as plans
 from app.services import membership_points as points
@@ -70,10 +71,11 @@ def _process(cfg, event, digest, actor):
                         "plan": plan.get("code") if plan else None}}
     g = growth.apply_event(cfg, member, event, facts, at, plan)
     p = points.apply_event(cfg, member, event, facts, at, plan, actor)
+    cashback = benefits.apply_cashback(cfg, member, event, at, plan, actor)
     change = growth.finish(cfg, member, at, f"event {event['event_id']} ({event['type']})", event["event_id"])
     result = {"event_id": event["event_id"], "member_id": member_ref, "type": event["type"],
               "occurred_at": mp.iso(at), "status": "accepted", "replayed": False, "policy_version": cfg.version,
-              "paid": plan is not None, "growth": g, "points": p,
+              "paid": plan is not None, "growth": g, "points": p, "cashback": cashback,
               "level": {"level": member.level, "changed": change is not None, "change": change}}
     MemberEvent.create(event_id=event["event_id"], member_ref=member_ref, type=event["type"], occurred_at=at,
                        amount_fen=event.get("amount_fen"), order_ref=event.get("order_ref"),
@@ -123,14 +125,19 @@ def ingest(event, actor, cfg=None):
     return not result.get("replayed"), result
 
 
-BATCH_CHUNK = 25
+# Items per commit inside a batch. On PostgreSQL every points grant also locks one of the ledger's
+# system-account shard rows until commit, so a multi-item transaction holds several shards in random
+# order and concurrent batches deadlock (measured); one item per commit avoids that. SQLite has a
+# single writer and no deadlocks: fewer commits is all that counts there.
+def _chunk():
+    return 1 if is_postgres() else 25
 
 
 def ingest_batch(events, actor):
     """Accept many events; per-item results in input order.
 
     Items are taken grouped by member (stable order, so concurrent batches lock members in one
-    global order) and committed in chunks of BATCH_CHUNK, each item in its own savepoint: far fewer
+    global order) and committed in chunks (``_chunk()``), each item in its own savepoint: far fewer
     commits than single posts, while locks are held only for a chunk. Every item stands alone
     (a failed item does not undo the others); a retried batch replays what was committed.
     """
@@ -180,8 +187,9 @@ def ingest_batch(events, actor):
         points.settle_budget()
         return out, chunk_seen
 
-    for start in range(0, len(order), BATCH_CHUNK):
-        chunk = order[start:start + BATCH_CHUNK]
+    size = _chunk()
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
         try:
             out, chunk_seen = run(chunk, False)
         except points.BudgetShortfall:

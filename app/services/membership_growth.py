@@ -4,7 +4,7 @@ import logging
 
 import peewee as pw
 
-from app.db import db, for_update, transactional
+from app.db import for_update, transactional
 from app.errors import Problem
 from app.models.core import utcnow
 from app.models.membership import CapCounter, GrowthEntry, LevelChange, Member, MemberEvent

@@ -85,3 +85,17 @@ def charge_plan(member_ref, amount_fen, key, actor, memo):
     body = {"customer": member_ref, "direction": "out", "amount": amount_fen, "bill_ref": key,
             "metadata": {"memo": memo, "context": "membership"}}
     return _journal_id(_op("settlement", body, actor, key))
+
+
+def credit_cashback(member_ref, amount_fen, key, actor, memo):
+    """Cashback into the member's cash.cashback sub-account (settlement in, from marketing expense)."""
+    body = {"customer": member_ref, "direction": "in", "sub": "cashback", "amount": amount_fen, "bill_ref": key,
+            "metadata": {"memo": memo, "context": "membership"}}
+    return _journal_id(_op("settlement", body, actor, key))
+
+
+def debit_cashback(member_ref, amount_fen, key, actor, memo):
+    """Take cashback back (refund); the ledger refuses more than the cashback sub-account holds."""
+    body = {"customer": member_ref, "direction": "out", "sub": "cashback", "amount": amount_fen, "bill_ref": key,
+            "metadata": {"memo": memo, "context": "membership"}}
+    return _journal_id(_op("settlement", body, actor, key))

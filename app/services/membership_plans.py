@@ -146,7 +146,6 @@ def renew_one(sub_id, at, actor="system:renew"):
     def run():
         sub = for_update(Subscription.select().where(Subscription.id == sub_id)).get()
         if (sub.status != "active" or not sub.auto_renew or sub.current_end - before > at
-                or sub.current_end <= at and sub.renew_attempts >= max_attempts
                 or sub.renew_attempts >= max_attempts
                 or (sub.next_attempt_at and sub.next_attempt_at > at)):
             return None

@@ -200,7 +200,8 @@ def _least_loaded(role, department):
 def run_actions(cfg, t, actions, trigger, actor, now):
     """Run auto actions once each: (ticket, trigger:index) is unique, so a retry or replay is a no-op.
 
-    Actions: notify {to, text}, assign {role, department, unassign}, set_priority {priority}, add_tag {tag}.
+    Actions: notify {to, text}, assign {role, department, unassign}, set_priority {priority}, add_tag {tag},
+    compensate {asset, amount_fen, expires_days} (a ledger grant, itself idempotent on the same key).
     """
     for i, act in enumerate(actions):
         key = f"{trigger}:{i}:{act['action']}"
@@ -209,7 +210,7 @@ def run_actions(cfg, t, actions, trigger, actor, now):
                 run = TicketActionRun.create(ticket=t.id, key=key, action=act["action"], params=_dumps(act), at=now)
         except pw.IntegrityError:
             continue
-        result = _ACTIONS[act["action"]](cfg, t, act, actor, now)
+        result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-")), actor, now)
         TicketActionRun.update(result=_dumps(result)).where(TicketActionRun.id == run.id).execute()
 
 
@@ -258,8 +259,25 @@ def _act_add_tag(cfg, t, act, actor, now):
     return {"tags": tags}
 
 
+def _act_compensate(cfg, t, act, actor, now):
+    """Pay the user through the ledger (a lot of red packets/vouchers), exactly once per trigger."""
+    from app.services import ledger
+    amount = act["amount_fen"]
+    ledger.ensure_customer(t.user_id)
+    body = {"customer": t.user_id, "asset": act["asset"], "amount": amount, "external_ref": f"ticket:{t.id}"}
+    if act.get("expires_days"):
+        body["expires_at"] = (now + dt.timedelta(days=act["expires_days"])).isoformat() + "Z"
+    result = ledger.apply_operation("grant_lot", body, actor="system:tickets",
+                                    idempotency_key=f"ticket-{t.id}-{act['_key']}", client="tickets")
+    journal = (result.get("journal") or {}).get("id")
+    _event(t, actor, "compensated", "compensation", None, f"{act['asset']} {amount}",
+           detail={"journal_id": journal, "lot_id": (result.get("lot") or {}).get("id")},
+           version=cfg.version, rule=f"{t.workflow}.{t.state}.on_enter", now=now)
+    return {"journal_id": journal, "amount_fen": amount, "asset": act["asset"]}
+
+
 _ACTIONS = {"notify": _act_notify, "assign": _act_assign, "set_priority": _act_set_priority,
-            "add_tag": _act_add_tag}
+            "add_tag": _act_add_tag, "compensate": _act_compensate}
 
 
 # --- create ---------------------------------------------------------------------------------------
@@ -348,13 +366,17 @@ def _create(caller, body, cfg, facts, decision):
     tickets_sla.start(cfg, t, now)
     t.save()
     actor = creator or caller
-    _event(t, actor, "created", "state", None, t.state, detail={"category": t.category, "source": t.source},
-           version=cfg.version, now=now)
+    events = [{"ticket": t.id, "at": now, "actor": actor, "kind": "created", "field": "state", "to_value": t.state,
+               "detail": _dumps({"category": t.category, "source": t.source}), "policy_version": cfg.version,
+               "rule": None}]
     for ruleset, version, rule, actions in decision["decisions"]:
         field = "department" if ruleset == "ticket_routing" else "priority"
         value = f"{t.department}/{t.queue}" if field == "department" else t.priority
-        _event(t, "system:rules", "routed" if field == "department" else "priority", field, None, value,
-               detail={"ruleset": ruleset, "actions": actions}, version=version, rule=rule, now=now)
+        events.append({"ticket": t.id, "at": now, "actor": "system:rules", "field": field, "to_value": value,
+                       "kind": "routed" if field == "department" else "priority", "policy_version": version,
+                       "rule": rule, "detail": _dumps({"ruleset": ruleset, "actions": actions})})
+    TicketEvent.insert_many(events).execute()
+    for ruleset, version, rule, actions in decision["decisions"]:
         tickets_routing.log_decision(ruleset, version, rule, f"ticket:{t.id}", facts,
                                      {"actions": actions, "department": t.department, "queue": t.queue,
                                       "priority": t.priority})

@@ -177,6 +177,7 @@ def cross_check(ps):
     staff = (_docs(ps, "staff") or [None])[0]
     sla = (_docs(ps, "sla") or [None])[0]
     cal = (_docs(ps, "calendar") or [None])[0]
+    assets = (_docs(ps, "assets") or [None])[0]
     if tickets is None:
         return errors
     tf = tickets.get("_file", "policies/tickets.yaml")
@@ -190,7 +191,7 @@ def cross_check(ps):
         if cat.get("workflow") not in workflows:
             errors.append(f"{tf}: $.categories.{cname}.workflow: unknown workflow {cat.get('workflow')!r}")
     for wname, wf in workflows.items():
-        errors.extend(_check_workflow(tf, wname, wf, roles, departments, staff is not None))
+        errors.extend(_check_workflow(tf, wname, wf, roles, departments, staff is not None, assets))
     if sla is not None:
         sf = sla.get("_file", "policies/sla.yaml")
         names = set(((cal or {}).get("calendars") or {}))
@@ -234,7 +235,7 @@ def cross_check(ps):
     return errors
 
 
-def _check_workflow(tf, wname, wf, roles, departments, have_staff):
+def _check_workflow(tf, wname, wf, roles, departments, have_staff, assets=None):
     errors = []
     base = f"{tf}: $.workflows.{wname}"
     states = wf.get("states") or {}
@@ -266,6 +267,11 @@ def _check_workflow(tf, wname, wf, roles, departments, have_staff):
                 errors.append(f"{ap}.role: unknown role {act['role']!r}")
             if act.get("department") and have_staff and act["department"] not in departments:
                 errors.append(f"{ap}.department: unknown department {act['department']!r}")
+            if act.get("action") == "compensate" and assets is not None:
+                if act.get("asset") not in (assets.get("assets") or {}):
+                    errors.append(f"{ap}.asset: unknown asset {act.get('asset')!r}")
+                elif not (assets["assets"][act["asset"]] or {}).get("lots"):
+                    errors.append(f"{ap}.asset: {act['asset']!r} is not held in lots (compensation grants a lot)")
     if wf.get("initial") in states:
         reach, todo = {wf["initial"]}, [wf["initial"]]
         while todo:

@@ -16,7 +16,8 @@ FROM (SELECT b.id, b.sub, b.balance_minor, a.id AS account_id, a.customer_id, c.
       FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id JOIN ledger_customer c ON c.id = a.customer_id
       WHERE c.external_ref = 'bench-' || :c AND a.type = 'cash' AND a.label = 'default'
       ORDER BY b.id FOR UPDATE OF b) s \gset
--- 3. journal + both snapshot rows + both entries (with balance_after) in one statement, as post() does
+-- 3. journal + both snapshot rows + both entries (with balance_after) + the consume's refund counter row,
+--    in one statement, as post() does on PostgreSQL
 WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, policy_version, rule, actor, metadata, created_at)
            VALUES ('consume', 'pgbench', 'pg-' || :client_id || '-' || :k, NULL, md5(:k::text) || md5(:c::text), 'pgbench',
                    'consume: cashback > available > overdraft (limit 5000)', 'api_key:pgbench', NULL, now()) RETURNING id),
@@ -26,13 +27,12 @@ WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_r
            SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, v.amount, u.balance_minor, now()
            FROM j CROSS JOIN u JOIN (VALUES (:avail::bigint, :acct::bigint, :cust::bigint, 'available', 'CNY', -:amount::bigint),
                                             ((:sysbase + :shard)::bigint, :sysacct::bigint, :syscust::bigint, 'main', 'CNY', :amount::bigint))
-                AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id)
-SELECT j.id AS jid FROM j \gset
--- 4. the refund counter row
-INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, available_minor, overdraft_minor,
-                            refunded_cashback_minor, refunded_available_minor, refunded_overdraft_minor)
-VALUES (:jid, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0);
--- 5. the idempotency record (a response of about the size the API stores)
+                AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id),
+     x AS (INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, available_minor, overdraft_minor,
+                                       refunded_cashback_minor, refunded_available_minor, refunded_overdraft_minor)
+           SELECT j.id, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0 FROM j)
+SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u;
+-- 4. the idempotency record (a response of about the size the API stores)
 INSERT INTO idempotency_record (client, key, operation, request_digest, status_code, response, created_at)
 VALUES ('pgbench', 'pg-' || :client_id || '-' || :k, 'ledger.consume', md5(:k::text) || md5(:c::text), 201, repeat('x', 900), now());
 END;

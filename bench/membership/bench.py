@@ -1,6 +1,6 @@
 """Membership benchmark on PostgreSQL: member events/s (single and batch) and checkout-benefits req/s with p99.
 
-Usage:  .venv/bin/python bench/membership/bench.py [--seconds 5] [--clients 4] [--keep]
+Usage:  .venv/bin/python bench/membership/bench.py [--runs 3] [--seconds 5] [--clients 4] [--keep]
 
 Creates a fresh database ``bench_membership_<pid>``, migrates it, starts ``patron serve`` (gunicorn)
 on it and drives it from client processes. References measured in the same run: pgbench running the
@@ -16,6 +16,7 @@ import random
 import re
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -184,15 +185,10 @@ def pgbench(db, clients, seconds):
     return tps, lat
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--keep", action="store_true", help="keep the bench database")
-    args = ap.parse_args()
+def once(args):
+    """One run in a fresh database: rows of (name, (rate, p50, p99, errors), reference rate, reference name)."""
     db = f"bench_membership_{os.getpid()}"
+    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     psql(f"CREATE DATABASE {db}")
     url = f"{PG}/{db}"
     server = None
@@ -201,28 +197,43 @@ def main():
         seed(url)
         server = Server(url, args.workers, args.threads)
         warm_up(server)
-        rows = []
         health = load(server.port, server.token, "health", args.clients, args.seconds)
         ref_tps, ref_lat = pgbench(db, args.clients, args.seconds)
         single = load(server.port, server.token, "single", args.clients, args.seconds)
         batch = load(server.port, server.token, "batch", args.clients, args.seconds)
         checkout = load(server.port, server.token, "checkout", args.clients, args.seconds)
-        rows.append(("GET /healthz (reference: HTTP stack)", health, None, None))
-        rows.append(("pgbench event.sql (reference: storage shape)", (ref_tps, ref_lat, float("nan"), 0), None, None))
-        rows.append(("POST /v1/member-events (events/s)", single, ref_tps, "pgbench"))
-        rows.append((f"POST /v1/member-events/batch x{BATCH} (events/s)", batch, ref_tps, "pgbench"))
-        rows.append(("POST checkout-benefits (req/s)", checkout, health[0], "healthz"))
     finally:
         if server:
             server.stop()
         if not args.keep:
             psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    print(f"\nmembership bench: PostgreSQL, {args.clients} clients, {args.seconds:.0f} s each, "
-          f"gunicorn {args.workers} workers x {args.threads} threads, {MEMBERS} members")
-    print(f"{'what':52} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  ratio")
-    for name, (rate, p50, p99, err), ref, refname in rows:
-        ratio = f"{rate / ref:.2f}x {refname}" if ref else ""
-        print(f"{name:52} {rate:9.0f} {p50:8.1f} {p99:8.1f} {err:6d}  {ratio}")
+    return [("GET /healthz (reference: HTTP stack)", health, None, None),
+            ("pgbench event.sql (reference: storage shape)", (ref_tps, ref_lat, float("nan"), 0), None, None),
+            ("POST /v1/member-events (events/s)", single, ref_tps, "pgbench"),
+            (f"POST /v1/member-events/batch x{BATCH} (events/s)", batch, ref_tps, "pgbench"),
+            ("POST checkout-benefits (req/s)", checkout, health[0], "healthz")]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=1, help="median of this many runs")
+    ap.add_argument("--keep", action="store_true", help="keep the bench database")
+    args = ap.parse_args()
+    runs = [once(args) for _ in range(args.runs)]
+    load_avg = os.getloadavg()[0]
+    print(f"\nmembership bench: PostgreSQL, {args.clients} clients, {args.seconds:.0f} s each, median of "
+          f"{args.runs} run(s), gunicorn {args.workers} workers x {args.threads} threads, {MEMBERS} members, "
+          f"{os.cpu_count()} cores, load average {load_avg:.1f}")
+    print(f"{'what':52} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  ratio (same run)")
+    for i, (name, _, _, refname) in enumerate(runs[0]):
+        med = lambda k: statistics.median(r[i][1][k] for r in runs)  # noqa: E731
+        ratios = [r[i][1][0] / r[i][2] for r in runs if r[i][2]]
+        ratio = f"{statistics.median(ratios):.2f}x {refname}" if ratios else ""
+        print(f"{name:52} {med(0):9.0f} {med(1):8.1f} {med(2):8.1f} {int(sum(r[i][1][3] for r in runs)):6d}  {ratio}")
 
 
 if __name__ == "__main__":

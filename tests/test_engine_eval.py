@@ -1,0 +1,149 @@
+"""Rule language semantics, firing order, modes, whitelist, and the durable_rules adapter under threads."""
+import threading
+
+import pytest
+
+from app import engine
+from app.engine import actions, lang
+from app.engine.durable import adapter
+from app.errors import Problem
+from app.policy import PolicySet, check
+
+
+def leaf(field, op, value):
+    return lang.compile_condition({"field": field, "op": op, "value": value})
+
+
+@pytest.mark.parametrize("op,value,facts,expected", [
+    ("eq", 5, {"x": 5.0}, True), ("eq", 5, {"x": "5"}, False), ("eq", 1, {"x": True}, False),
+    ("eq", True, {"x": 1}, False), ("eq", "a", {}, False), ("eq", "a", {"x": None}, False),
+    ("ne", 5, {"x": 6}, True), ("ne", 5, {"x": "5"}, True), ("ne", 5, {}, False),
+    ("gt", 5, {"x": 6}, True), ("gt", 5, {"x": "6"}, False), ("gte", 5, {"x": 5}, True),
+    ("lt", 5, {"x": True}, False), ("lte", 0, {"x": -1}, True),
+    ("between", [1, 3], {"x": 3}, True), ("between", [1, 3], {"x": 4}, False),
+    ("in", ["金牌", "钻石"], {"x": "金牌"}, True), ("in", [1], {"x": "1"}, False),
+    ("not_in", ["a"], {"x": "b"}, True), ("not_in", ["a"], {}, False),
+    ("contains", "投诉", {"x": "我要投诉"}, True), ("contains", "a", {"x": ["a", "b"]}, True),
+    ("contains", 1, {"x": [True]}, False), ("contains", "a", {"x": 5}, False),
+    ("starts_with", "VIP", {"x": "VIP-1"}, True), ("starts_with", "VIP", {"x": "a VIP"}, False),
+    ("exists", True, {"x": 0}, True), ("exists", False, {}, True), ("exists", False, {"x": None}, True),
+])
+def test_leaf_semantics(op, value, facts, expected):
+    assert leaf("x", op, value)(facts) is expected
+
+
+def test_dotted_paths_read_nested_facts_and_missing_through_scalars():
+    f = leaf("user.level", "eq", "金牌")
+    assert f({"user": {"level": "金牌"}}) and not f({"user": "金牌"}) and not f({})
+
+
+def ps_with(rules_yaml, name="t_engine"):
+    files = {f"rules/{name}.yaml": f"kind: ruleset\nversion: 1\nname: {name}\n" + rules_yaml}
+    ps, errors = check(files)
+    assert errors == [], [str(e) for e in errors]
+    return ps
+
+
+def test_priority_then_file_order_and_modes():
+    body = """rules:
+  - {name: low, priority: 1, when: {always: true}, then: [{action: flag, label: low}]}
+  - {name: tie_a, priority: 5, when: {field: a, op: eq, value: 1}, then: [{action: flag, label: a}]}
+  - {name: tie_b, priority: 5, when: {field: a, op: gte, value: 1}, then: [{action: flag, label: b}]}
+"""
+    for eng in ("durable", "reference"):
+        ps = ps_with("mode: all\n" + body, "t_all")
+        ev = engine.evaluate("t_all", {"a": 1}, policy_set=ps, engine=eng)
+        assert [m.rule for m in ev.matches] == ["tie_a", "tie_b", "low"]
+        assert ev.actions() == [{"action": "flag", "label": x} for x in ("a", "b", "low")]
+        ps = ps_with("mode: first\n" + body, "t_first")
+        ev = engine.evaluate("t_first", {"a": 1}, policy_set=ps, engine=eng)
+        assert [m.rule for m in ev.matches] == ["tie_a"] and ev.first.priority == 5
+        assert ev.to_dict()["inputs"] == {"a": 1} and ev.version == ps.version
+
+
+def test_no_match_is_an_empty_result_and_unknown_ruleset_a_problem():
+    ps = ps_with("rules:\n  - {name: r, when: {field: a, op: eq, value: 1}, then: []}\n", "t_none")
+    for eng in ("durable", "reference"):
+        ev = engine.evaluate("t_none", {"a": 2}, policy_set=ps, engine=eng)
+        assert ev.matches == [] and ev.first is None and ev.rule is None
+    with pytest.raises(Problem) as exc:
+        engine.evaluate("nope", {}, policy_set=ps)
+    assert exc.value.code == "unknown-ruleset"
+    with pytest.raises(Problem):
+        engine.evaluate("t_none", ["not", "a", "mapping"], policy_set=ps)
+
+
+def test_durable_names_are_versioned_by_content():
+    ps1 = ps_with("rules:\n  - {name: r, when: {field: a, op: eq, value: 1}, then: []}\n", "t_ver")
+    ps2 = ps_with("rules:\n  - {name: r, when: {field: a, op: eq, value: 2}, then: []}\n", "t_ver")
+    n1 = engine.compiled(ps1.ruleset("t_ver")).durable_name
+    n2 = engine.compiled(ps2.ruleset("t_ver")).durable_name
+    assert n1 != n2 and n1.startswith("t_ver@") and adapter.registered(n1) and adapter.registered(n2)
+    assert engine.evaluate("t_ver", {"a": 1}, policy_set=ps1).rule == "r"
+    assert engine.evaluate("t_ver", {"a": 1}, policy_set=ps2).rule is None
+
+
+def test_threads_share_the_adapter_safely():
+    ps = ps_with("mode: all\nrules:\n"
+                 "  - {name: even, when: {field: n, op: in, value: [0, 2, 4, 6, 8]}, then: []}\n"
+                 "  - {name: big, when: {field: n, op: gte, value: 5}, then: []}\n", "t_threads")
+    failures = []
+
+    def work():
+        for i in range(300):
+            n = i % 10
+            got = [m.rule for m in engine.evaluate("t_threads", {"n": n}, policy_set=ps, engine="durable").matches]
+            want = (["even"] if n % 2 == 0 else []) + (["big"] if n >= 5 else [])
+            if got != want:
+                failures.append((n, got))
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_action_whitelist():
+    actions.register("t_ping", {"type": "object", "properties": {"n": {"type": "integer"}}})
+    actions.register("t_ping", {"type": "object", "properties": {"n": {"type": "integer"}}})  # same: no-op
+    with pytest.raises(actions.ActionConflict):
+        actions.register("t_ping", {"type": "object"})
+    assert actions.errors({"action": "t_ping", "n": 1}) == []
+    assert actions.errors({"action": "t_ping", "n": "x"})[0][2] == "type"
+    assert actions.errors({"action": "t_nope"})[0][2] == "whitelist"
+
+
+def test_cross_checks_from_kinds_are_reported_with_positions():
+    from app.policy import kinds
+    calls = []
+
+    def check_fn(ps):
+        calls.append(ps.version)
+        return ["rules/t_kinds.yaml: $.rules[0].name: names must not be 'bad'"] if any(
+            r["name"] == "bad" for d in ps.get("ruleset") for r in d["rules"]) else []
+    kinds.register("ruleset", cross_check=check_fn)
+    try:
+        files = {"rules/t_kinds.yaml": "kind: ruleset\nversion: 1\nname: t_kinds\nrules:\n"
+                                       "  - name: bad\n    when: {always: true}\n    then: []\n"}
+        errors = check(files)[1]
+        assert [str(e) for e in errors] == [
+            "rules/t_kinds.yaml:5:11: $.rules[0].name: names must not be 'bad' [cross-check]"]
+        assert calls
+    finally:
+        kinds._checks["ruleset"].remove(check_fn)
+
+
+def test_unknown_kind_and_missing_version():
+    errors = check({"policies/x.yaml": "kind: nosuchkind\nversion: 1\n", "policies/y.yaml": "a: 1\n"})[1]
+    text = [str(e) for e in errors]
+    assert any(t.startswith("policies/x.yaml:1:7: $.kind: unknown kind 'nosuchkind'") for t in text)
+    assert any(t.startswith("policies/y.yaml:1:1: $: missing 'kind'") for t in text)
+
+
+def test_policy_set_interface():
+    ps = PolicySet({"rules/a.yaml": "kind: ruleset\nversion: 1\nname: a\nrules: []\n"})
+    assert len(ps.version) == 16 and ps.get("ruleset")[0]["_file"] == "rules/a.yaml"
+    assert ps.ruleset("a")["name"] == "a" and ps.one("ruleset")["name"] == "a"
+    with pytest.raises(KeyError):
+        ps.one("membership")
