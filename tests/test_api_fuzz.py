@@ -12,8 +12,8 @@ from referencing.jsonschema import DRAFT202012
 BAD_JSON = [b'{"a":', b"{", b"nul", b"\xff\xfe\x00", b'{"a": 1,}', b"[1, 2", b'"unterminated', b"{'a': 1}",
             b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}', b'{"a": 1e400}', b"\x00",
             b'{"a": "\\ud800"}', "{\"名\": \"值\"".encode()]
-ODD_VALUES = ["", "x" * 5000, "\u0000", "💥", "名", -1, 0, 1.5, -(10**30), 10**30, 2**63, 1e308, -1e308,
-              True, False, None, [], {}, [None], {"": None}, [[[]]], "1", "2026-13-45", "NaN"]
+ODD_VALUES = ["", "x" * 5000, "\u0000💥名", -1, 0, 1.5, 10**30, -(2**63), 1e308, True, None, [], {},
+              [None], {"": None}, "2026-13-45"]
 TOP_LEVEL = [None, True, 0, -1, 1.5, "", "x", [], [{}], [1, 2, 3], {}]
 
 
@@ -157,8 +157,8 @@ def test_fuzz_wrong_top_level_types_nesting_and_size(server, session, operations
             _assert_problem(_send(server, session, op, value), op, f"top-level {value!r}")
         _assert_problem(_send(server, session, op, raw=b"[" * 100000 + b"]" * 100000), op, "100k nesting")
         _assert_problem(_send(server, session, op, deep), op, "deep object")
-        r = _send(server, session, op, raw=b'{"a": "' + b"x" * (3 * 1024 * 1024) + b'"}')
-        _assert_problem(r, op, "3 MB body")
+        r = _send(server, session, op, raw=b'{"a": "' + b"x" * (2 * 1024 * 1024) + b'"}')
+        _assert_problem(r, op, "2 MB body")
         assert r.status_code == 413
         _assert_problem(_send(server, session, op, [{}] * 5000), op, "long array")
 
@@ -169,7 +169,7 @@ def test_fuzz_every_field_with_wrong_types_and_unknown_fields(server, session, o
         for value in ODD_VALUES:  # every field wrong at once: each must be reported, none may crash
             _assert_problem(_send(server, session, op, {n: value for n in names}), op, f"all fields = {value!r:.40}")
         for name in names:
-            for value in (None, 10**30, -1, {}, "x" * 5000):
+            for value in (None, 10**30, {}):
                 _assert_problem(_send(server, session, op, {name: value}), op, f"{{{name!r}: {value!r:.40}}}")
         r = _send(server, session, op, {"__unknown_field__": 1, **{n: None for n in names}})
         _assert_problem(r, op, "unknown field + nulls")
@@ -183,7 +183,7 @@ json_values = st.recursive(
     max_leaves=15)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_fuzz_random_bodies(server, session, operations, doc, data):
     op = data.draw(st.sampled_from(operations))
@@ -191,3 +191,35 @@ def test_fuzz_random_bodies(server, session, operations, doc, data):
     keys = st.sampled_from(names) | st.text(max_size=8) if names else st.text(max_size=8)
     body = data.draw(st.one_of(json_values, st.dictionaries(keys, json_values, max_size=6)))
     _assert_problem(_send(server, session, op, body), op, f"{body!r:.200}")
+
+
+ODD_PARAMS = ["-1", "0", "abc", "9" * 30, "1e9", "' OR 1=1 --", "名字", "x" * 300, "%00", "null", "[]"]
+ODD_PATH = ["0", "9" * 25, "x" * 300, "名字", "%20", "-1", "'", "..%2F"]
+
+
+def test_fuzz_query_and_path_parameters(server, session, doc):
+    """Odd query values and path ids (huge integers, long or odd strings) on every operation."""
+    import re as _re
+    seen = 0
+    for path, item in sorted(doc["paths"].items()):
+        for method, op in sorted(item.items()):
+            params = op.get("parameters", [])
+            query = [p["name"] for p in params if p["in"] == "query"]
+            names = [p["name"] for p in params if p["in"] == "path"]
+            headers = {"Idempotency-Key": "fuzz-" + uuid.uuid4().hex} if any(
+                p["name"] == "Idempotency-Key" for p in params) else {}
+            kw = {"json": {}} if "requestBody" in op else {}
+            fake = {"method": method.upper(), "url": path, "id": op["operationId"]}
+            for value in ODD_PATH if names else []:
+                url = _re.sub(r"{[^}]+}", value, path)
+                r = session.request(method.upper(), server + url, headers=headers, timeout=30, **kw)
+                _assert_problem(r, {**fake, "url": url}, f"path value {value!r:.40}")
+                seen += 1
+            if method != "get" or names:
+                continue
+            for name in query:
+                for value in ODD_PARAMS:
+                    r = session.get(server + path, params={name: value}, timeout=30)
+                    _assert_problem(r, fake, f"?{name}={value!r:.40}")
+                    seen += 1
+    assert seen

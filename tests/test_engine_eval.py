@@ -147,3 +147,38 @@ def test_policy_set_interface():
     assert ps.ruleset("a")["name"] == "a" and ps.one("ruleset")["name"] == "a"
     with pytest.raises(KeyError):
         ps.one("membership")
+
+
+def test_rule_and_ruleset_names_must_be_unique():
+    rs = "kind: ruleset\nversion: 1\nname: t_dup\nrules:\n" \
+         "  - {name: a, when: {always: true}, then: []}\n  - {name: a, when: {always: true}, then: []}\n"
+    errors = [str(e) for e in check({"rules/one.yaml": rs, "rules/two.yaml": rs})[1]]
+    assert "rules/two.yaml:3:7: $.name: ruleset name 't_dup' is already used by rules/one.yaml [unique]" in errors
+    assert "rules/one.yaml:6:12: $.rules[1].name: rule name 'a' repeats rules[0] [unique]" in errors
+
+
+def test_engine_errors_are_problems():
+    from app.engine.durable import EngineError
+    err = EngineError("boom")
+    assert isinstance(err, Problem) and err.status == 500 and err.code == "rules-engine-error"
+
+
+def test_semantic_diff_of_policies_keys_lists_by_name():
+    from app.policy.diff import diff, render
+    a = {"policies/m.yaml": "kind: membership\nversion: 1\ntiers:\n  - {code: silver, name: 银牌, threshold: 1000}\n"
+                            "  - {code: gold, name: 金牌, threshold: 5000}\n"}
+    b = {"policies/m.yaml": "kind: membership\nversion: 1\ntiers:\n  - {code: silver, name: 银牌, threshold: 1000}\n"
+                            "  - {code: gold, name: 金牌, threshold: 6000}\n  - {code: diamond, name: 钻石, threshold: 20000}\n"}
+    lines = render(diff(a, b))
+    assert "membership policies/m.yaml: changed $.tiers[金牌].threshold: 5000 -> 6000" in lines
+    assert any(x.startswith("membership policies/m.yaml: added $.tiers[钻石]") for x in lines)
+    assert render(diff(a, a)) == []
+
+
+def test_compiled_rulesets_are_bounded_and_evicted_ones_still_work(monkeypatch):
+    monkeypatch.setattr(engine, "MAX_COMPILED", 4)
+    sets = [ps_with(f"rules:\n  - {{name: r, when: {{field: a, op: eq, value: {i}}}, then: []}}\n", "t_evict")
+            for i in range(10)]
+    assert not adapter.registered("t_evict@" + engine.ruleset_hash(sets[0].ruleset("t_evict")))  # evicted
+    for i, ps in enumerate(sets):
+        assert engine.evaluate("t_evict", {"a": i}, policy_set=ps, engine="durable").rule == "r"

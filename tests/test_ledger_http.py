@@ -198,6 +198,8 @@ def test_batch_gives_per_item_results_in_one_commit(http, customer):
     assert [x["status"] for x in out["results"]] == [201, 409, 201, 422, 201]
     assert (out["succeeded"], out["failed"]) == (3, 2)
     assert out["results"][1]["problem"]["code"] == "insufficient-funds"
+    journal = out["results"][2]["result"]["journal"]
+    assert "entries" not in journal and len(http.get(f"/v1/ledger/journals/{journal['id']}").json()["entries"]) == 2
     assert cash(http, customer)["sub_accounts"]["available"] == 601
     again = http.post("/v1/ledger/batch", json={"operations": ops}, key=key)
     assert again.json() == out and again.headers.get("Idempotent-Replayed") == "true"

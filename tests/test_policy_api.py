@@ -144,3 +144,18 @@ def test_decision_log_record_and_read(db_conn, http):
     assert rows[0]["inputs"] == {"points": 60000} and rows[0]["rule"] == "large_redemption"
     assert rows[1]["rule"] is None and len(rows[0]["input_digest"]) == 64
     assert decisions.for_subject(subject) == rows
+
+
+def test_active_set_survives_a_restart(app, http):
+    """A new process (simulated: the in-process cache dropped) loads the stored set, not the files on disk."""
+    original = disk_files(app)
+    name = "t_" + secrets.token_hex(4)
+    files = dict(original, **{f"rules/{name}.yaml": extra_ruleset(name)})
+    try:
+        applied = http.post("/v1/policies/apply", json={"files": files}).json()["version"]
+        policy._active = None
+        policy.startup(app)
+        assert policy.active_version() == applied and policy.active().ruleset(name)
+    finally:
+        assert http.post("/v1/policies/apply", json={"files": original}).status_code == 200
+    assert policy.active_version() == policy.PolicySet(original).version

@@ -339,6 +339,8 @@ def test_confirmed_defect_compensates_through_the_ledger_once(http, people):
     hist = http.get(f"/v1/tickets/{tid}/history").json()["items"]
     comp = [h for h in hist if h["kind"] == "compensated"]
     assert len(comp) == 1 and comp[0]["rule"] == "quality.compensating.on_enter" and comp[0]["detail"]["journal_id"]
+    logged = http.get("/v1/decisions", params={"subject": f"ticket:{tid}"}).json()["decisions"]
+    assert [d["rule"] for d in logged if d["ruleset"] == "tickets"] == ["quality.compensating.on_enter"]
     step(http, tid, "compensated")
     t = step(http, tid, "reopen", comment="又坏了")
     assert t["state"] == "assessing"

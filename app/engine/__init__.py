@@ -102,7 +102,11 @@ class CompiledRuleset:
                 return []
             idx = self.reference.fire(facts)
         elif engine == "durable":
-            idx = adapter.fire(self.durable_name, facts)
+            try:
+                idx = adapter.fire(self.durable_name, facts)
+            except KeyError:  # evicted (see compiled()) or a forked child: register again
+                adapter.register(self.durable_name, self.doc)
+                idx = adapter.fire(self.durable_name, facts)
         else:
             raise ValueError(f"unknown engine {engine!r}")
         idx = sorted(idx, key=self.rank.__getitem__)
@@ -119,6 +123,9 @@ class CompiledRuleset:
         return out
 
 
+MAX_COMPILED = 512  # validating many candidate sets must not grow the engine without bound
+
+
 def compiled(doc):
     """The CompiledRuleset of a (valid) ruleset document, compiled once per content hash."""
     h = ruleset_hash(doc)
@@ -129,7 +136,19 @@ def compiled(doc):
             if got is None or got.name != doc["name"]:
                 got = CompiledRuleset(doc)
                 _compiled[h] = got
+                if len(_compiled) > MAX_COMPILED:
+                    _evict()
     return got
+
+
+def _evict():
+    """Drop the oldest compiled rulesets that the active set does not use."""
+    from app import policy
+    ps = policy._active
+    keep = {ruleset_hash(d) for d in ps.get("ruleset")} if ps is not None else set()
+    for h in list(_compiled)[: len(_compiled) - MAX_COMPILED // 2]:
+        if h not in keep:
+            adapter.unregister(_compiled.pop(h).durable_name)
 
 
 def configure(name):

@@ -28,6 +28,7 @@ import os
 import threading
 
 from app.engine import lang
+from app.errors import Problem
 
 CLAMP = 10 ** 18
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -37,8 +38,11 @@ _REGEX_META = set(".*+?|(){}")
 _UNESCAPABLE = set("[]\\^$")
 
 
-class EngineError(Exception):
-    """durable_rules failed (not a 'no match', which is an empty result)."""
+class EngineError(Problem):
+    """durable_rules failed (not a 'no match', which is an empty result): a clear 500 problem."""
+
+    def __init__(self, detail):
+        super().__init__(500, "rules-engine-error", "Rules engine error", detail)
 
 
 def _escape(text):

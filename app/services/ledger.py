@@ -561,7 +561,8 @@ def apply_batch(items, actor, client="internal", batch_key=None):
     and the batch's own key makes the batch exactly-once.
 
     Returns:
-        {"results": [{"index", "status", "result" | "problem"}], "succeeded", "failed"}.
+        {"results": [{"index", "status", "result" | "problem"}], "succeeded", "failed"}; an item's
+        result is the operation's result without the journal's entries.
     """
     if len(items) > MAX_BATCH:
         raise validation_failed([{"pointer": "/operations", "validator": "maxItems",
@@ -579,7 +580,8 @@ def apply_batch(items, actor, client="internal", batch_key=None):
                 try:
                     status, result, replayed = execute(item["op"], item["body"], actor, own, client,
                                                        journal_key=derived)
-                    results.append({"index": i, "status": status, "replayed": replayed, "result": result})
+                    results.append({"index": i, "status": status, "replayed": replayed,
+                                    "result": _compact(result)})
                     ok += 1
                 except Problem as exc:
                     if state["writes"] != writes:
@@ -587,6 +589,14 @@ def apply_batch(items, actor, client="internal", batch_key=None):
                     results.append({"index": i, "status": exc.status, "problem": exc.to_dict()})
             return {"results": results, "succeeded": ok, "failed": len(items) - ok}
     return run()
+
+
+def _compact(result):
+    """A batch item's result without the journal's entries (GET /v1/ledger/journals/<id> has them)."""
+    journal = result.get("journal")
+    if not journal:
+        return result
+    return {**result, "journal": {k: v for k, v in journal.items() if k != "entries"}}
 
 
 def _prelock(items):

@@ -1,4 +1,5 @@
 """Generic outbox: publish in the caller's transaction, fan out to webhooks, deliver signed, retried, recorded."""
+import contextlib
 import datetime as dt
 import fnmatch
 import hashlib
@@ -10,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-from app.db import for_update, is_postgres, transactional, write_transaction
+from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
 from app.models.core import utcnow
 from app.models.outbox import OutboxAttempt, OutboxDelivery, OutboxMessage, Webhook
@@ -53,7 +54,8 @@ def publish_many(items):
     """Publish many ``(topic, payload, subject, dedupe_key)`` tuples; returns the new message ids."""
     if not items:
         return []
-    with write_transaction():
+    # inside the caller's transaction (the usual case) no savepoint is needed: all or nothing anyway
+    with contextlib.nullcontext() if db.in_transaction() else write_transaction():
         keys = [i[3] for i in items if i[3]]
         taken = set()
         for start in range(0, len(keys), 500):

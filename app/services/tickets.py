@@ -273,6 +273,10 @@ def _act_compensate(cfg, t, act, actor, now):
     _event(t, actor, "compensated", "compensation", None, f"{act['asset']} {amount}",
            detail={"journal_id": journal, "lot_id": (result.get("lot") or {}).get("id")},
            version=cfg.version, rule=f"{t.workflow}.{t.state}.on_enter", now=now)
+    tickets_routing.log_decision("tickets", cfg.version, f"{t.workflow}.{t.state}.on_enter", f"ticket:{t.id}",
+                                 {"category": t.category, "state": t.state, "user_id": t.user_id},
+                                 {"action": "compensate", "asset": act["asset"], "amount_fen": amount,
+                                  "journal_id": journal})
     return {"journal_id": journal, "amount_fen": amount, "asset": act["asset"]}
 
 
