@@ -14,6 +14,8 @@ def create_app(test_config=None):
     from app.errors import register_error_handlers
 
     app = Flask(__name__, instance_relative_config=True)
+    from app.api import Int64Converter
+    app.url_map.converters["int"] = Int64Converter
     os.makedirs(app.instance_path, exist_ok=True)
     cfg = load_config(app.instance_path, test_config)
     app.config.update(cfg)

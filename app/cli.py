@@ -89,9 +89,10 @@ def cmd_serve(args):
         workers = 1 if not redis else 2 * (os.cpu_count() or 1) + 1
     os.environ.setdefault("PATRON_TICKER", "false" if redis else "true")
     if workers > 1:
-        # /metrics must add up every worker's counters, not show whichever worker answered
-        prom = os.path.join(app.instance_path, "prometheus")
-        shutil.rmtree(prom, ignore_errors=True)
+        # /metrics must add up every worker's counters, not show whichever worker answered;
+        # one folder per server (exec keeps our pid), so two servers never mix or wipe counters
+        _clean_metric_dirs(app.instance_path)
+        prom = os.path.join(app.instance_path, f"prometheus-{os.getpid()}")
         os.makedirs(prom, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
     argv = ["gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(workers),
@@ -105,6 +106,20 @@ def cmd_serve(args):
     print(f"serving on http://{args.host}:{args.port} ({workers} worker(s) x {args.threads} threads, "
           f"jobs {'on RQ' if redis else 'in-process with ticker'})", file=sys.stderr, flush=True)
     os.execvp(sys.executable, [sys.executable, "-m"] + argv)
+
+
+def _clean_metric_dirs(instance_path):
+    """Remove the metric folders of servers that are no longer running."""
+    import glob
+    for path in glob.glob(os.path.join(instance_path, "prometheus-*")):
+        try:
+            os.kill(int(path.rsplit("-", 1)[1]), 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def cmd_apikey_list(args):

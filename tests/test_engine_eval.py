@@ -182,3 +182,18 @@ def test_compiled_rulesets_are_bounded_and_evicted_ones_still_work(monkeypatch):
     assert not adapter.registered("t_evict@" + engine.ruleset_hash(sets[0].ruleset("t_evict")))  # evicted
     for i, ps in enumerate(sets):
         assert engine.evaluate("t_evict", {"a": i}, policy_set=ps, engine="durable").rule == "r"
+
+
+def test_large_in_lists_and_combinatorial_rules_compile_and_agree():
+    big = list(range(0, 2000, 2))
+    body = ("mode: all\nrules:\n"
+            f"  - {{name: big_in, when: {{field: a, op: in, value: {big}}}, then: []}}\n"
+            f"  - {{name: big_not_in, when: {{field: a, op: not_in, value: {big}}}, then: []}}\n"
+            "  - name: product\n    when:\n      all:\n"
+            f"        - {{field: a, op: in, value: {list(range(40))}}}\n"
+            f"        - {{field: b, op: in, value: {list(range(40))}}}\n    then: []\n")
+    ps = ps_with(body, "t_big")
+    for facts in ({"a": 4, "b": 3}, {"a": 5, "b": 39}, {"a": 1998, "b": 0}, {"a": "4"}, {}):
+        want = [m.rule for m in engine.evaluate("t_big", facts, policy_set=ps, engine="reference").matches]
+        got = [m.rule for m in engine.evaluate("t_big", facts, policy_set=ps, engine="durable").matches]
+        assert got == want, facts

@@ -211,6 +211,12 @@ def test_block_debit_and_credit(ledger):
     assert r["account"]["debit_blocked"] is False and r["account"]["credit_blocked"] is False
     ledger.apply_operation("consume", {"customer": cref, "amount": 1}, "test")
     assert problem(ledger.apply_operation, "block", {"customer": cref, "reason": "x"}, "test").code == "validation-failed"
+    from app.policy import decisions
+    log = decisions.for_subject(f"ledger-account:{cref}/cash/default")
+    assert [d["outcome"] for d in log] == [{"debit_blocked": True, "credit_blocked": False},
+                                           {"debit_blocked": True, "credit_blocked": True},
+                                           {"debit_blocked": False, "credit_blocked": False}]
+    assert log[0]["inputs"]["reason"] == "fraud check" and log[0]["version"]
 
 
 # --------------------------------------------------------------------------- settlement, credit
@@ -430,3 +436,45 @@ def test_ledger_jobs_run_through_the_job_runner(ledger):
     assert ref_.status == "succeeded" and ref_.result["ok"] is True
     for path in ("jobs.ledger.expire_holds", "jobs.ledger.expire_lots"):
         assert jobs.enqueue(path).status == "succeeded"
+
+
+def test_a_batch_of_many_consumes_matches_posting_them_one_by_one(ledger):
+    """On PostgreSQL runs of consumes are written in bulk; balances, entries and results must not differ."""
+    users = [new_customer(cash=300, cashback=50) for _ in range(3)]
+    merchant = new_customer("m", kind="merchant")
+    items = []
+    for k in range(60):
+        body = {"customer": users[k % 3], "amount": 7 + k % 5, "external_ref": f"o-{k}"}
+        if k % 4 == 0:
+            body["payee"] = {"customer": merchant}
+        items.append({"op": "consume", "body": body})
+    items.insert(30, {"op": "recharge", "body": {"customer": users[0], "amount": 1}})  # splits the run
+    items.insert(10, {"op": "consume", "body": {"customer": users[1], "amount": 10**9}})  # fails mid-run
+    out = ledger.apply_batch(items, "test", batch_key=ref("bulk"))
+    twins = [new_customer(cash=300, cashback=50) for _ in range(3)]
+    twin_merchant = new_customer("m", kind="merchant")
+    swap = dict(zip(users + [merchant], twins + [twin_merchant]))
+    singles = []
+    for item in items:
+        body = dict(item["body"], customer=swap[item["body"]["customer"]])
+        if "payee" in body:
+            body["payee"] = {"customer": twin_merchant}
+        try:
+            singles.append(ledger.apply_operation(item["op"], body, "test"))
+        except Exception as exc:  # noqa: BLE001 - compare failures too
+            singles.append(exc.code)
+    assert out["succeeded"] == sum(1 for s in singles if isinstance(s, dict)) == len(items) - 1
+    for r, single in zip(out["results"], singles):
+        if isinstance(single, str):
+            assert r["problem"]["code"] == single
+        else:
+            assert r["status"] == 201
+            if single["operation"] == "consume":
+                assert {k: v for k, v in r["result"]["consume"].items() if k != "journal_id"} == \
+                    {k: v for k, v in single["consume"].items() if k != "journal_id"}
+    for u, t in swap.items():
+        assert subs(u) == subs(t)
+    for r in out["results"][:5]:
+        j = ledger.journal(r["result"]["journal"]["id"])
+        assert j["external_ref"] and sum(e["amount"] for e in j["entries"]) == 0
+    assert_reconciled(list(swap) + list(swap.values()))

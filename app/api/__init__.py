@@ -3,12 +3,20 @@ import functools
 import re
 
 from flask import g, request
+from werkzeug.routing.converters import IntegerConverter
 
 from app.errors import Problem, validation_failed
 from app.schemas import errors_of
 
 # Upper bound on integers accepted from JSON, so no arithmetic or column ever overflows.
 MAX_INT = 2**62
+
+
+class Int64Converter(IntegerConverter):
+    """``<int:id>`` that stops at 2**63-1: a larger id is a 404, not an overflow in the database."""
+
+    def __init__(self, map, fixed_digits=0, min=None, max=2**63 - 1, signed=False):  # noqa: A002
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,

@@ -31,7 +31,10 @@ def _path(rule):
 
 def _param_schema(converter):
     if isinstance(converter, IntegerConverter):
-        return {"type": "integer", "minimum": 0}
+        schema = {"type": "integer", "minimum": 0 if converter.min is None else converter.min}
+        if converter.max is not None:
+            schema["maximum"] = converter.max
+        return schema
     if isinstance(converter, FloatConverter):
         return {"type": "number"}
     if isinstance(converter, UUIDConverter):

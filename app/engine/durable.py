@@ -15,7 +15,9 @@ loops forever, and which has no ``$not``):
 * ``contains``/``starts_with`` on strings compile to ``$mt`` (durable's regex, full match) with
   regex characters escaped as ``[c]``; when the text holds characters that cannot be escaped that
   way (``[ ] \\ ^ $``), or the leaf sits under a ``not``, the leaf becomes a *derived fact*
-  ``d<j>`` computed by the reference leaf predicate before the assert;
+  ``d<j>`` computed by the reference leaf predicate before the assert; so do ``in``/``not_in``
+  with more than MAX_IN values, and a whole rule condition that would expand into more than
+  MAX_ALTERNATIVES alternatives;
 * mode ``all``: a fact is asserted (it fires every matching rule), its actions drained, then it is
   retracted; mode ``first``: an event is asserted and consumed by the single matching rule of lowest
   ``pri`` (= rank in firing order), so nothing needs retracting. Either way the engine keeps no
@@ -31,6 +33,8 @@ from app.engine import lang
 from app.errors import Problem
 
 CLAMP = 10 ** 18
+MAX_IN = 64  # longer in/not_in lists are derived facts (durable_rules stalls on ~700-branch $or)
+MAX_ALTERNATIVES = 256  # per rule, see _Compiler.rule
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _PID = [os.getpid()]  # os.getpid() is a system call; keep it, refreshed in forked children
 os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
@@ -52,7 +56,7 @@ def _escape(text):
 class _Compiler:
     def __init__(self, doc):
         self.fields = []  # dotted names; index = i in f<i>*
-        self.derived = []  # (path tuple, predicate)
+        self.derived = []  # functions facts -> bool, asserted as d<j>
         self.lists = set()  # field indexes whose list items must be projected
 
     def field(self, name):
@@ -61,8 +65,19 @@ class _Compiler:
         return self.fields.index(name)
 
     def derive(self, cond):
-        self.derived.append((tuple(cond["field"].split(".")), lang.leaf_fn(cond["op"], cond.get("value"))))
+        """A derived fact: the reference predicate of ``cond`` (a leaf or a whole condition)."""
+        if "field" in cond:
+            path, pred = tuple(cond["field"].split(".")), lang.leaf_fn(cond["op"], cond.get("value"))
+            self.derived.append(lambda facts: pred(lang.lookup(facts, path)))
+        else:
+            self.derived.append(lang.compile_condition(cond))
         return f"d{len(self.derived) - 1}"
+
+    def rule(self, when):
+        """The durable condition of one rule; a condition durable_rules would expand into too many
+        alternatives (it turns $and of $or into every combination) is one derived fact instead."""
+        expr = self.cond(when)
+        return expr if alternatives(expr) <= MAX_ALTERNATIVES else {self.derive(when): True}
 
     TRUE = {"k": 1}
     FALSE = {"k": 2}
@@ -88,6 +103,8 @@ class _Compiler:
         present = {"$neq": {t: "-"}}
         missing = {t: "-"}
 
+        if op in ("in", "not_in") and len(v) > MAX_IN:
+            return {self.derive(c): not neg}
         if op in ("eq", "in"):  # f<i>e holds one value, so the $or branches never overlap
             encs = list(dict.fromkeys(encode(x) for x in ([v] if op == "eq" else v)))
             if not neg:
@@ -124,6 +141,18 @@ class _Compiler:
         raise ValueError(f"unknown op {op!r}")
 
 
+def alternatives(expr):
+    """How many alternatives durable_rules expands a condition into ($or adds, $and multiplies)."""
+    if "$or" in expr:
+        return sum(alternatives(e) for e in expr["$or"])
+    if "$and" in expr:
+        n = 1
+        for e in expr["$and"]:
+            n *= alternatives(e)
+        return n
+    return 1
+
+
 def encode(x):
     """Type-tagged text of a value for equality: 5 and 5.0 are ``n:5``, "5" is ``s:5``, True is ``b:1``."""
     tag = lang.tclass(x)
@@ -154,7 +183,7 @@ class Compiled:
         order = sorted(range(len(doc["rules"])), key=lambda i: (-doc["rules"][i].get("priority", 0), i))
         rank = {i: r for r, i in enumerate(order)}
         for idx, rule in enumerate(doc["rules"]):
-            self.rules[f"r{idx}"] = {"all": [{"m": comp.cond(rule["when"])}]}
+            self.rules[f"r{idx}"] = {"all": [{"m": comp.rule(rule["when"])}]}
             if self.first:
                 self.rules[f"r{idx}"]["pri"] = rank[idx]
         self.fields = [(i, tuple(f.split("."))) for i, f in enumerate(comp.fields)]
@@ -199,8 +228,8 @@ class Compiled:
                         items = [(_num(y) if sub == "n" else y) for y in x if lang.tclass(y) == sub]
                         if items:
                             out[f"f{i}l{sub}"] = items
-        for j, (path, pred) in self.derived:
-            out[f"d{j}"] = bool(pred(lang.lookup(facts, path)))
+        for j, pred in self.derived:
+            out[f"d{j}"] = bool(pred(facts))
         return out
 
 

@@ -3,12 +3,12 @@ import datetime as dt
 
 import peewee as pw
 
-from app.db import db, for_update, transactional
+from app.db import db, for_update, is_postgres, transactional
 from app.errors import Problem, validation_failed
 from app.models.core import utcnow
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerConsume, LedgerCustomer, LedgerEntry,
                                LedgerHold, LedgerJournal, LedgerLot)
-from app.policy import kinds
+from app.policy import decisions, kinds
 from app.schemas import errors_of
 from app.services import idempotency
 from app.services import ledger_core as core
@@ -119,8 +119,8 @@ def op_transfer(ctx, body):
     return {"journal": j}
 
 
-def op_consume(ctx, body):
-    """Cashback first, then available, then overdraft down to its limit; one journal."""
+def _decide_consume(body):
+    """Lock (or reuse) the accounts and split the amount: (legs, counter columns, consume summary)."""
     cfg = config()
     amount = body["amount"]
     refs = [account_ref(body)]
@@ -145,20 +145,24 @@ def op_consume(ctx, body):
         payee = locked[1]
         if payee.asset != acct.asset:
             raise Problem(422, "asset-mismatch", "Asset mismatch", f"{acct.asset} -> {payee.asset}")
-        payee_leg = Leg(payee, "available", amount)
+        payee_leg, payee_id = Leg(payee, "available", amount), payee.id
     else:
         payee = system(cfg.system_code(cfg.routes["consume_to"], acct.asset), acct.asset)
-        payee_leg = Leg(payee, "main", amount)
-    payee_id = payee.id if len(locked) > 1 else core.system_shards(payee[1], payee[2])[0]
-    counter = ("ledger_consume", {"account_id": acct.id, "payee_id": payee_id, "amount_minor": amount,
-                                  "cashback_minor": use_c, "available_minor": use_a, "overdraft_minor": use_o,
-                                  "refunded_cashback_minor": 0, "refunded_available_minor": 0,
-                                  "refunded_overdraft_minor": 0})
-    j = post(ctx, "consume", [Leg(acct, "cashback", -use_c), Leg(acct, "available", -use_a),
-                              Leg(acct, "overdraft", -use_o), payee_leg],
-             rule=f"consume: cashback > available > overdraft (limit {limit})", extra=counter)
-    return {"journal": j, "consume": {"journal_id": j["id"], "amount": amount, "cashback": use_c,
-                                      "available": use_a, "overdraft": use_o, "refundable": amount}}
+        payee_leg, payee_id = Leg(payee, "main", amount), core.system_shards(payee[1], payee[2])[0]
+    legs = [Leg(acct, "cashback", -use_c), Leg(acct, "available", -use_a), Leg(acct, "overdraft", -use_o),
+            payee_leg]
+    counter = {"account_id": acct.id, "payee_id": payee_id, "amount_minor": amount, "cashback_minor": use_c,
+               "available_minor": use_a, "overdraft_minor": use_o, "refunded_cashback_minor": 0,
+               "refunded_available_minor": 0, "refunded_overdraft_minor": 0}
+    summary = {"amount": amount, "cashback": use_c, "available": use_a, "overdraft": use_o, "refundable": amount}
+    return legs, counter, summary, f"consume: cashback > available > overdraft (limit {limit})"
+
+
+def op_consume(ctx, body):
+    """Cashback first, then available, then overdraft down to its limit; one journal."""
+    legs, counter, summary, rule = _decide_consume(body)
+    j = post(ctx, "consume", legs, rule=rule, extra=("ledger_consume", counter))
+    return {"journal": j, "consume": {"journal_id": j["id"], **summary}}
 
 
 def op_refund(ctx, body):
@@ -335,6 +339,11 @@ def _set_block(ctx, body, value):
     audit.record(ctx.actor, f"ledger.{ctx.op}", acct.name(), reason=body.get("reason"),
                  debit=body.get("debit", False), credit=body.get("credit", False),
                  policy_version=core.policy_version())
+    # No journal records a block, so the decision log does (why can't this account pay?).
+    decisions.record("ledger", core.policy_version(), f"{ctx.op} by {ctx.actor}", f"ledger-account:{acct.name()}",
+                     {"reason": body.get("reason"), "debit": body.get("debit", False),
+                      "credit": body.get("credit", False)},
+                     {"debit_blocked": bool(a.debit_blocked), "credit_blocked": bool(a.credit_blocked)})
     return {"account": {"id": a.id, **acct.ref(), "debit_blocked": a.debit_blocked,
                         "credit_blocked": a.credit_blocked, "block_reason": a.block_reason}}
 
@@ -573,9 +582,17 @@ def apply_batch(items, actor, client="internal", batch_key=None):
         with core.batch_scope() as state:
             _prelock(items)
             results, ok = [], 0
+            bulk = core.BulkWriter() if is_postgres() else None
             for i, item in enumerate(items):
                 own = item.get("idempotency_key")
                 derived = f"{batch_key}#{i}" if batch_key and not own else None
+                if bulk is not None and item["op"] == "consume" and not own:
+                    # Runs of plain consumes are decided one by one (on the locked rows) and written
+                    # together: a few multi-row statements per run instead of one per item.
+                    results.append(_bulk_consume(bulk, i, item["body"], actor, client, derived))
+                    continue
+                if bulk is not None and bulk.pending:
+                    bulk.flush()
                 writes = state["writes"]
                 try:
                     status, result, replayed = execute(item["op"], item["body"], actor, own, client,
@@ -587,8 +604,32 @@ def apply_batch(items, actor, client="internal", batch_key=None):
                     if state["writes"] != writes:
                         raise RuntimeError(f"batch item {i} failed after writing; batch aborted") from exc
                     results.append({"index": i, "status": exc.status, "problem": exc.to_dict()})
+            if bulk is not None and bulk.pending:
+                bulk.flush()
+            results = [r() if callable(r) else r for r in results]
+            ok = sum(1 for r in results if "result" in r)
             return {"results": results, "succeeded": ok, "failed": len(items) - ok}
     return run()
+
+
+def _bulk_consume(bulk, index, body, actor, client, journal_key):
+    """Decide one consume of a batch now, write it with the bulk writer; returns its result (or a thunk)."""
+    try:
+        _validate("consume", body)
+        legs, counter, summary, rule = _decide_consume(body)
+        ctx = Ctx(op="consume", actor=actor, client=client, key=journal_key,
+                  digest=idempotency.digest("ledger.consume", body), external_ref=body.get("external_ref"),
+                  metadata=body.get("metadata"))
+        pending = bulk.add(ctx, "consume", legs, rule, ("ledger_consume", counter))
+    except Problem as exc:  # decided before anything was written: nothing to undo
+        return {"index": index, "status": exc.status, "problem": exc.to_dict()}
+
+    def result():
+        journal = {k: v for k, v in pending.journal().items() if k != "entries"}
+        return {"index": index, "status": 201, "replayed": False,
+                "result": {"operation": "consume", "journal": journal,
+                           "consume": {"journal_id": journal["id"], **summary}}}
+    return result
 
 
 def _compact(result):

@@ -499,20 +499,9 @@ class Ctx:
     allow_blocked: bool = False
 
 
-def post(ctx, jtype, legs, rule=None, extra=None):
-    """Write one journal: check blocks, apply every leg to its snapshot row, append the entries.
-
-    Customer legs must belong to accounts already locked by lock_accounts() and already checked for
-    funds by the caller. System legs pick a random shard and are never balance-checked, so postings
-    against a hot platform account spread over ``shards`` rows instead of queueing on one.
-
-    Args:
-        extra: optional ``(table, {column: value})`` row written with the journal (its ``journal_id``
-            filled in), e.g. a consume's refund counter row.
-
-    Returns:
-        the journal as a dict (with its entries).
-    """
+def _resolve_legs(ctx, jtype, legs):
+    """Legs -> rows to post, with blocks and balance (sum zero per asset) checked; writes nothing
+    except, on a system account's very first use, its shard rows."""
     legs = [leg for leg in legs if leg.amount != 0]
     if len(legs) < 2:
         raise Problem(422, "empty-posting", "Nothing to post", "a journal needs at least two non-zero entries")
@@ -540,6 +529,24 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         per_asset[asset] = per_asset.get(asset, 0) + leg.amount
     if any(per_asset.values()):
         raise RuntimeError(f"unbalanced journal {jtype}: {per_asset}")  # a bug, never a client error
+    return resolved
+
+
+def post(ctx, jtype, legs, rule=None, extra=None):
+    """Write one journal: check blocks, apply every leg to its snapshot row, append the entries.
+
+    Customer legs must belong to accounts already locked by lock_accounts() and already checked for
+    funds by the caller. System legs pick a random shard and are never balance-checked, so postings
+    against a hot platform account spread over ``shards`` rows instead of queueing on one.
+
+    Args:
+        extra: optional ``(table, {column: value})`` row written with the journal (its ``journal_id``
+            filled in), e.g. a consume's refund counter row.
+
+    Returns:
+        the journal as a dict (with its entries).
+    """
+    resolved = _resolve_legs(ctx, jtype, legs)
     now = utcnow()
     version = policy_version()
     p = param()
@@ -555,6 +562,8 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         entries = []
         for bid, aid, cid, sub, asset, amount, leg in resolved:
             entries.append(_entry_dict(leg, aid, sub, asset, amount, after[bid]))
+            if not isinstance(leg.account, tuple):
+                leg.account.subs[sub][1] = after[bid]  # keep the (batch-cached) view current
         fault("after-entries")
         return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
                 "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
@@ -587,6 +596,8 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         running[bid] += amount
         rows += [jid, bid, aid, cid, sub, asset, amount, running[bid], now]
         entries.append(_entry_dict(leg, aid, sub, asset, amount, running[bid]))
+        if not isinstance(leg.account, tuple):
+            leg.account.subs[sub][1] = running[bid]
     values = ", ".join([f"({placeholders(9)})"] * len(resolved))
     db.execute_sql("INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
                    f"balance_after_minor, created_at) VALUES {values}", rows)
@@ -601,7 +612,6 @@ def _entry_dict(leg, aid, sub, asset, amount, after):
         owner = {"customer": None, "account_type": leg.account[1], "label": SYSTEM_LABEL, "system": True}
     else:
         owner = leg.account.ref()
-        leg.account.subs[sub][1] = after  # keep a batch's cached view current
     return {"account_id": aid, **owner, "sub": sub, "asset": asset, "amount": amount, "balance_after": after}
 
 
@@ -644,6 +654,104 @@ def _post_one_statement(journal_row, resolved, now, extra=None):
 
 def system(code, asset):
     return ("system", code, asset)
+
+
+class _Pending:
+    """One journal decided in a batch, written at the next flush."""
+
+    def __init__(self, ctx, jtype, rule, extra, resolved, now, version):
+        self.ctx, self.jtype, self.rule, self.extra, self.resolved = ctx, jtype, rule, extra, resolved
+        self.now, self.version = now, version
+        self.after = [None] * len(resolved)
+        self.id = None
+
+    def journal(self):
+        entries = [_entry_dict(leg, aid, sub, asset, amount, self.after[k])
+                   for k, (bid, aid, cid, sub, asset, amount, leg) in enumerate(self.resolved)]
+        return {"id": self.id, "type": self.jtype, "external_ref": self.ctx.external_ref,
+                "idempotency_key": self.ctx.key, "policy_version": self.version, "rule": self.rule,
+                "actor": self.ctx.actor, "metadata": self.ctx.metadata, "created_at": iso(self.now),
+                "entries": entries}
+
+
+class BulkWriter:
+    """PostgreSQL, inside a batch: journals decided one by one, written a run at a time.
+
+    ``add`` checks and applies a journal to the batch's locked, cached customer rows (so the next
+    decision sees it) and writes nothing; ``flush`` writes every pending journal, the snapshot
+    updates, the entries and the extra rows with a handful of multi-row statements. Ids come from
+    the sequences up front, so entries of one row are numbered in the order they were applied and
+    each balance_after is exact.
+    """
+
+    def __init__(self):
+        self.pending = []
+
+    def add(self, ctx, jtype, legs, rule=None, extra=None):
+        resolved = _resolve_legs(ctx, jtype, legs)
+        if len({r[0] for r in resolved}) != len(resolved):
+            raise RuntimeError("bulk postings need distinct rows per journal")  # callers post consumes only
+        item = _Pending(ctx, jtype, rule, extra, resolved, utcnow(), policy_version())
+        for k, (bid, aid, cid, sub, asset, amount, leg) in enumerate(resolved):
+            if not isinstance(leg.account, tuple):
+                leg.account.subs[sub][1] += amount
+                item.after[k] = leg.account.subs[sub][1]
+        self.pending.append(item)
+        return item
+
+    def flush(self):
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        n_entries = sum(len(p.resolved) for p in pending)
+        jids = sorted(r[0] for r in db.execute_sql(
+            "SELECT nextval('ledger_journal_id_seq') FROM generate_series(1, %s)", [len(pending)]).fetchall())
+        eids = sorted(r[0] for r in db.execute_sql(
+            "SELECT nextval('ledger_entry_id_seq') FROM generate_series(1, %s)", [n_entries]).fetchall())
+        rows = []
+        for p, jid in zip(pending, jids):
+            p.id = jid
+            meta = json.dumps(p.ctx.metadata, ensure_ascii=False, separators=(",", ":")) if p.ctx.metadata else None
+            rows += [jid, p.jtype, p.ctx.client, p.ctx.key, p.ctx.external_ref, p.ctx.digest, p.version, p.rule,
+                     p.ctx.actor, meta, p.now]
+        db.execute_sql("INSERT INTO ledger_journal (id, type, client, idempotency_key, external_ref, request_digest, "
+                       "policy_version, rule, actor, metadata, created_at) VALUES "
+                       + ", ".join(["(" + placeholders(11) + ")"] * len(pending)), rows)
+        deltas = {}
+        for p in pending:
+            for bid, aid, cid, sub, asset, amount, leg in p.resolved:
+                deltas[bid] = deltas.get(bid, 0) + amount
+        ids = sorted(deltas)
+        case = " ".join(["WHEN %s THEN %s::bigint"] * len(ids))
+        final = dict(db.execute_sql(
+            f"UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
+            f"WHERE id IN ({placeholders(len(ids))}) RETURNING id, balance_minor",
+            [x for b in ids for x in (b, deltas[b])] + ids).fetchall())
+        running = {bid: int(final[bid]) - deltas[bid] for bid in ids}
+        entry_rows, eid = [], iter(eids)
+        for p in pending:
+            for k, (bid, aid, cid, sub, asset, amount, leg) in enumerate(p.resolved):
+                running[bid] += amount
+                if p.after[k] is None:
+                    p.after[k] = running[bid]
+                elif p.after[k] != running[bid]:
+                    raise RuntimeError(f"bulk posting out of step on row {bid}")  # a bug: abort the batch
+                entry_rows += [next(eid), p.id, bid, aid, cid, sub, asset, amount, running[bid], p.now]
+        db.execute_sql("INSERT INTO ledger_entry (id, journal_id, balance_id, account_id, customer_id, sub, asset, "
+                       "amount_minor, balance_after_minor, created_at) VALUES "
+                       + ", ".join(["(" + placeholders(10) + ")"] * n_entries), entry_rows)
+        by_table = {}
+        for p in pending:
+            if p.extra:
+                table, row = p.extra
+                by_table.setdefault((table, tuple(row)), []).append([p.id, *row.values()])
+        for (table, cols), values in by_table.items():
+            db.execute_sql(f"INSERT INTO {table} (journal_id, {', '.join(cols)}) VALUES "
+                           + ", ".join(["(" + placeholders(len(cols) + 1) + ")"] * len(values)),
+                           [x for v in values for x in v])
+        state = batch_state()
+        if state is not None:
+            state["writes"] += len(pending)
 
 
 def journal_dict(journal_id):
