@@ -1,12 +1,10 @@
 """Accounts ledger: customers, accounts, exactly-once operations (recharge ... lots), reads, demo seed."""
 import datetime as dt
 
-import peewee as pw
-
 from app.db import db, for_update, is_postgres, transactional
 from app.errors import Problem, validation_failed
 from app.models.core import utcnow
-from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerConsume, LedgerCustomer, LedgerEntry,
+from app.models.ledger import (LedgerAccount, LedgerConsume, LedgerCustomer, LedgerEntry,
                                LedgerHold, LedgerJournal, LedgerLot)
 from app.policy import decisions, kinds
 from app.schemas import errors_of
@@ -681,29 +679,32 @@ def balances(customer_external_ref):
         "overdraft_limit", "spendable", "pending_withdrawal", "debit_blocked", "credit_blocked"}]}.
     """
     cfg = config()
-    cust = _customer(customer_external_ref)
-    rows = (LedgerBalance.select(LedgerBalance.sub, LedgerBalance.balance_minor, LedgerAccount)
-            .join(LedgerAccount).where(LedgerAccount.customer == cust.id)
-            .order_by(LedgerAccount.id, LedgerBalance.id).dicts())
-    pending = dict(LedgerHold.select(LedgerHold.account, pw.fn.SUM(LedgerHold.remaining_minor))
-                   .where((LedgerHold.customer == cust.id) & (LedgerHold.state == "held")
-                          & (LedgerHold.kind == "withdraw"))
-                   .group_by(LedgerHold.account).tuples())
+    p = core.param()
+    # One round trip: reads are the hot path of every app screen.
+    rows = db.execute_sql(
+        "SELECT c.external_ref, c.kind, a.id, a.type, a.label, a.asset, a.debit_blocked, a.credit_blocked, "
+        "b.sub, b.balance_minor, (SELECT COALESCE(SUM(h.remaining_minor), 0) FROM ledger_hold h "
+        "WHERE h.account_id = a.id AND h.state = 'held' AND h.kind = 'withdraw') "
+        "FROM ledger_customer c JOIN ledger_account a ON a.customer_id = c.id "
+        f"JOIN ledger_balance b ON b.account_id = a.id WHERE c.external_ref = {p} AND c.kind <> 'system' "
+        "ORDER BY a.id, b.id", [customer_external_ref]).fetchall()
+    if not rows:
+        cust = _customer(customer_external_ref)  # 404 unless it exists (without accounts)
+        return {"customer": cust.external_ref, "kind": cust.kind, "accounts": []}
     accounts = {}
-    for r in rows:
-        a = accounts.get(r["id"])
+    for cref, kind, aid, atype, label, asset, dblk, cblk, sub, bal, pending in rows:
+        a = accounts.get(aid)
         if a is None:
-            a = accounts[r["id"]] = {
-                "id": r["id"], "account_type": r["type"], "label": r["label"], "asset": r["asset"],
-                "sub_accounts": {}, "overdraft_limit": cfg.overdraft_limit(r["type"]),
-                "pending_withdrawal": int(pending.get(r["id"]) or 0),
-                "debit_blocked": bool(r["debit_blocked"]), "credit_blocked": bool(r["credit_blocked"])}
-        a["sub_accounts"][r["sub"]] = r["balance_minor"]
+            a = accounts[aid] = {
+                "id": aid, "account_type": atype, "label": label, "asset": asset, "sub_accounts": {},
+                "overdraft_limit": cfg.overdraft_limit(atype), "pending_withdrawal": int(pending or 0),
+                "debit_blocked": bool(dblk), "credit_blocked": bool(cblk)}
+        a["sub_accounts"][sub] = int(bal)
     for a in accounts.values():
-        s = a["sub_accounts"]
-        a["spendable"] = (s.get("cashback", 0) + s.get("available", 0)
-                          + (a["overdraft_limit"] + s["overdraft"] if "overdraft" in s else 0))
-    return {"customer": cust.external_ref, "kind": cust.kind, "accounts": list(accounts.values())}
+        s_ = a["sub_accounts"]
+        a["spendable"] = (s_.get("cashback", 0) + s_.get("available", 0)
+                          + (a["overdraft_limit"] + s_["overdraft"] if "overdraft" in s_ else 0))
+    return {"customer": rows[0][0], "kind": rows[0][1], "accounts": list(accounts.values())}
 
 
 def lots(customer_external_ref, asset=None, include_closed=False):
