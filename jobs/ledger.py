@@ -3,7 +3,8 @@ import logging
 
 from app.db import connection, db
 from app.errors import Problem
-from app.models.core import utcnow
+from app.services import clock
+from app.services.ledger_core import parse_time
 from app.models.ledger import LedgerHold, LedgerLot
 from jobs import job
 
@@ -35,14 +36,21 @@ def reconcile():
     return {"ok": report["ok"], "failed_checks": failed}
 
 
-def _expire(op, ids, key_prefix):
+def _instant(at):
+    """The job's instant: ``at`` (ISO 8601 or datetime, for replays) or the controllable clock."""
+    if at is None:
+        return clock.now()
+    return parse_time(at, "at") if isinstance(at, str) else at
+
+
+def _expire(op, ids, key_prefix, at):
     from app.services import ledger
     done = 0
     for ident in ids:
         body = {"hold_id": ident} if op == "expire_hold" else {"lot_id": ident}
         try:
             # The deterministic key makes a rerun (or a racing worker) a replay, not a second journal.
-            ledger.execute(op, body, "system", idempotency_key=f"{key_prefix}:{ident}", client="system")
+            ledger.execute(op, body, "system", idempotency_key=f"{key_prefix}:{ident}", client="system", at=at)
             done += 1
         except Problem as exc:  # resolved meanwhile (settled, spent): nothing to expire
             log.info("%s %s skipped: %s", op, ident, exc.code)
@@ -50,29 +58,39 @@ def _expire(op, ids, key_prefix):
 
 
 @job(retries=2)  # each expiry is keyed (expire-hold:<id>): safe to repeat
-def expire_holds(limit=BATCH):
+def expire_holds(limit=BATCH, at=None):
     """Release withdrawal holds past their policy timeout (state ``expired``), one journal each.
+
+    Args:
+        limit: at most this many holds per run.
+        at: the instant deciding expiry (ISO 8601; default: ``app.services.clock.now()``).
 
     Returns:
         number of holds expired.
     """
+    now = _instant(at)
     with connection():
         ids = [h.id for h in LedgerHold.select(LedgerHold.id)
                .where((LedgerHold.state == "held") & (LedgerHold.kind == "withdraw")
-                      & (LedgerHold.expires_at <= utcnow()))
+                      & (LedgerHold.expires_at <= now))
                .order_by(LedgerHold.id).limit(limit)]
-        return _expire("expire_hold", ids, "expire-hold")
+        return _expire("expire_hold", ids, "expire-hold", now)
 
 
 @job(retries=2)  # each expiry is keyed (expire-lot:<id>): safe to repeat
-def expire_lots(limit=BATCH):
+def expire_lots(limit=BATCH, at=None):
     """Move the remainder of every expired open lot to breakage, one journal per lot.
+
+    Args:
+        limit: at most this many lots per run.
+        at: the instant deciding expiry (ISO 8601; default: ``app.services.clock.now()``).
 
     Returns:
         number of lots expired.
     """
+    now = _instant(at)
     with connection():
         ids = [lot.id for lot in LedgerLot.select(LedgerLot.id)
-               .where((LedgerLot.state == "open") & (LedgerLot.expires_at <= utcnow()))
+               .where((LedgerLot.state == "open") & (LedgerLot.expires_at <= now))
                .order_by(LedgerLot.id).limit(limit)]
-        return _expire("expire_lot", ids, "expire-lot")
+        return _expire("expire_lot", ids, "expire-lot", now)

@@ -129,20 +129,28 @@ def _serve(argv, env):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/healthz", timeout=5).status_code == 200:
-                return proc, base
-        except requests.RequestException:
-            time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if requests.get(base + "/healthz", timeout=5).status_code == 200:
+                    return proc, base
+            except requests.RequestException:
+                time.sleep(0.2)
+    except BaseException:
+        _stop(proc)  # never leave a server behind
+        raise
     proc.terminate()
-    pytest.fail("patron serve did not come up: " + proc.communicate(timeout=10)[0][-2000:])
+    pytest.fail("patron serve did not come up: " + proc.communicate(timeout=30)[0][-2000:])
 
 
 def _stop(proc):
+    import subprocess
     proc.terminate()  # gunicorn: graceful shutdown on SIGTERM
-    out = proc.communicate(timeout=30)[0]
-    return out
+    try:
+        return proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()  # its workers exit when they see their parent gone
+        return proc.communicate(timeout=10)[0]
 
 
 def test_serve_runs_gunicorn_with_ticker_without_redis(database_url, admin_token):

@@ -478,3 +478,46 @@ def test_a_batch_of_many_consumes_matches_posting_them_one_by_one(ledger):
         j = ledger.journal(r["result"]["journal"]["id"])
         assert j["external_ref"] and sum(e["amount"] for e in j["entries"]) == 0
     assert_reconciled(list(swap) + list(swap.values()))
+
+
+# --------------------------------------------------------------------------- time (the controllable clock)
+
+
+def test_every_time_decision_follows_the_controllable_clock(ledger):
+    # A replayed past year: lots granted then are live then, holds expire by that clock, journals carry its time.
+    import jobs.ledger as jobs_ledger
+    from app.services import clock
+    clock.set_now(dt.datetime(2024, 6, 1, 12, 0))
+    try:
+        cref = new_customer(cash=1000)
+        grant = ledger.apply_operation("grant_lot", {"customer": cref, "asset": "POINTS", "amount": 100,
+                                                     "expires_at": "2025-01-01T00:00:00Z"}, "test")
+        assert grant["journal"]["created_at"] == "2024-06-01T12:00:00.000000Z"
+        assert grant["lot"]["created_at"] == "2024-06-01T12:00:00.000000Z"
+        spent = ledger.apply_operation("spend_lot", {"customer": cref, "asset": "POINTS", "amount": 30}, "test")
+        assert [u["amount"] for u in spent["lots_used"]] == [30]
+        hold = ledger.apply_operation("withdraw", {"customer": cref, "amount": 400}, "test")["hold"]
+        assert hold["expires_at"] == "2024-06-02T12:00:00.000000Z"  # + the policy's 1440 minutes
+        jobs_ledger.expire_holds()
+        jobs_ledger.expire_lots()
+        assert ledger.hold(hold["id"])["state"] == "held"
+        assert [lot["remaining"] for lot in ledger.lots(cref, "POINTS")] == [70]
+        assert ledger.statement(customer=cref, since="2024-06-01T00:00:00Z", until="2024-06-02T00:00:00Z")["items"]
+
+        clock.set_now(dt.datetime(2024, 6, 2, 12, 1))  # the hold's timeout has passed, the lot is still live
+        assert jobs_ledger.expire_holds() >= 1
+        assert ledger.hold(hold["id"])["state"] == "expired"
+        assert ledger.hold(hold["id"])["resolved_at"] == "2024-06-02T12:01:00.000000Z"
+        clock.set_now(dt.datetime(2025, 1, 1, 0, 0, 1))  # the lot has expired: not spendable, expired by the job
+        assert problem(ledger.apply_operation, "spend_lot",
+                       {"customer": cref, "asset": "POINTS", "amount": 1}, "test").code == "insufficient-funds"
+    finally:
+        clock.set_now(None)
+    assert problem(ledger.execute, "expire_lot", {"lot_id": grant["lot"]["id"]}, "system",
+                   at="2024-12-31T23:59:59Z").code == "lot-not-expired"  # an explicit instant wins over the clock
+    assert jobs_ledger.expire_lots(at="2025-01-01T00:00:01Z") >= 1
+    assert ledger.lots(cref, "POINTS") == []
+    points = [a for a in ledger.balances(cref)["accounts"] if a["asset"] == "POINTS"][0]
+    assert points["sub_accounts"]["available"] == 0
+    assert subs(cref) == {"available": 1000, "cashback": 0, "frozen": 0, "overdraft": 0}
+    assert_reconciled([cref])

@@ -133,3 +133,152 @@ def test_concurrent_batches_over_the_same_accounts_in_any_order_do_not_deadlock(
     assert out["ok"] == THREADS * 3
     assert sum(sum(subs(u).values()) for u in users) == 4 * 100000 - 5 * THREADS * 3
     assert_reconciled(users)
+
+
+def _run_threads(app, n, fn):
+    """Run fn(thread_index) from n threads released together; returns the errors raised."""
+    from app.db import db
+    errors, lock, start = [], threading.Lock(), threading.Barrier(n)
+
+    def worker(t):
+        with app.app_context(), db.connection_context():
+            start.wait()
+            try:
+                fn(t)
+            except Exception as exc:  # noqa: BLE001 - any error fails the test
+                with lock:
+                    errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+def test_transactions_of_several_postings_over_shared_system_accounts_never_deadlock(app, ledger):
+    # Each transaction makes 3 postings to 3 of 4 customers (taken in one order, as membership takes its
+    # members), all against the same system accounts (bank clearing, platform revenue, points issuance).
+    # A system shard held from posting 1 to commit while posting 2 waits for customer rows used to deadlock.
+    import random
+    users = [new_customer(cash=100000) for _ in range(4)]
+    before = ledger.retry_counts()
+    per_thread = 20
+
+    def body(t):
+        rnd = random.Random(t)
+        for i in range(per_thread):
+            picks = sorted(rnd.sample(range(len(users)), 3))
+
+            @ledger.transactional()
+            def run():
+                for k, u in enumerate(picks):
+                    op = ("recharge", "consume", "grant_lot")[(t + i + k) % 3]
+                    body = {"customer": users[u], "amount": 3}
+                    if op == "grant_lot":
+                        body["asset"] = "POINTS"
+                    ledger.apply_operation(op, body, "race", idempotency_key=ref("k"), client="multi")
+            run()
+
+    errors = _run_threads(app, 8, body)
+    assert not errors, errors[:3]
+    after = ledger.retry_counts()
+    assert {k: after.get(k, 0) - before.get(k, 0) for k in after} == {k: 0 for k in after}
+    assert_reconciled(users)
+    assert_reconciled()
+
+
+def test_first_postings_on_a_fresh_database_all_succeed(app):
+    # System accounts are created on first use; 16 first postings racing on a new database used to
+    # cache shard ids of a transaction that then rolled back (KeyError / 500 on the next posting).
+    import secrets
+    from urllib.parse import quote
+
+    import psycopg2
+
+    from app.db import db, open_database
+    from app.migrations import upgrade
+    from app.services import ledger, ledger_core
+    from tests.conftest import PG_URL
+
+    schema = f"patron_fresh_{secrets.token_hex(4)}"
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE SCHEMA "{schema}"')
+    previous = db.obj
+    sep = "&" if "?" in PG_URL else "?"
+    fresh = None
+    try:
+        fresh = open_database(f"{PG_URL}{sep}options={quote('-c search_path=' + schema)}")
+        upgrade()
+        with db.connection_context():
+            users = [f"fresh-{t}" for t in range(16)]
+            for u in users:
+                ledger.ensure_customer(u)
+
+        ops = [("recharge", {"amount": 1000}), ("grant_lot", {"asset": "POINTS", "amount": 5}),
+               ("settlement", {"direction": "in", "sub": "cashback", "amount": 300, "bill_ref": "cb"}),
+               ("grant_lot", {"asset": "VOUCHER", "amount": 7})]
+
+        def first(t):  # each thread needs the system accounts in another order
+            for op, body in ops[t % 4:] + ops[:t % 4]:
+                ledger.apply_operation(op, {"customer": users[t], **body}, "race")
+            ledger.apply_operation("consume", {"customer": users[t], "amount": 300}, "race")
+
+        errors = _run_threads(app, 16, first)
+        assert not errors, errors[:3]
+        with db.connection_context():
+            for u in users:
+                assert subs(u) == {"available": 1000, "cashback": 0, "frozen": 0, "overdraft": 0}
+            assert_reconciled()
+    finally:
+        db.initialize(previous)
+        if fresh is not None:
+            fresh.close_all()
+        ledger_core.clear_caches()
+        conn.cursor().execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.close()
+
+
+def test_concurrent_membership_batches_commit_many_events_without_deadlocks(app):
+    # Membership's batch commits 25 events per transaction, each granting points (a ledger posting on
+    # the points issuance account): concurrent batches over overlapping members must not deadlock.
+    import logging
+    import uuid
+
+    from app.services import membership_events
+
+    members = [f"mb-{uuid.uuid4().hex[:10]}" for _ in range(10)]
+    retried = []
+
+    class Retries(logging.Handler):
+        def emit(self, record):
+            if "retrying" in record.getMessage():
+                retried.append(record.getMessage())
+
+    handler = Retries(level=logging.INFO)
+    loggers = [logging.getLogger("app.db"), logging.getLogger("app.services.ledger_core")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+
+    def batch(t):
+        for i in range(3):  # 3 of the 10 members per batch: batches overlap in part
+            events = [{"event_id": f"ev-{uuid.uuid4().hex}", "member_id": members[(t + i + k % 3 * 2) % 10],
+                       "type": "order_paid", "amount_fen": 1000 + k, "order_ref": f"o-{uuid.uuid4().hex}"}
+                      for k in range(12)]
+            results = membership_events.ingest_batch(events, "race")
+            bad = [r for r in results if r["status"] != 201]
+            assert not bad, bad[:2]
+
+    try:
+        errors = _run_threads(app, 8, batch)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    assert not errors, errors[:3]
+    assert retried == []
+    assert_reconciled(members)

@@ -1,14 +1,13 @@
 """Accounts ledger: customers, accounts, exactly-once operations (recharge ... lots), reads, demo seed."""
 import datetime as dt
 
-from app.db import db, for_update, is_postgres, transactional
+from app.db import db, for_update, is_postgres
 from app.errors import Problem, validation_failed
-from app.models.core import utcnow
 from app.models.ledger import (LedgerAccount, LedgerConsume, LedgerCustomer, LedgerEntry,
                                LedgerHold, LedgerJournal, LedgerLot)
 from app.policy import decisions, kinds
 from app.schemas import errors_of
-from app.services import idempotency
+from app.services import clock, idempotency
 from app.services import ledger_core as core
 from app.services.ledger_core import Ctx, Leg, account_ref, config, insufficient, iso, post, system
 from app.services.ledger_reconcile import reconcile  # noqa: F401  (public interface)
@@ -16,6 +15,14 @@ from app.services.ledger_reconcile import reconcile  # noqa: F401  (public inter
 kinds.register("assets", cross_check=core.cross_check_set)
 
 MAX_BATCH = 1000
+
+# For callers posting several operations in one transaction: retries deadlocks like app.db's, and counts them.
+transactional = core.transactional
+
+
+def retry_counts():
+    """Transactions retried by ``transactional()`` in this process, by cause (deadlock, serialization, ...)."""
+    return dict(core.RETRIES)
 
 
 # --------------------------------------------------------------------------- customers
@@ -224,7 +231,7 @@ def _take_hold(ctx, body, kind):
     jtype = "withdraw_hold" if kind == "withdraw" else "freeze"
     j = post(ctx, jtype, [Leg(acct, "available", -body["amount"]), Leg(acct, "frozen", body["amount"])],
              rule="holds.withdraw_timeout_minutes" if kind == "withdraw" else "freeze: risk control")
-    now = utcnow()
+    now = ctx.now()
     hold = LedgerHold.create(account=acct.id, customer=acct.customer_id, kind=kind, amount_minor=body["amount"],
                              remaining_minor=body["amount"], reason=body.get("reason"),
                              external_ref=body.get("external_ref"), journal=j["id"], created_at=now,
@@ -253,8 +260,8 @@ def _lock_hold(hold_id, kind):
     return hold
 
 
-def _resolve(hold, state, journal_id, settled=0):
-    now = utcnow()
+def _resolve(ctx, hold, state, journal_id, settled=0):
+    now = ctx.now()
     LedgerHold.update(state=state, remaining_minor=0, settled_minor=settled, resolved_journal=journal_id,
                       resolved_at=now).where(LedgerHold.id == hold.id).execute()
     hold.state, hold.remaining_minor, hold.settled_minor = state, 0, settled
@@ -276,7 +283,7 @@ def op_settle_hold(ctx, body):
                                       Leg(system(dst, acct.asset), "main", amount),
                                       Leg(acct, "available", hold.remaining_minor - amount)],
              rule="routes.withdraw_to")
-    _resolve(hold, "settled", j["id"], settled=amount)
+    _resolve(ctx, hold, "settled", j["id"], settled=amount)
     return {"journal": j, "hold": _hold_dict(hold)}
 
 
@@ -287,7 +294,7 @@ def _release(ctx, hold_id, state):
     j = post(ctx, "withdraw_release" if state == "released" else "withdraw_expire",
              [Leg(acct, "frozen", -hold.remaining_minor), Leg(acct, "available", hold.remaining_minor)],
              rule="release" if state == "released" else "holds.withdraw_timeout_minutes")
-    _resolve(hold, state, j["id"])
+    _resolve(ctx, hold, state, j["id"])
     return {"journal": j, "hold": _hold_dict(hold)}
 
 
@@ -311,7 +318,7 @@ def op_unfreeze(ctx, body):
              rule="unfreeze: risk control")
     left = hold.remaining_minor - amount
     if left == 0:
-        _resolve(hold, "released", j["id"])
+        _resolve(ctx, hold, "released", j["id"])
     else:
         LedgerHold.update(remaining_minor=left).where(LedgerHold.id == hold.id).execute()
         hold.remaining_minor = left
@@ -426,7 +433,8 @@ def op_grant_lot(ctx, body):
     j = post(ctx, "lot_grant", [Leg(system(src, asset), "main", -body["amount"]),
                                 Leg(acct, "available", body["amount"])], rule=f"routes.lots.{asset}.issue_from")
     lot = LedgerLot.create(account=acct.id, customer=acct.customer_id, asset=asset, amount_minor=body["amount"],
-                           remaining_minor=body["amount"], expires_at=expires_at, journal=j["id"])
+                           remaining_minor=body["amount"], expires_at=expires_at, journal=j["id"],
+                           created_at=ctx.now())
     return {"journal": j, "lot": _lot_dict(lot)}
 
 
@@ -442,7 +450,7 @@ def op_spend_lot(ctx, body):
     lots = list(for_update(LedgerLot.select().where((LedgerLot.account == pre.id) & (LedgerLot.state == "open"))
                            .order_by(LedgerLot.id)))
     (acct,) = core.lock_accounts(account_ids=[pre.id])
-    now = utcnow()
+    now = ctx.now()
     live = sorted((lot for lot in lots if lot.expires_at is None or lot.expires_at > now),
                   key=lambda lot: (lot.expires_at is None, lot.expires_at or now, lot.id))
     spendable = min(sum(lot.remaining_minor for lot in live), acct.balance("available"))
@@ -473,7 +481,7 @@ def op_expire_lot(ctx, body):
         raise Problem(404, "lot-not-found", "Lot not found", f"lot {body['lot_id']} does not exist")
     if lot.state != "open" or lot.remaining_minor == 0:
         raise Problem(409, "lot-not-open", "Lot not open", f"lot {lot.id} is {lot.state}", state=lot.state)
-    if lot.expires_at is None or lot.expires_at > utcnow():
+    if lot.expires_at is None or lot.expires_at > ctx.now():
         raise Problem(409, "lot-not-expired", "Lot not expired", f"lot {lot.id} has not expired")
     (acct,) = core.lock_accounts(account_ids=[lot.account_id])
     dst = cfg.system_code(cfg.lot_route(lot.asset, "expire_to"), lot.asset)
@@ -511,12 +519,16 @@ def _validate(op, body):
             raise validation_failed(errors)
 
 
-def execute(op, body, actor, idempotency_key=None, client="internal", validated=False, journal_key=None):
+def execute(op, body, actor, idempotency_key=None, client="internal", validated=False, journal_key=None,
+            at=None):
     """Run one operation exactly once per (client, key); returns (status, result, replayed).
 
     ``journal_key`` (batch items without their own key) labels the journal only: the batch's own
-    idempotency record already makes the whole batch exactly-once.
+    idempotency record already makes the whole batch exactly-once. ``at`` (naive UTC or ISO 8601) is
+    the instant the operation's time decisions use; default ``app.services.clock.now()``.
     """
+    if isinstance(at, str):
+        at = core.parse_time(at, "at")
     if not validated:
         _validate(op, body)
     fn = OPERATIONS.get(op) or INTERNAL_OPERATIONS[op]
@@ -524,7 +536,8 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
 
     def run():
         ctx = Ctx(op=op, actor=actor, client=client, key=idempotency_key or journal_key, digest=digest,
-                  external_ref=body.get("bill_ref") or body.get("external_ref"), metadata=body.get("metadata"))
+                  external_ref=body.get("bill_ref") or body.get("external_ref"), metadata=body.get("metadata"),
+                  at=at)
         result = fn(ctx, body)
         core.fault("before-commit")
         return {"operation": op, **result}
@@ -532,7 +545,7 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
     return idempotency.run(client, idempotency_key, f"ledger.{op}", body, run, status_code=status_of(op))
 
 
-def apply_operation(op, body, actor, idempotency_key=None, client="internal"):
+def apply_operation(op, body, actor, idempotency_key=None, client="internal", at=None):
     """Apply one ledger operation, exactly once per (client, idempotency_key).
 
     Runs in the caller's transaction if one is open (so a caller's other writes commit or roll back
@@ -545,6 +558,8 @@ def apply_operation(op, body, actor, idempotency_key=None, client="internal"):
         actor: who acts (``auth.actor(principal)`` or ``"system"``); recorded on the journal.
         idempotency_key: same key + same body -> the stored result; other body -> 409.
         client: namespace of the key (the API key id for HTTP callers).
+        at: the instant the operation's time decisions use (lot liveness, hold expiry, journal time);
+            default ``app.services.clock.now()``, never the wall clock directly.
 
     Returns:
         dict with ``operation``, ``journal`` (id, entries with balance_after, policy_version, rule) and
@@ -554,7 +569,7 @@ def apply_operation(op, body, actor, idempotency_key=None, client="internal"):
         Problem: 409 insufficient-funds (needed, available, account), 409 idempotency-key-reused,
             404 *-not-found, 409 account-blocked / hold-not-held, 422 validation-failed and others.
     """
-    return execute(op, body, actor, idempotency_key, client)[1]
+    return execute(op, body, actor, idempotency_key, client, at=at)[1]
 
 
 def apply_batch(items, actor, client="internal", batch_key=None):
@@ -793,7 +808,7 @@ def seed_demo():
     """A demo user with a cash balance, some cashback and points (idempotent by keys)."""
     ensure_customer("demo-user", "user")
     ensure_customer("demo-merchant", "merchant")
-    expires = (utcnow() + dt.timedelta(days=365)).replace(microsecond=0).isoformat() + "Z"
+    expires = (clock.now() + dt.timedelta(days=365)).replace(microsecond=0).isoformat() + "Z"
     steps = [
         ("recharge", {"customer": "demo-user", "amount": 100000, "external_ref": "demo-recharge-1"}),
         ("settlement", {"customer": "demo-user", "direction": "in", "sub": "cashback", "amount": 1500,

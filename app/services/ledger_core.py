@@ -1,16 +1,20 @@
 """Ledger mechanics: the assets policy, account resolution, row locking in one global order, posting journals."""
 import datetime as dt
+import functools
 import json
+import logging
 import random
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import peewee as pw
 
 from app import policy
-from app.db import db, is_postgres
+from app.db import db, is_postgres, is_retryable, write_transaction
 from app.errors import Problem
-from app.models.core import utcnow
+from app.services import clock
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerCustomer, LedgerEntry,
                                LedgerJournal)
 
@@ -160,6 +164,44 @@ def cross_check_set(policy_set):
             path, _, message = text.partition(": ")
             out.append((doc.get("_file"), path, message))
     return out
+
+
+# --------------------------------------------------------------------------- transactions
+
+log = logging.getLogger(__name__)
+RETRIES = Counter()  # retried transactions of transactional() by cause; tests assert on it
+_retries_lock = threading.Lock()
+
+
+def transactional(retries=8):
+    """Like ``app.db.transactional`` (retries deadlocks and serialization failures), counting retries.
+
+    The ledger's own batch uses it, and callers that post several operations in one transaction may
+    use it too (``ledger.transactional()``): ``RETRIES`` then tells how often their transactions were
+    retried, and why (``deadlock``, ``serialization``, ``busy``).
+    """
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if db.in_transaction():
+                return fn(*args, **kwargs)
+            attempt = 0
+            while True:
+                try:
+                    with write_transaction():
+                        return fn(*args, **kwargs)
+                except (pw.OperationalError, pw.InternalError, pw.IntegrityError) as exc:
+                    if not is_retryable(exc) or attempt >= retries:
+                        raise
+                    attempt += 1
+                    code = getattr(getattr(exc, "orig", None) or exc.__cause__, "pgcode", None)
+                    cause = {"40P01": "deadlock", "40001": "serialization", "55P03": "lock"}.get(code, "busy")
+                    with _retries_lock:
+                        RETRIES[cause] += 1
+                    log.info("retrying %s after %s (attempt %d)", fn.__name__, cause, attempt)
+                    time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.random())
+        return wrapper
+    return deco
 
 
 # --------------------------------------------------------------------------- helpers
@@ -372,8 +414,14 @@ def _db_key():
 def system_shards(code, asset):
     """(account id, customer id, shard row ids) of system account ``code`` for ``asset``.
 
-    Created on first use. Only rows found already committed are cached, so a cache entry never
-    points at rows that a rolled-back transaction created.
+    The system accounts are created on first use in a transaction of their own that commits before
+    they are used (every system account of the policy at once, idempotently: ON CONFLICT DO NOTHING,
+    in one order), and only committed rows are cached. A posting's transaction never creates them, so
+    its rollback (a retried deadlock, a racing first posting) cannot leave the cache pointing at rows
+    that no longer exist. PostgreSQL inside a caller's transaction: created on another connection
+    (a short-lived thread), then read — committed — by this one. SQLite inside a transaction (one
+    writer: no other connection may write now): created in this transaction and not cached until seen
+    committed.
     """
     cfg = config()
     cfg.system_code(code, asset)
@@ -382,11 +430,63 @@ def system_shards(code, asset):
     if hit is not None:
         return hit
     found = _find_system(code, asset, cfg.shards)
-    if found is not None:
-        with _system_lock:
-            _system_cache[key] = found
-        return found
-    return _ensure_system(code, asset, cfg.shards)
+    if found is None:
+        if not db.in_transaction():
+            _create_system_accounts(cfg)
+        elif is_postgres():
+            _create_system_accounts_elsewhere(cfg)
+        else:
+            _uncommitted_system().add(key)
+            return _ensure_system(code, asset, cfg.shards)
+        found = _find_system(code, asset, cfg.shards)
+        if found is None:  # a bug (or a REPEATABLE READ caller that cannot see the commit)
+            raise RuntimeError(f"system account {code}/{asset} was created but is not visible")
+    elif db.in_transaction() and key in _uncommitted_system():
+        return found  # SQLite: possibly this transaction's own, uncommitted rows
+    _uncommitted_system().discard(key)
+    with _system_lock:
+        _system_cache[key] = found
+    return found
+
+
+_local = threading.local()
+_create_lock = threading.Lock()
+
+
+def _uncommitted_system():
+    keys = getattr(_local, "uncommitted_system", None)
+    if keys is None:
+        keys = _local.uncommitted_system = set()
+    return keys
+
+
+def _create_system_accounts(cfg):
+    """Every system account of the policy, with its shard rows, in its own (committed) transaction."""
+    @transactional()
+    def run():
+        for code in sorted(cfg.system):
+            for asset in sorted(cfg.system[code]):
+                _ensure_system(code, asset, cfg.shards)
+    run()
+
+
+def _create_system_accounts_elsewhere(cfg):
+    """PostgreSQL, inside a transaction: create the system accounts on another connection and commit."""
+    errors = []
+
+    def work():
+        try:
+            with db.connection_context():  # a connection of this thread, not the caller's
+                _create_system_accounts(cfg)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    with _create_lock:  # one creator per process at a time (each holds one pooled connection)
+        worker = threading.Thread(target=work, name="ledger-system-accounts", daemon=True)
+        worker.start()
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def _find_system(code, asset, shards):
@@ -415,7 +515,7 @@ def _ensure_system(code, asset, shards):
 
 
 def ensure_system_accounts():
-    """Create every system account of the active policy (in the caller's transaction)."""
+    """Create every system account of the active policy (committed before use, see system_shards)."""
     cfg = config()
     for code, assets in cfg.system.items():
         for asset in assets:
@@ -468,15 +568,54 @@ def _cache(accounts):
 
 
 def _pick_shard(code, asset, shard_ids):
-    state = batch_state()
-    if state is None:
-        return random.choice(shard_ids)
-    chosen = state["shards"]
-    key = (code, asset)
-    if key not in chosen:
-        chosen[key] = random.choice(shard_ids)
-    return chosen[key]
+    """The shard of a system account this posting updates; on PostgreSQL, already locked by us.
 
+    PostgreSQL: a shard is taken with ``FOR NO KEY UPDATE SKIP LOCKED`` — a shard held by another
+    transaction is skipped, never waited for. A transaction holding a shard (until it commits) can
+    then never be waited on by another for that shard, so shard rows can never be part of a
+    deadlock cycle, however many postings a transaction makes and in whatever order it locks its
+    customer rows afterwards. The transaction prefers the shard it (or, outside a batch, this thread)
+    used last, so a multi-posting transaction holds one shard per system account, not one per posting.
+    Only when every shard is held by other transactions does it wait (briefly retrying first).
+    """
+    state = batch_state()
+    hints = state["shards"] if state is not None else _thread_hints()
+    key = (code, asset)
+    if not is_postgres():  # SQLite: one writer, nothing to skip
+        if state is None:
+            return random.choice(shard_ids)
+        if key not in hints:
+            hints[key] = random.choice(shard_ids)
+        return hints[key]
+    hint = hints.get(key)
+    if hint not in shard_ids:
+        hint = random.choice(shard_ids)
+    hints[key] = _lock_free_shard(shard_ids, hint)
+    return hints[key]
+
+
+SKIP_ATTEMPTS = 20
+
+
+def _thread_hints():
+    hints = getattr(_local, "shard_hints", None)
+    if hints is None:
+        hints = _local.shard_hints = {}
+    return hints
+
+
+def _lock_free_shard(shard_ids, hint):
+    sql = (f"SELECT id FROM ledger_balance WHERE id IN ({placeholders(len(shard_ids))}) "
+           f"ORDER BY id = {param()} DESC, random() LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED")
+    for attempt in range(SKIP_ATTEMPTS):
+        row = db.execute_sql(sql, [*shard_ids, hint]).fetchone()
+        if row is not None:
+            return row[0]
+        time.sleep(0.0005 * (attempt + 1))
+    # Every shard is held by another transaction (more concurrent holders than shards): wait for one.
+    # Only here can a wait on a shard take part in a deadlock, which transactional() then retries.
+    db.execute_sql(f"SELECT id FROM ledger_balance WHERE id = {param()} FOR NO KEY UPDATE", [hint])
+    return hint
 
 
 @dataclass
@@ -497,6 +636,11 @@ class Ctx:
     external_ref: str = None
     metadata: dict = None
     allow_blocked: bool = False
+    at: dt.datetime = None  # the instant of the operation; None: app.services.clock.now()
+
+    def now(self):
+        """The instant every time decision of this operation uses (never the wall clock directly)."""
+        return self.at if self.at is not None else clock.now()
 
 
 def _resolve_legs(ctx, jtype, legs):
@@ -547,7 +691,7 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         the journal as a dict (with its entries).
     """
     resolved = _resolve_legs(ctx, jtype, legs)
-    now = utcnow()
+    now = ctx.now()
     version = policy_version()
     p = param()
     meta = json.dumps(ctx.metadata, ensure_ascii=False, separators=(",", ":")) if ctx.metadata else None
@@ -691,7 +835,7 @@ class BulkWriter:
         resolved = _resolve_legs(ctx, jtype, legs)
         if len({r[0] for r in resolved}) != len(resolved):
             raise RuntimeError("bulk postings need distinct rows per journal")  # callers post consumes only
-        item = _Pending(ctx, jtype, rule, extra, resolved, utcnow(), policy_version())
+        item = _Pending(ctx, jtype, rule, extra, resolved, ctx.now(), policy_version())
         for k, (bid, aid, cid, sub, asset, amount, leg) in enumerate(resolved):
             if not isinstance(leg.account, tuple):
                 leg.account.subs[sub][1] += amount

@@ -2,7 +2,7 @@
 import json
 
 from app.db import db
-from app.models.core import utcnow
+from app.services import clock
 from app.models.ledger import LedgerAccount, LedgerCustomer, LedgerReconciliation
 from app.services import ledger_core as core
 
@@ -132,7 +132,7 @@ def reconcile(customers=None, store=False):
 
     counts = dict(journals=_rows("SELECT COUNT(*) FROM ledger_journal")[0][0],
                   entries=_rows("SELECT COUNT(*) FROM ledger_entry")[0][0]) if ids is None else {}
-    report = {"ok": all(c["ok"] for c in checks.values()), "checked_at": core.iso(utcnow()),
+    report = {"ok": all(c["ok"] for c in checks.values()), "checked_at": core.iso(clock.now()),
               "policy_version": core.policy_version(), "scope": "all" if ids is None else sorted(customers),
               "totals": {"per_asset": totals, **counts}, "checks": checks}
     if store:

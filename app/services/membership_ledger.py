@@ -2,7 +2,7 @@
 import datetime as dt
 
 from app.errors import Problem
-from app.services import ledger
+from app.services import clock, ledger
 
 CLIENT = "membership"
 
@@ -57,8 +57,8 @@ def spend_points(cfg, member_ref, points, key, actor, memo):
 
 
 def points_balance(cfg, member_ref):
-    """Spendable points: open lots not yet expired (by the ledger's wall clock, which decides spends)."""
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    """Spendable points: open lots not yet expired (by the controllable clock, which decides spends)."""
+    now = clock.now()
     return int(sum(lot["remaining"] or 0 for lot in points_lots(cfg, member_ref)
                    if not lot["expires_at"] or dt.datetime.fromisoformat(lot["expires_at"].rstrip("Z")) > now))
 
