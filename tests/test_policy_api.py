@@ -53,6 +53,18 @@ def test_applying_a_broken_set_leaves_the_active_version_unchanged(app, http):
     assert policy.active_version() == before
 
 
+def test_a_partial_set_is_refused_and_names_what_is_missing(app, http):
+    before = http.get("/v1/policies/active").json()["version"]
+    files = {k: v for k, v in disk_files(app).items() if k != "policies/sla.yaml"}
+    files = {k: v for k, v in files.items() if k != "rules/growth.yaml"}
+    r = http.post("/v1/policies/apply", json={"files": files})
+    assert r.status_code == 422 and r.json()["code"] == "policy-invalid"
+    texts = [e["text"] for e in r.json()["errors"]]
+    assert any("kind 'sla'" in t and "[required-kind]" in t for t in texts), texts
+    assert any("ruleset named 'growth'" in t for t in texts), texts
+    assert http.get("/v1/policies/active").json()["version"] == before
+
+
 def test_apply_activates_records_history_and_audit_then_restore(app, http):
     original = disk_files(app)
     before = http.get("/v1/policies/active").json()["version"]

@@ -22,7 +22,7 @@ def cmd_check(args):
     from app import policy
     app = _app(args)
     with app.app_context():
-        ps, errors = policy.check(_files(app, args.dir))
+        ps, errors = policy.check(_files(app, args.dir), complete=not args.partial)
     for err in errors:
         print(err)
     n_examples = sum(len(d.get("examples") or ()) for d in ps.get("ruleset"))
@@ -75,7 +75,7 @@ def cmd_explain(args):
             with connection():
                 ps = policy.active()
         else:
-            ps, errors = policy.check(_files(app, args.dir))
+            ps, errors = policy.check(_files(app, args.dir), complete=False)
             if errors:
                 for err in errors:
                     print(err, file=sys.stderr)
@@ -145,6 +145,8 @@ def register(subparsers):
     sub = p.add_subparsers(dest="policy_command", required=True)
     c = sub.add_parser("check", help="validate a policy set and run its examples (exit 1 on any error)")
     c.add_argument("dir", nargs="?", help="folder with policies/ and rules/ (default: the configured ones)")
+    c.add_argument("--partial", action="store_true",
+                   help="check a fragment: do not require every kind and ruleset the product needs")
     c.set_defaults(func=cmd_check)
     c = sub.add_parser("diff", help="semantic diff of two policy sets")
     c.add_argument("dir_a")

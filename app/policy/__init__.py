@@ -42,17 +42,23 @@ class ApplyResult:
     changed: bool
 
 
-def check(files):
+def check(files, complete=True):
     """Parse and fully validate a set of files.
 
     Args:
         files: {"policies/x.yaml": text, "rules/y.yaml": text}.
+        complete: also require every kind/ruleset the product needs (``kinds.require``); False checks
+            a fragment (e.g. a sample folder holding one capability's files).
 
     Returns:
         (PolicySet, list of PolicyError).
     """
     ps = PolicySet(files)
-    return ps, validate(ps)
+    errors = validate(ps)
+    if complete:
+        from app.policy import kinds
+        errors = errors + kinds.completeness_errors(ps)
+    return ps, errors
 
 
 def _activate(ps):

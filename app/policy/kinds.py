@@ -30,3 +30,27 @@ def known_kinds():
     """Kinds that have a schema under schemas/policies/."""
     from app.schemas import SCHEMA_DIR
     return sorted(p.stem for p in (SCHEMA_DIR / "policies").glob("*.json"))
+
+
+_required_kinds = set()
+_required_rulesets = set()
+
+
+def require(*kinds, rulesets=()):
+    """Declare kinds (and rulesets by name) the running product needs: a set lacking one cannot be applied."""
+    _required_kinds.update(kinds)
+    _required_rulesets.update(rulesets)
+
+
+def completeness_errors(ps):
+    """Errors for every required kind or ruleset missing from a policy set (a partial set must not go live)."""
+    out = []
+    present = set(ps.kinds())
+    names = {d.get("name") for d in ps.get("ruleset")}
+    for kind in sorted(_required_kinds - present):
+        out.append(PolicyError("-", "$", f"the set has no policy of kind {kind!r}, which the product needs "
+                                         f"(a partial set cannot be applied)", "required-kind"))
+    for name in sorted(_required_rulesets - names):
+        out.append(PolicyError("-", "$", f"the set has no ruleset named {name!r}, which the product needs",
+                               "required-ruleset"))
+    return out

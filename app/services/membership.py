@@ -227,6 +227,7 @@ def _register():
     kinds.register("membership", cross_check=_cross_check)
     for kind in ("points", "benefits", "plans"):
         kinds.register(kind)
+    kinds.require("membership", "points", "benefits", "plans", rulesets=("growth", "points"))
     amount = {"type": "object", "additionalProperties": False,
               "properties": {"amount": {"type": "integer", "minimum": 0, "maximum": 100000000},
                              "per_yuan": {"type": "integer", "minimum": 0, "maximum": 100000}},

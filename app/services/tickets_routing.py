@@ -26,30 +26,19 @@ ACTION_SCHEMAS = {
 
 
 def register_actions():
-    """Register the ticket actions with the engine's whitelist (no-op until the engine exists)."""
-    try:
-        from app.engine import actions
-    except ImportError:
-        return False
+    """Register the ticket actions with the engine's whitelist (idempotent: same name, same schema)."""
+    from app.engine import actions
     for name, schema in ACTION_SCHEMAS.items():
-        try:
-            actions.register(name, schema)
-        except Exception as exc:  # noqa: BLE001 - already registered (by us or another context) is fine
-            log.debug("action %s not registered: %s", name, exc)
+        actions.register(name, schema)
     return True
 
 
 def register_cross_check():
-    """Register the tickets cross-check with the policy loader (no-op until app.policy.kinds exists)."""
-    try:
-        from app.policy import kinds
-    except ImportError:
-        return False
+    """Register the tickets cross-check and the kinds/rulesets tickets cannot run without."""
+    from app.policy import kinds
     from app.services.tickets_policy import cross_check
-    try:
-        kinds.register("tickets", cross_check=cross_check)
-    except Exception as exc:  # noqa: BLE001 - idempotent registration
-        log.debug("tickets kind not registered: %s", exc)
+    kinds.register("tickets", cross_check=cross_check)
+    kinds.require("tickets", "staff", "sla", "calendar", rulesets=(ROUTING, PRIORITY))
     return True
 
 
