@@ -101,3 +101,17 @@ def test_bad_periods_rejected():
     with pytest.raises(ValueError):
         sla.calendar_from_policy({"timezone": "Asia/Shanghai",
                                   "week": {"mon": [["09:00", "12:00"], ["11:00", "13:00"]]}})
+
+
+@pytest.mark.parametrize("start", ["2026-11-27 10:00", "2026-11-27 11:45", "2026-11-27 17:59", "2026-11-28 09:00",
+                                   "2026-11-27 12:30", "2026-11-27 08:59"])
+def test_add_many_matches_add_one_by_one(start):
+    """One walk for several offsets gives exactly what one walk per offset gives (any order, duplicates)."""
+    offsets = [0, 1, 3600, 10800, 10799, 27000, 27000, 100000, 1000000, 59]
+    many = sla.add_business_seconds_many(BUSINESS, local(start), offsets)
+    assert many == [sla.add_business_seconds(BUSINESS, local(start), s) for s in offsets]
+    assert sla.add_business_seconds_many(ALWAYS, local(start), offsets) == [
+        sla.add_business_seconds(ALWAYS, local(start), s) for s in offsets]
+    assert sla.add_business_seconds_many(BUSINESS, local(start), []) == []
+    with pytest.raises(ValueError):
+        sla.add_business_seconds_many(BUSINESS, local(start), [5, -1])

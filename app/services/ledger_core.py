@@ -547,7 +547,7 @@ class batch_scope:
 
     def __enter__(self):
         self.previous = getattr(_batch, "state", None)
-        _batch.state = {"shards": {}, "accounts": {}, "writes": 0}
+        _batch.state = {"shards": {}, "held": set(), "accounts": {}, "writes": 0}
         return _batch.state
 
     def __exit__(self, *exc):
@@ -587,10 +587,14 @@ def _pick_shard(code, asset, shard_ids):
         if key not in hints:
             hints[key] = random.choice(shard_ids)
         return hints[key]
+    if state is not None and key in state["held"]:
+        return hints[key]  # taken earlier in this batch, which uses no savepoints: still ours until commit
     hint = hints.get(key)
     if hint not in shard_ids:
         hint = random.choice(shard_ids)
     hints[key] = _lock_free_shard(shard_ids, hint)
+    if state is not None:
+        state["held"].add(key)
     return hints[key]
 
 

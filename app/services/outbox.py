@@ -15,6 +15,7 @@ from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
 from app.models.core import utcnow
 from app.models.outbox import OutboxAttempt, OutboxDelivery, OutboxMessage, Webhook
+from app.services import tickets_sql as fastsql  # prepared INSERT text (generic, despite the name)
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +70,31 @@ def publish_many(items):
                 continue
             seen.add(key)
             rows.append((topic, payload, subject, key))
-        created = []  # (id, topic)
         values = [{"topic": topic, "payload": _dumps(payload), "subject": subject, "dedupe_key": key,
                    "created_at": now} for topic, payload, subject, key in rows]
-        if is_postgres():
-            # one round trip per chunk; RETURNING says which id got which topic
-            for start in range(0, len(values), 500):
-                created += list(OutboxMessage.insert_many(values[start:start + 500])
-                                .returning(OutboxMessage.id, OutboxMessage.topic).tuples().execute())
-        else:
-            created = [(OutboxMessage.insert(**v).execute(), v["topic"]) for v in values]
+        created = []  # (id, topic): RETURNING (PostgreSQL, SQLite >= 3.35) says which id got which topic
+        for start in range(0, len(values), 500):
+            created += fastsql.insert(OutboxMessage, values[start:start + 500], returning=("id", "topic"))
         ids = [mid for mid, _ in created]
-        hooks = list(Webhook.select().where(Webhook.active == True))  # noqa: E712
-        deliveries = [{"message": mid, "webhook": h.id, "next_attempt_at": now, "created_at": now}
-                      for mid, topic in created for h in hooks if _matches(h.topics, topic)]
+        hooks = _active_hooks()
+        deliveries = [{"message": mid, "webhook": hid, "next_attempt_at": now, "created_at": now}
+                      for mid, topic in created for hid, topics in hooks if _matches(topics, topic)]
         for start in range(0, len(deliveries), 500):
-            OutboxDelivery.insert_many(deliveries[start:start + 500]).execute()
+            fastsql.insert(OutboxDelivery, deliveries[start:start + 500])
     return ids
+
+
+def _active_hooks():
+    """(id, topics) of the active webhooks: read on every publish, so a new hook sees the next message."""
+    sql = _HOOKS_SQL.get(type(db.obj))
+    if sql is None:
+        sql = _HOOKS_SQL[type(db.obj)] = (
+            f'SELECT "{Webhook.id.column_name}", "{Webhook.topics.column_name}" FROM "{Webhook._meta.table_name}" '
+            f'WHERE "{Webhook.active.column_name}" = {db.obj.param} ORDER BY "{Webhook.id.column_name}"')
+    return db.execute_sql(sql, [True]).fetchall()
+
+
+_HOOKS_SQL = {}
 
 
 def create_webhook(name, url, topics="*", secret=None):

@@ -176,6 +176,35 @@ def add_business_seconds(cal, start_utc, seconds):
     raise CalendarError("unreachable")  # pragma: no cover - the generator never ends
 
 
+def add_business_seconds_many(cal, start_utc, seconds_list):
+    """``add_business_seconds`` for several offsets from one start, in one walk over the calendar.
+
+    Args:
+        cal: Calendar.
+        start_utc: naive UTC datetime.
+        seconds_list: non-negative ints, any order.
+
+    Returns:
+        list of naive UTC datetimes, in the order of ``seconds_list``.
+    """
+    if any(s < 0 for s in seconds_list):
+        raise ValueError("seconds must be >= 0")
+    if cal.always_open or not seconds_list:
+        return [start_utc + dt.timedelta(seconds=s) for s in seconds_list]
+    order = sorted(range(len(seconds_list)), key=seconds_list.__getitem__)
+    out = [None] * len(seconds_list)
+    passed, k = dt.timedelta(0), 0  # open time before the current interval; next offset to place
+    for open_utc, close_utc in _open_intervals(cal, start_utc):
+        span = close_utc - open_utc
+        while k < len(order) and dt.timedelta(seconds=seconds_list[order[k]]) - passed <= span:
+            out[order[k]] = open_utc + (dt.timedelta(seconds=seconds_list[order[k]]) - passed)
+            k += 1
+        if k == len(order):
+            return out
+        passed += span
+    raise CalendarError("unreachable")  # pragma: no cover - the generator never ends
+
+
 def is_open(cal, at_utc):
     """True when ``at_utc`` falls inside an open period."""
     if cal.always_open:

@@ -1,6 +1,6 @@
 """Ticket policy view: workflows, SLA targets, calendars, roles from the active policy set; guards; cross-checks."""
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import Problem
 from app.services import sla as slamath
@@ -17,6 +17,7 @@ class TicketConfig:
     sla: dict
     calendars: dict  # name -> slamath.Calendar
     staff: dict
+    _sla_targets: dict = field(default_factory=dict, repr=False, compare=False)
 
     def category(self, name):
         cat = self.tickets["categories"].get(name)
@@ -48,7 +49,17 @@ class TicketConfig:
         return self.staff.get("departments") or {}
 
     def sla_target(self, category, priority):
-        """(calendar name, {first_response, next_response, resolution} in minutes) for a ticket."""
+        """(calendar name, {first_response, next_response, resolution} in minutes) for a ticket.
+
+        Derived once per (category, priority) and policy version: the config is rebuilt on a new version.
+        """
+        key = (category, priority)
+        hit = self._sla_targets.get(key)
+        if hit is None:
+            hit = self._sla_targets[key] = self._sla_target(category, priority)
+        return hit[0], dict(hit[1])
+
+    def _sla_target(self, category, priority):
         base = dict(self.sla["targets"][priority])
         for ov in self.sla.get("overrides") or ():
             if ov["category"] == category and (not ov.get("priorities") or priority in ov["priorities"]):

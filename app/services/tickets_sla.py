@@ -24,11 +24,16 @@ def _cal(cfg, t):
 
 
 def start(cfg, t, now):
-    """Start the first-response and resolution clocks of a new ticket."""
+    """Start the first-response and resolution clocks of a new ticket (four instants, one calendar walk)."""
     cal_name, targets = cfg.sla_target(t.category, t.priority)
     t.sla_calendar = cal_name
-    _start_response(cfg, t, now, "first_response", targets["first_response"])
-    _start_resolution(cfg, t, now, targets["resolution"])
+    pct = cfg.sla["warn_at_percent"]
+    response, resolution = targets["first_response"] * 60, targets["resolution"] * 60
+    r_warn, r_due, s_warn, s_due = slamath.add_business_seconds_many(
+        _cal(cfg, t), now, [response * pct // 100, response, resolution * pct // 100, resolution])
+    t.response_metric, t.response_started_at = "first_response", now
+    t.response_warn_at, t.response_due_at, t.response_check_at = r_warn, r_due, r_warn
+    t.resolution_warn_at, t.resolution_due_at, t.resolution_check_at = s_warn, s_due, s_warn
 
 
 def _start_response(cfg, t, now, metric, minutes):

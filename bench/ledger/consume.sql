@@ -16,23 +16,26 @@ FROM (SELECT b.id, b.sub, b.balance_minor, a.id AS account_id, a.customer_id, c.
       FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id JOIN ledger_customer c ON c.id = a.customer_id
       WHERE c.external_ref = 'bench-' || :c AND a.type = 'cash' AND a.label = 'default'
       ORDER BY b.id FOR UPDATE OF b) s \gset
--- 3. journal + both snapshot rows + both entries (with balance_after) + the consume's refund counter row,
+-- 3. take a platform shard no other transaction holds (SKIP LOCKED: never wait for a shard), preferring the last one
+SELECT id AS shard_id FROM ledger_balance WHERE id BETWEEN :sysbase AND :sysbase + 15
+ORDER BY id = :sysbase + :shard DESC, random() LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED \gset
+-- 4. journal + both snapshot rows + both entries (with balance_after) + the consume's refund counter row,
 --    in one statement, as post() does on PostgreSQL
 WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, policy_version, rule, actor, metadata, created_at)
            VALUES ('consume', 'pgbench', 'pg-' || :client_id || '-' || :k, NULL, md5(:k::text) || md5(:c::text), 'pgbench',
                    'consume: cashback > available > overdraft (limit 5000)', 'api_key:pgbench', NULL, now()) RETURNING id),
-     u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id WHEN :avail THEN -:amount::bigint WHEN :sysbase + :shard THEN :amount::bigint ELSE 0 END)
-           WHERE id IN (:avail, :sysbase + :shard) RETURNING id, balance_minor),
+     u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id WHEN :avail THEN -:amount::bigint WHEN :shard_id THEN :amount::bigint ELSE 0 END)
+           WHERE id IN (:avail, :shard_id) RETURNING id, balance_minor),
      e AS (INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, balance_after_minor, created_at)
            SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, v.amount, u.balance_minor, now()
            FROM j CROSS JOIN u JOIN (VALUES (:avail::bigint, :acct::bigint, :cust::bigint, 'available', 'CNY', -:amount::bigint),
-                                            ((:sysbase + :shard)::bigint, :sysacct::bigint, :syscust::bigint, 'main', 'CNY', :amount::bigint))
+                                            (:shard_id::bigint, :sysacct::bigint, :syscust::bigint, 'main', 'CNY', :amount::bigint))
                 AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id),
      x AS (INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, available_minor, overdraft_minor,
                                        refunded_cashback_minor, refunded_available_minor, refunded_overdraft_minor)
            SELECT j.id, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0 FROM j)
 SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u;
--- 4. the idempotency record (a response of about the size the API stores)
+-- 5. the idempotency record (a response of about the size the API stores)
 INSERT INTO idempotency_record (client, key, operation, request_digest, status_code, response, created_at)
 VALUES ('pgbench', 'pg-' || :client_id || '-' || :k, 'ledger.consume', md5(:k::text) || md5(:c::text), 201, repeat('x', 900), now());
 END;

@@ -1,0 +1,84 @@
+"""Prepared statement text for the ticket hot path: each INSERT shape is built once, not by peewee per call."""
+import sqlite3
+
+from app.db import db, is_postgres
+
+_sql = {}
+
+
+def _columns(model, names):
+    fields = model._meta.fields
+    return [fields[n] for n in names]
+
+
+def _insert_sql(model, names, nrows, returning):
+    key = (type(db.obj), model, names, nrows, returning)
+    sql = _sql.get(key)
+    if sql is None:
+        param = db.obj.param
+        cols = ", ".join(f'"{f.column_name}"' for f in _columns(model, names))
+        row = "(" + ", ".join([param] * len(names)) + ")"
+        sql = f'INSERT INTO "{model._meta.table_name}" ({cols}) VALUES ' + ", ".join([row] * nrows)
+        if returning:
+            sql += " RETURNING " + ", ".join(f'"{model._meta.fields[n].column_name}"' for n in returning)
+        if len(_sql) > 512:  # shapes are few (rows per create are bounded); never grow without limit
+            _sql.clear()
+        _sql[key] = sql
+    return sql
+
+
+def insert(model, rows, returning=None):
+    """INSERT ``rows`` (dicts of field name -> Python value, same keys each) in one statement.
+
+    Fields the rows leave out get the model's defaults, as peewee's own insert would give them.
+
+    Args:
+        model: the peewee model.
+        rows: list of dicts with identical keys.
+        returning: field names to return (RETURNING; on SQLite < 3.35 one INSERT per row instead), or None.
+
+    Returns:
+        list of tuples (the returned columns, in row order) or None.
+    """
+    if not rows:
+        return [] if returning else None
+    defaults = model._meta.get_default_dict()
+    missing = [k for k in defaults if k not in rows[0]]
+    names = tuple(rows[0]) + tuple(missing)
+    fields = _columns(model, names)
+    params = []
+    for r in rows:
+        params.extend(f.db_value(r[f.name] if f.name in r else defaults.get(f.name)) for f in fields)
+    if returning and not _returning_ok():
+        # SQLite before 3.35 has no RETURNING: one INSERT per row, the id from lastrowid
+        out, width = [], len(names)
+        for i, r in enumerate(rows):
+            rowid = db.execute_sql(_insert_sql(model, names, 1, ()), params[i * width:(i + 1) * width]).lastrowid
+            out.append(tuple(rowid if n == "id" else r[n] for n in returning))
+        return out
+    cursor = db.execute_sql(_insert_sql(model, names, len(rows), tuple(returning or ())), params)
+    return cursor.fetchall() if returning else None
+
+
+def _returning_ok():
+    return is_postgres() or sqlite3.sqlite_version_info >= (3, 35)
+
+
+def insert_one(model, row):
+    """INSERT one row; returns its id."""
+    return insert(model, [row], returning=("id",))[0][0]
+
+
+def select_one(model, columns, where):
+    """``SELECT columns FROM model WHERE f1 = v1 AND ... LIMIT 1`` -> tuple or None (``where``: field -> value)."""
+    names = tuple(where)
+    key = (type(db.obj), model, "select", tuple(columns), names)
+    sql = _sql.get(key)
+    if sql is None:
+        fields = model._meta.fields
+        cond = " AND ".join(f'"{fields[n].column_name}" = {db.obj.param}' for n in names)
+        cols = ", ".join(f'"{fields[c].column_name}"' for c in columns)
+        sql = f'SELECT {cols} FROM "{model._meta.table_name}" WHERE {cond} LIMIT 1'
+        _sql[key] = sql
+    fields = model._meta.fields
+    return db.execute_sql(sql, [fields[n].db_value(where[n]) for n in names]).fetchone()
