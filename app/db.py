@@ -1,5 +1,7 @@
 """Database: one DatabaseProxy, chosen by URL; transactions that behave alike on SQLite and PostgreSQL."""
 import functools
+import threading
+from collections import Counter
 import logging
 import random
 import time
@@ -118,10 +120,21 @@ def is_retryable(exc):
     return "database is locked" in text or "deadlock detected" in text or "could not serialize" in text
 
 
+RETRIES = Counter()  # transactions retried by transactional(), by cause (asserted in tests)
+_retries_lock = threading.Lock()
+
+
+def retry_cause(exc):
+    code = getattr(getattr(exc, "orig", None) or exc.__cause__, "pgcode", None)
+    return {"40P01": "deadlock", "40001": "serialization", "55P03": "lock"}.get(code, "busy")
+
+
 def transactional(retries=8):
     """Run the decorated function in write_transaction(), retrying on deadlock/serialization.
 
-    A retry is never reported as a business error; after ``retries`` it re-raises.
+    A retry is never reported as a business error; after ``retries`` it re-raises. Inside an open
+    transaction the function just runs (the outermost caller owns the retry). Every retry is counted
+    in ``RETRIES`` by cause (``deadlock``, ``serialization``, ``lock``, ``busy``).
     """
     def deco(fn):
         @functools.wraps(fn)
@@ -137,7 +150,10 @@ def transactional(retries=8):
                     if not is_retryable(exc) or attempt >= retries:
                         raise
                     attempt += 1
-                    log.info("retrying %s after %s (attempt %d)", fn.__name__, type(exc).__name__, attempt)
+                    cause = retry_cause(exc)
+                    with _retries_lock:
+                        RETRIES[cause] += 1
+                    log.info("retrying %s after %s (attempt %d)", fn.__name__, cause, attempt)
                     time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.random())
         return wrapper
     return deco

@@ -1,7 +1,6 @@
 """JSON Schemas from schemas/: one referencing.Registry by $id, validators with every error listed."""
 import json
 from functools import lru_cache
-from pathlib import Path
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource

@@ -78,7 +78,8 @@ def test_create_auto_actions_that_change_the_ticket_are_saved(app, db_conn):
     assert kinds == ["created", "routed", "priority", "priority"]
     assert [n.kind for n in TicketNotice.select().where(TicketNotice.ticket == row.id).order_by(TicketNotice.id)] \
         == ["created", "notice"]
-    runs = [r.key for r in TicketActionRun.select().where(TicketActionRun.ticket == row.id).order_by(TicketActionRun.id)]
+    runs = [r.key for r in
+            TicketActionRun.select().where(TicketActionRun.ticket == row.id).order_by(TicketActionRun.id)]
     initial = wf["initial"]
     assert runs == [f"enter:{initial}:0:0:add_tag", f"enter:{initial}:0:1:set_priority", f"enter:{initial}:0:2:notify"]
 

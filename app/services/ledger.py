@@ -13,6 +13,7 @@ from app.services.ledger_core import Ctx, Leg, account_ref, config, insufficient
 from app.services.ledger_reconcile import reconcile  # noqa: F401  (public interface)
 
 kinds.register("assets", cross_check=core.cross_check_set)
+kinds.require("assets")
 
 MAX_BATCH = 1000
 

@@ -1,18 +1,17 @@
 """Ledger mechanics: the assets policy, account resolution, row locking in one global order, posting journals."""
 import datetime as dt
-import functools
 import json
 import logging
 import random
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import peewee as pw
 
 from app import policy
-from app.db import db, is_postgres, is_retryable, write_transaction
+from app.db import RETRIES as DB_RETRIES, db, is_postgres
+from app.db import transactional as db_transactional
 from app.errors import Problem
 from app.services import clock
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerCustomer, LedgerEntry,
@@ -169,39 +168,10 @@ def cross_check_set(policy_set):
 # --------------------------------------------------------------------------- transactions
 
 log = logging.getLogger(__name__)
-RETRIES = Counter()  # retried transactions of transactional() by cause; tests assert on it
-_retries_lock = threading.Lock()
-
-
-def transactional(retries=8):
-    """Like ``app.db.transactional`` (retries deadlocks and serialization failures), counting retries.
-
-    The ledger's own batch uses it, and callers that post several operations in one transaction may
-    use it too (``ledger.transactional()``): ``RETRIES`` then tells how often their transactions were
-    retried, and why (``deadlock``, ``serialization``, ``busy``).
-    """
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            if db.in_transaction():
-                return fn(*args, **kwargs)
-            attempt = 0
-            while True:
-                try:
-                    with write_transaction():
-                        return fn(*args, **kwargs)
-                except (pw.OperationalError, pw.InternalError, pw.IntegrityError) as exc:
-                    if not is_retryable(exc) or attempt >= retries:
-                        raise
-                    attempt += 1
-                    code = getattr(getattr(exc, "orig", None) or exc.__cause__, "pgcode", None)
-                    cause = {"40P01": "deadlock", "40001": "serialization", "55P03": "lock"}.get(code, "busy")
-                    with _retries_lock:
-                        RETRIES[cause] += 1
-                    log.info("retrying %s after %s (attempt %d)", fn.__name__, cause, attempt)
-                    time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.random())
-        return wrapper
-    return deco
+# The ledger's batch and callers posting several operations in one transaction use the product-wide
+# retrying transaction; RETRIES counts its retries by cause (tests assert on it).
+transactional = db_transactional
+RETRIES = DB_RETRIES
 
 
 # --------------------------------------------------------------------------- helpers
