@@ -1,12 +1,10 @@
 """Tickets (工单): create with routing, workflow transitions and approvals, assignment, comments, history."""
-import contextlib
 import datetime as dt
 import json
-import threading
 
 import peewee as pw
 
-from app.db import db, for_update, is_postgres, transactional
+from app.db import db, for_update, transactional
 from app.errors import Problem, not_found
 from app.models.core import IdempotencyRecord, utcnow
 from app.models.staff import Staff
@@ -359,19 +357,6 @@ def facts_of(body):
             "user": _user_facts(body), "tags": list(body.get("tags") or [])}
 
 
-_sqlite_writer = threading.Lock()
-
-
-def _writer_turn():
-    """On SQLite, this process's writers queue on a lock instead of SQLite's busy handler.
-
-    SQLite has one write lock; a writer that finds it taken sleeps in growing steps (up to 100 ms) before
-    retrying, which puts those sleeps straight into the latency tail. Threads of one process waiting on a
-    Python lock are woken the moment it is free. Other processes still meet the busy handler.
-    """
-    return contextlib.nullcontext() if is_postgres() or db.in_transaction() else _sqlite_writer
-
-
 def _replayed(client, key, request_digest):
     """The stored result of (client, key), or None; one prepared SELECT on the miss (the usual case)."""
     if fastsql.select_one(IdempotencyRecord, ("id",), {"client": client, "key": key}) is None:
@@ -421,8 +406,7 @@ def create(principal, body, key):
         return result
 
     try:
-        with _writer_turn():
-            return 201, attempt(), False
+        return 201, attempt(), False
     except pw.IntegrityError:
         # a concurrent request with the same key committed first: its transaction won, ours rolled back
         if key is None or db.in_transaction():
