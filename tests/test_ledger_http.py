@@ -63,6 +63,26 @@ def test_idempotency_header_replays_with_same_status_and_rejects_other_body(http
     assert http.post("/v1/ledger/recharge", json=body).status_code == 428
     assert cash(http, customer)["sub_accounts"]["available"] == 100
 
+def test_consume_replay_returns_the_record_written_with_the_journal(http, customer):
+    # On PostgreSQL a single consume writes its idempotency record in the journal's statement: the replay
+    # must be that very result, the journal written once, a different body still a 409.
+    http.post("/v1/ledger/recharge", json={"customer": customer, "amount": 500}, key=ref("k"))
+    key = ref("k")
+    body = {"customer": customer, "amount": 120, "metadata": {"note": "café ☕", "n": -1}}
+    first = http.post("/v1/ledger/consume", json=body, key=key)
+    again = http.post("/v1/ledger/consume", json=body, key=key)
+    assert first.status_code == again.status_code == 201, first.json()
+    assert again.json() == first.json() and again.headers.get("Idempotent-Replayed") == "true"
+    j = first.json()["journal"]
+    assert first.json()["consume"]["journal_id"] == j["id"]
+    stored = http.get(f"/v1/ledger/journals/{j['id']}").json()
+    assert sorted((e["amount"], e["balance_after"]) for e in stored["entries"]) == \
+        sorted((e["amount"], e["balance_after"]) for e in j["entries"])
+    other = http.post("/v1/ledger/consume", json={**body, "amount": 121}, key=key)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency-key-reused"
+    assert cash(http, customer)["sub_accounts"]["available"] == 380
+
+
 
 def test_insufficient_funds_problem_has_needed_available_account(http, customer):
     r = http.post("/v1/ledger/consume", json={"customer": customer, "amount": 5001}, key=ref("k"))

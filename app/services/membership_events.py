@@ -1,6 +1,7 @@
 """Member events: stored verbatim (idempotent by event id, simulation input) and turned into growth, points and level changes."""
 import hashlib
 import json
+from types import SimpleNamespace
 
 import peewee as pw
 
@@ -13,6 +14,8 @@ from app.services import membership_growth as growth
 from app.services import membership_plans as plans
 from app.services import membership_points as points
 from app.services import membership_policy as mp
+from app.services import membership_sql as msql
+from app.services import tickets_sql as fastsql
 
 MAX_BATCH = 500
 
@@ -61,9 +64,21 @@ def _process(cfg, event, digest, actor):
     member_ref = event["member_id"]
     member = growth.lock_member(cfg, member_ref, at)
     # Checked under the member lock: a concurrent twin of this event has committed or not started.
-    existing = MemberEvent.get_or_none(MemberEvent.event_id == event["event_id"])
+    existing = _stored(event["event_id"])
     if existing is not None:
         return _replay(existing, digest)
+    with msql.deferred():  # the event's journal rows, decisions, snapshot and stored event: one round trip
+        return _apply(cfg, event, digest, actor, at, member)
+
+
+def _stored(event_id):
+    """The stored event's (event_id, digest, result), or None (only what a replay needs)."""
+    row = fastsql.select_one(MemberEvent, ("event_id", "digest", "result"), {"event_id": event_id})
+    return None if row is None else SimpleNamespace(event_id=row[0], digest=row[1], result=row[2])
+
+
+def _apply(cfg, event, digest, actor, at, member):
+    member_ref = member.member_ref
     plan = plans.active_plan(cfg, member_ref, at)
     facts = {"type": event["type"], "amount_fen": event.get("amount_fen"), "channel": event.get("channel"),
              "order_ref": event.get("order_ref"), "attributes": event.get("attributes") or {},
@@ -77,11 +92,12 @@ def _process(cfg, event, digest, actor):
               "occurred_at": mp.iso(at), "status": "accepted", "replayed": False, "policy_version": cfg.version,
               "paid": plan is not None, "growth": g, "points": p, "cashback": cashback,
               "level": {"level": member.level, "changed": change is not None, "change": change}}
-    MemberEvent.create(event_id=event["event_id"], member_ref=member_ref, type=event["type"], occurred_at=at,
-                       amount_fen=event.get("amount_fen"), order_ref=event.get("order_ref"),
-                       channel=event.get("channel"), body=canonical(event), digest=digest,
-                       paid_at_event=plan is not None, policy_version=cfg.version,
-                       result=json.dumps(result, ensure_ascii=False, separators=(",", ":")))
+    msql.insert(MemberEvent, dict(event_id=event["event_id"], member_ref=member_ref, type=event["type"],
+                                  occurred_at=at, amount_fen=event.get("amount_fen"),
+                                  order_ref=event.get("order_ref"), channel=event.get("channel"),
+                                  body=canonical(event), digest=digest, paid_at_event=plan is not None,
+                                  policy_version=cfg.version,
+                                  result=json.dumps(result, ensure_ascii=False, separators=(",", ":"))))
     return result
 
 

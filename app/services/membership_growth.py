@@ -4,11 +4,12 @@ import logging
 
 import peewee as pw
 
-from app.db import for_update, transactional
+from app.db import db, for_update, is_postgres, transactional
 from app.errors import Problem
 from app.models.core import utcnow
 from app.models.membership import CapCounter, GrowthEntry, LevelChange, Member, MemberEvent
 from app.services import membership_policy as mp
+from app.services import membership_sql as msql
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +20,26 @@ def lock_member(cfg, member_ref, at):
     """The member row, created on first sight and locked (FOR UPDATE) for the rest of the transaction.
 
     Locking the member serialises all changes of one member, which is what makes per-member caps
-    exact under concurrent requests.
+    exact under concurrent requests. Plain cached SQL: this runs on every event.
     """
-    query = for_update(Member.select().where(Member.member_ref == member_ref))
-    member = query.first()
-    if member is None:
+    row = _select_member(member_ref)
+    if row is None:
         Member.insert(member_ref=member_ref, joined_at=at, growth=0, level=cfg.levels[0]["name"],
                       level_since=at, updated_at=utcnow()).on_conflict_ignore().execute()
-        member = query.clone().first()
-    return member
+        row = _select_member(member_ref)
+    return Member(**{f.name: f.python_value(v) for f, v in zip(_MEMBER_FIELDS, row)})
+
+
+_MEMBER_FIELDS = [Member._meta.fields[n] for n in
+                  ("id", "member_ref", "joined_at", "growth", "level", "level_since", "level_valid_until",
+                   "updated_at")]
+
+
+def _select_member(member_ref):
+    p = db.obj.param
+    cols = ", ".join(f'"{f.column_name}"' for f in _MEMBER_FIELDS)
+    lock = " FOR UPDATE" if is_postgres() else ""
+    return db.execute_sql(f'SELECT {cols} FROM "member" WHERE "member_ref" = {p}{lock}', (member_ref,)).fetchone()
 
 
 def get_member(member_ref):
@@ -49,16 +61,25 @@ def _cap_matches(cap, event):
     return True
 
 
+class _Counter:
+    """The columns of a cap_counter row the cap logic reads."""
+    __slots__ = ("id", "amount", "count")
+
+    def __init__(self, id, amount, count):
+        self.id, self.amount, self.count = id, amount, count
+
+
 def counter(scope, cap, window, lock=True):
-    """The usage counter of (scope, cap, window), created if missing and locked when asked."""
-    q = CapCounter.select().where((CapCounter.scope == scope) & (CapCounter.cap == cap)
-                                  & (CapCounter.window == window))
-    q = for_update(q) if lock else q
-    row = q.first()
+    """The usage counter of (scope, cap, window), created if missing and locked when asked (plain SQL: hot path)."""
+    p = db.obj.param
+    sql = (f'SELECT "id", "amount", "count" FROM "cap_counter" WHERE "scope" = {p} AND "cap" = {p} '
+           f'AND "window" = {p}' + (" FOR UPDATE" if lock and is_postgres() else ""))
+    args = (scope, cap, window)
+    row = db.execute_sql(sql, args).fetchone()
     if row is None:
         CapCounter.insert(scope=scope, cap=cap, window=window, amount=0, count=0).on_conflict_ignore().execute()
-        row = q.clone().first()
-    return row
+        row = db.execute_sql(sql, args).fetchone()
+    return _Counter(row[0], int(row[1]), int(row[2]))
 
 
 def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max"):
@@ -83,26 +104,31 @@ def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max"):
 
 
 def charge_counters(rows, amount, count=1):
+    p = db.obj.param
     for row in rows:
-        CapCounter.update(amount=CapCounter.amount + amount, count=CapCounter.count + count) \
-            .where(CapCounter.id == row.id).execute()
+        db.execute_sql(f'UPDATE "cap_counter" SET "amount" = "amount" + {p}, "count" = "count" + {p} WHERE "id" = {p}',
+                       (amount, count, row.id))
 
 
 # ---- journal ------------------------------------------------------------------------------------
 
 def _append(member, kind, delta, cut, entry_key, rule, version, reason, at, event_id=None, order_ref=None):
     member.growth += delta
-    GrowthEntry.create(member_ref=member.member_ref, entry_key=entry_key, kind=kind, delta=delta,
-                       balance_after=member.growth, cut=cut, event_id=event_id, order_ref=order_ref,
-                       rule=rule, policy_version=version, reason=reason, at=at)
+    msql.insert(GrowthEntry, dict(member_ref=member.member_ref, entry_key=entry_key, kind=kind, delta=delta,
+                                  balance_after=member.growth, cut=cut, event_id=event_id, order_ref=order_ref,
+                                  rule=rule, policy_version=version, reason=reason, at=at))
     return {"rule": rule, "kind": kind, "delta": delta, "cut": cut, "balance_after": member.growth,
             "reason": reason}
 
 
 def _save(member):
-    Member.update(growth=member.growth, level=member.level, level_since=member.level_since,
-                  level_valid_until=member.level_valid_until, updated_at=utcnow()) \
-        .where(Member.id == member.id).execute()
+    p = db.obj.param
+    f = Member._meta.fields
+    msql.statement(f'UPDATE "member" SET "growth" = {p}, "level" = {p}, "level_since" = {p}, '
+                   f'"level_valid_until" = {p}, "updated_at" = {p} WHERE "id" = {p}',
+                   (member.growth, member.level, f["level_since"].db_value(member.level_since),
+                    f["level_valid_until"].db_value(member.level_valid_until), f["updated_at"].db_value(utcnow()),
+                    member.id))
 
 
 # ---- events -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from app.models.membership import PointsAward, Redemption
 from app.services import clock
 from app.services import membership_ledger as ml
 from app.services import membership_policy as mp
+from app.services import membership_sql as msql
 from app.services.membership_growth import apply_caps, charge_counters, clawback_target, counter, order_totals
 
 GLOBAL = "*"
@@ -140,10 +141,10 @@ def _earn(cfg, member, event, facts, at, plan, actor):
                 reason += f" x{mult}% ({mult_rule})"
             if cuts:
                 reason += "; capped by " + ", ".join(f"{c['cap']} (-{c['cut']})" for c in cuts)
-            PointsAward.create(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
-                               cut=amount - granted, cuts=json.dumps(cuts), event_id=event["event_id"],
-                               order_ref=event.get("order_ref"), rule=match.rule, policy_version=version,
-                               reason=reason, expires_at=expires_at, journal=journal, at=at)
+            msql.insert(PointsAward, dict(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
+                                          cut=amount - granted, cuts=json.dumps(cuts), event_id=event["event_id"],
+                                          order_ref=event.get("order_ref"), rule=match.rule, policy_version=version,
+                                          reason=reason, expires_at=expires_at, journal=journal, at=at))
             mp.record_decision(cfg.points_ruleset, version, match.rule, f"member:{member.member_ref}",
                                {"event_id": event["event_id"], "type": event["type"],
                                 "amount_fen": event.get("amount_fen"), "level": member.level},

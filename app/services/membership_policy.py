@@ -1,6 +1,9 @@
 """Membership policy access: the membership/points/benefits/plans documents compiled per policy version, time windows, cross-checks."""
 import calendar
 import datetime as dt
+import hashlib
+import json
+import secrets
 import threading
 from zoneinfo import ZoneInfo
 
@@ -175,7 +178,24 @@ def evaluate(ruleset, facts):
     return ev.matches, ev.version
 
 
+def _canon(value):
+    # the decision log's canonical JSON (app.policy.decisions), so digests match rows it writes itself
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def record_decision(ruleset, version, rule, subject, inputs, outcome):
     """Record a state-changing decision in the policy decision log (in the caller's transaction)."""
-    from app.policy import decisions
-    return decisions.record(ruleset, version, rule, subject, inputs, outcome)
+    from app.services import membership_sql as msql
+    if not msql.active():
+        from app.policy import decisions
+        return decisions.record(ruleset, version, rule, subject, inputs, outcome)
+    # inside an event: the same row decisions.record writes, sent with the event's other writes
+    from app.models.core import utcnow
+    from app.models.policy import Decision
+    text = _canon(inputs)
+    decision_id = "dec_" + secrets.token_hex(12)
+    msql.insert(Decision, {"decision_id": decision_id, "ruleset": str(ruleset)[:100], "version": version,
+                           "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],
+                           "input_digest": hashlib.sha256(text.encode()).hexdigest(), "inputs": text,
+                           "outcome": _canon(outcome), "created_at": utcnow()})
+    return decision_id

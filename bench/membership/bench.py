@@ -1,11 +1,13 @@
-"""Membership benchmark on PostgreSQL: member events/s (single and batch) and checkout-benefits req/s with p99.
+"""Membership benchmark over HTTP: member events/s (single and batch) and checkout-benefits req/s with p99.
 
-Usage:  .venv/bin/python bench/membership/bench.py [--runs 3] [--seconds 5] [--clients 4] [--keep]
+Usage:  .venv/bin/python bench/membership/bench.py [--backend postgres|sqlite] [--runs 3] [--seconds 5] [--clients 4]
 
-Creates a fresh database ``bench_membership_<pid>``, migrates it, starts ``patron serve`` (gunicorn)
-on it and drives it from client processes. References measured in the same run: pgbench running the
-storage shape of one event (bench/membership/event.sql) for the event rows, and ``GET /healthz`` (the
-bare HTTP stack: auth-free Flask + gunicorn) for the request-rate rows. Prints one table with ratios.
+Creates a fresh database (PostgreSQL ``bench_membership_<pid>``, or a SQLite file in a temporary
+directory), migrates it, starts ``patron serve`` (gunicorn) on it and drives it from client processes.
+References measured in the same run: pgbench running the storage shape of one event
+(bench/membership/event.sql) for the event rows (PostgreSQL only), and ``GET /healthz`` (the bare HTTP
+stack: auth-free Flask + gunicorn) for the request-rate rows. Prints one table with ratios.
+See also bench/membership/profile_event.py (statements and in-process ms per request).
 """
 import argparse
 import http.client
@@ -187,6 +189,8 @@ def pgbench(db, clients, seconds):
 
 def once(args):
     """One run in a fresh database: rows of (name, (rate, p50, p99, errors), reference rate, reference name)."""
+    if args.backend == "sqlite":
+        return once_sqlite(args)
     db = f"bench_membership_{os.getpid()}"
     psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     psql(f"CREATE DATABASE {db}")
@@ -214,8 +218,35 @@ def once(args):
             ("POST checkout-benefits (req/s)", checkout, health[0], "healthz")]
 
 
+def once_sqlite(args):
+    """One run on a fresh SQLite file (no pgbench reference: event rows are compared with healthz)."""
+    tmp = tempfile.mkdtemp(prefix="bench-members-")
+    url = f"sqlite:///{tmp}/bench.db"
+    server = None
+    try:
+        patron(url, "db", "upgrade")
+        seed(url)
+        server = Server(url, args.workers, args.threads)
+        warm_up(server)
+        health = load(server.port, server.token, "health", args.clients, args.seconds)
+        single = load(server.port, server.token, "single", args.clients, args.seconds)
+        batch = load(server.port, server.token, "batch", args.clients, args.seconds)
+        checkout = load(server.port, server.token, "checkout", args.clients, args.seconds)
+    finally:
+        if server:
+            server.stop()
+        if not args.keep:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return [("GET /healthz (reference: HTTP stack)", health, None, None),
+            ("POST /v1/member-events (events/s)", single, health[0], "healthz"),
+            (f"POST /v1/member-events/batch x{BATCH} (events/s)", batch, health[0], "healthz"),
+            ("POST checkout-benefits (req/s)", checkout, health[0], "healthz")]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
@@ -225,7 +256,7 @@ def main():
     args = ap.parse_args()
     runs = [once(args) for _ in range(args.runs)]
     load_avg = os.getloadavg()[0]
-    print(f"\nmembership bench: PostgreSQL, {args.clients} clients, {args.seconds:.0f} s each, median of "
+    print(f"\nmembership bench: {args.backend}, {args.clients} clients, {args.seconds:.0f} s each, median of "
           f"{args.runs} run(s), gunicorn {args.workers} workers x {args.threads} threads, {MEMBERS} members, "
           f"{os.cpu_count()} cores, load average {load_avg:.1f}")
     print(f"{'what':52} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}  ratio (same run)")
