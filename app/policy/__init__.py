@@ -113,6 +113,36 @@ def active():
     return _active
 
 
+_derived = {}
+_derived_lock = threading.Lock()
+
+
+def derived(name, build):
+    """What a context compiles from the active set (``build(policy_set)``), computed once per version.
+
+    Args:
+        name: the context's name for it, e.g. ``"tickets"``.
+        build: pure function of the policy set.
+    """
+    ps = active()
+    key = (name, ps.version)
+    value = _derived.get(key)
+    if value is None:
+        value = build(ps)
+        with _derived_lock:
+            if len(_derived) > 64:  # old versions are dead weight
+                _derived.clear()
+            _derived[key] = value
+    return value
+
+
+def forget_derived(name=None):
+    """Drop compiled values (of one name, or all), e.g. in tests that rebuild the database."""
+    with _derived_lock:
+        for key in [k for k in _derived if name is None or k[0] == name]:
+            del _derived[key]
+
+
 def active_version():
     """Version of the set in force, or None before any is loaded."""
     return _active.version if _active is not None else None

@@ -10,6 +10,16 @@ def _canon(value):
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def row(ruleset, version, rule, subject, inputs, outcome):
+    """The decision-log row (column -> value) for one decision; ``record`` writes it, batch writers send it."""
+    from app.models.core import utcnow
+    text = _canon(inputs)
+    return {"decision_id": "dec_" + secrets.token_hex(12), "ruleset": str(ruleset)[:100], "version": version,
+            "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],
+            "input_digest": hashlib.sha256(text.encode()).hexdigest(), "inputs": text,
+            "outcome": _canon(outcome), "created_at": utcnow()}
+
+
 def record(ruleset, version, rule, subject, inputs, outcome):
     """Append one decision (call inside the transaction of the change it explains).
 
@@ -24,13 +34,9 @@ def record(ruleset, version, rule, subject, inputs, outcome):
     Returns:
         the decision id (``dec_`` + 24 hex).
     """
-    decision_id = "dec_" + secrets.token_hex(12)
-    text = _canon(inputs)
-    Decision.create(decision_id=decision_id, ruleset=str(ruleset)[:100], version=version,
-                    rule=None if rule is None else str(rule)[:200], subject=str(subject)[:200],
-                    input_digest=hashlib.sha256(text.encode()).hexdigest(), inputs=text,
-                    outcome=_canon(outcome))
-    return decision_id
+    values = row(ruleset, version, rule, subject, inputs, outcome)
+    Decision.insert(values).execute()
+    return values["decision_id"]
 
 
 def _row(d):

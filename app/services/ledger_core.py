@@ -78,18 +78,9 @@ class AssetsConfig:
         return route[what]
 
 
-_config_cache = {}
-_config_lock = threading.Lock()
-
-
-def config():
-    """The compiled `assets` policy of the active policy set (cached per policy version)."""
-    ps = policy.active()
-    cached = _config_cache.get(ps.version)
-    if cached is not None:
-        return cached
+def _compile(ps):
     doc = ps.one("assets")
-    cfg = AssetsConfig(
+    return AssetsConfig(
         version=ps.version,
         assets=doc["assets"],
         account_types=doc["account_types"],
@@ -99,10 +90,11 @@ def config():
         system={k: list(v) for k, v in doc["system_accounts"]["accounts"].items()},
         routes=doc["routes"],
     )
-    with _config_lock:
-        _config_cache.clear()
-        _config_cache[ps.version] = cfg
-    return cfg
+
+
+def config():
+    """The compiled `assets` policy of the active policy set (once per policy version)."""
+    return policy.derived("ledger.assets", _compile)
 
 
 def policy_version():
@@ -496,8 +488,7 @@ def ensure_system_accounts():
 def clear_caches():
     with _system_lock:
         _system_cache.clear()
-    with _config_lock:
-        _config_cache.clear()
+    policy.forget_derived("ledger.assets")
 
 
 # --------------------------------------------------------------------------- posting

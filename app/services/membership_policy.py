@@ -1,10 +1,6 @@
 """Membership policy access: the membership/points/benefits/plans documents compiled per policy version, time windows, cross-checks."""
 import calendar
 import datetime as dt
-import hashlib
-import json
-import secrets
-import threading
 from zoneinfo import ZoneInfo
 
 from app import policy
@@ -13,8 +9,6 @@ from app.errors import Problem
 BUILTIN_EVENT_TYPES = ("order_paid", "order_refunded", "sign_in", "share", "task_completed",
                        "review_posted", "active_day")
 
-_cache = {}
-_cache_lock = threading.Lock()
 
 
 class Config:
@@ -78,16 +72,8 @@ def _one(ps, kind):
 
 
 def current():
-    """The compiled membership configuration of the active policy set (cached per version)."""
-    ps = policy.active()
-    cfg = _cache.get(ps.version)
-    if cfg is None:
-        cfg = Config(ps)
-        with _cache_lock:
-            if len(_cache) > 8:
-                _cache.clear()
-            _cache[ps.version] = cfg
-    return cfg
+    """The compiled membership configuration of the active policy set (once per version)."""
+    return policy.derived("membership", Config)
 
 
 # ---- time ---------------------------------------------------------------------------------------
@@ -178,24 +164,15 @@ def evaluate(ruleset, facts):
     return ev.matches, ev.version
 
 
-def _canon(value):
-    # the decision log's canonical JSON (app.policy.decisions), so digests match rows it writes itself
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
 def record_decision(ruleset, version, rule, subject, inputs, outcome):
     """Record a state-changing decision in the policy decision log (in the caller's transaction)."""
     from app.services import membership_sql as msql
     if not msql.active():
         from app.policy import decisions
         return decisions.record(ruleset, version, rule, subject, inputs, outcome)
-    # inside an event: the same row decisions.record writes, sent with the event's other writes
-    from app.models.core import utcnow
+    # inside an event: the row decisions.record writes, sent with the event's other writes
     from app.models.policy import Decision
-    text = _canon(inputs)
-    decision_id = "dec_" + secrets.token_hex(12)
-    msql.insert(Decision, {"decision_id": decision_id, "ruleset": str(ruleset)[:100], "version": version,
-                           "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],
-                           "input_digest": hashlib.sha256(text.encode()).hexdigest(), "inputs": text,
-                           "outcome": _canon(outcome), "created_at": utcnow()})
-    return decision_id
+    from app.policy import decisions
+    values = decisions.row(ruleset, version, rule, subject, inputs, outcome)
+    msql.insert(Decision, values)
+    return values["decision_id"]

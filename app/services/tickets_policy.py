@@ -1,13 +1,10 @@
 """Ticket policy view: workflows, SLA targets, calendars, roles from the active policy set; guards; cross-checks."""
-import threading
 from dataclasses import dataclass, field
 
 from app.errors import Problem
 from app.services import sla as slamath
 
 PRIORITIES = ("P1", "P2", "P3", "P4")
-_cache = {}
-_cache_lock = threading.Lock()
 
 
 @dataclass
@@ -76,16 +73,7 @@ class TicketConfig:
 def current():
     """The TicketConfig of the active policy set (compiled once per version)."""
     from app import policy
-    ps = policy.active()
-    with _cache_lock:
-        cfg = _cache.get(ps.version)
-    if cfg is None:
-        cfg = build(ps)
-        with _cache_lock:
-            if len(_cache) > 8:
-                _cache.clear()
-            _cache[ps.version] = cfg
-    return cfg
+    return policy.derived("tickets", build)
 
 
 def _one(ps, kind):
