@@ -15,7 +15,7 @@ from app.services import membership_plans as plans
 from app.services import membership_points as points
 from app.services import membership_policy as mp
 from app.services import membership_sql as msql
-from app.services import tickets_sql as fastsql
+from app import fastsql
 
 MAX_BATCH = 500
 

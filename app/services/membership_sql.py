@@ -3,7 +3,7 @@ import contextlib
 import threading
 
 from app.db import db, is_postgres
-from app.services import tickets_sql as fastsql
+from app import fastsql
 
 _local = threading.local()
 

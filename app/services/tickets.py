@@ -11,7 +11,7 @@ from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
 from app.services import idempotency, outbox, tickets_policy, tickets_routing, tickets_sla
-from app.services import tickets_sql as fastsql
+from app import fastsql
 from app.services.tickets_policy import PRIORITIES
 
 

@@ -1,4 +1,4 @@
-"""Prepared statement text for the ticket hot path: each INSERT shape is built once, not by peewee per call."""
+"""Hot-path SQL without peewee query building: each INSERT/SELECT shape is built once per table and row count."""
 import sqlite3
 
 from app.db import db, is_postgres
