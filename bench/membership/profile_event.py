@@ -9,9 +9,11 @@ the network. The reference measured in the same run is an authenticated GET /v1/
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import random
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -138,7 +140,7 @@ def main():
         co_ms = timed(checkout, args.n)
         if prof:
             prof.disable()
-            prof.dump_stats("/tmp/patron-member-event.prof")
+            prof.dump_stats(os.path.join(tempfile.gettempdir(), "patron-member-event.prof"))
 
         print(f"\nMember events in-process — backend {args.backend}, {args.n} requests each\n")
         header = f"{'measure':<38} {'value':>8} {'reference':>10} {'ratio':>7}  detail"

@@ -9,8 +9,10 @@ network. The reference measured in the same run is an authenticated GET /v1/tick
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -35,7 +37,7 @@ def main():
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     ap.add_argument("--creates", type=int, default=200)
     ap.add_argument("--profile", action="store_true",
-                    help="print the top cProfile entries (stats also saved to /tmp/patron-ticket-create.prof)")
+                    help="print the top cProfile entries (stats also saved to patron-ticket-create.prof in the temp folder)")
     ap.add_argument("--sql", action="store_true", help="print the statements of one create")
     args = ap.parse_args()
 
@@ -113,7 +115,7 @@ def main():
             create(10_000 + i)
         if prof:
             prof.disable()
-            prof.dump_stats("/tmp/patron-ticket-create.prof")
+            prof.dump_stats(os.path.join(tempfile.gettempdir(), "patron-ticket-create.prof"))
         ms = (time.perf_counter() - t0) * 1000 / args.creates
 
         print(f"\nTicket create in-process — backend {args.backend}, {args.creates} creates\n")
