@@ -17,7 +17,6 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,9 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
-PG = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import PG, PY, ROOT, free_port, patron, psql  # noqa: E402
 CUSTOMERS = 200
 MERCHANTS = 64
 AMOUNT = 1
@@ -35,25 +33,6 @@ BATCH = 100
 
 
 # --------------------------------------------------------------------------- setup
-
-
-def psql(sql, db="postgres"):
-    subprocess.run(["psql", f"{PG}/{db}", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True,
-                   capture_output=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def patron(url, *args):
-    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING"}
-    return subprocess.run([PY, "-m", "app.cli", *args], env=env, check=True, capture_output=True, text=True,
-                          cwd=ROOT).stdout
 
 
 def seed(url):

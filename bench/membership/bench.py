@@ -17,7 +17,6 @@ import os
 import random
 import re
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,31 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
-PG = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import PG, PY, ROOT, free_port, patron, psql  # noqa: E402
 MEMBERS = 500
 BATCH = 100
 CART = {"items": [{"sku": "A", "price_fen": 10000, "quantity": 2, "category": "food"},
                   {"sku": "B", "price_fen": 5000}], "shipping_fen": 1000, "channel": "app"}
-
-
-def psql(sql, db="postgres"):
-    subprocess.run(["psql", f"{PG}/{db}", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def patron(url, *args):
-    env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING"}
-    return subprocess.run([PY, "-m", "app.cli", *args], env=env, check=True, capture_output=True, text=True,
-                          cwd=ROOT).stdout
 
 
 def seed(url):

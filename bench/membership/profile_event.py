@@ -19,10 +19,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tickets"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_tickets import database  # noqa: E402
+from common import counted_statements, database, in_process_app  # noqa: E402
 
 MEMBERS = 50
 CART = {"items": [{"sku": "A", "price_fen": 10000, "quantity": 2, "category": "food"},
@@ -50,25 +49,16 @@ def main():
     ap.add_argument("--sql", action="store_true", help="print the statements of one order_paid event")
     args = ap.parse_args()
 
-    import logging
-    logging.disable(logging.INFO)
-    from app import create_app, policy
     from app.db import db
-    from app.migrations import upgrade
     from app.services import ledger_core
-    from app.services.auth import create_key
+
+    def system_accounts():  # created up front, as `patron demo` does
+        with db.atomic():
+            ledger_core.ensure_system_accounts()
 
     url, cleanup = database(args.backend)
     try:
-        app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING"})
-        with app.app_context():
-            upgrade()
-            policy.startup(app)
-            with db.connection_context():
-                with db.atomic():
-                    ledger_core.ensure_system_accounts()
-                token, _ = create_key("prof", ["admin"])
-        logging.disable(logging.INFO)
+        app, token = in_process_app(url, setup=system_accounts)
         client = app.test_client()
         headers = {"Authorization": f"Bearer {token}"}
         rnd = random.Random(7)
@@ -87,33 +77,10 @@ def main():
                                   "type": "order_paid", "amount_fen": 10000, "order_ref": f"w-{uuid.uuid4().hex}"})
             assert r.status_code == 201, r.get_data(as_text=True)
 
-        statements = []
-        real = db.obj.execute_sql
-        real_tx = {name: getattr(db.obj, name) for name in ("begin", "commit", "rollback")}
-
-        def counting(sql, params=None, *a, **kw):
-            statements.append(sql)
-            return real(sql, params, *a, **kw)
-
-        def tx(name):
-            def call(*a, **kw):
-                statements.append(name.upper())
-                return real_tx[name](*a, **kw)
-            return call
-
         def counted(fn):
-            db.obj.execute_sql = counting
-            for name in real_tx:
-                setattr(db.obj, name, tx(name))
-            try:
+            with counted_statements() as statements:
                 fn()
-            finally:
-                del db.obj.execute_sql
-                for name in real_tx:
-                    delattr(db.obj, name)
-            out = list(statements)
-            statements.clear()
-            return out
+            return list(statements)
 
         n = 100
         ev_sql = counted(lambda: [post(i) for i in range(n)])

@@ -9,39 +9,15 @@ same server for HTTP; a naive Python scan of the same open tickets for the watch
 """
 import argparse
 import datetime as dt
-import os
-import secrets
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-PG_URL = os.environ.get("PATRON_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def database(backend):
-    if backend == "sqlite":
-        tmp = tempfile.mkdtemp(prefix="patron-bench-")
-        return "sqlite:///" + os.path.join(tmp, "bench.db"), lambda: shutil.rmtree(tmp, ignore_errors=True)
-    import psycopg2
-    schema = f"patron_bench_{secrets.token_hex(3)}"
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE SCHEMA "{schema}"')
-
-    def drop():
-        conn.cursor().execute(f'DROP SCHEMA "{schema}" CASCADE')
-        conn.close()
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options={quote('-c search_path=' + schema)}", drop
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import database  # noqa: E402
 
 def rate(session_factory, clients, total, fn):
     """Run ``fn(session, i)`` ``total`` times over ``clients`` threads; returns (per second, p99 ms)."""

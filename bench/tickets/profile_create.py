@@ -18,10 +18,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_tickets import database  # noqa: E402
+from common import counted_statements, database, in_process_app  # noqa: E402
 
 CATS = ["退款争议", "物流/配送", "发票", "投诉", "退换货", "商品质量", "账户/会员"]
 
@@ -41,22 +40,11 @@ def main():
     ap.add_argument("--sql", action="store_true", help="print the statements of one create")
     args = ap.parse_args()
 
-    import logging
-    logging.disable(logging.INFO)
-    from app import create_app, policy
     from app.db import db
-    from app.migrations import upgrade
-    from app.services.auth import create_key
 
     url, cleanup = database(args.backend)
     try:
-        app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING"})
-        with app.app_context():
-            upgrade()
-            policy.startup(app)
-            with db.connection_context():
-                token, _ = create_key("prof", ["admin"])
-        logging.disable(logging.INFO)
+        app, token = in_process_app(url)
         client = app.test_client()
         headers = {"Authorization": f"Bearer {token}"}
 
@@ -68,38 +56,17 @@ def main():
         for i in range(30):  # warm-up: rules compile, caches fill
             create(i)
 
-        statements = []
-        real = db.obj.execute_sql
-        real_tx = {name: getattr(db.obj, name) for name in ("begin", "commit", "rollback")}
-
-        def counting(sql, params=None, *a, **kw):
-            statements.append(sql)
-            return real(sql, params, *a, **kw)
-
-        def tx(name):
-            def call(*a, **kw):
-                statements.append(name.upper())
-                return real_tx[name](*a, **kw)
-            return call
         def counted(fn):
-            db.obj.execute_sql = counting
-            for name in real_tx:
-                setattr(db.obj, name, tx(name))
-            try:
+            with counted_statements() as statements:
                 fn()
-            finally:
-                del db.obj.execute_sql
-                for name in real_tx:
-                    delattr(db.obj, name)
+            return list(statements)
 
         n = 70
-        counted(lambda: [create(1000 + i) for i in range(n)])
+        statements = counted(lambda: [create(1000 + i) for i in range(n)])
         per = len(statements) / n
         kinds = Counter(s.split()[0].upper() for s in statements)
         if args.sql:
-            start = len(statements)
-            counted(lambda: create(99_999))
-            for s in statements[start:]:
+            for s in counted(lambda: create(99_999)):
                 print("  ", s[:160])
 
         t0 = time.perf_counter()
