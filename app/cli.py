@@ -1,8 +1,6 @@
 """The ``patron`` command: serve, db, apikey, demo, plus every group in app/commands/."""
 import argparse
-import importlib
 import os
-import pkgutil
 import shutil
 import sys
 
@@ -27,7 +25,7 @@ def cmd_apikey_create(args):
     app = _app(args)
     from app.db import db
     from app.errors import Problem
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     with app.app_context(), db.connection_context():
         try:
             token, key = create_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
@@ -42,7 +40,7 @@ def cmd_apikey_create(args):
 def cmd_apikey_revoke(args):
     app = _app(args)
     from app.db import db
-    from app.services.auth import revoke_key
+    from app.platform.auth import revoke_key
     with app.app_context(), db.connection_context():
         n = revoke_key(args.key_id)
     print("revoked" if n else "no such key")
@@ -54,7 +52,7 @@ def cmd_demo(args):
     app = _app(args)
     from app.db import db
     from app.migrations import upgrade
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     from app import demo
     with app.app_context():
         upgrade()
@@ -166,16 +164,18 @@ def build_parser():
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    import app.commands as commands
-    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"app.commands.{mod.name}").register(sub)
+    from app.commands import ledger, membership, policy, worker
+    for group in (ledger, membership, policy, worker):  # every command group, listed
+        group.register(sub)
     return parser
 
 
 def main(argv=None):
     import peewee
 
+    from app import contexts
     from app.config import ConfigError
+    contexts.register()
     args = build_parser().parse_args(argv)
     try:
         rc = args.func(args)

@@ -1,13 +1,7 @@
-"""Demo data for the embedded default (each bounded context adds its own seed function)."""
-import importlib
-import pkgutil
+"""Demo data for the embedded default: every context's ``seed_demo()``, listed in app.contexts."""
+from app import contexts
 
 
 def seed():
-    """Run every ``seed_demo()`` found in app.services modules; each must be idempotent."""
-    import app.services as services
-    for mod in sorted(pkgutil.iter_modules(services.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"app.services.{mod.name}")
-        fn = getattr(module, "seed_demo", None)
-        if fn:
-            fn()
+    """Seed the demo data of every context (idempotent)."""
+    contexts.seed_demo()

@@ -64,7 +64,7 @@ def in_process_app(url, setup=None):
     from app import create_app, policy
     from app.db import db
     from app.migrations import upgrade
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING"})
     with app.app_context():
         upgrade()

@@ -3,8 +3,8 @@ import logging
 
 from app.db import connection, db
 from app.errors import Problem
-from app.services import clock
-from app.services.ledger_core import parse_time
+from app.platform import clock
+from app.services.ledger.core import parse_time
 from app.models.ledger import LedgerHold, LedgerLot
 from jobs import job
 
@@ -26,7 +26,7 @@ def reconcile():
     Returns:
         {"ok": bool, "failed_checks": [names]}.
     """
-    from app.services.ledger_reconcile import reconcile as run
+    from app.services.ledger.reconcile import reconcile as run
     with connection():  # own connection, or the caller's when run inline inside one
         with db.atomic():
             report = run(store=True)
@@ -63,7 +63,7 @@ def expire_holds(limit=BATCH, at=None):
 
     Args:
         limit: at most this many holds per run.
-        at: the instant deciding expiry (ISO 8601; default: ``app.services.clock.now()``).
+        at: the instant deciding expiry (ISO 8601; default: ``app.platform.clock.now()``).
 
     Returns:
         number of holds expired.
@@ -83,7 +83,7 @@ def expire_lots(limit=BATCH, at=None):
 
     Args:
         limit: at most this many lots per run.
-        at: the instant deciding expiry (ISO 8601; default: ``app.services.clock.now()``).
+        at: the instant deciding expiry (ISO 8601; default: ``app.platform.clock.now()``).
 
     Returns:
         number of lots expired.

@@ -2,7 +2,7 @@
 import logging
 
 from app.db import db
-from app.services import clock
+from app.platform import clock
 from jobs import job
 
 log = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ PERIODIC = [
 
 
 def _at(at):
-    from app.services.membership_policy import parse_instant
+    from app.services.membership.policy import parse_instant
     return parse_instant(at, "/at") if at else clock.now()
 
 
@@ -26,7 +26,7 @@ def deduct_growth(at=None):
     Returns:
         {"members", "deducted", "demoted"}.
     """
-    from app.services.membership_growth import deduct_all
+    from app.services.membership.growth import deduct_all
     with db.connection_context():
         out = deduct_all(_at(at))
     log.info("growth deduction: %s", out)
@@ -40,7 +40,7 @@ def renew_plans(at=None):
     Returns:
         {"renewed", "failed", "lapsed", "expired"}.
     """
-    from app.services.membership_plans import run_due
+    from app.services.membership.plans import run_due
     with db.connection_context():
         out = run_due(_at(at))
     log.info("plan renewal: %s", out)
@@ -54,6 +54,6 @@ def issue_coupons(at=None):
     Returns:
         {"month", "issued"}.
     """
-    from app.services.membership_benefits import issue_coupons as run
+    from app.services.membership.benefits import issue_coupons as run
     with db.connection_context():
         return run(_at(at))

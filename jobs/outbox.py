@@ -13,13 +13,13 @@ def deliver_due(limit=100):
     Returns:
         dict of counts: delivered, retry, dead.
     """
-    from app.services import outbox
+    from app.platform import outbox
     with connection():
         return outbox.deliver_due(limit=limit)
 
 
 def prune(older_than_days=30):
     """Delete settled outbox messages older than ``older_than_days`` (their deliveries and attempts too)."""
-    from app.services import outbox
+    from app.platform import outbox
     with connection():
         return outbox.prune(older_than_days=older_than_days)

@@ -266,7 +266,7 @@ def _cron_classes():
 
 
 def build_cron_scheduler(connection, tz_name, periodic=None, queue_name=None):
-    """RQ's CronScheduler with one cron job per PERIODIC entry found in jobs/*.py."""
+    """RQ's CronScheduler with one cron job per PERIODIC entry of jobs.MODULES."""
     from jobs import queue_name as configured_queue
     scheduler = _cron_classes()(connection=connection)
     for path, expr in (periodic_jobs() if periodic is None else periodic):

@@ -10,6 +10,6 @@ def sla_watch():
     Returns:
         dict: warnings, breaches recorded by this tick.
     """
-    from app.services import tickets_sla
+    from app.services.tickets import sla as tickets_sla
     with connection():
         return tickets_sla.watch()

@@ -82,7 +82,7 @@ def db_conn(app):
 @pytest.fixture(scope="session")
 def admin_token(app):
     from app.db import db
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     with db.connection_context():
         token, _ = create_key("tests-admin", ["admin"])
     return token
@@ -90,7 +90,7 @@ def admin_token(app):
 
 def make_token(scopes, name="tests"):
     from app.db import db
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     with db.connection_context():
         token, _ = create_key(name, scopes)
     return token

@@ -101,7 +101,7 @@ def test_unreachable_database_is_a_clear_error(app, database_url, capsys):
 
 def test_demo_upgrades_seeds_and_prints_a_working_key(fresh_db, capsys):
     from app.db import db
-    from app.services.auth import authenticate
+    from app.platform.auth import authenticate
     assert main(["--database-url", fresh_db, "demo", "--port", "8123"]) in (0, None)
     out = capsys.readouterr().out
     token = re.search(r"ptr_[0-9a-f]{12}_[A-Za-z0-9_-]+", out).group(0)

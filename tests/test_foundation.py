@@ -249,7 +249,7 @@ def test_write_scope_implies_read_and_admin_implies_all(server):
 
 
 def test_scope_rules():
-    from app.services.auth import has_scope
+    from app.platform.auth import has_scope
     p = {"scopes": frozenset({"ledger:write"})}
     assert has_scope(p, "ledger:write") and has_scope(p, "ledger:read")
     assert not has_scope(p, "members:read") and not has_scope(p, "admin")
@@ -258,7 +258,7 @@ def test_scope_rules():
 
 def test_revoked_key_is_401(app, server):
     from app.db import db
-    from app.services.auth import create_key, revoke_key
+    from app.platform.auth import create_key, revoke_key
     with app.app_context(), db.connection_context():
         token, key = create_key("to-revoke", ["policy:read"])
     assert Http(server, token).get("/v1/policies/active").status_code == 200
@@ -270,7 +270,7 @@ def test_revoked_key_is_401(app, server):
 def test_keys_are_stored_hashed(app):
     from app.db import db
     from app.models.core import ApiKey
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     with app.app_context(), db.connection_context():
         token, key = create_key("hash-check", ["ledger:read"])
         stored = ApiKey.get(ApiKey.key_id == key.key_id)

@@ -28,7 +28,7 @@ def _iso(delta):
 def test_assets_policy_validates_against_its_schema_and_cross_checks():
     from jsonschema import Draft202012Validator
 
-    from app.services.ledger_core import cross_check
+    from app.services.ledger.core import cross_check
     schema = json.loads((ROOT / "schemas/policies/assets.json").read_text())
     doc = yaml.safe_load((ROOT / "policies/assets.yaml").read_text())
     Draft202012Validator.check_schema(schema)
@@ -37,7 +37,7 @@ def test_assets_policy_validates_against_its_schema_and_cross_checks():
 
 
 def test_cross_check_names_every_unknown_reference():
-    from app.services.ledger_core import cross_check
+    from app.services.ledger.core import cross_check
     doc = yaml.safe_load((ROOT / "policies/assets.yaml").read_text())
     doc["account_types"]["cash"]["asset"] = "USD"
     doc["customer_kinds"]["user"]["accounts"].append("gold")
@@ -315,7 +315,7 @@ def test_runs_in_the_callers_transaction(ledger, db_conn):
 
 @pytest.mark.parametrize("step", ["after-journal", "after-balances", "after-entries", "before-commit"])
 def test_crash_between_steps_leaves_nothing_and_retry_succeeds_once(ledger, step):
-    from app.services import ledger_core
+    from app.services.ledger import core as ledger_core
     cref = new_customer(cash=1000)
     key = ref("crash")
     body = {"customer": cref, "amount": 400, "external_ref": "order-crash"}
@@ -418,7 +418,7 @@ def test_batch_items_see_each_others_effects_and_a_late_failure_aborts_all(ledge
 
 def test_assets_cross_check_is_registered_with_the_policy_engine():
     from app.policy import kinds
-    from app.services import ledger_core
+    from app.services.ledger import core as ledger_core
     import app.services.ledger  # noqa: F401  (registers on import)
     assert ledger_core.cross_check_set in kinds.registered()["assets"]
 
@@ -486,7 +486,7 @@ def test_a_batch_of_many_consumes_matches_posting_them_one_by_one(ledger):
 def test_every_time_decision_follows_the_controllable_clock(ledger):
     # A replayed past year: lots granted then are live then, holds expire by that clock, journals carry its time.
     import jobs.ledger as jobs_ledger
-    from app.services import clock
+    from app.platform import clock
     clock.set_now(dt.datetime(2024, 6, 1, 12, 0))
     try:
         cref = new_customer(cash=1000)

@@ -199,7 +199,8 @@ def test_first_postings_on_a_fresh_database_all_succeed(app):
 
     from app.db import db, open_database
     from app.migrations import upgrade
-    from app.services import ledger, ledger_core
+    from app.services import ledger
+    from app.services.ledger import core as ledger_core
     from tests.conftest import PG_URL
 
     schema = f"patron_fresh_{secrets.token_hex(4)}"
@@ -247,7 +248,7 @@ def test_concurrent_membership_batches_commit_many_events_without_deadlocks(app)
     import logging
     import uuid
 
-    from app.services import membership_events
+    from app.services.membership import events as membership_events
 
     members = [f"mb-{uuid.uuid4().hex[:10]}" for _ in range(10)]
     retried = []
@@ -258,7 +259,7 @@ def test_concurrent_membership_batches_commit_many_events_without_deadlocks(app)
                 retried.append(record.getMessage())
 
     handler = Retries(level=logging.INFO)
-    loggers = [logging.getLogger("app.db"), logging.getLogger("app.services.ledger_core")]
+    loggers = [logging.getLogger("app.db"), logging.getLogger("app.services.ledger.core")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.addHandler(handler)

@@ -232,7 +232,7 @@ def test_batch_gives_per_item_results_in_one_commit(http, customer):
 
 
 def test_crash_mid_request_then_retry_with_same_key(http, customer):
-    from app.services import ledger_core
+    from app.services.ledger import core as ledger_core
     assert http.post("/v1/ledger/recharge", json={"customer": customer, "amount": 500}, key=ref("k")).ok
     key, body = ref("k"), {"customer": customer, "amount": 200}
 

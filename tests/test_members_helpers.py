@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from app.services import clock
+from app.platform import clock
 
 _seq = itertools.count()
 

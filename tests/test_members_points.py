@@ -74,7 +74,7 @@ def test_reject_held_redemption(http, frozen_clock):
 
 def test_global_daily_budget_cuts_and_reports(db_conn):
     """A small budget: the deferred take finds it short, the event is redone strictly and the cut reported."""
-    from app.services import membership_events as events, membership_policy as mp
+    from app.services.membership import events, policy as mp
     from tests.test_membership_policy import FakeSet, ROOT, load
     docs = load(ROOT)
     for d in docs:

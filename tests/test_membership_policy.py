@@ -7,7 +7,8 @@ import yaml
 
 from app.models.membership import GrowthEntry, Member
 from app.schemas import errors_of
-from app.services import membership, membership_growth, membership_policy as mp
+from app.services import membership
+from app.services.membership import growth as membership_growth, policy as mp
 from tests.test_members_helpers import uid
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.models.membership import GrowthEntry, Member
-from app.services import membership_events as events
+from app.services.membership import events
 from tests.test_members_helpers import uid
 
 STEP = st.one_of(

@@ -9,7 +9,7 @@ import pytest
 
 from app.models.core import utcnow
 from app.models.outbox import OutboxAttempt, OutboxDelivery
-from app.services import outbox
+from app.platform import outbox
 
 
 class Receiver:

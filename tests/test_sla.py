@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.services import sla
+from app.platform import calendar as sla
 
 POLICY = yaml.safe_load((Path(__file__).resolve().parent.parent / "policies" / "calendar.yaml").read_text())
 BUSINESS = sla.calendar_from_policy(POLICY["calendars"]["business"])  # Mon-Fri 09:00-12:00, 13:30-18:00 +08:00

@@ -9,7 +9,9 @@ from app.db import write_transaction
 from app.models.core import IdempotencyRecord
 from app.models.outbox import OutboxDelivery, OutboxMessage
 from app.models.tickets import Ticket, TicketActionRun, TicketEvent, TicketNotice
-from app.services import outbox, tickets, tickets_policy, tickets_routing
+from app.platform import outbox
+from app.services import tickets
+from app.services.tickets import policy as tickets_policy, routing as tickets_routing
 
 
 def uid(prefix="x"):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.services import tickets_policy
+from app.services.tickets import policy as tickets_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 

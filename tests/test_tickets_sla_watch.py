@@ -10,7 +10,7 @@ from app.models.core import utcnow
 from app.models.outbox import OutboxMessage
 from app.models.staff import Staff
 from app.models.tickets import Ticket, TicketEvent, TicketSlaEvent
-from app.services import tickets_policy, tickets_sla
+from app.services.tickets import policy as tickets_policy, sla as tickets_sla
 
 
 def make_ticket(created_ago_minutes=13, response_minutes=15, resolution_minutes=240, priority="P2",

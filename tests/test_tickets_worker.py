@@ -9,7 +9,7 @@ import pytest
 
 from app.models.outbox import OutboxDelivery
 from app.models.tickets import Ticket
-from app.services import outbox
+from app.platform import outbox
 from tests.test_outbox import Receiver
 from tests.test_tickets_sla_watch import make_ticket, sla_rows
 

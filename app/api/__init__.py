@@ -37,7 +37,7 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if not public:
-                from app.services.auth import authenticate, require_scope
+                from app.platform.auth import authenticate, require_scope
                 g.principal = authenticate(request.headers.get("Authorization"))
                 if scope:
                     require_scope(g.principal, scope)

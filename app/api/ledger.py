@@ -3,9 +3,9 @@ from flask import Blueprint, g, jsonify, request
 
 from app.api import idempotency_key, operation, query_int
 from app.errors import Problem, validation_failed
-from app.services import idempotency
+from app.platform import idempotency
 from app.services import ledger
-from app.services.auth import actor
+from app.platform.auth import actor
 
 bp = Blueprint("ledger", __name__, url_prefix="/v1/ledger")
 

@@ -4,7 +4,7 @@ from flask import Blueprint, g, jsonify, request
 from app import policy
 from app.api import operation, query_int
 from app.errors import Problem, not_found
-from app.services.auth import actor
+from app.platform.auth import actor
 
 bp = Blueprint("policy", __name__, url_prefix="/v1")
 

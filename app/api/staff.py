@@ -2,7 +2,7 @@
 from flask import Blueprint, g, jsonify, request
 
 from app.api import operation
-from app.services import tickets_staff
+from app.services.tickets import staff as tickets_staff
 
 bp = Blueprint("staff", __name__, url_prefix="/v1")
 

@@ -5,7 +5,9 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from app.api import idempotency_key, operation, query_int
 from app.errors import Problem, validation_failed
-from app.services import outbox, tickets, tickets_stats
+from app.platform import outbox
+from app.services import tickets
+from app.services.tickets import stats as tickets_stats
 
 bp = Blueprint("tickets", __name__, url_prefix="/v1")
 

@@ -1,1 +1,1 @@
-"""CLI command groups: each module here defines ``register(subparsers)``; app.cli mounts them all."""
+"""CLI command groups: each module here defines ``register(subparsers)``; app.cli lists and mounts them."""

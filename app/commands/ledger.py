@@ -7,7 +7,7 @@ def cmd_reconcile(args):
     from app import policy
     from app.cli import _app
     from app.db import db
-    from app.services.ledger_reconcile import reconcile
+    from app.services.ledger.reconcile import reconcile
     app = _app(args)
     with app.app_context(), db.connection_context():
         policy.startup(app)

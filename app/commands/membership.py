@@ -35,7 +35,7 @@ def cmd_show(args):
 
 def cmd_kpis(args):
     from app.errors import Problem
-    from app.services import membership_kpi as kpi
+    from app.services.membership import kpi
     _ctx(args)
     try:
         report = kpi.compute(args.month_from, args.month_to or args.month_from)

@@ -2,7 +2,7 @@
 import peewee as pw
 
 from app.db import BaseModel
-from app.services.clock import now as utcnow  # the controllable clock (tests, replays)
+from app.platform.clock import now as utcnow  # the controllable clock (tests, replays)
 
 
 class LedgerCustomer(BaseModel):

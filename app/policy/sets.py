@@ -1,8 +1,6 @@
 """Policy sets: parsing every file, content hash (= version), validation, cross-checks, examples."""
 import hashlib
-import importlib
 import logging
-import pkgutil
 import re
 from pathlib import Path
 
@@ -101,24 +99,12 @@ class PolicySet:
         return PolicyError(file, path, message, validator, line, col)
 
 
-_discovered = False
-
-
 def discover():
-    """Import every app.services module so each context registers its kinds/actions; import failures are errors."""
-    global _discovered
-    errors = []
-    if _discovered:
-        return errors
-    import app.services as services
-    for mod in sorted(pkgutil.iter_modules(services.__path__), key=lambda m: m.name):
-        try:
-            importlib.import_module(f"app.services.{mod.name}")
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must fail the check, not the process
-            log.exception("cannot import app.services.%s", mod.name)
-            errors.append(PolicyError(f"app/services/{mod.name}.py", "$", f"cannot import: {exc!r}", "plugin"))
-    _discovered = not errors
-    return errors
+    """Errors when no context has registered its kinds (call ``app.contexts.register()`` at start-up)."""
+    if kinds.registered():
+        return []
+    return [PolicyError("-", "$", "no context registered its policy kinds (app.contexts.register() was not called)",
+                        "plugin")]
 
 
 def _schema_errors(ps, doc, known):

@@ -45,7 +45,7 @@ def save_and_activate(policy_set, actor, note=None):
         PolicyActive.id == 1).execute()
     PolicyActivation.create(seq=seq, version=policy_set.version, previous_version=previous,
                             activated_by=actor, activated_at=now, note=note)
-    from app.services import audit
+    from app.platform import audit
     audit.record(actor, "policy.apply", subject=policy_set.version, previous=previous,
                  files=len(policy_set.files), note=note)
     return previous, True

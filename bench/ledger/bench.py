@@ -41,7 +41,8 @@ def seed(url):
 import json
 from app import create_app, policy
 from app.db import db
-from app.services import ledger, ledger_core
+from app.services import ledger
+from app.services.ledger import core as ledger_core
 app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
 with app.app_context(), db.connection_context():
     policy.startup(app)

@@ -37,7 +37,7 @@ def seed(url):
     code = f"""
 from app import create_app, policy
 from app.db import db
-from app.services import ledger_core
+from app.services.ledger import core as ledger_core
 app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
 with app.app_context(), db.connection_context():
     policy.startup(app)

@@ -50,7 +50,7 @@ def main():
     args = ap.parse_args()
 
     from app.db import db
-    from app.services import ledger_core
+    from app.services.ledger import core as ledger_core
 
     def system_accounts():  # created up front, as `patron demo` does
         with db.atomic():

@@ -46,7 +46,7 @@ def bench_http(app, clients, creates):
     from werkzeug.serving import make_server
 
     from app.db import db
-    from app.services.auth import create_key
+    from app.platform.auth import create_key
     with app.app_context(), db.connection_context():
         token, _ = create_key("bench", ["admin"])
     srv = make_server("127.0.0.1", 0, app, threaded=True)
@@ -138,7 +138,7 @@ def main():
     from app.db import db
     from app.migrations import upgrade
     from app.models.core import utcnow
-    from app.services import tickets_sla
+    from app.services.tickets import sla as tickets_sla
 
     url, cleanup = database(args.backend)
     try:

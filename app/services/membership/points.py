@@ -8,11 +8,11 @@ import peewee as pw
 from app.db import for_update, transactional
 from app.errors import Problem
 from app.models.membership import PointsAward, Redemption
-from app.services import clock
-from app.services import membership_ledger as ml
-from app.services import membership_policy as mp
-from app.services import membership_sql as msql
-from app.services.membership_growth import apply_caps, charge_counters, clawback_target, counter, order_totals
+from app.platform import clock
+from app.services.membership import ledger_port as ml
+from app.services.membership import policy as mp
+from app.services.membership import sql as msql
+from app.services.membership.growth import apply_caps, charge_counters, clawback_target, counter, order_totals
 
 GLOBAL = "*"
 
@@ -87,7 +87,7 @@ def settle_budget():
 
 def multiplier(cfg, level, plan):
     """Points multiplier (percent) from benefits in force: the largest of level and plan benefits."""
-    from app.services.membership_benefits import benefits_in_force
+    from app.services.membership.benefits import benefits_in_force
     best, source = 100, None
     for item in benefits_in_force(cfg, level, plan):
         if item["type"] == "points_multiplier" and int(item["percent"]) > best:
@@ -228,7 +228,7 @@ def redeem(member_ref, redemption_id, points, purpose, actor):
     Returns:
         (created, redemption dict).
     """
-    from app.services.membership_growth import lock_member
+    from app.services.membership.growth import lock_member
     cfg = mp.current()
     at = clock.now()
 
@@ -268,7 +268,7 @@ def redeem(member_ref, redemption_id, points, purpose, actor):
 
 def decide(member_ref, redemption_id, approve, actor, note=None):
     """Approve (spend now, caps re-checked) or reject a held redemption; exactly once."""
-    from app.services.membership_growth import lock_member
+    from app.services.membership.growth import lock_member
     cfg = mp.current()
     at = clock.now()
 

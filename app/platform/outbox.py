@@ -15,7 +15,7 @@ from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
 from app.models.core import utcnow
 from app.models.outbox import OutboxAttempt, OutboxDelivery, OutboxMessage, Webhook
-from app import fastsql
+from app.platform import sql as fastsql
 
 log = logging.getLogger(__name__)
 

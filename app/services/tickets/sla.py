@@ -7,9 +7,9 @@ from app.db import write_transaction
 from app.models.core import utcnow
 from app.models.staff import Staff
 from app.models.tickets import Ticket, TicketEvent, TicketSlaEvent
-from app.services import outbox
-from app.services import sla as slamath
-from app.services import tickets_policy
+from app.platform import outbox
+from app.platform import calendar as slamath
+from app.services.tickets import policy as tickets_policy
 
 
 def _clock(cfg, cal, start, minutes):

@@ -3,7 +3,7 @@ from app.db import transactional
 from app.errors import Problem, not_found
 from app.models.core import utcnow
 from app.models.staff import Department, Staff
-from app.services import tickets_policy
+from app.services.tickets import policy as tickets_policy
 
 
 def _roles_text(roles):

@@ -4,10 +4,10 @@ import json
 from app.db import db
 from app.errors import Problem
 from app.models.membership import GrowthEntry, LevelChange, Member, PointsAward
-from app.services import clock
-from app.services import membership_benefits as benefits
-from app.services import membership_plans as plans
-from app.services import membership_policy as mp
+from app.platform import clock
+from app.services.membership import benefits
+from app.services.membership import plans
+from app.services.membership import policy as mp
 
 
 def _member_or_default(cfg, member_ref):
@@ -69,7 +69,7 @@ def offers(cfg, level, plan, at=None):
 
 def view(member_ref):
     """The member view: level, growth, progress, points lots, paid status, benefits in force, offers."""
-    from app.services import membership_ledger as ml
+    from app.services.membership import ledger_port as ml
     cfg = mp.current()
     member = Member.get_or_none(Member.member_ref == member_ref)
     if member is None:
@@ -221,7 +221,8 @@ def _cross_check(ps):
     return list(cross_check_errors(ps))
 
 
-def _register():
+def register():
+    """Membership policy kinds, required rulesets and engine actions; called once by app.contexts."""
     from app.engine import actions
     from app.policy import kinds
     kinds.register("membership", cross_check=_cross_check)
@@ -236,14 +237,12 @@ def _register():
     actions.register("award_points", amount)
 
 
-_register()
-
 
 # ---- demo ---------------------------------------------------------------------------------------
 
 def seed_demo():
     """Demo members with orders, a sign-in and a paid monthly card (idempotent by event id and subscription)."""
-    from app.services import membership_events as events
+    from app.services.membership import events
     demo = [
         {"event_id": "demo-user-order-1", "member_id": "demo-user", "type": "order_paid",
          "amount_fen": 258800, "order_ref": "DEMO-ORDER-1", "channel": "app"},

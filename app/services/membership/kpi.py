@@ -8,7 +8,7 @@ import peewee as pw
 
 from app.errors import Problem
 from app.models.membership import Member, MemberEvent, PlanPeriod
-from app.services import membership_policy as mp
+from app.services.membership import policy as mp
 
 MAX_MONTHS = 36
 

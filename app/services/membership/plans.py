@@ -5,9 +5,9 @@ import logging
 from app.db import db, for_update, transactional
 from app.errors import Problem
 from app.models.membership import PlanPeriod, Subscription
-from app.services import clock
-from app.services import membership_ledger as ml
-from app.services import membership_policy as mp
+from app.platform import clock
+from app.services.membership import ledger_port as ml
+from app.services.membership import policy as mp
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def subscribe(member_ref, plan_code, payment, payment_ref, auto_renew, actor):
     Raises:
         Problem: unknown-plan (422), already-subscribed (409), insufficient-funds from the ledger.
     """
-    from app.services.membership_growth import lock_member
+    from app.services.membership.growth import lock_member
     cfg = mp.current()
     plan = cfg.plans.get(plan_code)
     if plan is None:

@@ -14,7 +14,7 @@ from app.db import RETRIES as DB_RETRIES, db, is_postgres
 from app.db import transactional as db_transactional
 from app.errors import Problem
 from app.models.core import utcnow
-from app.services import clock
+from app.platform import clock
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerCustomer, LedgerEntry,
                                LedgerJournal)
 
@@ -612,7 +612,7 @@ class Ctx:
     external_ref: str = None
     metadata: dict = None
     allow_blocked: bool = False
-    at: dt.datetime = None  # the instant of the operation; None: app.services.clock.now()
+    at: dt.datetime = None  # the instant of the operation; None: app.platform.clock.now()
     # Set by ledger.execute (PostgreSQL, with an Idempotency-Key): (client, key, operation, status) of the
     # idempotency record, and by the operation: journal -> the operation's whole result. post() then
     # writes the record in its one statement and sets ``recorded`` to the exact JSON it stored.
@@ -765,7 +765,7 @@ def _post_with_record(ctx, jtype, rule, version, journal_row, resolved, now, ext
                "created_at": iso(now), "entries": entries}
     client, key, operation, status = ctx.record
     response = json.dumps(ctx.finish(journal), separators=(",", ":"), ensure_ascii=False, default=str)
-    record = (client, key, operation, ctx.digest, status, response, utcnow())  # wall clock, as app.services.idempotency
+    record = (client, key, operation, ctx.digest, status, response, utcnow())  # wall clock, as app.platform.idempotency
     _post_one_statement(journal_row, resolved, now, extra, jid=jid, expect=after, record=record)
     fault("after-journal")
     fault("after-balances")

@@ -11,13 +11,16 @@ from app.models.ledger import (LedgerAccount, LedgerConsume, LedgerCustomer, Led
                                LedgerHold, LedgerJournal, LedgerLot)
 from app.policy import decisions, kinds
 from app.schemas import errors_of
-from app.services import clock, idempotency
-from app.services import ledger_core as core
-from app.services.ledger_core import Ctx, Leg, account_ref, config, insufficient, iso, post, system
-from app.services.ledger_reconcile import reconcile  # noqa: F401  (public interface)
+from app.platform import clock, idempotency
+from app.services.ledger import core
+from app.services.ledger.core import Ctx, Leg, account_ref, config, insufficient, iso, post, system
+from app.services.ledger.reconcile import reconcile  # noqa: F401  (public interface)
 
-kinds.register("assets", cross_check=core.cross_check_set)
-kinds.require("assets")
+
+def register():
+    """The ledger's policy kind (``assets``) and its cross-check; called once by app.contexts."""
+    kinds.register("assets", cross_check=core.cross_check_set)
+    kinds.require("assets")
 
 MAX_BATCH = 1000
 
@@ -333,7 +336,7 @@ def op_unfreeze(ctx, body):
 
 
 def _set_block(ctx, body, value):
-    from app.services import audit
+    from app.platform import audit
     if not body.get("debit") and not body.get("credit"):
         raise validation_failed([{"pointer": "/debit", "validator": "required",
                                   "message": "set debit and/or credit to true"}])
@@ -532,7 +535,7 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
 
     ``journal_key`` (batch items without their own key) labels the journal only: the batch's own
     idempotency record already makes the whole batch exactly-once. ``at`` (naive UTC or ISO 8601) is
-    the instant the operation's time decisions use; default ``app.services.clock.now()``.
+    the instant the operation's time decisions use; default ``app.platform.clock.now()``.
     """
     if isinstance(at, str):
         at = core.parse_time(at, "at")
@@ -582,7 +585,7 @@ def _lookup(client, key, digest):
 
 
 def _run_once(client, key, operation, digest, fn, status_code):
-    """``app.services.idempotency.run`` for the ledger's hot path: same table, records and semantics, but
+    """``app.platform.idempotency.run`` for the ledger's hot path: same table, records and semantics, but
     statement text built once (peewee's query building cost more CPU than the two statements' round trips).
 
     ``fn`` returns (result, recorded): ``recorded`` is the response JSON when the operation already wrote
@@ -631,7 +634,7 @@ def apply_operation(op, body, actor, idempotency_key=None, client="internal", at
         idempotency_key: same key + same body -> the stored result; other body -> 409.
         client: namespace of the key (the API key id for HTTP callers).
         at: the instant the operation's time decisions use (lot liveness, hold expiry, journal time);
-            default ``app.services.clock.now()``, never the wall clock directly.
+            default ``app.platform.clock.now()``, never the wall clock directly.
 
     Returns:
         dict with ``operation``, ``journal`` (id, entries with balance_after, policy_version, rule) and

@@ -36,7 +36,7 @@ def register_actions():
 def register_cross_check():
     """Register the tickets cross-check and the kinds/rulesets tickets cannot run without."""
     from app.policy import kinds
-    from app.services.tickets_policy import cross_check
+    from app.services.tickets.policy import cross_check
     kinds.register("tickets", cross_check=cross_check)
     kinds.require("tickets", "staff", "sla", "calendar", rulesets=(ROUTING, PRIORITY))
     return True

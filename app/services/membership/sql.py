@@ -3,7 +3,7 @@ import contextlib
 import threading
 
 from app.db import db, is_postgres
-from app import fastsql
+from app.platform import sql as fastsql
 
 _local = threading.local()
 

@@ -8,8 +8,8 @@ from app.db import db, for_update, is_postgres, transactional
 from app.errors import Problem
 from app.models.core import utcnow
 from app.models.membership import CapCounter, GrowthEntry, LevelChange, Member, MemberEvent
-from app.services import membership_policy as mp
-from app.services import membership_sql as msql
+from app.services.membership import policy as mp
+from app.services.membership import sql as msql
 
 log = logging.getLogger(__name__)
 

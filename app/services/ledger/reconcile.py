@@ -2,9 +2,9 @@
 import json
 
 from app.db import db
-from app.services import clock
+from app.platform import clock
 from app.models.ledger import LedgerAccount, LedgerCustomer, LedgerReconciliation
-from app.services import ledger_core as core
+from app.services.ledger import core
 
 MAX_ROWS = 100  # drift rows listed per check (the count is always exact)
 

@@ -5,13 +5,13 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from app.api import idempotency_key, operation, query_int
 from app.errors import Problem, validation_failed
-from app.services import auth, idempotency
+from app.platform import auth, idempotency
 from app.services import membership
-from app.services import membership_events as events
-from app.services import membership_kpi as kpi
-from app.services import membership_plans as plans
-from app.services import membership_points as points
-from app.services import membership_policy as mp
+from app.services.membership import events
+from app.services.membership import kpi
+from app.services.membership import plans
+from app.services.membership import points
+from app.services.membership import policy as mp
 
 bp = Blueprint("members", __name__, url_prefix="/v1")
 TAGS = ["members"]

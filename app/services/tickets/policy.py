@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 
 from app.errors import Problem
-from app.services import sla as slamath
+from app.platform import calendar as slamath
 
 PRIORITIES = ("P1", "P2", "P3", "P4")
 

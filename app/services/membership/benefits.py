@@ -5,8 +5,8 @@ import peewee as pw
 
 from app.db import db, for_update, transactional
 from app.models.membership import CouponGrant, Member, PlanPeriod
-from app.services import clock
-from app.services import membership_policy as mp
+from app.platform import clock
+from app.services.membership import policy as mp
 
 
 def benefits_in_force(cfg, level, plan):
@@ -96,7 +96,7 @@ def checkout(cfg, member, plan, cart):
     points = {"points": 0, "rules": [], "multiplier_pct": 100, "multiplier_rule": None, "version": cfg.version,
               "note": "estimate before earning caps"}
     if cfg.points:
-        from app.services.membership_points import multiplier
+        from app.services.membership.points import multiplier
         matches, version = mp.evaluate(cfg.points_ruleset, facts)
         mult, mult_rule = multiplier(cfg, member["level"], plan)
         for m in matches:
@@ -135,7 +135,7 @@ def apply_cashback(cfg, member, event, at, plan, actor):
 
     from app.errors import Problem
     from app.models.membership import CashbackAward
-    from app.services import membership_ledger as ml
+    from app.services.membership import ledger_port as ml
     order_ref = event.get("order_ref")
     if not order_ref:
         return []
@@ -161,7 +161,7 @@ def apply_cashback(cfg, member, event, at, plan, actor):
         return [{"rule": best["rule"], "amount_fen": amount, "cut": 0, "reason": reason, "journal": journal}]
     if event["type"] != "order_refunded":
         return []
-    from app.services.membership_growth import clawback_target, order_totals
+    from app.services.membership.growth import clawback_target, order_totals
 
     def total(kind, expr):
         return int(CashbackAward.select(pw.fn.SUM(expr)).where(
@@ -203,8 +203,8 @@ def apply_cashback(cfg, member, event, at, plan, actor):
 
 def issue_coupons(at=None, actor="system:coupons"):
     """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
-    from app.services import membership_ledger as ml
-    from app.services.membership_plans import active_plan
+    from app.services.membership import ledger_port as ml
+    from app.services.membership.plans import active_plan
     at = at or clock.now()
     cfg = mp.current()
     month = mp.window_key(cfg, at, "month")

@@ -2,7 +2,8 @@
 import datetime as dt
 
 from app.errors import Problem
-from app.services import clock, ledger
+from app.platform import clock
+from app.services import ledger
 
 CLIENT = "membership"
 

@@ -10,9 +10,10 @@ from app.models.core import IdempotencyRecord, utcnow
 from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
-from app.services import idempotency, outbox, tickets_policy, tickets_routing, tickets_sla
-from app import fastsql
-from app.services.tickets_policy import PRIORITIES
+from app.platform import idempotency, outbox
+from app.services.tickets import policy as tickets_policy, routing as tickets_routing, sla as tickets_sla
+from app.platform import sql as fastsql
+from app.services.tickets.policy import PRIORITIES
 
 
 def _dumps(value):
@@ -378,7 +379,7 @@ def create(principal, body, key):
     Returns:
         (status, ticket dict, replayed).
     """
-    from app.services.auth import actor as actor_of
+    from app.platform.auth import actor as actor_of
     client = principal["id"]
     request_digest = idempotency.digest("tickets.create", body)
     if key is not None:
@@ -585,7 +586,7 @@ def transition(principal, ticket_id, body, key=None):
     Raises:
         Problem: 409 transition-not-allowed (naming the allowed ones), 403 role-not-allowed, 422 ...
     """
-    from app.services.auth import actor as actor_of
+    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def fn():
@@ -615,7 +616,7 @@ def approve(principal, ticket_id, body, key=None):
     Args:
         body: {decision: approve|reject, by, comment?}.
     """
-    from app.services.auth import actor as actor_of
+    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def fn():
@@ -676,7 +677,7 @@ def _assign(caller, ticket_id, body):
 
 def assign(principal, ticket_id, body):
     """Reassign a ticket to a person and/or department/queue (recorded in history)."""
-    from app.services.auth import actor as actor_of
+    from app.platform.auth import actor as actor_of
     return _assign(actor_of(principal), ticket_id, body)
 
 
@@ -708,14 +709,14 @@ def _comment(caller, ticket_id, body):
 
 def comment(principal, ticket_id, body):
     """Add a comment: staff internal/public (public answers the user and stops the response clock) or user."""
-    from app.services.auth import actor as actor_of
+    from app.platform.auth import actor as actor_of
     return _comment(actor_of(principal), ticket_id, body)
 
 
 @transactional()
 def add_attachment(principal, ticket_id, body):
     """Attach a file by reference (URL or object key); the file itself is never stored here."""
-    from app.services.auth import actor as actor_of
+    from app.platform.auth import actor as actor_of
     t = _lock(ticket_id)
     by = body.get("by") or actor_of(principal)
     a = TicketAttachment.create(ticket=t.id, ref=body["ref"], name=body.get("name") or body["ref"][-300:],
@@ -734,7 +735,7 @@ def workflows():
 
 def seed_demo():
     """Demo staff for every department (idempotent)."""
-    from app.services import tickets_staff as staff
+    from app.services.tickets import staff
     staff.sync_departments()
     demo = [("S-cs-1", "王一线", "cs", ["agent_l1"]), ("S-cs-2", "李二线", "cs", ["agent_l2"]),
             ("S-cs-sup", "赵主管", "cs", ["supervisor"]), ("S-fin-1", "钱财务", "finance", ["finance_specialist"]),
@@ -747,5 +748,7 @@ def seed_demo():
             staff.create_staff({"staff_no": staff_no, "name": name, "department": dept, "roles": roles})
 
 
-tickets_routing.register_actions()
-tickets_routing.register_cross_check()
+def register():
+    """Ticket actions, the tickets cross-check and required kinds/rulesets; called once by app.contexts."""
+    tickets_routing.register_actions()
+    tickets_routing.register_cross_check()

@@ -8,14 +8,14 @@ import peewee as pw
 from app.db import db, transactional
 from app.errors import Problem
 from app.models.membership import MemberEvent
-from app.services import clock
-from app.services import membership_benefits as benefits
-from app.services import membership_growth as growth
-from app.services import membership_plans as plans
-from app.services import membership_points as points
-from app.services import membership_policy as mp
-from app.services import membership_sql as msql
-from app import fastsql
+from app.platform import clock
+from app.services.membership import benefits
+from app.services.membership import growth
+from app.services.membership import plans
+from app.services.membership import points
+from app.services.membership import policy as mp
+from app.services.membership import sql as msql
+from app.platform import sql as fastsql
 
 MAX_BATCH = 500
 

@@ -166,7 +166,7 @@ def evaluate(ruleset, facts):
 
 def record_decision(ruleset, version, rule, subject, inputs, outcome):
     """Record a state-changing decision in the policy decision log (in the caller's transaction)."""
-    from app.services import membership_sql as msql
+    from app.services.membership import sql as msql
     if not msql.active():
         from app.policy import decisions
         return decisions.record(ruleset, version, rule, subject, inputs, outcome)
