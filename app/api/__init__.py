@@ -20,7 +20,7 @@ class Int64Converter(IntegerConverter):
 
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
-              status=200):
+              status=200, permission=None):
     """Declare an API operation.
 
     Args:
@@ -32,22 +32,26 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         query: dict of query parameter name -> description, for the document.
         idempotent: the route honours an ``Idempotency-Key`` header.
         status: success status code, for the document.
+        permission: a staff permission (``access`` policy) the acting person must hold; the route is then
+            taken by a person (staff session, or an ``act-as`` key naming one) and ``g.staff_no`` is set.
     """
     def deco(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if not public:
-                from app.platform.auth import authenticate, require_scope
+                from app.platform.auth import authenticate, require_scope, require_staff, staff_of
                 g.principal = authenticate(request.headers.get("Authorization"))
                 if scope:
                     require_scope(g.principal, scope)
+                g.staff_no = (require_staff(g.principal, request.headers, permission) if permission
+                              else staff_of(g.principal, request.headers))
             if body:
                 g.body = parse_body(body)
             return view(*args, **kwargs)
 
         wrapper.operation = {"summary": summary, "scope": scope, "body": body, "public": public,
                              "tags": list(tags), "query": query or {}, "idempotent": idempotent,
-                             "status": status}
+                             "status": status, "permission": permission}
         return wrapper
     return deco
 
