@@ -3,7 +3,7 @@ import re
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from app.api import idempotency_key, operation, query_int
+from app.api import idempotency_key, operation, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import auth, idempotency
 from app.services import membership
@@ -16,6 +16,8 @@ from app.services.membership import policy as mp
 bp = Blueprint("members", __name__, url_prefix="/v1")
 TAGS = ["members"]
 _ID = re.compile(r"[A-Za-z0-9_.:@-]{1,100}")
+MEMBER = {"member_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,100}$"}}
+NOT_FOUND = {404: "member-not-found"}
 
 
 def _member_id(value):
@@ -31,7 +33,9 @@ def _actor():
 
 @bp.post("/member-events")
 @operation("Post one member event (idempotent by event_id)", scope="members:write",
-           body="api/members/event.json", tags=TAGS, status=201)
+           body="api/members/event.json", tags=TAGS, status=201,
+           problems={409: "event-id-reused (same event id, another body)", 404: "member-not-found",
+                     422: "unknown-event-type, validation-failed"})
 def post_event():
     created, result = events.ingest(g.body, _actor())
     return jsonify(result), 201 if created else 200
@@ -39,7 +43,7 @@ def post_event():
 
 @bp.post("/member-events/batch")
 @operation("Post up to 500 member events in one transaction (per-item results)", scope="members:write",
-           body="api/members/event_batch.json", tags=TAGS)
+           body="api/members/event_batch.json", tags=TAGS, problems={422: "batch-too-large, validation-failed"})
 def post_events_batch():
     items = events.ingest_batch(g.body["events"], _actor())
     return jsonify(items=items, accepted=sum(1 for i in items if i["status"] < 300),
@@ -48,43 +52,49 @@ def post_events_batch():
 
 @bp.get("/members/<member_id>")
 @operation("Member view: level, growth, progress, points lots, paid status, benefits, offers",
-           scope="members:read", tags=TAGS)
+           scope="members:read", tags=TAGS, path=MEMBER, problems=NOT_FOUND)
 def get_member(member_id):
     return jsonify(membership.view(_member_id(member_id)))
 
 
 @bp.get("/members/<member_id>/history")
 @operation("Growth, level and points changes with reasons (newest first)", scope="members:read", tags=TAGS,
-           query={"limit": "page size (1-500, default 50)", "before": "cursor: next_before of the previous page"})
+           path=MEMBER, problems=NOT_FOUND,
+           query={"limit": q("page size", "integer", minimum=1, maximum=500, default=50),
+                  "before": "cursor: next_before of the previous page"})
 def get_history(member_id):
     before = request.args.get("before")
     before_at = mp.parse_instant(before, "/query/before") if before else None
-    return jsonify(membership.history(_member_id(member_id), query_int("limit", 50, 1, 500), before_at))
+    return jsonify(membership.history(_member_id(member_id), query_int("limit"), before_at))
 
 
 @bp.get("/members/<member_id>/offers")
-@operation("Paid plans the member could buy and what each adds", scope="members:read", tags=TAGS)
+@operation("Paid plans the member could buy and what each adds", scope="members:read", tags=TAGS, path=MEMBER,
+           problems=NOT_FOUND)
 def get_offers(member_id):
     view = membership.view(_member_id(member_id))
     return jsonify(member_id=member_id, policy_version=view["policy_version"], offers=view["offers"])
 
 
 @bp.get("/members/<member_id>/service-benefits")
-@operation("Service benefits (priority, queue) customer service applies", scope="members:read", tags=TAGS)
+@operation("Service benefits (priority, queue) customer service applies", scope="members:read", tags=TAGS,
+           path=MEMBER, problems=NOT_FOUND)
 def get_service_benefits(member_id):
     return jsonify(membership.service_benefits(_member_id(member_id)))
 
 
 @bp.post("/members/<member_id>/checkout-benefits")
 @operation("Benefits for a cart: discounts, fee waivers, coupons, points to earn (read-only)",
-           scope="members:read", body="api/members/checkout.json", tags=TAGS)
+           scope="members:read", body="api/members/checkout.json", tags=TAGS, path=MEMBER, problems=NOT_FOUND)
 def checkout_benefits(member_id):
     return jsonify(membership.checkout_benefits(_member_id(member_id), g.body))
 
 
 @bp.post("/members/<member_id>/points/redemptions")
 @operation("Redeem points within the risk caps (large ones are held for review)", scope="members:write",
-           body="api/members/redemption.json", tags=TAGS, status=201)
+           body="api/members/redemption.json", tags=TAGS, status=201, path=MEMBER,
+           problems={404: "member-not-found", 409: "redemption-id-reused, insufficient-funds",
+                     422: "redemption-limit-exceeded (names the cap, window and limit)"})
 def redeem(member_id):
     body = g.body
     created, result = points.redeem(_member_id(member_id), body["redemption_id"], body["points"],
@@ -94,20 +104,24 @@ def redeem(member_id):
 
 @bp.post("/members/<member_id>/points/redemptions/<redemption_id>/approve")
 @operation("Approve a held redemption (spends the points)", scope="members:write",
-           body="api/members/decision.json", tags=TAGS)
+           body="api/members/decision.json", tags=TAGS, path=MEMBER,
+           problems={404: "redemption-not-found", 409: "redemption-already-decided, insufficient-funds"})
 def approve(member_id, redemption_id):
     return jsonify(points.decide(_member_id(member_id), redemption_id, True, _actor(), g.body.get("note")))
 
 
 @bp.post("/members/<member_id>/points/redemptions/<redemption_id>/reject")
-@operation("Reject a held redemption", scope="members:write", body="api/members/decision.json", tags=TAGS)
+@operation("Reject a held redemption", scope="members:write", body="api/members/decision.json", tags=TAGS,
+           path=MEMBER, problems={404: "redemption-not-found", 409: "redemption-already-decided"})
 def reject(member_id, redemption_id):
     return jsonify(points.decide(_member_id(member_id), redemption_id, False, _actor(), g.body.get("note")))
 
 
 @bp.post("/members/<member_id>/subscriptions")
 @operation("Subscribe to a paid plan (pays the first period)", scope="members:write",
-           body="api/members/subscribe.json", tags=TAGS, idempotent=True, status=201)
+           body="api/members/subscribe.json", tags=TAGS, idempotent=True, status=201, path=MEMBER,
+           problems={404: "member-not-found", 409: "already-subscribed, insufficient-funds",
+                     422: "unknown-plan, payment-ref-required"})
 def subscribe(member_id):
     member_id = _member_id(member_id)
     key = idempotency_key()
@@ -120,13 +134,14 @@ def subscribe(member_id):
 
 
 @bp.post("/members/<member_id>/subscriptions/cancel")
-@operation("Cancel auto-renewal (benefits last until the paid period ends)", scope="members:write", tags=TAGS)
+@operation("Cancel auto-renewal (benefits last until the paid period ends)", scope="members:write", tags=TAGS,
+           path=MEMBER, problems={404: "no-subscription"})
 def cancel(member_id):
     return jsonify(plans.cancel(_member_id(member_id), _actor()))
 
 
 @bp.get("/members/<member_id>/subscriptions")
-@operation("Subscriptions of a member with their paid periods", scope="members:read", tags=TAGS)
+@operation("Subscriptions of a member with their paid periods", scope="members:read", tags=TAGS, path=MEMBER)
 def list_subscriptions(member_id):
     from app.models.membership import Subscription
     out = []
@@ -143,7 +158,8 @@ def list_subscriptions(member_id):
 @bp.get("/member-kpis")
 @operation("Membership KPIs per month (retention, repurchase, paid conversion, paid GMV share, levels)",
            scope="members:read", tags=TAGS,
-           query={"from": "first month YYYY-MM", "to": "last month YYYY-MM", "format": "json (default) or csv"})
+           query={"from": "first month YYYY-MM", "to": "last month YYYY-MM", "format": q("json (default) or csv", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def kpis():
     report = kpi.compute(request.args.get("from"), request.args.get("to") or request.args.get("from"))
     fmt = request.args.get("format", "json")

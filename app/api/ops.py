@@ -15,7 +15,8 @@ def healthz():
 
 
 @bp.get("/readyz")
-@operation("Database (and Redis, if configured) reachable", public=True, tags=["ops"])
+@operation("Database (and Redis, if configured) reachable", public=True, tags=["ops"],
+           problems={503: "not-ready: a dependency is unreachable (the failing check is named)"})
 def readyz():
     checks = {}
     try:
@@ -38,7 +39,8 @@ def readyz():
 
 
 @bp.get("/metrics")
-@operation("Prometheus metrics", public=True, tags=["ops"])
+@operation("Prometheus metrics", public=True, tags=["ops"], response=False,
+           content={"text/plain": "Prometheus text exposition format 0.0.4"})
 def metrics():
     from app.metrics import render
     return render(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}

@@ -2,7 +2,7 @@
 from flask import Blueprint, g, jsonify, request
 
 from app import policy
-from app.api import operation, query_int
+from app.api import operation, q, query_int
 from app.errors import Problem, not_found
 from app.platform.auth import actor
 
@@ -27,7 +27,7 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"])
+           tags=["policy"], problems={422: "policy-invalid: every error with file, line, column and a pointer"})
 def apply():
     files = g.body.get("files")
     res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"))
@@ -43,7 +43,7 @@ def _active_row():
 
 @bp.get("/policies/active")
 @operation("The active policy set: version, files, kinds, rulesets", scope="policy:read", tags=["policy"],
-           query={"files": "1 to include each file's text"})
+           query={"files": q("1 to include each file's text", enum=["0", "1"])})
 def active():
     ps = policy.active()
     row = _active_row()
@@ -58,10 +58,10 @@ def active():
 
 @bp.get("/policies/versions")
 @operation("History of activations (newest first) and stored versions", scope="policy:read", tags=["policy"],
-           query={"limit": "at most this many rows (default 100)"})
+           query={"limit": q("at most this many rows", "integer", minimum=1, maximum=1000, default=100)})
 def versions():
     from app.policy import store
-    limit = query_int("limit", 100, 1, 1000)
+    limit = query_int("limit")
     return jsonify(active=policy.active_version(), history=store.history(limit), versions=store.versions(limit))
 
 
@@ -77,7 +77,8 @@ def version_files(version):
 
 @bp.post("/decisions/explain")
 @operation("Which rule of a ruleset fires for these facts, and why (each condition's value and result)",
-           scope="policy:read", body="api/policy/explain.json", tags=["policy"])
+           scope="policy:read", body="api/policy/explain.json", tags=["policy"],
+           problems={404: "unknown-ruleset, or no stored policy version", 422: "invalid-facts, validation-failed"})
 def explain():
     from app import engine
     from app.policy import store
@@ -93,7 +94,7 @@ def explain():
 
 @bp.get("/decisions")
 @operation("Logged decisions about one subject (oldest first)", scope="policy:read", tags=["policy"],
-           query={"subject": "e.g. ticket:T-1 or member:u1 (required)"})
+           query={"subject": q("e.g. ticket:T-1 or member:u1", required=True, minLength=1)})
 def decisions_for():
     from app.policy import decisions
     subject = request.args.get("subject")

@@ -16,7 +16,8 @@ def departments():
 
 
 @bp.post("/staff")
-@operation("Create a staff member", scope="admin", body="api/tickets/staff.json", tags=TAGS, status=201)
+@operation("Create a staff member", scope="admin", body="api/tickets/staff.json", tags=TAGS, status=201,
+           problems={409: "staff-exists", 422: "unknown-department, unknown-role, validation-failed"})
 def create_staff():
     resp = jsonify(tickets_staff.create_staff(g.body))
     resp.status_code = 201
@@ -37,6 +38,7 @@ def get_staff(staff_no):
 
 @bp.patch("/staff/<staff_no>")
 @operation("Change a staff member's department, roles or active flag", scope="admin",
-           body="api/tickets/staff_update.json", tags=TAGS)
+           body="api/tickets/staff_update.json", tags=TAGS,
+           problems={422: "unknown-department, unknown-role, validation-failed"})
 def update_staff(staff_no):
     return jsonify(tickets_staff.update_staff(staff_no, g.body))

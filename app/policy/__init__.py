@@ -25,13 +25,19 @@ _active = None
 _checked_at = 0.0
 
 
+def _file_pointer(name):
+    """JSON pointer of a policy file in an apply/validate body: ``/files/policies~1sla.yaml``."""
+    return "/files/" + str(name).replace("~", "~0").replace("/", "~1")
+
+
 class PolicyInvalid(Problem):
     """A policy set with errors; never activated."""
 
     def __init__(self, errors, version=None):
         super().__init__(422, "policy-invalid", "Policy set invalid",
                          f"{len(errors)} error(s); the active policy set is unchanged",
-                         errors=[e.to_dict() for e in errors], version=version)
+                         errors=[{**e.to_dict(), "pointer": _file_pointer(e.file)} for e in errors],
+                         version=version)
         self.errors = errors
 
 

@@ -122,7 +122,11 @@ def load(text, filename="-"):
     marks = Marks()
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         return None, marks, [PolicyError(filename, "$", f"file larger than {MAX_FILE_BYTES} bytes", "size", 1, 1)]
-    loader = _Loader(text)
+    try:
+        # PyYAML's reader rejects control characters and lone surrogates while constructing the loader
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        return None, marks, [PolicyError(filename, "$", str(exc).replace("\n", " "), "yaml", 1, 1)]
     try:
         if not loader.check_node():
             return None, marks, [PolicyError(filename, "$", "empty file", "yaml", 1, 1)]
