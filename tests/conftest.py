@@ -38,6 +38,28 @@ def _drop_schema(schema):
     conn.close()
 
 
+@pytest.fixture()
+def fresh_database_url():
+    """A database of its own (new SQLite file or PostgreSQL schema) for a demo instance started by the test."""
+    tmpdir = tempfile.mkdtemp(prefix="patron-fresh-")
+    url, schema = _database_url(tmpdir)
+    yield url
+    if schema:
+        _drop_schema(schema)
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@pytest.fixture()
+def demo_instance(fresh_database_url):
+    """A fresh `patron demo` + `patron serve` on an ephemeral port (tests/instance.py)."""
+    from tests.instance import DemoInstance
+    inst = DemoInstance(fresh_database_url)
+    try:
+        yield inst.start()
+    finally:
+        inst.stop()
+
+
 @pytest.fixture(scope="session")
 def database_url():
     tmpdir = tempfile.mkdtemp(prefix="patron-test-")
