@@ -20,6 +20,7 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "DB_MAX_CONNECTIONS": 32,
     "JOB_RUN_RETENTION_DAYS": 30,  # finished job_run rows kept this long
+    "RULES_ENGINE": "durable",  # durable (durable_rules) or reference (the pure-Python evaluator)
 }
 
 # Settings whose env value must be parsed rather than taken as a string.

@@ -40,7 +40,7 @@ class DemoInstance:
     def start(self):
         demo = self.patron("demo", "--port", "0")
         assert demo.returncode == 0, demo.stderr[-3000:]
-        self.key = re.search(r"\b(ptr_[A-Za-z0-9_]+)", demo.stdout).group(1)
+        self.key = re.search(r"(ptr_[A-Za-z0-9_-]+)", demo.stdout).group(1)
         args = [str(BIN / "patron"), "serve", "--host", "127.0.0.1", "--port", "0"]
         if self.workers:
             args += ["--workers", str(self.workers)]
@@ -58,9 +58,9 @@ class DemoInstance:
         assert self.base, "patron serve did not start listening within 90 s"
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.base + "/healthz", timeout=5).status_code == 200:
+                if requests.get(self.base + "/healthz", timeout=30).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.2)
         raise AssertionError("patron serve never answered /healthz")

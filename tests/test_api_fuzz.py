@@ -94,7 +94,8 @@ def policy_guard(server, session):
 
 
 def _restore(server, session):
-    r = session.post(server + "/v1/policies/apply", json={}, timeout=60)
+    r = session.post(server + "/v1/policies/apply", json={}, timeout=60,
+                     headers={"Idempotency-Key": "fuzz-restore-" + uuid.uuid4().hex})
     assert r.status_code == 200, r.text
 
 

@@ -49,7 +49,8 @@ def _query_spec(spec):
 
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
-              status=200, permission=None, response=None, problems=None, content=None, path=None):
+              status=200, permission=None, response=None, problems=None, content=None, path=None,
+              readonly=False):
     """Declare an API operation.
 
     Args:
@@ -60,7 +61,11 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         tags: OpenAPI tags.
         query: dict of query parameter name -> ``q(...)`` (typed and bounded) or a bare description
             (a string of at most 200 characters).
-        idempotent: the route honours an ``Idempotency-Key`` header.
+        idempotent: the route requires an ``Idempotency-Key`` header. ``True``: the view applies it itself
+            (``idempotency_key()`` + ``idempotency.run``); ``"replay"``: this decorator does, storing the
+            view's status, JSON body and ETag, so a retry with the same key and body replays them.
+            ``"body:<field>"``: idempotent by a client id in the body (e.g. ``event_id``), no header.
+        readonly: a POST that changes nothing (validate, explain, a quote); it needs no idempotency.
         status: success status code, for the document.
         permission: a staff permission (``access`` policy) the acting person must hold; the route is then
             taken by a person (staff session, or an ``act-as`` key naming one) and ``g.staff_no`` is set.
@@ -82,19 +87,48 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                     require_scope(g.principal, scope)
                 g.staff_no = (require_staff(g.principal, request.headers, permission) if permission
                               else staff_of(g.principal, request.headers))
+            if idempotent in (True, "replay"):
+                idempotency_key()  # 428 before the body is even read: the contract does not depend on it
             if wrapper.operation["query"]:
                 check_query(wrapper.operation["query"])
             if body:
                 g.body = parse_body(body)
+            if idempotent == "replay":
+                return _replayed(view, args, kwargs)
             return view(*args, **kwargs)
 
         wrapper.operation = {"summary": summary, "scope": scope, "body": body, "public": public,
                              "tags": list(tags), "query": _query_spec(query), "idempotent": idempotent,
                              "status": status, "permission": permission, "response": response,
                              "problems": dict(problems or {}), "content": dict(content or {}),
-                             "path": dict(path or {})}
+                             "path": dict(path or {}), "readonly": readonly}
         return wrapper
     return deco
+
+
+_REPLAYED_HEADERS = ("ETag", "Location")
+
+
+def _replayed(view, args, kwargs):
+    """Run a state-changing view once per (API key, Idempotency-Key); a retry gets the stored answer."""
+    from flask import make_response
+
+    from app.platform import idempotency
+    key = idempotency_key()
+
+    def once():
+        resp = make_response(view(*args, **kwargs))
+        return {"status": resp.status_code, "body": resp.get_json(silent=True),
+                "headers": {h: resp.headers[h] for h in _REPLAYED_HEADERS if h in resp.headers}}
+
+    client = g.principal["id"] if isinstance(g.get("principal"), dict) else "-"
+    _, stored, replayed = idempotency.run(client, key, f"{request.endpoint}:{request.path}",
+                                          g.get("body"), once)
+    resp = make_response(stored["body"], stored["status"])
+    resp.headers.update(stored["headers"])
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
 
 
 # Deeper JSON than this is refused before validation (recursion in the parser or validator would 500).

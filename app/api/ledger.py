@@ -76,7 +76,7 @@ def batch():
 
 @bp.post("/customers")
 @operation("Create a customer (idempotent) and open its accounts per the assets policy",
-           scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201,
+           scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201, idempotent="replay",
            problems={409: "customer-kind-mismatch: the customer exists with another kind",
                      422: "unknown-customer-kind, reserved-customer"})
 def create_customer():
@@ -86,7 +86,7 @@ def create_customer():
 
 @bp.post("/accounts")
 @operation("Open another account of a type (merchants may hold several)", scope="ledger:write",
-           body="api/ledger/account.json", tags=TAGS, status=201, problems=LEDGER_PROBLEMS)
+           body="api/ledger/account.json", tags=TAGS, status=201, problems=LEDGER_PROBLEMS, idempotent="replay")
 def open_account():
     result = ledger.open_account(g.body["customer"], g.body["account_type"], g.body["label"])
     return jsonify(result), 201

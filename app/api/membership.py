@@ -1,11 +1,12 @@
 """Membership API: member events, member view/history/offers, checkout benefits, points redemption, paid plans, KPIs."""
 import re
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from app.api import idempotency_key, operation, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import auth, idempotency
+from app.platform.export import csv_response
 from app.services import membership
 from app.services.membership import events
 from app.services.membership import kpi
@@ -33,7 +34,7 @@ def _actor():
 
 @bp.post("/member-events")
 @operation("Post one member event (idempotent by event_id)", scope="members:write",
-           body="api/members/event.json", tags=TAGS, status=201,
+           body="api/members/event.json", tags=TAGS, status=201, idempotent="body:event_id",
            problems={409: "event-id-reused (same event id, another body)", 404: "member-not-found",
                      422: "unknown-event-type, validation-failed"})
 def post_event():
@@ -43,7 +44,7 @@ def post_event():
 
 @bp.post("/member-events/batch")
 @operation("Post up to 500 member events in one transaction (per-item results)", scope="members:write",
-           body="api/members/event_batch.json", tags=TAGS, problems={422: "batch-too-large, validation-failed"})
+           body="api/members/event_batch.json", tags=TAGS, idempotent="body:event_id", problems={422: "batch-too-large, validation-failed"})
 def post_events_batch():
     items = events.ingest_batch(g.body["events"], _actor())
     return jsonify(items=items, accepted=sum(1 for i in items if i["status"] < 300),
@@ -85,14 +86,15 @@ def get_service_benefits(member_id):
 
 @bp.post("/members/<member_id>/checkout-benefits")
 @operation("Benefits for a cart: discounts, fee waivers, coupons, points to earn (read-only)",
-           scope="members:read", body="api/members/checkout.json", tags=TAGS, path=MEMBER, problems=NOT_FOUND)
+           scope="members:read", body="api/members/checkout.json", tags=TAGS, path=MEMBER, problems=NOT_FOUND,
+           readonly=True)
 def checkout_benefits(member_id):
     return jsonify(membership.checkout_benefits(_member_id(member_id), g.body))
 
 
 @bp.post("/members/<member_id>/points/redemptions")
 @operation("Redeem points within the risk caps (large ones are held for review)", scope="members:write",
-           body="api/members/redemption.json", tags=TAGS, status=201, path=MEMBER,
+           body="api/members/redemption.json", tags=TAGS, status=201, path=MEMBER, idempotent="body:redemption_id",
            problems={404: "member-not-found", 409: "redemption-id-reused, insufficient-funds",
                      422: "redemption-limit-exceeded (names the cap, window and limit)"})
 def redeem(member_id):
@@ -104,7 +106,7 @@ def redeem(member_id):
 
 @bp.post("/members/<member_id>/points/redemptions/<redemption_id>/approve")
 @operation("Approve a held redemption (spends the points)", scope="members:write",
-           body="api/members/decision.json", tags=TAGS, path=MEMBER,
+           body="api/members/decision.json", tags=TAGS, path=MEMBER, idempotent="replay",
            problems={404: "redemption-not-found", 409: "redemption-already-decided, insufficient-funds"})
 def approve(member_id, redemption_id):
     return jsonify(points.decide(_member_id(member_id), redemption_id, True, _actor(), g.body.get("note")))
@@ -112,7 +114,7 @@ def approve(member_id, redemption_id):
 
 @bp.post("/members/<member_id>/points/redemptions/<redemption_id>/reject")
 @operation("Reject a held redemption", scope="members:write", body="api/members/decision.json", tags=TAGS,
-           path=MEMBER, problems={404: "redemption-not-found", 409: "redemption-already-decided"})
+           path=MEMBER, problems={404: "redemption-not-found", 409: "redemption-already-decided"}, idempotent="replay")
 def reject(member_id, redemption_id):
     return jsonify(points.decide(_member_id(member_id), redemption_id, False, _actor(), g.body.get("note")))
 
@@ -135,7 +137,7 @@ def subscribe(member_id):
 
 @bp.post("/members/<member_id>/subscriptions/cancel")
 @operation("Cancel auto-renewal (benefits last until the paid period ends)", scope="members:write", tags=TAGS,
-           path=MEMBER, problems={404: "no-subscription"})
+           path=MEMBER, problems={404: "no-subscription"}, idempotent="replay")
 def cancel(member_id):
     return jsonify(plans.cancel(_member_id(member_id), _actor()))
 
@@ -164,8 +166,7 @@ def kpis():
     report = kpi.compute(request.args.get("from"), request.args.get("to") or request.args.get("from"))
     fmt = request.args.get("format", "json")
     if fmt == "csv":
-        return Response(kpi.to_csv(report), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=member-kpis.csv"})
+        return csv_response(kpi.to_csv(report), "member-kpis.csv")
     if fmt != "json":
         raise Problem(422, "validation-failed", "Validation failed", "format is json or csv",
                       errors=[{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])

@@ -141,7 +141,7 @@ def _responses(op, has_path_params):
         codes.update({c: _COMMON[c] for c in ("400", "413", "415", "422")})
     if not op["public"]:
         codes.update({c: _COMMON[c] for c in ("401", "403", "503")})
-    if op["idempotent"]:
+    if op["idempotent"] in (True, "replay"):
         codes.update({c: _COMMON[c] for c in ("409", "428")})
     if has_path_params:
         codes["404"] = _COMMON["404"]
@@ -178,7 +178,9 @@ def build(app):
             params += [{"name": name, "in": "query", "required": spec["required"],
                         "description": spec["description"], "schema": spec["schema"]}
                        for name, spec in op["query"].items()]
-            if op["idempotent"]:
+            if isinstance(op["idempotent"], str) and op["idempotent"].startswith("body:"):
+                doc["x-idempotent-by"] = op["idempotent"][len("body:"):]
+            if op["idempotent"] in (True, "replay"):
                 params.append({"name": "Idempotency-Key", "in": "header", "required": True,
                                "description": "Same key + same body returns the first result; "
                                               "same key + another body is 409.",

@@ -51,3 +51,20 @@ def metrics():
 def openapi():
     from app.api.openapi import build
     return jsonify(build(current_app))
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Patron API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="{spec}"></redoc><script src="{script}"></script></body></html>
+"""
+
+
+@bp.get("/docs")
+@operation("The API reference: /openapi.json rendered by Redoc (served from the app, works offline)",
+           public=True, tags=["ops"], response=False, content={"text/html": "the Redoc page"})
+def docs():
+    from flask import url_for
+    page = DOCS_PAGE.format(spec=url_for("ops.openapi"),
+                            script=url_for("static", filename="redoc/redoc.standalone.js"))
+    return page, 200, {"Content-Type": "text/html; charset=utf-8"}

@@ -11,7 +11,7 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"])
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], readonly=True)
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -27,11 +27,24 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"], problems={422: "policy-invalid: every error with file, line, column and a pointer"})
+           tags=["policy"], idempotent="replay",
+           problems={422: "policy-invalid: every error with file, line, column and a pointer",
+                     412: "precondition-failed: If-Match names another version than the active one"})
 def apply():
     files = g.body.get("files")
-    res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"))
-    return jsonify(version=res.version, previous=res.previous, changed=res.changed)
+    res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"),
+                       if_match=_if_match())
+    resp = jsonify(version=res.version, previous=res.previous, changed=res.changed)
+    resp.set_etag(res.version)
+    return resp
+
+
+def _if_match():
+    """The version named by an ``If-Match`` header (``"<version>"``), or None when absent or ``*``."""
+    header = request.headers.get("If-Match")
+    if not header or header.strip() == "*":
+        return None
+    return header.strip().removeprefix("W/").strip('"')
 
 
 def _active_row():
@@ -53,7 +66,9 @@ def active():
            "kinds": {k: [d["_file"] for d in ps.get(k)] for k in ps.kinds()},
            "rulesets": sorted(d["name"] for d in ps.get("ruleset") if isinstance(d.get("name"), str)),
            "files": ps.files if request.args.get("files") == "1" else sorted(ps.files)}
-    return jsonify(out)
+    resp = jsonify(out)
+    resp.set_etag(ps.version)  # send it back as If-Match on apply: 412 if someone applied in between
+    return resp
 
 
 @bp.get("/policies/versions")
@@ -77,7 +92,7 @@ def version_files(version):
 
 @bp.post("/decisions/explain")
 @operation("Which rule of a ruleset fires for these facts, and why (each condition's value and result)",
-           scope="policy:read", body="api/policy/explain.json", tags=["policy"],
+           scope="policy:read", body="api/policy/explain.json", tags=["policy"], readonly=True,
            problems={404: "unknown-ruleset, or no stored policy version", 422: "invalid-facts, validation-failed"})
 def explain():
     from app import engine

@@ -17,6 +17,7 @@ def departments():
 
 @bp.post("/staff")
 @operation("Create a staff member", scope="admin", body="api/tickets/staff.json", tags=TAGS, status=201,
+           idempotent="replay",
            problems={409: "staff-exists", 422: "unknown-department, unknown-role, validation-failed"})
 def create_staff():
     resp = jsonify(tickets_staff.create_staff(g.body))
@@ -38,7 +39,7 @@ def get_staff(staff_no):
 
 @bp.patch("/staff/<staff_no>")
 @operation("Change a staff member's department, roles or active flag", scope="admin",
-           body="api/tickets/staff_update.json", tags=TAGS,
+           body="api/tickets/staff_update.json", tags=TAGS, idempotent="replay",
            problems={422: "unknown-department, unknown-role, validation-failed"})
 def update_staff(staff_no):
     return jsonify(tickets_staff.update_staff(staff_no, g.body))

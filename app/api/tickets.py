@@ -1,11 +1,12 @@
 """Tickets HTTP API: create/read/list, transitions and approvals, assignment, comments, attachments, stats, webhooks."""
 import datetime as dt
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from app.api import idempotency_key, operation, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import outbox
+from app.platform.export import csv_response
 from app.services import tickets
 from app.services.tickets import stats as tickets_stats
 
@@ -82,7 +83,7 @@ def get_ticket(ticket_id):
            scope="tickets:write", body="api/tickets/transition.json", idempotent=True, tags=TAGS,
            problems=TICKET_PROBLEMS)
 def transition(ticket_id):
-    status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key(required=False))
+    status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
 
 
@@ -90,7 +91,7 @@ def transition(ticket_id):
 @operation("Approve or reject the pending approval step", scope="tickets:write",
            body="api/tickets/approval.json", idempotent=True, tags=TAGS, problems=TICKET_PROBLEMS)
 def approve(ticket_id):
-    status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key(required=False))
+    status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
 
 
@@ -102,14 +103,14 @@ def list_approvals(ticket_id):
 
 @bp.post("/tickets/<int:ticket_id>/assign")
 @operation("Reassign to a person and/or department/queue", scope="tickets:write", body="api/tickets/assign.json",
-           tags=TAGS, problems=TICKET_PROBLEMS)
+           tags=TAGS, problems=TICKET_PROBLEMS, idempotent="replay")
 def assign(ticket_id):
     return jsonify(tickets.assign(g.principal, ticket_id, g.body))
 
 
 @bp.post("/tickets/<int:ticket_id>/comments")
 @operation("Comment (staff internal/public, or the user)", scope="tickets:write", body="api/tickets/comment.json",
-           tags=TAGS, status=201, problems=TICKET_PROBLEMS)
+           tags=TAGS, status=201, problems=TICKET_PROBLEMS, idempotent="replay")
 def add_comment(ticket_id):
     return _respond(201, tickets.comment(g.principal, ticket_id, g.body))
 
@@ -126,7 +127,7 @@ def list_comments(ticket_id):
 
 @bp.post("/tickets/<int:ticket_id>/attachments")
 @operation("Attach a file by reference", scope="tickets:write", body="api/tickets/attachment.json", tags=TAGS,
-           status=201, problems=TICKET_PROBLEMS)
+           status=201, problems=TICKET_PROBLEMS, idempotent="replay")
 def add_attachment(ticket_id):
     return _respond(201, tickets.add_attachment(g.principal, ticket_id, g.body))
 
@@ -183,14 +184,14 @@ def stats():
         raise Problem(422, "invalid-window", "Invalid window", "'from' must be before 'to'")
     data = tickets_stats.stats(start, end)
     if fmt == "csv":
-        return Response(tickets_stats.to_csv(data), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=ticket-stats.csv"})
+        return csv_response(tickets_stats.to_csv(data), "ticket-stats.csv")
     return jsonify(data)
 
 
 @bp.post("/webhooks")
 @operation("Register a webhook for outbox messages (signed with the returned secret)", scope="admin",
-           body="api/tickets/webhook.json", tags=["outbox"], status=201, problems={422: "invalid-url, validation-failed"})
+           body="api/tickets/webhook.json", tags=["outbox"], status=201, idempotent="replay",
+           problems={422: "invalid-url, validation-failed"})
 def create_webhook():
     body = g.body
     hook, secret = outbox.create_webhook(body["name"], body["url"], body.get("topics", "*"), body.get("secret"))
@@ -199,7 +200,7 @@ def create_webhook():
 
 
 @bp.delete("/webhooks/<int:webhook_id>")
-@operation("Deactivate a webhook", scope="admin", tags=["outbox"])
+@operation("Deactivate a webhook", scope="admin", tags=["outbox"], idempotent="replay")
 def delete_webhook(webhook_id):
     outbox.deactivate_webhook(webhook_id)
     return jsonify(id=webhook_id, active=False)

@@ -154,13 +154,14 @@ def active_version():
     return _active.version if _active is not None else None
 
 
-def apply(files, actor, note=None):
+def apply(files, actor, note=None, if_match=None):
     """Validate, compile, store and activate a policy set atomically; a bad set changes nothing.
 
     Args:
         files: {"policies/x.yaml": text, ...} (the complete set).
         actor: who applies (e.g. ``api_key:abc``, ``cli:alice``).
         note: optional free text kept in the history.
+        if_match: the version the caller expects to be active (412 precondition-failed otherwise).
 
     Returns:
         ApplyResult(version, previous, changed).
@@ -172,7 +173,7 @@ def apply(files, actor, note=None):
     ps, errors = check(files)
     if errors:
         raise PolicyInvalid(errors, ps.version)
-    previous, changed = store.save_and_activate(ps, actor, note)
+    previous, changed = store.save_and_activate(ps, actor, note, if_match=if_match)
     _activate(ps)
     if changed:
         log.info("policy set %s activated by %s (was %s)", ps.version, actor, previous)

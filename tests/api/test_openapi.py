@@ -1,9 +1,6 @@
 """/openapi.json is a valid, bundled OpenAPI 3.1 document, and the live server answers as it says (schemathesis)."""
-import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import requests
 
@@ -67,7 +64,7 @@ def test_query_parameters_are_validated_as_declared(http):
 
 
 def test_policy_invalid_errors_carry_a_json_pointer(http):
-    r = http.post("/v1/policies/apply", json={"files": {"policies/x.yaml": "kind: [unclosed"}})
+    r = http.post("/v1/policies/apply", json={"files": {"policies/x.yaml": "kind: [unclosed"}}, key="t-invalid-1")
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["code"] == "policy-invalid"
@@ -99,3 +96,15 @@ def test_schemathesis_against_the_live_server(demo_instance, tmp_path):
     assert run.returncode == 0, out[-8000:] + "\n--- server log ---\n" + demo_instance.server_log()[-3000:]
     assert "passed" in out.splitlines()[-1] or " passed" in out[-2000:], out[-2000:]
     print(f"schemathesis: {elapsed:.1f} s")
+
+
+def test_docs_page_renders_the_document_from_a_vendored_script(server):
+    import re
+    page = requests.get(server + "/docs", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert 'spec-url="/openapi.json"' in page.text
+    scripts = re.findall(r'src="([^"]+)"', page.text)
+    assert scripts and all(s.startswith("/") for s in scripts), scripts  # served here, no CDN
+    assert "http" not in page.text.lower().replace("http-equiv", "")
+    js = requests.get(server + scripts[0], timeout=30)
+    assert js.status_code == 200 and len(js.content) > 500_000 and b"Redoc" in js.content[:2000]
