@@ -10,9 +10,11 @@ Rules of the harness (README "Docs that run"):
   `<!-- doc-test: skip (reason) -->`; one whose commands must fail (an error example) is marked
   `<!-- doc-test: expect-failure -->`.
 - The working directory is a scratch folder that mirrors the repository (files a block writes land
-  there), with `.venv/bin/patron` reaching the same database as the server.
+  there; policies/, rules/, docs/ and schemas/ are copies, the rest symlinks), with `.venv/bin/patron`
+  reaching the same database as the server. The test also checks the repository is unchanged after.
 """
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -23,6 +25,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(bash|sh)\s*$")
 MARKER = re.compile(r"<!--\s*doc-test:\s*(skip|expect-failure)\b\s*(.*?)\s*-->")
 ORIGIN = "http://127.0.0.1:8000"
+COPIED = ("policies", "rules", "docs", "schemas")
 
 PRELUDE = r"""
 set -euo pipefail
@@ -81,12 +84,21 @@ def test_harness_reads_blocks_and_markers(tmp_path):
     assert "echo 1" in script and "\nexit 1\n" not in script and "raise" not in script
 
 
+def _tracked_state():
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                          capture_output=True, text=True).stdout
+
+
 def _workdir(tmp_path):
     """A scratch folder mirroring the repository's top level (symlinks), so blocks may write files."""
     work = tmp_path / "work"
     work.mkdir()
     for entry in ROOT.iterdir():
-        if entry.name not in ("instance", ".git"):
+        if entry.name in ("instance", ".git"):
+            continue
+        if entry.name in COPIED:  # blocks may edit copies of these (cp -r policies ...): never the repo's
+            shutil.copytree(entry, work / entry.name)
+        else:
             (work / entry.name).symlink_to(entry)
     if not (work / ".venv").exists():  # CI's venv may live elsewhere: the one running the tests
         (work / ".venv").symlink_to(BIN.parent)
@@ -100,8 +112,10 @@ def test_doc_examples_run_against_a_fresh_demo(doc, demo_instance, tmp_path):
     env = {**demo_instance.env, "PATRON_KEY": demo_instance.key, "PATRON_URL": demo_instance.base}
     script = tmp_path / "doc.sh"
     script.write_text(script_of(doc), encoding="utf-8")
+    before = _tracked_state()
     run = subprocess.run(["bash", str(script)], cwd=_workdir(tmp_path), env=env, capture_output=True,
                          text=True, timeout=600)
+    assert _tracked_state() == before, "a doc block changed files of the repository itself"
     assert run.returncode == 0, (f"{doc.name}: a shell example failed (exit {run.returncode}); the last "
                                  f"'=== file:line' names its block\n--- stderr ---\n{run.stderr[-6000:]}\n"
                                  f"--- stdout ---\n{run.stdout[-3000:]}\n--- server ---\n"
