@@ -142,7 +142,7 @@ def _responses(op, has_path_params):
     if not op["public"]:
         codes.update({c: _COMMON[c] for c in ("401", "403", "503")})
     if op["idempotent"] in (True, "replay"):
-        codes.update({c: _COMMON[c] for c in ("409", "428")})
+        codes.update({c: _COMMON[c] for c in ("409", "422", "428")})  # 422: a malformed key
     if has_path_params:
         codes["404"] = _COMMON["404"]
     if op["query"] or op["path"]:
