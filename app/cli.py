@@ -50,7 +50,7 @@ def cmd_apikey_revoke(args):
 def cmd_demo(args):
     """Upgrade the database, activate the sample policies, seed demo data, print the demo key.
 
-    The key is kept in ``instance/demo-key`` (mode 600) and reused while it still opens this database,
+    The key is kept in ``instance/demo-key-<database hash>`` (mode 600) and reused while it still opens this database,
     so running ``make run`` again does not pile up admin keys; when a new one is needed, the demo keys
     left behind are revoked.
     """
@@ -63,7 +63,10 @@ def cmd_demo(args):
         from app import policy
         policy.startup(app, apply_from_disk=True)
         with db.connection_context():
-            token, reused = _demo_key(os.path.join(app.instance_path, "demo-key"))
+            # one file per database: a key saved for another database never opens this one
+            import hashlib
+            tag = hashlib.sha256(app.config["DATABASE_URL"].encode()).hexdigest()[:12]
+            token, reused = _demo_key(os.path.join(app.instance_path, f"demo-key-{tag}"))
             demo.seed()
     print("=" * 64)
     print(f"Patron demo API key (admin scope; {'the same as last time' if reused else 'new'}):")
@@ -155,7 +158,7 @@ def cmd_apikey_list(args):
         keys = list(ApiKey.select().order_by(ApiKey.created_at))
     if args.json:
         import json
-        print(json.dumps([{"id": k.key_id, "name": k.name, "scopes": k.scopes.split(",") if k.scopes else [],
+        print(json.dumps([{"id": k.key_id, "name": k.name, "scopes": k.scopes.replace(",", " ").split(),
                            "created_at": k.created_at.isoformat() + "Z",
                            "revoked_at": k.revoked_at.isoformat() + "Z" if k.revoked_at else None}
                           for k in keys], ensure_ascii=False, indent=2))
