@@ -131,8 +131,12 @@ def cmd_serve(args):
         # one control socket per user in ~/.gunicorn would collide between instances; we don't use it
         argv.append("--no-control-socket")
     argv.append("app.wsgi:app")
-    print(f"serving on http://{args.host}:{args.port} ({workers} worker(s) x {args.threads} threads, "
-          f"jobs {'on RQ' if redis else 'in-process with ticker'})", file=sys.stderr, flush=True)
+    import logging
+    logging.getLogger("patron.serve").info(
+        "serving on http://%s:%s (%s worker(s) x %s threads, jobs %s)", args.host, args.port, workers,
+        args.threads, "on RQ" if redis else "in-process with ticker")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     os.execvp(sys.executable, [sys.executable, "-m"] + argv)
 
 
