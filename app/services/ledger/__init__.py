@@ -552,7 +552,6 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
         if idempotency_key is not None and is_postgres():
             ctx.record = (client, idempotency_key, operation, status_of(op))
         result = {"operation": op, **fn(ctx, body)}
-        core.fault("before-commit")
         return result, ctx.recorded
 
     return _run_once(client, idempotency_key, operation, digest, run, status_of(op))
