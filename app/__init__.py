@@ -14,7 +14,8 @@ def create_app(test_config=None):
     from app.db import db, open_database
     from app.errors import register_error_handlers
 
-    app = Flask(__name__, instance_relative_config=True)
+    # INSTANCE_PATH (tests, tools): a folder of their own instead of ./instance and its config.yaml
+    app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"), instance_relative_config=True)
     from app.api import Int64Converter
     app.url_map.converters["int"] = Int64Converter
     os.makedirs(app.instance_path, exist_ok=True)

@@ -14,6 +14,24 @@ BACKEND = os.environ.get("PATRON_TEST_DATABASE", "sqlite")
 PG_URL = os.environ.get("PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PATRON_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+# The suite never sees the shell's settings: every PATRON_* variable but the PATRON_TEST_* ones above is
+# dropped, and PATRON_CONFIG names an empty file, so neither this process nor the servers and workers it
+# starts read instance/config.yaml. Tests that need a setting pass it (test_config, monkeypatch, env=).
+for _name in [n for n in os.environ if n.startswith("PATRON_") and not n.startswith("PATRON_TEST_")]:
+    del os.environ[_name]
+_CONFIG_DIR = tempfile.mkdtemp(prefix="patron-test-config-")
+os.environ["PATRON_CONFIG"] = os.path.join(_CONFIG_DIR, "config.yaml")
+open(os.environ["PATRON_CONFIG"], "w").close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def contexts():
+    """Every context's policy kinds, rulesets and actions, registered as create_app and the CLI do."""
+    from app import contexts as wiring
+    wiring.register()
+    yield wiring
+    shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
+
 
 def _database_url(tmpdir):
     if BACKEND == "sqlite":
