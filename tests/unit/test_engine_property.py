@@ -8,12 +8,15 @@ import json
 import re
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.engine import durable, lang
 from app.engine.durable import adapter
 from app.engine import ruleset_hash
+
+pytestmark = pytest.mark.durable
 
 FIELDS = ["a", "b", "s", "c.d", "c.e", "tags"]
 # regex metacharacters, characters the adapter cannot escape, Chinese, and plain letters
