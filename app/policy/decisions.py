@@ -3,6 +3,7 @@ import hashlib
 import json
 import secrets
 
+from app.models.core import utcnow
 from app.models.policy import Decision
 
 
@@ -12,7 +13,6 @@ def _canon(value):
 
 def row(ruleset, version, rule, subject, inputs, outcome):
     """The decision-log row (column -> value) for one decision; ``record`` writes it, batch writers send it."""
-    from app.models.core import utcnow
     text = _canon(inputs)
     return {"decision_id": "dec_" + secrets.token_hex(12), "ruleset": str(ruleset)[:100], "version": version,
             "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],

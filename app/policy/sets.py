@@ -8,6 +8,7 @@ from app import engine
 from app.engine import actions
 from app.policy import kinds, loader
 from app.policy.errors import PolicyError
+from app.schemas import validator
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,6 @@ def discover():
 
 
 def _schema_errors(ps, doc, known):
-    from app.schemas import validator
     file = doc["_file"]
     kind = doc.get("kind")
     out = []
