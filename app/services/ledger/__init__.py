@@ -1,12 +1,7 @@
 """Accounts ledger: customers, accounts, exactly-once operations (recharge ... lots), reads, demo seed."""
 import datetime as dt
-import json
-
-from peewee import IntegrityError
-
 from app.db import db, for_update, is_postgres
 from app.errors import Problem, validation_failed
-from app.models.core import utcnow
 from app.models.ledger import (LedgerAccount, LedgerConsume, LedgerCustomer, LedgerEntry,
                                LedgerHold, LedgerJournal, LedgerLot)
 from app.policy import decisions, kinds
@@ -174,8 +169,6 @@ def _decide_consume(body):
 def op_consume(ctx, body):
     """Cashback first, then available, then overdraft down to its limit; one journal."""
     legs, counter, summary, rule = _decide_consume(body)
-    # the whole result, given the journal: lets post() write the idempotency record with the journal
-    ctx.finish = lambda j: {"operation": ctx.op, "journal": j, "consume": {"journal_id": j["id"], **summary}}
     j = post(ctx, "consume", legs, rule=rule, extra=("ledger_consume", counter))
     return {"journal": j, "consume": {"journal_id": j["id"], **summary}}
 
@@ -533,9 +526,10 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
             at=None):
     """Run one operation exactly once per (client, key); returns (status, result, replayed).
 
-    ``journal_key`` (batch items without their own key) labels the journal only: the batch's own
-    idempotency record already makes the whole batch exactly-once. ``at`` (naive UTC or ISO 8601) is
-    the instant the operation's time decisions use; default ``app.platform.clock.now()``.
+    The contract is ``app.platform.idempotency.run``'s: a success or a business refusal is stored under
+    the key and replayed. ``journal_key`` (batch items without their own key) labels the journal only:
+    the batch's own idempotency record already makes the whole batch exactly-once. ``at`` (naive UTC
+    or ISO 8601) is the instant the operation's time decisions use; default ``app.platform.clock.now()``.
     """
     if isinstance(at, str):
         at = core.parse_time(at, "at")
@@ -543,81 +537,17 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
         _validate(op, body)
     fn = OPERATIONS.get(op) or INTERNAL_OPERATIONS[op]
     operation = f"ledger.{op}"
-    digest = idempotency.digest(operation, body)
 
     def run():
         ctx = Ctx(op=op, actor=actor, client=client, key=idempotency_key or journal_key, digest=digest,
                   external_ref=body.get("bill_ref") or body.get("external_ref"), metadata=body.get("metadata"),
                   at=at)
-        if idempotency_key is not None and is_postgres():
-            ctx.record = (client, idempotency_key, operation, status_of(op))
         result = {"operation": op, **fn(ctx, body)}
         core.fault("before-commit")
-        return result, ctx.recorded
-
-    return _run_once(client, idempotency_key, operation, digest, run, status_of(op))
-
-
-def _idem_sql():
-    """Statement text of the idempotency record lookup and insert for the bound engine (built once)."""
-    p = db.obj.param
-    key = (type(db.obj), p)
-    sql = _IDEM_SQL.get(key)
-    if sql is None:
-        sql = _IDEM_SQL[key] = (
-            f'SELECT request_digest, status_code, response FROM idempotency_record WHERE client = {p} AND "key" = {p}',
-            'INSERT INTO idempotency_record (client, "key", operation, request_digest, status_code, response, '
-            f"created_at) VALUES ({', '.join([p] * 7)})")
-    return sql
-
-
-_IDEM_SQL = {}
-
-
-def _lookup(client, key, digest):
-    row = db.execute_sql(_idem_sql()[0], (client, key)).fetchone()
-    if row is None:
-        return None
-    if row[0] != digest:
-        raise Problem(409, "idempotency-key-reused", "Idempotency key reused",
-                      "This Idempotency-Key was used with a different request body or operation.")
-    return row[1], json.loads(row[2]), True
-
-
-def _run_once(client, key, operation, digest, fn, status_code):
-    """``app.platform.idempotency.run`` for the ledger's hot path: same table, records and semantics, but
-    statement text built once (peewee's query building cost more CPU than the two statements' round trips).
-
-    ``fn`` returns (result, recorded): ``recorded`` is the response JSON when the operation already wrote
-    the idempotency record in its own statement (a single posting on PostgreSQL, see ledger_core.post),
-    else None and the record is written here, in the same transaction.
-    """
-    if key is None:
-        return status_code, core.transactional()(fn)()[0], False
-    hit = _lookup(client, key, digest)
-    if hit:
-        return hit
-
-    @core.transactional()
-    def attempt():
-        result, recorded = fn()
-        response = json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str)
-        if recorded is None:
-            db.execute_sql(_idem_sql()[1], (client, key, operation, digest, status_code, response, utcnow()))
-        elif recorded != response:  # a bug: the record written with the journal must be this very result
-            raise RuntimeError("idempotency record differs from the result")
         return result
 
-    try:
-        return status_code, attempt(), False
-    except IntegrityError:
-        # A concurrent request with the same key committed first: its transaction won, ours rolled back.
-        if db.in_transaction():
-            raise
-        hit = _lookup(client, key, digest)
-        if hit:
-            return hit
-        raise
+    digest = idempotency.digest(operation, body)
+    return idempotency.run(client, idempotency_key, operation, body, run, status_of(op), request_digest=digest)
 
 
 def apply_operation(op, body, actor, idempotency_key=None, client="internal", at=None):

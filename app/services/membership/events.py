@@ -1,5 +1,4 @@
 """Member events: stored verbatim (idempotent by event id, simulation input) and turned into growth, points and level changes."""
-import hashlib
 import json
 from types import SimpleNamespace
 
@@ -8,7 +7,7 @@ import peewee as pw
 from app.db import db, transactional
 from app.errors import Problem
 from app.models.membership import MemberEvent
-from app.platform import clock
+from app.platform import clock, idempotency
 from app.services.membership import benefits
 from app.services.membership import growth
 from app.services.membership import plans
@@ -25,15 +24,15 @@ def canonical(event):
 
 
 def _digest(event):
-    return hashlib.sha256(canonical(event).encode()).hexdigest()
+    return idempotency.digest("members.event", event)
 
 
 def _replay(row, digest):
-    if row.digest != digest:
-        raise Problem(409, "event-id-reused", "Event id reused",
-                      f"event {row.event_id!r} was already received with a different body",
-                      event_id=row.event_id)
-    out = json.loads(row.result)
+    """The stored result of an event id: the idempotency contract's replay rule, keyed by event id."""
+    def reused():
+        return Problem(409, "event-id-reused", "Event id reused",
+                       f"event {row.event_id!r} was already received with a different body", event_id=row.event_id)
+    _, out, _ = idempotency.replay(row.digest, digest, 200, row.result, conflict=reused)
     out["replayed"] = True
     return out
 

@@ -6,7 +6,7 @@ import peewee as pw
 
 from app.db import db, for_update, transactional
 from app.errors import Problem, not_found
-from app.models.core import IdempotencyRecord, utcnow
+from app.models.core import utcnow
 from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
@@ -358,18 +358,8 @@ def facts_of(body):
             "user": _user_facts(body), "tags": list(body.get("tags") or [])}
 
 
-def _replayed(client, key, request_digest):
-    """The stored result of (client, key), or None; one prepared SELECT on the miss (the usual case)."""
-    if fastsql.select_one(IdempotencyRecord, ("id",), {"client": client, "key": key}) is None:
-        return None
-    return idempotency.lookup(client, key, request_digest)  # replay or 409, exactly as idempotency.run
-
-
 def create(principal, body, key):
     """Create a ticket, routed and prioritised by rules; idempotent on (caller, Idempotency-Key).
-
-    Same contract as ``idempotency.run`` (one lookup before the rules run, the record written in the
-    ticket's transaction, a concurrent duplicate replayed), without its second lookup.
 
     Args:
         principal: the authenticated caller.
@@ -380,42 +370,21 @@ def create(principal, body, key):
         (status, ticket dict, replayed).
     """
     from app.platform.auth import actor as actor_of
-    client = principal["id"]
-    request_digest = idempotency.digest("tickets.create", body)
-    if key is not None:
-        hit = _replayed(client, key, request_digest)
-        if hit:
-            return hit
-    # Rules run before the write transaction: on SQLite it holds the single write lock.
-    cfg = tickets_policy.current()
-    cfg.category(body["category"])
-    facts = facts_of(body)
-    decision = tickets_routing.decide(facts, cfg.tickets["default_priority"])
-    if decision["department"] not in cfg.departments():
-        raise Problem(503, "routing-failed", "Routing failed",
-                      f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
     caller = actor_of(principal)
 
-    @transactional()
-    def attempt():
-        result = _create(caller, body, cfg, facts, decision)
-        if key is not None:
-            fastsql.insert(IdempotencyRecord, [{
-                "client": client, "key": key, "operation": "tickets.create", "request_digest": request_digest,
-                "status_code": 201, "response": json.dumps(result, separators=(",", ":"), ensure_ascii=False,
-                                                           default=str)}])
-        return result
+    def decide():
+        # Rules run before the write transaction: on SQLite it holds the single write lock.
+        cfg = tickets_policy.current()
+        cfg.category(body["category"])
+        facts = facts_of(body)
+        decision = tickets_routing.decide(facts, cfg.tickets["default_priority"])
+        if decision["department"] not in cfg.departments():
+            raise Problem(503, "routing-failed", "Routing failed",
+                          f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
+        return cfg, facts, decision
 
-    try:
-        return 201, attempt(), False
-    except pw.IntegrityError:
-        # a concurrent request with the same key committed first: its transaction won, ours rolled back
-        if key is None or db.in_transaction():
-            raise
-        hit = _replayed(client, key, request_digest)
-        if hit:
-            return hit
-        raise
+    return idempotency.run(principal["id"], key, "tickets.create", body,
+                           lambda decided: _create(caller, body, *decided), 201, prepare=decide)
 
 
 def _create(caller, body, cfg, facts, decision):
