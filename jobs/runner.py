@@ -8,6 +8,7 @@ import uuid
 
 from croniter import croniter
 
+from app.platform import timefmt
 from jobs import QUEUE, RUNNER, JobRef, _tz, job_id_for, options, periodic_jobs, queue, resolve
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def execute(path, run_key, args=None, kwargs=None, scheduled_for=None, runner="r
     from app.metrics import JOBS
     fn = resolve(path)
     app = _ensure_app()
-    when = _naive_utc(dt.datetime.fromisoformat(scheduled_for)) if scheduled_for else None
+    when = timefmt.parse(scheduled_for, "/scheduled_for") if scheduled_for else None
     with app.app_context(), connection():
         token = _claim(path, run_key, when, runner, options(fn)["timeout"] + 60)
         if token is None:

@@ -8,8 +8,9 @@ from app.policy import decisions, kinds
 from app.schemas import errors_of
 from app.platform import clock, idempotency
 from app.services.ledger import core
-from app.services.ledger.core import Ctx, Leg, account_ref, config, insufficient, iso, post, system
+from app.services.ledger.core import Ctx, Leg, account_ref, config, insufficient, post, system
 from app.services.ledger.reconcile import reconcile  # noqa: F401  (public interface)
+from app.platform import timefmt
 
 
 def register():
@@ -220,8 +221,8 @@ def _hold_dict(h):
     return {"id": h.id, "kind": h.kind, "state": h.state, "account_id": h.account_id,
             "amount": h.amount_minor, "remaining": h.remaining_minor, "settled": h.settled_minor,
             "reason": h.reason, "external_ref": h.external_ref, "journal_id": h.journal_id,
-            "resolved_journal_id": h.resolved_journal_id, "expires_at": iso(h.expires_at),
-            "created_at": iso(h.created_at), "resolved_at": iso(h.resolved_at)}
+            "resolved_journal_id": h.resolved_journal_id, "expires_at": timefmt.iso(h.expires_at),
+            "created_at": timefmt.iso(h.created_at), "resolved_at": timefmt.iso(h.resolved_at)}
 
 
 def _take_hold(ctx, body, kind):
@@ -421,7 +422,7 @@ def op_credit_repay(ctx, body):
 
 def _lot_dict(lot):
     return {"id": lot.id, "asset": lot.asset, "amount": lot.amount_minor, "remaining": lot.remaining_minor,
-            "state": lot.state, "expires_at": iso(lot.expires_at), "created_at": iso(lot.created_at),
+            "state": lot.state, "expires_at": timefmt.iso(lot.expires_at), "created_at": timefmt.iso(lot.created_at),
             "journal_id": lot.journal_id}
 
 
@@ -430,7 +431,7 @@ def op_grant_lot(ctx, body):
     asset = body["asset"]
     if not cfg.is_lot_asset(asset):
         raise Problem(422, "not-a-lot-asset", "Not a lot asset", f"{asset} is not held in lots")
-    expires_at = core.parse_time(body.get("expires_at"), "expires_at")
+    expires_at = timefmt.parse(body.get("expires_at"), "/expires_at")
     (acct,) = core.lock_accounts([core.customer_account_for_asset(body["customer"], asset)])
     src = cfg.system_code(body.get("source") or cfg.lot_route(asset, "issue_from"), asset)
     j = post(ctx, "lot_grant", [Leg(system(src, asset), "main", -body["amount"]),
@@ -472,7 +473,7 @@ def op_spend_lot(ctx, body):
         lot.remaining_minor -= take
         lot.state = "spent" if lot.remaining_minor == 0 else "open"
         LedgerLot.update(remaining_minor=lot.remaining_minor, state=lot.state).where(LedgerLot.id == lot.id).execute()
-        used.append({"lot_id": lot.id, "amount": take, "expires_at": iso(lot.expires_at)})
+        used.append({"lot_id": lot.id, "amount": take, "expires_at": timefmt.iso(lot.expires_at)})
     return {"journal": j, "lots_used": used}
 
 
@@ -532,7 +533,7 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
     or ISO 8601) is the instant the operation's time decisions use; default ``app.platform.clock.now()``.
     """
     if isinstance(at, str):
-        at = core.parse_time(at, "at")
+        at = timefmt.parse(at, "/at")
     if not validated:
         _validate(op, body)
     fn = OPERATIONS.get(op) or INTERNAL_OPERATIONS[op]
@@ -735,9 +736,8 @@ def lots(customer_external_ref, asset=None, include_closed=False):
         q = q.where(LedgerLot.asset == asset)
     if not include_closed:
         q = q.where(LedgerLot.state == "open")
-    items = [_lot_dict(lot) for lot in q]
-    items.sort(key=lambda d: (d["expires_at"] is None, d["expires_at"] or "", d["id"]))
-    return items
+    rows = sorted(q, key=lambda lot: (lot.expires_at is None, lot.expires_at or dt.datetime.min, lot.id))
+    return [_lot_dict(lot) for lot in rows]
 
 
 def holds(customer_external_ref, state=None):
@@ -789,9 +789,9 @@ def statement(customer=None, account_id=None, type=None, since=None, until=None,
     if type:
         q = q.where(LedgerJournal.type == type)
     if since:
-        q = q.where(LedgerEntry.created_at >= core.parse_time(since, "since"))
+        q = q.where(LedgerEntry.created_at >= timefmt.parse(since, "/since"))
     if until:
-        q = q.where(LedgerEntry.created_at < core.parse_time(until, "until"))
+        q = q.where(LedgerEntry.created_at < timefmt.parse(until, "/until"))
     if cursor:
         if not str(cursor).isdigit():
             raise validation_failed([{"pointer": "/query/cursor", "validator": "format",
@@ -801,7 +801,7 @@ def statement(customer=None, account_id=None, type=None, since=None, until=None,
     items = [{"entry_id": e["id"], "journal_id": e["journal"], "journal_type": e["journal_type"],
               "external_ref": e["external_ref"], "account_id": e["account"], "account_type": e["account_type"],
               "label": e["label"], "sub": e["sub"], "asset": e["asset"], "amount": e["amount_minor"],
-              "balance_after": e["balance_after_minor"], "created_at": iso(e["created_at"])}
+              "balance_after": e["balance_after_minor"], "created_at": timefmt.iso(e["created_at"])}
              for e in rows[:limit]]
     return {"items": items, "next_cursor": str(rows[limit - 1]["id"]) if len(rows) > limit else None}
 
@@ -813,7 +813,7 @@ def seed_demo():
     """A demo user with a cash balance, some cashback and points (idempotent by keys)."""
     ensure_customer("demo-user", "user")
     ensure_customer("demo-merchant", "merchant")
-    expires = (clock.now() + dt.timedelta(days=365)).replace(microsecond=0).isoformat() + "Z"
+    expires = timefmt.iso((clock.now() + dt.timedelta(days=365)).replace(microsecond=0))
     steps = [
         ("recharge", {"customer": "demo-user", "amount": 100000, "external_ref": "demo-recharge-1"}),
         ("settlement", {"customer": "demo-user", "direction": "in", "sub": "cashback", "amount": 1500,

@@ -16,6 +16,7 @@ from app.errors import Problem
 from app.platform import clock
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerCustomer, LedgerEntry,
                                LedgerJournal)
+from app.platform.timefmt import iso
 
 SYSTEM_CUSTOMER = "__system__"
 SYSTEM_LABEL = "system"
@@ -175,29 +176,6 @@ def param():
 
 def placeholders(n):
     return ", ".join([param()] * n)
-
-
-def iso(value):
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_time(value, name):
-    """An ISO 8601 date-time as naive UTC, or 422."""
-    if value is None:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        raise Problem(422, "validation-failed", "Validation failed", f"{name}: not an ISO 8601 date-time",
-                      errors=[{"pointer": f"/{name}", "message": "not an ISO 8601 date-time",
-                               "validator": "format"}]) from None
-    if t.tzinfo is not None:
-        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return t
 
 
 def insufficient(needed, available, account):
@@ -398,14 +376,15 @@ def system_shards(code, asset):
         elif is_postgres():
             _create_system_accounts_elsewhere(cfg)
         else:
-            _uncommitted_system().add(key)
+            _uncommitted_system()[key] = _outermost_transaction()
             return _ensure_system(code, asset, cfg.shards)
         found = _find_system(code, asset, cfg.shards)
         if found is None:  # a bug (or a REPEATABLE READ caller that cannot see the commit)
             raise RuntimeError(f"system account {code}/{asset} was created but is not visible")
-    elif db.in_transaction() and key in _uncommitted_system():
-        return found  # SQLite: possibly this transaction's own, uncommitted rows
-    _uncommitted_system().discard(key)
+    elif db.in_transaction() and _uncommitted_system().get(key) is _outermost_transaction():
+        return found  # SQLite: this very transaction's own, uncommitted rows
+    # Seen outside the transaction that created them: that one ended, and as the rows exist, committed.
+    _uncommitted_system().pop(key, None)
     with _system_lock:
         _system_cache[key] = found
     return found
@@ -416,10 +395,16 @@ _create_lock = threading.Lock()
 
 
 def _uncommitted_system():
+    """System account keys this thread created inside a transaction -> that (outermost) transaction."""
     keys = getattr(_local, "uncommitted_system", None)
     if keys is None:
-        keys = _local.uncommitted_system = set()
+        keys = _local.uncommitted_system = {}
     return keys
+
+
+def _outermost_transaction():
+    txns = db.obj._state.transactions
+    return txns[0] if txns else None
 
 
 def _create_system_accounts(cfg):

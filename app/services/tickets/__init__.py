@@ -4,9 +4,10 @@ import json
 
 import peewee as pw
 
+from app.platform import clock
 from app.db import db, for_update, transactional
 from app.errors import Problem, not_found
-from app.models.core import utcnow
+
 from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
@@ -14,14 +15,12 @@ from app.platform import idempotency, outbox
 from app.services.tickets import policy as tickets_policy, routing as tickets_routing, sla as tickets_sla
 from app.platform import sql as fastsql
 from app.services.tickets.policy import PRIORITIES
+from app.platform.timefmt import iso
 
 
 def _dumps(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -38,8 +37,8 @@ def serialize(t, cfg=None, detail=False):
         "order_no": t.order_no, "order_status": t.order_status, "amount_fen": t.amount_fen,
         "conversation_ref": t.conversation_ref, "department": t.department, "queue": t.queue,
         "priority": t.priority, "assignee": t.assignee, "tags": json.loads(t.tags),
-        "created_by": t.created_by, "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
-        "resolved_at": _iso(t.resolved_at), "closed_at": _iso(t.closed_at),
+        "created_by": t.created_by, "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+        "resolved_at": iso(t.resolved_at), "closed_at": iso(t.closed_at),
         "routing": {"rule": t.routing_rule, "priority_rule": t.priority_rule, "policy_version": t.policy_version},
         "sla": tickets_sla.describe(t),
     }
@@ -89,7 +88,7 @@ def list_tickets(filters, cursor=None, limit=50):
 def history(ticket_id):
     """Every change to a ticket, oldest first: who, when, what (field from -> to), policy version and rule."""
     get_ticket(ticket_id)
-    return [{"id": e.id, "at": _iso(e.at), "actor": e.actor, "kind": e.kind, "field": e.field,
+    return [{"id": e.id, "at": iso(e.at), "actor": e.actor, "kind": e.kind, "field": e.field,
              "from": e.from_value, "to": e.to_value, "detail": json.loads(e.detail) if e.detail else None,
              "policy_version": e.policy_version, "rule": e.rule}
             for e in TicketEvent.select().where(TicketEvent.ticket == ticket_id).order_by(TicketEvent.id)]
@@ -104,7 +103,7 @@ def comments(ticket_id, visibility=None):
 
 
 def _comment_dict(c):
-    return {"id": c.id, "at": _iso(c.at), "author": c.author, "author_kind": c.author_kind,
+    return {"id": c.id, "at": iso(c.at), "author": c.author, "author_kind": c.author_kind,
             "visibility": c.visibility, "body": c.body}
 
 
@@ -115,13 +114,13 @@ def attachments(ticket_id):
 
 
 def _attachment_dict(a):
-    return {"id": a.id, "at": _iso(a.at), "ref": a.ref, "name": a.name, "content_type": a.content_type,
+    return {"id": a.id, "at": iso(a.at), "ref": a.ref, "name": a.name, "content_type": a.content_type,
             "size_bytes": a.size_bytes, "added_by": a.added_by}
 
 
 def approvals(ticket_id):
     get_ticket(ticket_id)
-    return [{"id": a.id, "at": _iso(a.at), "step": a.step, "level": a.level, "decision": a.decision,
+    return [{"id": a.id, "at": iso(a.at), "step": a.step, "level": a.level, "decision": a.decision,
              "by": a.by, "comment": a.comment, "policy_version": a.policy_version}
             for a in TicketApproval.select().where(TicketApproval.ticket == ticket_id).order_by(TicketApproval.id)]
 
@@ -135,18 +134,18 @@ def user_view(ticket_id, user_id=None):
     st = cfg.state(t.workflow, t.state)
     return {
         "id": t.id, "category": t.category, "title": t.title, "status": st.get("user_status"),
-        "closed": t.terminal, "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
-        "resolved_at": _iso(t.resolved_at),
+        "closed": t.terminal, "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+        "resolved_at": iso(t.resolved_at),
         "replies": [_comment_dict(c) for c in TicketComment.select().where(
             (TicketComment.ticket == t.id) & (TicketComment.visibility == "public")).order_by(TicketComment.id)],
-        "notices": [{"at": _iso(n.at), "kind": n.kind, "text": n.text} for n in TicketNotice.select().where(
+        "notices": [{"at": iso(n.at), "kind": n.kind, "text": n.text} for n in TicketNotice.select().where(
             TicketNotice.ticket == t.id).order_by(TicketNotice.id)],
     }
 
 
 def notices(user_id, limit=50):
     """User-facing notices of one user, newest first (for the app to show)."""
-    return [{"id": n.id, "ticket_id": n.ticket_id, "at": _iso(n.at), "kind": n.kind, "text": n.text}
+    return [{"id": n.id, "ticket_id": n.ticket_id, "at": iso(n.at), "kind": n.kind, "text": n.text}
             for n in TicketNotice.select().where(TicketNotice.user_id == user_id)
             .order_by(TicketNotice.id.desc()).limit(limit)]
 
@@ -168,7 +167,7 @@ class _Pending:
 
 
 def _event_row(t, actor, kind, field=None, before=None, after=None, detail=None, version=None, rule=None, now=None):
-    return {"ticket": t.id, "at": now or utcnow(), "actor": actor, "kind": kind, "field": field,
+    return {"ticket": t.id, "at": now or clock.now(), "actor": actor, "kind": kind, "field": field,
             "from_value": None if before is None else str(before), "to_value": None if after is None else str(after),
             "detail": _dumps(detail) if detail else None, "policy_version": version, "rule": rule}
 
@@ -307,7 +306,7 @@ def _act_compensate(cfg, t, act, actor, now, pending=None):
     ledger.ensure_customer(t.user_id)
     body = {"customer": t.user_id, "asset": act["asset"], "amount": amount, "external_ref": f"ticket:{t.id}"}
     if act.get("expires_days"):
-        body["expires_at"] = (now + dt.timedelta(days=act["expires_days"])).isoformat() + "Z"
+        body["expires_at"] = iso(now + dt.timedelta(days=act["expires_days"]))
     result = ledger.apply_operation("grant_lot", body, actor="system:tickets",
                                     idempotency_key=f"ticket-{t.id}-{act['_key']}", client="tickets")
     journal = (result.get("journal") or {}).get("id")
@@ -390,7 +389,7 @@ def create(principal, body, key):
 def _create(caller, body, cfg, facts, decision):
     cat = cfg.category(body["category"])
     wf = cfg.workflow(cat["workflow"])
-    now = utcnow()
+    now = clock.now()
     creator = body.get("created_by")
     if creator:
         _staff(creator, "created_by")
@@ -454,7 +453,7 @@ def _guard_ok(tr, t, now):
 
 def allowed_transitions(cfg, t, now=None):
     """Names of the transitions open from the ticket's state right now (guards and windows applied)."""
-    now = now or utcnow()
+    now = now or clock.now()
     if t.workflow not in cfg.tickets["workflows"]:
         return []
     return [tr["name"] for tr in cfg.transitions_from(t.workflow, t.state) if _guard_ok(tr, t, now)]
@@ -559,7 +558,7 @@ def transition(principal, ticket_id, body, key=None):
     caller = actor_of(principal)
 
     def fn():
-        now = utcnow()
+        now = clock.now()
         cfg = tickets_policy.current()
         t = _lock(ticket_id)
         if body.get("expected_state") and body["expected_state"] != t.state:
@@ -589,7 +588,7 @@ def approve(principal, ticket_id, body, key=None):
     caller = actor_of(principal)
 
     def fn():
-        now = utcnow()
+        now = clock.now()
         cfg = tickets_policy.current()
         t = _lock(ticket_id)
         steps = [tr for tr in cfg.transitions_from(t.workflow, t.state) if tr.get("approval")]
@@ -608,7 +607,7 @@ def approve(principal, ticket_id, body, key=None):
 
 @transactional()
 def _assign(caller, ticket_id, body):
-    now = utcnow()
+    now = clock.now()
     cfg = tickets_policy.current()
     t = _lock(ticket_id)
     if t.terminal:
@@ -652,7 +651,7 @@ def assign(principal, ticket_id, body):
 
 @transactional()
 def _comment(caller, ticket_id, body):
-    now = utcnow()
+    now = clock.now()
     cfg = tickets_policy.current()
     t = _lock(ticket_id)
     kind = body.get("author_kind", "staff")
