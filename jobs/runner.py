@@ -8,7 +8,7 @@ import uuid
 
 from croniter import croniter
 
-from app.platform import timefmt
+from app.platform import clock, timefmt
 from jobs import QUEUE, RUNNER, JobRef, _tz, job_id_for, options, periodic_jobs, queue, resolve
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,8 @@ _app_lock = threading.Lock()
 
 
 def utcnow():
-    return dt.datetime.now(dt.timezone.utc)
+    """The product's clock (app.platform.clock) as an aware UTC instant, as croniter and RQ's scheduler want."""
+    return clock.now().replace(tzinfo=dt.timezone.utc)
 
 
 def _naive_utc(value):
