@@ -1,9 +1,12 @@
 """Operations: health, readiness, metrics, the OpenAPI document."""
 from flask import Blueprint, current_app, jsonify
 
+import jobs
+from app import policy
 from app.api import operation
 from app.db import db
 from app.errors import Problem
+from jobs import runner
 
 bp = Blueprint("ops", __name__)
 
@@ -23,18 +26,23 @@ def readyz():
         checks["database"] = "ok"
     except Exception as exc:  # report, don't crash: readiness is exactly this question
         checks["database"] = f"error: {type(exc).__name__}"
+    scheduler = None
     if current_app.config.get("REDIS_URL"):
         try:
-            from jobs import redis_connection
-            redis_connection().ping()
+            conn = jobs.redis_connection()
+            conn.ping()
             checks["redis"] = "ok"
+            scheduler = runner.scheduler_health(conn, jobs.queue_name())
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
-    from app import policy
+    else:
+        scheduler = runner.scheduler_health()
+    # a failing periodic-job scheduler does not stop this process serving: degraded, not unready
+    checks["scheduler"] = f"degraded: {scheduler['error']}" if scheduler else "ok"
     checks["policy_version"] = policy.active_version()
     if any(str(v).startswith("error") for v in checks.values()):
         raise Problem(503, "not-ready", "Not ready", "A dependency is unreachable.", checks=checks)
-    return jsonify(status="ready", checks=checks)
+    return jsonify(status="degraded" if scheduler else "ready", checks=checks)
 
 
 @bp.get("/metrics")

@@ -127,3 +127,9 @@ class LedgerReconciliation(BaseModel):
 
 MODELS = [LedgerCustomer, LedgerAccount, LedgerBalance, LedgerJournal, LedgerEntry, LedgerHold,
           LedgerLot, LedgerConsume, LedgerReconciliation]
+
+# Partial indexes over the open lots/holds that expiry and draining scan (created by migration m0200).
+LedgerLot.add_index(LedgerLot.index(LedgerLot.account, LedgerLot.expires_at, name="ledger_lot_open",
+                                    where=pw.SQL("\"state\" = 'open'")))
+LedgerHold.add_index(LedgerHold.index(LedgerHold.expires_at, name="ledger_hold_open",
+                                      where=pw.SQL("\"state\" = 'held'")))

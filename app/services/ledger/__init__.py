@@ -544,7 +544,6 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
                   external_ref=body.get("bill_ref") or body.get("external_ref"), metadata=body.get("metadata"),
                   at=at)
         result = {"operation": op, **fn(ctx, body)}
-        core.fault("before-commit")
         return result
 
     digest = idempotency.digest(operation, body)

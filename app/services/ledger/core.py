@@ -23,15 +23,6 @@ SYSTEM_LABEL = "system"
 SYSTEM_SUB = "main"
 CUSTOMER_SUBS = ("available", "cashback", "frozen", "overdraft")
 
-# Test hook for crash-between-steps tests: called with a step name; raising there aborts the transaction.
-FAULT = None
-
-
-def fault(step):
-    if FAULT is not None:
-        FAULT(step)
-
-
 # --------------------------------------------------------------------------- policy
 
 
@@ -657,14 +648,11 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         jid, after = _post_one_statement(journal_row, resolved, now, extra)
         if state is not None:
             state["writes"] += 1
-        fault("after-journal")
-        fault("after-balances")
         entries = []
         for bid, aid, cid, sub, asset, amount, leg in resolved:
             entries.append(_entry_dict(leg, aid, sub, asset, amount, after[bid]))
             if not isinstance(leg.account, tuple):
                 leg.account.subs[sub][1] = after[bid]  # keep the (batch-cached) view current
-        fault("after-entries")
         return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
                 "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
                 "created_at": iso(now), "entries": entries}
@@ -679,7 +667,6 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         table, row = extra
         db.execute_sql(f"INSERT INTO {table} (journal_id, {', '.join(row)}) VALUES ({placeholders(len(row) + 1)})",
                        [jid, *row.values()])
-    fault("after-journal")
     deltas = {}
     for bid, *_rest in resolved:
         deltas[bid] = deltas.get(bid, 0) + _rest[4]
@@ -690,7 +677,6 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         f"UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
         f"WHERE id IN ({placeholders(len(ids))}) RETURNING id, balance_minor", params)
     running = {bid: int(bal) - deltas[bid] for bid, bal in cur.fetchall()}
-    fault("after-balances")
     rows, entries = [], []
     for bid, aid, cid, sub, asset, amount, leg in resolved:
         running[bid] += amount
@@ -701,7 +687,6 @@ def post(ctx, jtype, legs, rule=None, extra=None):
     values = ", ".join([f"({placeholders(9)})"] * len(resolved))
     db.execute_sql("INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
                    f"balance_after_minor, created_at) VALUES {values}", rows)
-    fault("after-entries")
     return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
             "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
             "created_at": iso(now), "entries": entries}

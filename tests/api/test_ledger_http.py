@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tests.conftest import Http, make_token
-from tests.ledger_factories import ref
+from tests.ledger_factories import crash_at, ref
 
 
 @pytest.fixture()
@@ -232,18 +232,11 @@ def test_batch_gives_per_item_results_in_one_commit(http, customer):
 
 
 def test_crash_mid_request_then_retry_with_same_key(http, customer):
-    from app.services.ledger import core as ledger_core
     assert http.post("/v1/ledger/recharge", json={"customer": customer, "amount": 500}, key=ref("k")).ok
     key, body = ref("k"), {"customer": customer, "amount": 200}
 
-    def boom(step):
-        if step == "after-entries":
-            raise RuntimeError("simulated crash")
-    ledger_core.FAULT = boom
-    try:
+    with crash_at("after-entries", RuntimeError):
         r = http.post("/v1/ledger/consume", json=body, key=key)
-    finally:
-        ledger_core.FAULT = None
     assert r.status_code == 500 and r.json()["code"] == "internal-error"
     assert cash(http, customer)["sub_accounts"]["available"] == 500
     first = http.post("/v1/ledger/consume", json=body, key=key)

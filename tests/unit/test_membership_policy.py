@@ -10,9 +10,9 @@ from app.models.membership import GrowthEntry, Member
 from app.schemas import errors_of
 from app.services import membership
 from app.services.membership import growth as membership_growth, policy as mp
-from tests.test_members_helpers import uid
+from tests.membership_factories import uid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETS = {"ladder": ROOT, "independent": ROOT / "docs" / "samples" / "independent"}
 KINDS = ("membership", "points", "benefits", "plans")
 

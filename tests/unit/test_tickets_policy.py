@@ -7,7 +7,7 @@ import yaml
 
 from app.services.tickets import policy as tickets_policy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeSet:

@@ -3,7 +3,7 @@ import datetime as dt
 
 import jobs
 from app.models.membership import GrowthEntry, Member
-from tests.test_members_helpers import event, frozen_clock, order, post, uid  # noqa: F401 (fixture)
+from tests.membership_factories import event, frozen_clock, order, post, uid  # noqa: F401 (fixture)
 
 TZ8 = dt.timezone(dt.timedelta(hours=8))
 

@@ -107,7 +107,7 @@ def test_unreachable_receiver_goes_dead_after_max_attempts(http, db_conn):
 
 
 def test_concurrent_workers_post_each_delivery_once(app, db_conn, receiver):
-    from tests.test_tickets_sla_watch import run_concurrently
+    from tests.jobs.test_tickets_sla_watch import run_concurrently
     receiver.fail = 0
     topic = f"test.{uuid.uuid4().hex[:10]}"
     outbox.create_webhook("conc", receiver.url, topics=topic)
