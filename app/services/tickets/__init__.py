@@ -12,6 +12,8 @@ from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
 from app.platform import idempotency, outbox
+from app.platform.auth import actor as actor_of
+from app.services.tickets import ledger_port, membership_port
 from app.services.tickets import policy as tickets_policy, routing as tickets_routing, sla as tickets_sla
 from app.platform import sql as fastsql
 from app.services.tickets.policy import PRIORITIES
@@ -301,17 +303,12 @@ def _act_add_tag(cfg, t, act, actor, now, pending=None):
 
 def _act_compensate(cfg, t, act, actor, now, pending=None):
     """Pay the user through the ledger (a lot of red packets/vouchers), exactly once per trigger."""
-    from app.services import ledger
     amount = act["amount_fen"]
-    ledger.ensure_customer(t.user_id)
-    body = {"customer": t.user_id, "asset": act["asset"], "amount": amount, "external_ref": f"ticket:{t.id}"}
-    if act.get("expires_days"):
-        body["expires_at"] = iso(now + dt.timedelta(days=act["expires_days"]))
-    result = ledger.apply_operation("grant_lot", body, actor="system:tickets",
-                                    idempotency_key=f"ticket-{t.id}-{act['_key']}", client="tickets")
-    journal = (result.get("journal") or {}).get("id")
+    expires = iso(now + dt.timedelta(days=act["expires_days"])) if act.get("expires_days") else None
+    journal, lot = ledger_port.compensate(t.user_id, act["asset"], amount, expires, f"ticket:{t.id}",
+                                          f"ticket-{t.id}-{act['_key']}")
     _event(t, actor, "compensated", "compensation", None, f"{act['asset']} {amount}",
-           detail={"journal_id": journal, "lot_id": (result.get("lot") or {}).get("id")},
+           detail={"journal_id": journal, "lot_id": lot},
            version=cfg.version, rule=f"{t.workflow}.{t.state}.on_enter", now=now, pending=pending)
     tickets_routing.log_decision("tickets", cfg.version, f"{t.workflow}.{t.state}.on_enter", f"ticket:{t.id}",
                                  {"category": t.category, "state": t.state, "user_id": t.user_id},
@@ -330,19 +327,9 @@ def _user_facts(body):
     """User facts: membership's when it knows the member, else what the caller sent."""
     user = dict(body.get("user") or {})
     out = {"level": user.get("level"), "paid": bool(user.get("paid", False)), "source": "request"}
-    try:
-        from app.services import membership
-    except ImportError:
-        return out
-    lookup = getattr(membership, "user_facts", None)
-    if lookup is None:
-        return out
-    try:
-        found = lookup(body["user_id"])
-    except Problem:  # membership policy absent: the caller's facts stand
-        return out
-    if found and found.get("known"):
-        out.update({"level": found.get("level"), "paid": bool(found.get("paid")), "source": "membership"})
+    found = membership_port.user_facts(body["user_id"])
+    if found:
+        out.update({"level": found["level"], "paid": found["paid"], "source": "membership"})
         if found.get("plan"):
             out["plan"] = found["plan"]
     return out
@@ -368,7 +355,6 @@ def create(principal, body, key):
     Returns:
         (status, ticket dict, replayed).
     """
-    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def decide():
@@ -554,7 +540,6 @@ def transition(principal, ticket_id, body, key=None):
     Raises:
         Problem: 409 transition-not-allowed (naming the allowed ones), 403 role-not-allowed, 422 ...
     """
-    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def fn():
@@ -584,7 +569,6 @@ def approve(principal, ticket_id, body, key=None):
     Args:
         body: {decision: approve|reject, by, comment?}.
     """
-    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def fn():
@@ -645,7 +629,6 @@ def _assign(caller, ticket_id, body):
 
 def assign(principal, ticket_id, body):
     """Reassign a ticket to a person and/or department/queue (recorded in history)."""
-    from app.platform.auth import actor as actor_of
     return _assign(actor_of(principal), ticket_id, body)
 
 
@@ -677,14 +660,12 @@ def _comment(caller, ticket_id, body):
 
 def comment(principal, ticket_id, body):
     """Add a comment: staff internal/public (public answers the user and stops the response clock) or user."""
-    from app.platform.auth import actor as actor_of
     return _comment(actor_of(principal), ticket_id, body)
 
 
 @transactional()
 def add_attachment(principal, ticket_id, body):
     """Attach a file by reference (URL or object key); the file itself is never stored here."""
-    from app.platform.auth import actor as actor_of
     t = _lock(ticket_id)
     by = body.get("by") or actor_of(principal)
     a = TicketAttachment.create(ticket=t.id, ref=body["ref"], name=body.get("name") or body["ref"][-300:],
