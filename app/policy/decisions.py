@@ -3,6 +3,7 @@ import hashlib
 import json
 import secrets
 
+from app.metrics import DECISIONS
 from app.platform import clock
 from app.platform.timefmt import iso
 from app.models.policy import Decision
@@ -14,7 +15,6 @@ def _canon(value):
 
 def row(ruleset, version, rule, subject, inputs, outcome):
     """The decision-log row (column -> value) for one decision; ``record`` writes it, batch writers send it."""
-    from app.metrics import DECISIONS
     # every decision-log row goes through here (record() and the batch writers), so this is the count
     DECISIONS.labels(str(ruleset)[:100]).inc()
     text = _canon(inputs)

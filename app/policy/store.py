@@ -4,6 +4,7 @@ import json
 from app.platform import clock
 from app.platform.timefmt import iso
 from app.db import db, for_update, transactional
+from app.errors import Problem
 
 from app.models.policy import PolicyActivation, PolicyActive, PolicyVersion
 from app.platform import audit
@@ -44,7 +45,6 @@ def save_and_activate(policy_set, actor, note=None, if_match=None):
                              file_count=len(policy_set.files), created_by=actor)
     previous = row.version
     if if_match is not None and if_match != previous:
-        from app.errors import Problem
         raise Problem(412, "precondition-failed", "Precondition failed",
                       f"the active policy set is {previous}, not {if_match}; reload it and apply again",
                       active=previous)
