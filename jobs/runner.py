@@ -14,6 +14,7 @@ from app.db import connection
 from app.metrics import JOBS
 from app.platform import scheduler as health
 from app.models.jobs import JobRun
+from app.platform import clock, timefmt
 from jobs import QUEUE, RUNNER, JobRef, _tz, job_id_for, options, periodic_jobs, queue, resolve
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ _app_lock = threading.Lock()
 
 
 def utcnow():
-    return dt.datetime.now(dt.timezone.utc)
+    """The product's clock (app.platform.clock) as an aware UTC instant, as croniter and RQ's scheduler want."""
+    return clock.now().replace(tzinfo=dt.timezone.utc)
 
 
 def _naive_utc(value):
@@ -98,7 +100,7 @@ def execute(path, run_key, args=None, kwargs=None, scheduled_for=None, runner="r
     """
     fn = resolve(path)
     app = _ensure_app()
-    when = _naive_utc(dt.datetime.fromisoformat(scheduled_for)) if scheduled_for else None
+    when = timefmt.parse(scheduled_for, "/scheduled_for") if scheduled_for else None
     with app.app_context(), connection():
         token = _claim(path, run_key, when, runner, options(fn)["timeout"] + 60)
         if token is None:
