@@ -245,6 +245,25 @@ def lock_accounts(refs=(), account_ids=(), strict=True):
         cached = state["accounts"]
         if all(r in cached for r in refs) and all(a in cached for a in account_ids):
             return [cached[r] for r in refs] + [cached[a] for a in account_ids]
+    accounts = _select_accounts(refs, account_ids, lock=True)
+    if state is not None:
+        # rows already locked by this transaction keep the (current) objects post() updates
+        for aid in list(accounts):
+            if aid in state["accounts"]:
+                accounts[aid] = state["accounts"][aid]
+        _cache(accounts.values())
+    if not strict:
+        return list(accounts.values())
+    return _in_order(accounts, refs, account_ids)
+
+
+def read_accounts(refs):
+    """Like lock_accounts, without locking (reads, and resolving ids before locking lots)."""
+    return _in_order(_select_accounts(refs, (), lock=False), refs, ())
+
+
+def _select_accounts(refs, account_ids, lock):
+    """Every sub-account row of the named accounts, by account id (locked FOR UPDATE on PostgreSQL)."""
     p = param()
     conds, params = [], []
     for cref, atype, label in refs:
@@ -255,17 +274,13 @@ def lock_accounts(refs=(), account_ids=(), strict=True):
         params += list(account_ids)
     sql = (f"SELECT {_ACCOUNT_COLS} FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id "
            f"JOIN ledger_customer c ON c.id = a.customer_id WHERE {' OR '.join(conds)} ORDER BY b.id")
-    if is_postgres():
+    if lock and is_postgres():
         sql += " FOR UPDATE OF b"
-    accounts = _accounts_from_rows(db.execute_sql(sql, params).fetchall())
-    if state is not None:
-        # rows already locked by this transaction keep the (current) objects post() updates
-        for aid in list(accounts):
-            if aid in state["accounts"]:
-                accounts[aid] = state["accounts"][aid]
-        _cache(accounts.values())
-    if not strict:
-        return list(accounts.values())
+    return _accounts_from_rows(db.execute_sql(sql, params).fetchall())
+
+
+def _in_order(accounts, refs, account_ids):
+    """The accounts named by ``refs`` then ``account_ids``, in that order; 404 for a missing one."""
     out = []
     for cref, atype, label in refs:
         match = next((a for a in accounts.values()
@@ -277,26 +292,6 @@ def lock_accounts(refs=(), account_ids=(), strict=True):
         if aid not in accounts:
             raise Problem(404, "account-not-found", "Account not found", f"account {aid} does not exist")
         out.append(accounts[aid])
-    return out
-
-
-def read_accounts(refs):
-    """Like lock_accounts, without locking (reads, and resolving ids before locking lots)."""
-    p = param()
-    conds, params = [], []
-    for cref, atype, label in refs:
-        conds.append(f"(c.external_ref = {p} AND a.type = {p} AND a.label = {p})")
-        params += [cref, atype, label]
-    sql = (f"SELECT {_ACCOUNT_COLS} FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id "
-           f"JOIN ledger_customer c ON c.id = a.customer_id WHERE {' OR '.join(conds)} ORDER BY b.id")
-    accounts = _accounts_from_rows(db.execute_sql(sql, params).fetchall())
-    out = []
-    for cref, atype, label in refs:
-        match = next((a for a in accounts.values()
-                      if a.customer == cref and a.type == atype and a.label == label), None)
-        if match is None:
-            _raise_missing(cref, atype, label)
-        out.append(match)
     return out
 
 
