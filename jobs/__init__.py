@@ -5,9 +5,10 @@ import json
 import logging
 import os
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
+
+from app.platform import redis as platform_redis
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,6 @@ MODULES = ("ledger", "membership", "outbox", "platform", "tickets")
 # job module here (monkeypatch, or its worker launcher) so workers accept paths into it.
 EXTRA_MODULES = ()
 
-_redis_clients = {}
-_redis_lock = threading.Lock()
 # The Flask app of a worker process (set by runner.run_worker, or created on first use by a plain `rq worker`).
 process_app = None
 
@@ -93,18 +92,8 @@ def redis_url():
 
 
 def redis_connection(url=None):
-    """A Redis client (one connection pool per URL per process)."""
-    import redis
-    url = url or redis_url()
-    if not url:
-        raise RuntimeError("PATRON_REDIS_URL is not set")
-    with _redis_lock:
-        conn = _redis_clients.get((url, os.getpid()))
-        if conn is None:
-            conn = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
-                                        health_check_interval=30)
-            _redis_clients[(url, os.getpid())] = conn
-        return conn
+    """A Redis client for ``url`` or the configured one (one connection pool per URL per process)."""
+    return platform_redis.connection(url or redis_url())
 
 
 def queue_name():

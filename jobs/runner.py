@@ -11,7 +11,8 @@ from croniter import croniter
 import jobs
 from app import create_app
 from app.db import connection
-from app.metrics import JOBS, SCHEDULER_ERRORS
+from app.metrics import JOBS
+from app.platform import scheduler as health
 from app.models.jobs import JobRun
 from app.platform import clock, timefmt
 from jobs import QUEUE, RUNNER, JobRef, _tz, job_id_for, options, periodic_jobs, queue, resolve
@@ -195,10 +196,10 @@ class Ticker:
         while not self._stop.is_set():
             try:
                 self.run_due()
-                _scheduler_ok()
+                health.ok()
             except Exception as exc:  # never let the ticker thread die, never fail silently
                 log.exception("ticker iteration failed")
-                _scheduler_failed("ticker", exc)
+                health.failed("ticker", exc)
             now = self.clock()
             self._stop.wait(60.5 - now.second - now.microsecond / 1e6)
 
@@ -268,62 +269,17 @@ def _cron_classes():
 
 def build_cron_scheduler(connection, tz_name, periodic=None, queue_name=None):
     """RQ's CronScheduler with one cron job per PERIODIC entry of jobs.MODULES."""
-    from jobs import queue_name as configured_queue
     scheduler = _cron_classes()(connection=connection)
     for path, expr in (periodic_jobs() if periodic is None else periodic):
-        scheduler.add_periodic(path, expr, _tz(tz_name), queue_name or configured_queue())
+        scheduler.add_periodic(path, expr, _tz(tz_name), queue_name or jobs.queue_name())
     return scheduler
 
 
-# --- scheduler health: a failing cron loop or ticker is logged, counted and shown by /readyz ------
-
-HEALTH_KEY = "patron:scheduler:{queue}"  # Redis hash per queue: ok_at, error_at, error (UNIX seconds)
-HEALTH_TTL = 86400
-_ticker_health = {}  # the in-process ticker's, same fields
-
-
-def _scheduler_failed(loop, exc, conn=None, queue_name=None):
-    SCHEDULER_ERRORS.labels(loop).inc()
-    fields = {"error_at": time.time(), "error": f"{type(exc).__name__}: {exc}"[:500]}
-    if conn is None:
-        _ticker_health.update(fields)
-        return
+def _failed(loop, exc, conn, queue_name):
     try:
-        key = HEALTH_KEY.format(queue=queue_name)
-        conn.hset(key, mapping=fields)
-        conn.expire(key, HEALTH_TTL)
+        health.failed(loop, exc, conn, queue_name)
     except Exception:  # Redis itself is down: /readyz reports that on its own
         log.exception("could not record the %s failure in Redis", loop)
-
-
-def _scheduler_ok(conn=None, queue_name=None):
-    if conn is None:
-        _ticker_health["ok_at"] = time.time()
-        return
-    key = HEALTH_KEY.format(queue=queue_name)
-    conn.hset(key, "ok_at", time.time())
-    conn.expire(key, HEALTH_TTL)
-
-
-def scheduler_health(conn=None, queue_name=None):
-    """The scheduler's last error when it is newer than its last good iteration, else None.
-
-    Args:
-        conn: Redis (the workers' cron loops write there); None for this process's ticker.
-        queue_name: the queue whose cron loop to ask about.
-
-    Returns:
-        None, or {"error": "...", "error_at": UNIX seconds}.
-    """
-    if conn is None:
-        data = dict(_ticker_health)
-    else:
-        raw = conn.hgetall(HEALTH_KEY.format(queue=queue_name)) or {}
-        data = {k.decode(): v.decode() for k, v in raw.items()}
-    error_at = float(data.get("error_at") or 0)
-    if error_at and error_at >= float(data.get("ok_at") or 0):
-        return {"error": data.get("error"), "error_at": error_at}
-    return None
 
 
 def _cron_loop(scheduler, stop, queue_name=None):
@@ -334,24 +290,24 @@ def _cron_loop(scheduler, stop, queue_name=None):
         scheduler.register_birth()
     except Exception as exc:  # noqa: BLE001 - counted and shown by /readyz, then retried by the loop
         log.exception("cron scheduler could not register its birth")
-        _scheduler_failed("cron", exc, scheduler.connection, queue_name)
+        _failed("cron", exc, scheduler.connection, queue_name)
     try:
         while not stop.is_set():
             try:
                 if scheduler.enqueue_jobs():
                     scheduler.save()
                 scheduler.heartbeat()
-                _scheduler_ok(scheduler.connection, queue_name)
+                health.ok(scheduler.connection, queue_name)
             except Exception as exc:  # noqa: BLE001 - the loop must survive; the failure is never silent
                 log.exception("cron scheduler iteration failed")
-                _scheduler_failed("cron", exc, scheduler.connection, queue_name)
+                _failed("cron", exc, scheduler.connection, queue_name)
             stop.wait(min(max(scheduler.calculate_sleep_interval(), 0.5), 30))
     finally:
         try:
             scheduler.register_death()
         except Exception as exc:  # noqa: BLE001
             log.exception("cron scheduler could not register its death")
-            _scheduler_failed("cron", exc, scheduler.connection, queue_name)
+            _failed("cron", exc, scheduler.connection, queue_name)
 
 
 def run_worker(app, queues=None, burst=False, cron=True, name=None):
@@ -366,10 +322,9 @@ def run_worker(app, queues=None, burst=False, cron=True, name=None):
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from jobs import redis_connection
     jobs.process_app = app
     queues = queues or [app.config.get("JOBS_QUEUE") or QUEUE]
-    conn = redis_connection(app.config["REDIS_URL"])
+    conn = jobs.redis_connection(app.config["REDIS_URL"])
     conn.ping()
     worker = SimpleWorker([queue(conn, q) for q in queues], connection=conn, serializer=JSONSerializer,
                           name=name)

@@ -14,7 +14,6 @@ def _canon(value):
 
 def row(ruleset, version, rule, subject, inputs, outcome):
     """The decision-log row (column -> value) for one decision; ``record`` writes it, batch writers send it."""
-    
     text = _canon(inputs)
     return {"decision_id": "dec_" + secrets.token_hex(12), "ruleset": str(ruleset)[:100], "version": version,
             "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],

@@ -6,6 +6,7 @@ from app.platform.timefmt import iso
 from app.db import db, for_update, transactional
 
 from app.models.policy import PolicyActivation, PolicyActive, PolicyVersion
+from app.platform import audit
 
 
 def tables_ready():
@@ -47,7 +48,6 @@ def save_and_activate(policy_set, actor, note=None):
         PolicyActive.id == 1).execute()
     PolicyActivation.create(seq=seq, version=policy_set.version, previous_version=previous,
                             activated_by=actor, activated_at=now, note=note)
-    from app.platform import audit
     audit.record(actor, "policy.apply", subject=policy_set.version, previous=previous,
                  files=len(policy_set.files), note=note)
     return previous, True

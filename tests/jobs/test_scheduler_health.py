@@ -5,6 +5,7 @@ import time
 import uuid
 
 from app.metrics import SCHEDULER_ERRORS
+from app.platform import scheduler as health
 from jobs import runner
 
 
@@ -41,7 +42,7 @@ def test_cron_loop_failure_is_logged_counted_and_degrades_readyz(app, client, jo
     thread = threading.Thread(target=runner._cron_loop, args=(scheduler, stop, jobs_queue), daemon=True)
     thread.start()
     try:
-        assert _wait(lambda: runner.scheduler_health(conn, jobs_queue) is not None)
+        assert _wait(lambda: health.health(conn, jobs_queue) is not None)
         assert _errors("cron") >= before + 1
         assert "cron scheduler iteration failed" in caplog.text
         r = client.get("/readyz")
@@ -50,17 +51,17 @@ def test_cron_loop_failure_is_logged_counted_and_degrades_readyz(app, client, jo
         assert r.json["checks"]["scheduler"].startswith("degraded: ConnectionError: redis went away")
         assert "patron_scheduler_errors_total" in client.get("/metrics").get_data(as_text=True)
         failing.clear()  # recovered: the next good iteration clears the degraded state
-        assert _wait(lambda: runner.scheduler_health(conn, jobs_queue) is None)
+        assert _wait(lambda: health.health(conn, jobs_queue) is None)
         assert client.get("/readyz").json["status"] == "ready"
     finally:
         stop.set()
         thread.join(10)
-        conn.delete(runner.HEALTH_KEY.format(queue=jobs_queue))
+        conn.delete(health.HEALTH_KEY.format(queue=jobs_queue))
     assert not thread.is_alive()
 
 
 def test_ticker_failure_degrades_readyz_without_redis(app, client, monkeypatch):
-    monkeypatch.setattr(runner, "_ticker_health", {})
+    monkeypatch.setattr(health, "_local", {})
     ticker = runner.Ticker(app, periodic=[])
     calls = []
 
