@@ -127,3 +127,18 @@ class LedgerReconciliation(BaseModel):
 
 MODELS = [LedgerCustomer, LedgerAccount, LedgerBalance, LedgerJournal, LedgerEntry, LedgerHold,
           LedgerLot, LedgerConsume, LedgerReconciliation]
+
+
+class LedgerLotUse(BaseModel):
+    """Which lot paid how much of a recorded lot spend, and how much of it was refunded (the refund counter)."""
+    journal = pw.ForeignKeyField(LedgerJournal, index=True)  # the spend
+    lot = pw.ForeignKeyField(LedgerLot)
+    seq = pw.IntegerField()  # order of use within the spend (refunds go back in reverse)
+    amount_minor = pw.BigIntegerField()
+    refunded_minor = pw.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = ((("journal", "seq"), True),)
+
+
+MODELS_0201 = [LedgerLotUse]

@@ -22,6 +22,12 @@ def benefits_in_force(cfg, level, plan):
             item.update(source=f"plan:{plan['code']}", rule=f"benefits.plans.{plan['code']}.{name}",
                         version=cfg.version)
             out.append(item)
+        level_name = plan.get("paid_ladder_level")
+        for name in plan.get("paid_level_benefits") or []:  # attached by paid.with_ladder
+            item = dict(cfg.catalogue[name])
+            item.update(source=f"paid_level:{level_name}", rule=f"benefits.paid_levels.{level_name}.{name}",
+                        version=cfg.version)
+            out.append(item)
     return out
 
 
