@@ -119,3 +119,22 @@ def test_expired_lot_refund_gets_the_policy_extension(http, db_conn, frozen_cloc
     assert v["lots"][0]["original_expires_at"] == red["issued"]["expires_at"]
     assert v["lots"][0]["expires_at"] == "2026-04-22T04:00:00Z"  # mall.refunds.expired_extension_days: 7
     _clean()
+
+
+def test_monthly_coupons_are_held_vouchers_applied_at_checkout(http, db_conn):
+    from app.services.membership import benefits
+    m = uid("cpn")
+    post(http, order(m, 1200))  # 铜牌: coupon_5 (5 yuan off 59), one a month
+    _cash(m, 100000)
+    assert benefits.issue_coupons()["issued"] >= 1
+    held = http.get(f"/v1/members/{m}/vouchers").json()["items"]
+    assert [(v["amount_fen"], v["min_order_fen"], v["source"]) for v in held] == [(500, 5900, "benefit:coupon_5")]
+    body = {"order_ref": uid("o"), "items": [{"sku": "A", "price_fen": 6000}], "red_packet_fen": 0}
+    r = http.post(f"/v1/members/{m}/orders", json=body, key=uid("k"))
+    assert r.status_code == 201, r.text
+    assert [(p["instrument"], p["units"]) for p in r.json()["parts"]] == [("voucher", 500), ("cash", 5500)]
+    # a named voucher that is no longer held is refused, nothing is spent
+    again = dict(body, order_ref=uid("o"), voucher_ids=[held[0]["voucher_id"]])
+    r = http.post(f"/v1/members/{m}/orders", json=again, key=uid("k"))
+    assert r.status_code == 422 and r.json()["code"] == "voucher-not-usable"
+    _clean()

@@ -82,3 +82,33 @@ def test_sixteen_concurrent_redemptions(http, server, admin_token, db_conn, flas
     rep = ledger.reconcile()
     assert rep["ok"], {k: v for k, v in rep["checks"].items() if not v["ok"]}
     assert lot_refunds.over_refunded() == []
+
+
+def test_sixteen_concurrent_refunds_never_exceed_the_order(http, server, admin_token, db_conn):
+    m = uid("crf")
+    post(http, order(m, 5000))
+    ledger.ensure_customer(m)
+    ledger.apply_operation("recharge", {"customer": m, "amount": 100000}, "tests", idempotency_key=uid("rc"),
+                           client="tests")
+    body = {"order_ref": uid("o"), "items": [{"sku": "A", "price_fen": 30000}], "points": 1000}
+    paid = http.post(f"/v1/members/{m}/orders", json=body, key=uid("k"))
+    assert paid.status_code == 201, paid.text
+    total = paid.json()["total_fen"]
+    share = total // 5  # 16 refunds of a fifth each: only 5 fit
+
+    def one(_):
+        h = Http(server, admin_token)
+        r = h.post(f"/v1/members/{m}/orders/{body['order_ref']}/refunds",
+                   json={"refund_id": uid("rf"), "amount_fen": share})
+        return r.status_code, r.json()
+    with ThreadPoolExecutor(N) as pool:
+        out = list(pool.map(one, range(N)))
+    assert sorted(s for s, _ in out) == [201] * 5 + [422] * 11, out
+    assert {b["code"] for s, b in out if s == 422} == {"refund-exceeds-remaining"}
+    view = http.get(f"/v1/members/{m}/orders/{body['order_ref']}").json()
+    assert view["refunded_fen"] == share * 5 <= total
+    parts = {p["instrument"]: p for p in view["parts"]}
+    assert all(p["refunded_units"] <= p["units"] for p in parts.values())
+    rep = ledger.reconcile()
+    assert rep["ok"], {k: v for k, v in rep["checks"].items() if not v["ok"]}
+    assert lot_refunds.over_refunded() == []

@@ -209,7 +209,7 @@ def apply_cashback(cfg, member, event, at, plan, actor):
 
 def issue_coupons(at=None, actor="system:coupons"):
     """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
-    from app.services.membership import ledger_port as ml
+    from app.services.membership.mall import grant_voucher
     from app.services.membership.plans import active_plan
     at = at or clock.now()
     cfg = mp.current()
@@ -245,9 +245,10 @@ def issue_coupons(at=None, actor="system:coupons"):
                     return 0
                 journals = []
                 for n in range(int(item.get("per_month", 1))):
-                    journals.append(ml.grant_voucher(ref, int(item["amount_fen"]), expires,
-                                                     f"coupon-{ref}-{item['name']}-{month}-{n}", actor,
-                                                     f"{item['name']} {month} ({item['rule']})"))
+                    # held with its threshold, so checkout can list and apply it (mall.grant_voucher)
+                    journals.append(grant_voucher(ref, "voucher", item, expires,
+                                                  f"coupon-{ref}-{item['name']}-{month}-{n}", actor,
+                                                  f"benefit:{item['name']}", item["rule"], at).journal)
                 CouponGrant.update(journal=",".join(j or "" for j in journals)[:100]).where(
                     (CouponGrant.member_ref == ref) & (CouponGrant.benefit == item["name"])
                     & (CouponGrant.month == month)).execute()

@@ -234,17 +234,20 @@ def _issue(cfg, item, member_ref, redemption_id, at, actor):
 def grant_voucher(member_ref, kind, spec, expires_at, key, actor, source, source_ref, at):
     """Issue a voucher / red packet: its ledger lot and the member's record of it (threshold, categories)."""
     asset = ASSET[kind]
-    _, lot_id = ml.grant_lot(member_ref, asset, int(spec["amount_fen"]), expires_at, key, actor,
-                             f"{spec.get('name') or spec.get('description') or source} ({source})")
+    journal, lot_id = ml.grant_lot(member_ref, asset, int(spec["amount_fen"]), expires_at, key, actor,
+                                   f"{spec.get('name') or spec.get('description') or source} ({source})")
     existing = MemberVoucher.get_or_none(MemberVoucher.lot_id == lot_id)
     if existing:  # the ledger replayed the grant (same key): the record exists too
+        existing.journal = journal
         return existing
     cats = spec.get("categories")
-    return MemberVoucher.create(member_ref=member_ref, kind=kind, asset=asset, lot_id=lot_id,
+    voucher = MemberVoucher.create(member_ref=member_ref, kind=kind, asset=asset, lot_id=lot_id,
                                 amount_fen=int(spec["amount_fen"]), min_order_fen=int(spec.get("min_order_fen", 0)),
                                 categories=json.dumps(cats, ensure_ascii=False) if cats else None,
-                                name=spec.get("name") or spec.get("description") or source, source=source,
+                                name=spec.get("description") or spec.get("name") or source, source=source,
                                 source_ref=source_ref, expires_at=expires_at, at=at)
+    voucher.journal = journal
+    return voucher
 
 
 def _lock_redemption(member_ref, redemption_id):
