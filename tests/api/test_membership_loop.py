@@ -138,3 +138,17 @@ def test_monthly_coupons_are_held_vouchers_applied_at_checkout(http, db_conn):
     r = http.post(f"/v1/members/{m}/orders", json=again, key=uid("k"))
     assert r.status_code == 422 and r.json()["code"] == "voucher-not-usable"
     _clean()
+
+
+def test_the_mall_wide_cap_is_named_before_the_item_caps(http, db_conn):
+    m = uid("cap")
+    post(http, order(m, 6000))
+    ids = [uid("rd") for _ in range(5)]
+    codes = [http.post(f"/v1/members/{m}/mall/redemptions", json={"redemption_id": i, "item": "red_packet_5"})
+             for i in ids]
+    assert [r.status_code for r in codes] == [201, 201, 201, 201, 422]
+    problem = codes[-1].json()
+    assert problem["cap"] == "mall_member_daily" and problem["caps"][0]["rule"] == "mall.caps.mall_member_daily"
+    assert problem["caps"][0]["limit_count"] == 4 and problem["caps"][0]["used_count"] == 4
+    assert http.get(f"/v1/members/{m}").json()["points"]["balance"] == 6000 - 4 * 500  # the refused one spent nothing
+    _clean()

@@ -24,6 +24,7 @@ class MallConfig:
         self.checkout = self.doc.get("checkout") or {}
         self.refunds = self.doc.get("refunds") or {}
         self.late_events = self.doc.get("late_events") or {}
+        self.caps = self.doc.get("caps") or []
 
     def item(self, code):
         item = self.items.get(code)
@@ -75,28 +76,33 @@ def _eligible(cfg, item, member, plan):
     return False, f"mall.items.{item['code']}.levels/plans"
 
 
-def _item_caps(cfg, item, member_ref, points, at):
-    """Lock and check the item's caps (member or all members, per window); refuse naming every cap that cuts."""
+def _item_caps(cfg, item, member_ref, points, at, mall_caps=()):
+    """Lock and check the mall's caps over all items, then the item's own (member or all members, per
+    window); refuse naming every cap that cuts."""
     from app.services.membership.growth import counter
     rows, refused = [], []
-    for cap in item.get("caps") or []:
+    for where, cap in [("*", c) for c in mall_caps] + [(item["code"], c) for c in item.get("caps") or []]:
         window = mp.window_key(cfg, at, cap.get("window", "day"))
         scope = member_ref if cap.get("scope", "member") == "member" else "*"
-        row = counter(scope, f"mall:{item['code']}:{cap['name']}", window)
+        row = counter(scope, f"mall:{where}:{cap['name']}", window)
         if cap.get("max_count") is not None and row.count + 1 > int(cap["max_count"]):
             refused.append({"cap": cap["name"], "scope": cap.get("scope", "member"), "window": window,
                             "limit_count": int(cap["max_count"]), "used_count": row.count,
-                            "rule": f"mall.items.{item['code']}.caps.{cap['name']}"})
+                            "rule": _cap_rule(where, cap)})
         if cap.get("max_points") is not None and row.amount + points > int(cap["max_points"]):
             refused.append({"cap": cap["name"], "scope": cap.get("scope", "member"), "window": window,
                             "limit_points": int(cap["max_points"]), "used_points": row.amount,
-                            "rule": f"mall.items.{item['code']}.caps.{cap['name']}"})
+                            "rule": _cap_rule(where, cap)})
         rows.append(row)
     if refused:
         raise Problem(422, "redemption-limit-exceeded", "Redemption limit exceeded",
                       "; ".join(f"cap {c['cap']} ({c['scope']}, {c['window']}) is used up" for c in refused),
                       cap=refused[0]["cap"], caps=refused, item=item["code"])
     return rows
+
+
+def _cap_rule(where, cap):
+    return f"mall.caps.{cap['name']}" if where == "*" else f"mall.items.{where}.caps.{cap['name']}"
 
 
 def _take_stock(item):
@@ -133,7 +139,7 @@ def catalogue(member_ref=None):
                                                                         and not item.get("plans"), None)
             d["eligible"], d["eligibility_rule"] = ok, rule
         out.append(d)
-    return {"policy_version": mall.version, "items": out,
+    return {"policy_version": mall.version, "items": out, "mall_caps": mall.caps,
             "redemption_caps": (cfg.points.get("redemption") or {}).get("caps") or []}
 
 
@@ -191,7 +197,7 @@ def redeem(member_ref, redemption_id, item_code, actor):
                           f"{item.get('plans') or []}; member is {member.level}"
                           + (f" on {plan['code']}" if plan else ""), rule=rule)
         rows = _check_redemption_caps(cfg, member_ref, points, at)
-        rows += _item_caps(cfg, item, member_ref, points, at)
+        rows += _item_caps(cfg, item, member_ref, points, at, mall.caps)
         if not _take_stock(item):
             raise Problem(409, "mall-out-of-stock", "Out of stock", f"item {item_code!r} is sold out",
                           item=item_code, stock=int(item["stock"]), rule=f"mall.items.{item_code}.stock")

@@ -29,6 +29,8 @@ def held(member_ref, at=None):
     min_order_fen, categories, expires_at, source}], earliest expiry first (expired and used ones left out)."""
     at = at or clock.now()
     out = []
+    if not MemberVoucher.select().where(MemberVoucher.member_ref == member_ref).exists():
+        return out  # the common case at checkout: nothing held, no ledger reads
     for kind, asset in mmall.ASSET.items():
         lots = {lot["lot_id"]: lot for lot in ml.lots_of(member_ref, asset) if _live(lot["expires_at"], at)}
         if not lots:
