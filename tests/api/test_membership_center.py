@@ -2,7 +2,7 @@
 import logging
 
 from app.services import ledger
-from tests.test_members_helpers import order, post, uid
+from tests.membership_factories import order, post, uid
 
 PHONE = "13812345678"
 

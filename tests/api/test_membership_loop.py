@@ -3,7 +3,7 @@ import datetime as dt
 
 from app.services import ledger
 from app.services.ledger import lot_refunds
-from tests.test_members_helpers import frozen_clock, order, post, uid  # noqa: F401
+from tests.membership_factories import frozen_clock, order, post, uid  # noqa: F401
 
 UTC = dt.timezone.utc
 

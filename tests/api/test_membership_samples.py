@@ -7,7 +7,7 @@ import pytest
 
 import jobs
 from app.services import ledger
-from tests.test_members_helpers import event, frozen_clock, order, post, uid  # noqa: F401
+from tests.membership_factories import event, frozen_clock, order, post, uid  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TZ8 = dt.timezone(dt.timedelta(hours=8))

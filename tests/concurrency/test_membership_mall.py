@@ -6,7 +6,7 @@ import pytest
 from app.services import ledger
 from app.services.ledger import lot_refunds
 from tests.conftest import Http
-from tests.test_members_helpers import order, post, uid
+from tests.membership_factories import order, post, uid
 
 N = 16
 

@@ -2,8 +2,11 @@
 from app.db import db, for_update
 from app.errors import Problem
 from app.models.ledger import LedgerAccount, LedgerEntry, LedgerLot, LedgerLotUse
+from app.platform import timefmt
 from app.services.ledger import core
-from app.services.ledger.core import Leg, config, insufficient, iso, post, system
+from app.services.ledger.core import Leg, config, insufficient, post, system
+
+iso = timefmt.iso
 
 
 def _record(journal_id, used):
@@ -17,9 +20,9 @@ def op_spend_lots(ctx, body):
     Without ``lot_ids`` the lots are drained as ``spend_lot`` drains them (earliest expiry first); with
     ``lot_ids`` exactly those lots pay, in the order given (a voucher is one lot, used by its id).
     """
-    from app.services import ledger
+    from app.services.ledger.operations import op_spend_lot
     if not body.get("lot_ids"):
-        out = ledger.op_spend_lot(ctx, body)
+        out = op_spend_lot(ctx, body)
         _record(out["journal"]["id"], out["lots_used"])
         return out
     cfg = config()
@@ -94,7 +97,7 @@ def op_refund_lot_spend(ctx, body):
     src = (LedgerAccount.select(LedgerAccount.type).join(LedgerEntry, on=(LedgerEntry.account == LedgerAccount.id))
            .where((LedgerEntry.journal == sid) & (LedgerAccount.is_system == True)).scalar())  # noqa: E712
     now = ctx.now()
-    extended = core.parse_time(body.get("expired_until"), "expired_until") if body.get("expired_until") else None
+    extended = timefmt.parse(body.get("expired_until"), "/expired_until")
     j = post(ctx, "lot_refund", [Leg(system(src, asset), "main", -amount), Leg(acct, "available", amount)],
              rule=f"refund of lot spend {sid}: back to the lots that paid, last used first")
     back, left = [], amount

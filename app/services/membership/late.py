@@ -1,6 +1,6 @@
 """Events out of order: a refund that arrived before its payment, and events dated in a closed period."""
 from app.models.membership import MemberEvent
-from app.platform import clock
+from app.platform import clock, timefmt
 from app.services.membership import policy as mp
 
 RULE_CLOSED = "membership.late_events.closed_period.book_now"
@@ -25,7 +25,7 @@ def book(cfg, member, at):
     if closed is None or at >= closed:
         return at, None
     now = max(clock.now(), closed)
-    return now, {"occurred_at": mp.iso(at), "booked_at": mp.iso(now), "closed_at": mp.iso(closed),
+    return now, {"occurred_at": timefmt.iso(at), "booked_at": timefmt.iso(now), "closed_at": timefmt.iso(closed),
                  "rule": RULE_CLOSED}
 
 

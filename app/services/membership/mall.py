@@ -6,7 +6,7 @@ from app import policy
 from app.db import db, for_update, transactional
 from app.errors import Problem
 from app.models.membership import BenefitGrant, MallRedemption, MallStock, MemberVoucher, PointsAward
-from app.platform import clock
+from app.platform import clock, timefmt
 from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
 
@@ -147,7 +147,7 @@ def redemption_dict(r):
     return {"redemption_id": r.redemption_id, "member_id": r.member_ref, "item": r.item, "type": r.item_type,
             "points": r.points, "status": r.status, "issued": json.loads(r.issued or "{}"),
             "spend_journal": r.spend_journal, "rule": r.rule, "policy_version": r.policy_version,
-            "reason": r.reason, "at": mp.iso(r.at), "decided_at": mp.iso(r.decided_at), "decided_by": r.decided_by}
+            "reason": r.reason, "at": timefmt.iso(r.at), "decided_at": timefmt.iso(r.decided_at), "decided_by": r.decided_by}
 
 
 def redeem(member_ref, redemption_id, item_code, actor):
@@ -229,11 +229,11 @@ def _issue(cfg, item, member_ref, redemption_id, at, actor):
         voucher = grant_voucher(member_ref, kind, item, until, f"mall-issue:{redemption_id}", actor,
                                 f"mall:{item['code']}", redemption_id, at)
         return {"voucher_id": voucher.id, "lot_id": voucher.lot_id, "amount_fen": voucher.amount_fen,
-                "expires_at": mp.iso(until)}, "issued"
+                "expires_at": timefmt.iso(until)}, "issued"
     if kind == "service":
         g = BenefitGrant.create(member_ref=member_ref, benefit=item["benefit"], source=f"mall:{redemption_id}",
                                 starts_at=at, ends_at=until)
-        return {"benefit": item["benefit"], "grant_id": g.id, "until": mp.iso(until)}, "issued"
+        return {"benefit": item["benefit"], "grant_id": g.id, "until": timefmt.iso(until)}, "issued"
     return {"fulfilment": "pending"}, "pending_fulfilment"
 
 
@@ -330,5 +330,5 @@ def granted_benefits(cfg, member_ref, at):
                                          & (BenefitGrant.ends_at > at)):
         if g.benefit in cfg.catalogue:
             out.append(dict(cfg.catalogue[g.benefit], source=g.source, rule=f"mall grant {g.source}",
-                            until=mp.iso(g.ends_at), version=cfg.version))
+                            until=timefmt.iso(g.ends_at), version=cfg.version))
     return out

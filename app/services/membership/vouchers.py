@@ -5,7 +5,7 @@ import json
 from app.db import for_update, transactional
 from app.errors import Problem
 from app.models.membership import MemberOrder, MemberVoucher, OrderRefund, PointsAward
-from app.platform import clock
+from app.platform import clock, timefmt
 from app.services.membership import benefits
 from app.services.membership import ledger_port as ml
 from app.services.membership import mall as mmall
@@ -17,7 +17,7 @@ ORDER_OF_USE = ("points", "voucher", "red_packet", "cash")
 
 def _norm(ts):
     """Ledger timestamps (with microseconds) in this context's RFC 3339 form."""
-    return None if ts is None else mp.iso(dt.datetime.fromisoformat(ts.rstrip("Z")))
+    return timefmt.iso(ts)
 
 
 def _live(expires_at, at):
@@ -151,7 +151,7 @@ def for_checkout(member_ref, cart, quote):
 def _order_dict(o):
     return {"order_ref": o.order_ref, "member_id": o.member_ref, "total_fen": o.total_fen,
             "refunded_fen": o.refunded_fen, "parts": json.loads(o.parts), "policy_version": o.policy_version,
-            "at": mp.iso(o.at)}
+            "at": timefmt.iso(o.at)}
 
 
 def pay(member_ref, body, actor):
@@ -309,7 +309,7 @@ def refund(member_ref, order_ref, refund_id, amount_fen, actor):
                   "refunded_fen": cum, "refundable_after_fen": o.total_fen - cum, "back": back,
                   "returned_fen": sum(b["value_fen"] for b in back),
                   "rule": "mall.refunds: reverse order of use, pro rata (vouchers whole on the full refund)",
-                  "expired_extension_days": ext, "policy_version": cfg.version, "at": mp.iso(at)}
+                  "expired_extension_days": ext, "policy_version": cfg.version, "at": timefmt.iso(at)}
         OrderRefund.create(refund_id=refund_id, member_ref=member_ref, order_ref=order_ref, amount_fen=amount_fen,
                            result=json.dumps(result, ensure_ascii=False), policy_version=cfg.version, at=at)
         mp.record_decision("mall", cfg.version, "mall.refunds", f"member:{member_ref}",
