@@ -188,7 +188,8 @@ def mall_items():
 
 @bp.post("/members/<member_id>/mall/redemptions")
 @operation("Redeem points for a mall item (idempotent by redemption_id; caps and stock checked)",
-           scope="members:write", body="api/members/mall_redemption.json", tags=TAGS, status=201)
+           scope="members:write", body="api/members/mall_redemption.json", tags=TAGS, status=201,
+           idempotent="body:redemption_id")
 def mall_redeem(member_id):
     created, result = mall.redeem(_member_id(member_id), g.body["redemption_id"], g.body["item"], _actor())
     return jsonify(result), 201 if created else 200
@@ -196,14 +197,14 @@ def mall_redeem(member_id):
 
 @bp.post("/members/<member_id>/mall/redemptions/<redemption_id>/cancel")
 @operation("Cancel goods not yet fulfilled: points back to their lots, stock back", scope="members:write",
-           body="api/members/decision.json", tags=TAGS)
+           body="api/members/decision.json", tags=TAGS, idempotent="replay")
 def mall_cancel(member_id, redemption_id):
     return jsonify(mall.cancel(_member_id(member_id), redemption_id, _actor(), g.body.get("note")))
 
 
 @bp.post("/members/<member_id>/mall/redemptions/<redemption_id>/fulfil")
 @operation("Mark mall goods shipped (no cancellation afterwards)", scope="members:write",
-           body="api/members/decision.json", tags=TAGS)
+           body="api/members/decision.json", tags=TAGS, idempotent="replay")
 def mall_fulfil(member_id, redemption_id):
     return jsonify(mall.fulfil(_member_id(member_id), redemption_id, _actor(), g.body.get("note")))
 
@@ -234,7 +235,8 @@ def get_order(member_id, order_ref):
 
 @bp.post("/members/<member_id>/orders/<order_ref>/refunds")
 @operation("Refund (part of) an order along its original route (idempotent by refund_id)",
-           scope="members:write", body="api/members/order_refund.json", tags=TAGS, status=201)
+           scope="members:write", body="api/members/order_refund.json", tags=TAGS, status=201,
+           idempotent="body:refund_id")
 def refund_order(member_id, order_ref):
     created, result = vouchers.refund(_member_id(member_id), order_ref, g.body["refund_id"], g.body["amount_fen"],
                                       _actor())
