@@ -189,7 +189,7 @@ def mall_items():
 @bp.post("/members/<member_id>/mall/redemptions")
 @operation("Redeem points for a mall item (idempotent by redemption_id; caps and stock checked)",
            scope="members:write", body="api/members/mall_redemption.json", tags=TAGS, status=201,
-           idempotent="body:redemption_id")
+           idempotent="body:redemption_id", path=MEMBER)
 def mall_redeem(member_id):
     created, result = mall.redeem(_member_id(member_id), g.body["redemption_id"], g.body["item"], _actor())
     return jsonify(result), 201 if created else 200
@@ -197,28 +197,28 @@ def mall_redeem(member_id):
 
 @bp.post("/members/<member_id>/mall/redemptions/<redemption_id>/cancel")
 @operation("Cancel goods not yet fulfilled: points back to their lots, stock back", scope="members:write",
-           body="api/members/decision.json", tags=TAGS, idempotent="replay")
+           body="api/members/decision.json", tags=TAGS, idempotent="replay", path=MEMBER)
 def mall_cancel(member_id, redemption_id):
     return jsonify(mall.cancel(_member_id(member_id), redemption_id, _actor(), g.body.get("note")))
 
 
 @bp.post("/members/<member_id>/mall/redemptions/<redemption_id>/fulfil")
 @operation("Mark mall goods shipped (no cancellation afterwards)", scope="members:write",
-           body="api/members/decision.json", tags=TAGS, idempotent="replay")
+           body="api/members/decision.json", tags=TAGS, idempotent="replay", path=MEMBER)
 def mall_fulfil(member_id, redemption_id):
     return jsonify(mall.fulfil(_member_id(member_id), redemption_id, _actor(), g.body.get("note")))
 
 
 @bp.get("/members/<member_id>/vouchers")
 @operation("Vouchers and red packets the member holds (live, unused), earliest expiry first",
-           scope="members:read", tags=TAGS)
+           scope="members:read", tags=TAGS, path=MEMBER)
 def member_vouchers(member_id):
     return jsonify(member_id=member_id, items=vouchers.held(_member_id(member_id)))
 
 
 @bp.post("/members/<member_id>/orders")
 @operation("Pay an order: member benefits, vouchers, red packets, points and cash in one transaction",
-           scope="members:write", body="api/members/order.json", tags=TAGS, idempotent=True, status=201)
+           scope="members:write", body="api/members/order.json", tags=TAGS, idempotent=True, status=201, path=MEMBER)
 def pay_order(member_id):
     member_id = _member_id(member_id)
     status, result, _ = idempotency.run(
@@ -228,7 +228,7 @@ def pay_order(member_id):
 
 
 @bp.get("/members/<member_id>/orders/<order_ref>")
-@operation("An order paid through checkout: what each instrument paid, refunds", scope="members:read", tags=TAGS)
+@operation("An order paid through checkout: what each instrument paid, refunds", scope="members:read", tags=TAGS, path=MEMBER)
 def get_order(member_id, order_ref):
     return jsonify(vouchers.order(_member_id(member_id), order_ref))
 
@@ -236,7 +236,7 @@ def get_order(member_id, order_ref):
 @bp.post("/members/<member_id>/orders/<order_ref>/refunds")
 @operation("Refund (part of) an order along its original route (idempotent by refund_id)",
            scope="members:write", body="api/members/order_refund.json", tags=TAGS, status=201,
-           idempotent="body:refund_id")
+           idempotent="body:refund_id", path=MEMBER)
 def refund_order(member_id, order_ref):
     created, result = vouchers.refund(_member_id(member_id), order_ref, g.body["refund_id"], g.body["amount_fen"],
                                       _actor())
@@ -245,13 +245,13 @@ def refund_order(member_id, order_ref):
 
 @bp.put("/members/<member_id>/profile")
 @operation("Set the member's nickname and phone (the phone is only ever returned masked)",
-           scope="members:write", body="api/members/profile.json", tags=TAGS)
+           scope="members:write", body="api/members/profile.json", tags=TAGS, path=MEMBER)
 def put_profile(member_id):
     return jsonify(center.set_profile(_member_id(member_id), g.body))
 
 
 @bp.get("/members/<member_id>/center")
 @operation("Member center: masked profile, level and progress, benefits, points by expiry, vouchers, paid "
-           "ladder and offers", scope="members:read", tags=TAGS)
+           "ladder and offers", scope="members:read", tags=TAGS, path=MEMBER)
 def member_center(member_id):
     return jsonify(center.view(_member_id(member_id)))
