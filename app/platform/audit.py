@@ -12,6 +12,8 @@ import json
 from app.models.core import AuditLog, utcnow
 
 MAX_SUMMARY_TEXT = 200
+# never copied from a response into the log (a webhook's signing secret, a generated password, tokens)
+SECRET_KEYS = frozenset({"secret", "password", "token", "csrf_token"})
 
 
 def _dumps(value):
@@ -72,6 +74,8 @@ def _summary(value):
         return None
     out = {}
     for k, v in list(value.items())[:40]:
+        if k in SECRET_KEYS:
+            continue
         if isinstance(v, str):
             out[k] = v[:MAX_SUMMARY_TEXT]
         elif isinstance(v, (int, float, bool)) or v is None:
@@ -79,6 +83,10 @@ def _summary(value):
         elif isinstance(v, dict) and "id" in v and isinstance(v["id"], (int, str)):
             out[k] = {"id": v["id"]}
     return out
+
+
+def _noun(arg):
+    return arg[:-3] if arg.endswith(("_id", "_no")) else arg
 
 
 def from_response(action, view_args, response):
@@ -91,10 +99,10 @@ def from_response(action, view_args, response):
     from app.platform import auth
     body = response.get_json(silent=True) if response.mimetype == "application/json" else None
     subject = None
-    if view_args:
-        subject = ",".join(f"{k}:{v}" for k, v in view_args.items())[:200]
+    if view_args:  # /tickets/<ticket_id>/comments -> ticket:42, like the explicit rows' subjects
+        subject = ",".join(f"{_noun(k)}:{v}" for k, v in view_args.items())[:200]
     elif isinstance(body, dict) and isinstance(body.get("id"), (int, str)):
-        subject = f"id:{body['id']}"
+        subject = f"{action.split('.')[0]}:{body['id']}"
     with write_transaction():
         return record(auth.actor(g.get("principal")), action, subject, after=_summary(body),
                       status=response.status_code)

@@ -490,7 +490,7 @@ def test_one_audit_row_per_state_change_in_a_scripted_scenario(server, http):
     page = http.get("/v1/audit", params={"subject": f"ticket:{tid}", "limit": 2}).json()
     assert len(page["items"]) == 2 and page["next_cursor"]
     rest = http.get("/v1/audit", params={"subject": f"ticket:{tid}", "cursor": page["next_cursor"]}).json()
-    assert len(page["items"]) + len(rest["items"]) == 4  # 3 transitions/approvals + assign
+    assert len(page["items"]) + len(rest["items"]) == 6  # create, 3 transitions/approvals, comment, assign
     assert len(_audit(http, action="ticket.*", staff_no=agent)) == 4  # 2 transitions, a comment, assign
     r = http.get("/v1/audit", params={"staff_no": sup, "format": "csv"})
     assert r.headers["Content-Type"].startswith("text/csv") and r.content.startswith(b"\xef\xbb\xbf")
@@ -538,3 +538,13 @@ def test_audit_log_is_append_only(db_conn):
             with db.atomic():
                 stmt.execute()
     assert AuditLog.get_by_id(row.id).action == "tests.append_only"
+
+
+def test_audit_rows_never_copy_secrets(http):
+    rid = uid("rid")
+    r = http.post("/v1/webhooks", json={"name": "audit-secret", "url": "https://example.invalid/hook"},
+                  headers={"X-Request-Id": rid})
+    assert r.status_code == 201 and r.json()["secret"]
+    (row,) = _audit(http, request_id=rid)
+    assert row["action"] == "tickets.create_webhook" and row["after"]["name"] == "audit-secret"
+    assert r.json()["secret"] not in str(row)
