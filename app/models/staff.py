@@ -1,8 +1,9 @@
 """Departments and staff (roles come from the ``staff`` policy); shared by tickets and customer service."""
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-from app.models.core import utcnow
+
 
 
 class Department(BaseModel):
@@ -11,7 +12,7 @@ class Department(BaseModel):
     name = pw.CharField(max_length=200)
     queues = pw.TextField(default="")  # space separated queue codes
     active = pw.BooleanField(default=True)
-    updated_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=clock.now)
 
 
 class Staff(BaseModel):
@@ -21,7 +22,7 @@ class Staff(BaseModel):
     department = pw.CharField(max_length=64, index=True)
     roles = pw.TextField()  # space separated, padded with spaces (" a b ") so LIKE '% a %' matches exactly
     active = pw.BooleanField(default=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     @property
     def role_list(self):
@@ -32,7 +33,7 @@ class StaffCredential(BaseModel):
     """A staff member's sign-in secret: a memory-hard password hash, lockout state, optional TOTP."""
     staff_no = pw.CharField(max_length=64, unique=True)
     password_hash = pw.TextField()
-    password_changed_at = pw.DateTimeField(default=utcnow)
+    password_changed_at = pw.DateTimeField(default=clock.now)
     must_change = pw.BooleanField(default=False)  # set by an admin reset: only a password change is allowed
     failed_count = pw.IntegerField(default=0)  # consecutive failed sign-ins since the last lock or success
     lockouts = pw.IntegerField(default=0)  # consecutive lockouts: each doubles the next lock
@@ -40,7 +41,7 @@ class StaffCredential(BaseModel):
     totp_secret = pw.CharField(max_length=64, null=True)  # base32; enabled once confirmed with a code
     totp_enabled = pw.BooleanField(default=False)
     totp_last_step = pw.BigIntegerField(null=True)  # a code is accepted once (replay)
-    updated_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=clock.now)
 
 
 class StaffSession(BaseModel):
@@ -51,7 +52,7 @@ class StaffSession(BaseModel):
     staff_no = pw.CharField(max_length=64, index=True)
     transport = pw.CharField(max_length=16, default="bearer")  # bearer | cookie
     mfa = pw.BooleanField(default=False)  # signed in with a TOTP code
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
     expires_at = pw.DateTimeField()
     revoked_at = pw.DateTimeField(null=True)
     revoked_reason = pw.CharField(max_length=64, null=True)

@@ -9,7 +9,8 @@ import csv
 import io
 import json
 
-from app.models.core import AuditLog, utcnow
+from app.models.core import AuditLog
+from app.platform import clock
 
 MAX_SUMMARY_TEXT = 200
 # never copied from a response into the log (a webhook's signing secret, a generated password, tokens)
@@ -55,7 +56,7 @@ def record(actor, action, subject=None, *, before=None, after=None, staff_no=Non
     if policy_version is None:
         from app import policy
         policy_version = policy.active_version()
-    return AuditLog.create(at=utcnow(), actor=actor, action=action, subject=subject,
+    return AuditLog.create(at=clock.now(), actor=actor, action=action, subject=subject,
                            detail=_dumps(detail) if detail else None, request_id=request_id, staff_no=staff_no,
                            credential=credential, policy_version=policy_version, before=_dumps(before),
                            after=_dumps(after))

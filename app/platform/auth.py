@@ -7,8 +7,9 @@ import hashlib
 import hmac
 import secrets
 
+from app.platform import clock
 from app.errors import Problem
-from app.models.core import ApiKey, utcnow
+from app.models.core import ApiKey
 
 SCOPES = ("admin", "policy:read", "policy:write", "ledger:read", "ledger:write",
           "members:read", "members:write", "tickets:read", "tickets:write",
@@ -71,7 +72,7 @@ def create_key(name, scopes):
 
 def revoke_key(key_id):
     """Revoke a key; every process refuses it from its next request (keys are read per request)."""
-    return ApiKey.update(revoked_at=utcnow()).where(
+    return ApiKey.update(revoked_at=clock.now()).where(
         (ApiKey.key_id == key_id) & ApiKey.revoked_at.is_null()).execute()
 
 
