@@ -125,6 +125,8 @@ def cmd_serve(args):
         os.environ["PATRON_DATABASE_URL"] = args.database_url
     redis = app.config.get("REDIS_URL")
     if args.dev:
+        from app import policy
+        policy.startup(app)  # as app.wsgi does: the engine evaluates the active set, installed here
         if not redis:
             from jobs.runner import start_ticker
             start_ticker(app)
