@@ -14,7 +14,7 @@ import struct
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from app.db import transactional
+from app.db import for_update, transactional
 from app.errors import Problem, not_found
 from app.models.staff import Staff, StaffCredential, StaffSession
 from app.platform import audit, auth, clock
@@ -244,7 +244,8 @@ def _record_failure(staff_no, reason, cred_exists):
     locked_until = None
     if cred_exists:
         lock = auth.access_view().lockout
-        cred = StaffCredential.get(StaffCredential.staff_no == staff_no)
+        # locked: concurrent failures must each count (guessing in parallel gains nothing)
+        cred = for_update(StaffCredential.select().where(StaffCredential.staff_no == staff_no)).get()
         failed, lockouts = cred.failed_count + 1, cred.lockouts
         if failed >= lock["after_failures"]:
             seconds = min(lock["max_seconds"], lock["base_seconds"] * 2 ** min(lockouts, 30))
