@@ -542,9 +542,11 @@ def test_audit_log_is_append_only(db_conn):
 
 def test_audit_rows_never_copy_secrets(http):
     rid = uid("rid")
-    r = http.post("/v1/webhooks", json={"name": "audit-secret", "url": "https://example.invalid/hook"},
-                  headers={"X-Request-Id": rid})
+    # a topic nothing publishes: other tests' messages must not gain a delivery to this receiver
+    r = http.post("/v1/webhooks", json={"name": "audit-secret", "url": "https://example.invalid/hook",
+                                        "topics": f"audit-test.{uuid.uuid4().hex}"}, headers={"X-Request-Id": rid})
     assert r.status_code == 201 and r.json()["secret"]
+    assert http.delete(f"/v1/webhooks/{r.json()['id']}").status_code == 200
     (row,) = _audit(http, request_id=rid)
     assert row["action"] == "tickets.create_webhook" and row["after"]["name"] == "audit-secret"
     assert r.json()["secret"] not in str(row)
