@@ -18,12 +18,11 @@ def _session_required():
 
 
 def _set_cookies(resp, result):
+    # browser-session cookies: the server-side expiry is what counts
     secure = bool(current_app.config.get("SESSION_COOKIE_SECURE")) or request.is_secure
-    max_age = None
-    resp.set_cookie(auth.SESSION_COOKIE, result["token"], httponly=True, samesite="Strict", secure=secure,
-                    path="/", max_age=max_age)
+    resp.set_cookie(auth.SESSION_COOKIE, result["token"], httponly=True, samesite="Strict", secure=secure, path="/")
     resp.set_cookie(auth.CSRF_COOKIE, result["csrf_token"], httponly=False, samesite="Strict", secure=secure,
-                    path="/", max_age=max_age)
+                    path="/")
 
 
 def _clear_cookies(resp):

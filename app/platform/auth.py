@@ -99,7 +99,6 @@ def _key_principal(token):
 
 def _session_principal(token, transport, csrf=None, method="GET"):
     from app.models.staff import Staff, StaffCredential, StaffSession
-    from app.platform import clock
     token_id, secret = _split(token, "pts")
     row = (StaffSession.select(StaffSession, Staff, StaffCredential)
            .join(Staff, on=(Staff.staff_no == StaffSession.staff_no))
