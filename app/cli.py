@@ -55,7 +55,13 @@ def cmd_apikey_create(args):
     from app.platform.auth import create_key
     with app.app_context(), db.connection_context():
         try:
-            token, key = create_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+            from app.db import write_transaction
+            from app.platform import audit
+            from app.commands.staff import _cli_actor
+            with write_transaction():
+                token, key = create_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+                audit.record(_cli_actor(), "apikey.create", f"api_key:{key.key_id}",
+                             after={"name": key.name, "scopes": key.scopes})
         except Problem as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
             return 2
@@ -68,9 +74,15 @@ def cmd_apikey_revoke(args):
     app = _app(args)
     from app.db import db
     from app.platform.auth import revoke_key
-    with app.app_context(), db.connection_context():
+    from app.db import write_transaction
+    from app.platform import audit
+    from app.commands.staff import _cli_actor
+    with app.app_context(), db.connection_context(), write_transaction():
         n = revoke_key(args.key_id)
-    print("revoked" if n else "no such key")
+        if n:
+            audit.record(_cli_actor(), "apikey.revoke", f"api_key:{args.key_id}", before={"revoked": False},
+                         after={"revoked": True})
+    print("revoked" if n else "no such key (or already revoked)")
     return 0 if n else 1
 
 
@@ -87,10 +99,20 @@ def cmd_demo(args):
         policy.startup(app, apply_from_disk=True)
         with db.connection_context():
             token, _ = create_key("demo", ["admin"])
-            demo.seed()
+            seeded = demo.seed()
     print("=" * 64)
     print("Patron demo API key (admin scope; shown once):")
     print(f"  {token}")
+    passwords = seeded.get("identity") or []
+    if passwords:
+        print("Demo staff passwords (shown once; reset: patron staff passwd STAFF_NO):")
+        for staff_no, name, roles, password in passwords:
+            print(f"  {staff_no:<11} {password}  {name} ({', '.join(roles)})")
+    else:
+        print("Demo staff already have passwords (reset one: .venv/bin/patron staff passwd S-cs-1)")
+    print("Sign in:")
+    print(f"  curl -s -H 'Content-Type: application/json' -d '{{\"staff_no\": \"S-cs-1\", \"password\": \"...\"}}' "
+          f"http://127.0.0.1:{args.port}/v1/auth/login")
     print("Try:")
     print(f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{args.port}/v1/policies/active")
     print("=" * 64, flush=True)
@@ -103,6 +125,8 @@ def cmd_serve(args):
         os.environ["PATRON_DATABASE_URL"] = args.database_url
     redis = app.config.get("REDIS_URL")
     if args.dev:
+        from app import policy
+        policy.startup(app)  # as app.wsgi does: the engine evaluates the active set, installed here
         if not redis:
             from jobs.runner import start_ticker
             start_ticker(app)
@@ -193,8 +217,8 @@ def build_parser():
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import ledger, membership, policy, worker
-    for group in (ledger, membership, policy, worker):  # every command group, listed
+    from app.commands import ledger, membership, policy, staff, worker
+    for group in (ledger, membership, policy, staff, worker):  # every command group, listed
         group.register(sub)
     return parser
 

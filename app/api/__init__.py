@@ -19,39 +19,56 @@ class Int64Converter(IntegerConverter):
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
-              status=200, permission=None):
+              status=200, permission=None, allow_service=False, self_service=False, audit=None):
     """Declare an API operation.
 
     Args:
         summary: one line for the OpenAPI document.
-        scope: API-key scope required (``x:read`` is implied by ``x:write``; ``admin`` implies all).
+        scope: API-key scope required (``x:read`` is implied by ``x:write``; ``admin`` implies all). A staff
+            session holds the scopes its roles get from the ``access`` policy.
         body: schemas/ path of the request body schema (validated; the result is ``g.body``).
-        public: no authentication (health, metrics, openapi).
+        public: no authentication (health, metrics, openapi, sign-in).
         tags: OpenAPI tags.
         query: dict of query parameter name -> description, for the document.
         idempotent: the route honours an ``Idempotency-Key`` header.
         status: success status code, for the document.
-        permission: a staff permission (``access`` policy) the acting person must hold; the route is then
-            taken by a person (staff session, or an ``act-as`` key naming one) and ``g.staff_no`` is set.
+        permission: a staff permission (``access`` policy) the acting person must hold (a tuple: any of them);
+            the route is then taken by a person (staff session, or an ``act-as`` key naming one) and
+            ``g.staff_no`` is set. A staff session needs the permission instead of the scope.
+        allow_service: on a ``permission`` route, a key with the scope may also call without acting for a
+            person (the service acts as itself; services refuse the steps only a person may take).
+        self_service: a staff session that must first change its password or enrol TOTP may call it.
+        audit: the audit action of a successful unsafe request (default ``<blueprint>.<endpoint>``);
+            ``False`` for an unsafe method that changes nothing (validate, explain, a quote).
     """
     def deco(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if not public:
-                from app.platform.auth import authenticate, require_scope, require_staff, staff_of
-                g.principal = authenticate(request.headers.get("Authorization"))
-                if scope:
-                    require_scope(g.principal, scope)
-                g.staff_no = (require_staff(g.principal, request.headers, permission) if permission
-                              else staff_of(g.principal, request.headers))
+                from app.platform import auth
+                principal = auth.authenticate(request.headers.get("Authorization"), request)
+                g.principal = principal  # who failed authorisation is still logged
+                g.principal = auth.resolve(principal, request.headers, scope, permission, allow_service,
+                                           self_service)
+                g.staff_no = g.principal.get("staff_no")
             if body:
                 g.body = parse_body(body)
-            return view(*args, **kwargs)
+            result = view(*args, **kwargs)
+            if not public and audit is not False and request.method in UNSAFE_METHODS:
+                from flask import current_app
+                from app.platform import audit as audit_log
+                result = current_app.make_response(result)
+                audit_log.from_response(audit or request.endpoint, kwargs, result)
+            return result
 
         wrapper.operation = {"summary": summary, "scope": scope, "body": body, "public": public,
                              "tags": list(tags), "query": query or {}, "idempotent": idempotent,
-                             "status": status, "permission": permission}
+                             "status": status, "permission": permission, "allow_service": allow_service,
+                             "self_service": self_service, "audit": audit}
         return wrapper
     return deco
 

@@ -80,7 +80,7 @@ def get_service_benefits(member_id):
 
 @bp.post("/members/<member_id>/checkout-benefits")
 @operation("Benefits for a cart: discounts, fee waivers, coupons, points to earn (read-only)",
-           scope="members:read", body="api/members/checkout.json", tags=TAGS)
+           scope="members:read", body="api/members/checkout.json", tags=TAGS, audit=False)
 def checkout_benefits(member_id):
     return jsonify(membership.checkout_benefits(_member_id(member_id), g.body))
 

@@ -122,6 +122,13 @@ def build(app):
                 if op["scope"]:
                     doc["x-scope"] = op["scope"]
                     doc["description"] = f"Requires scope `{op['scope']}` (or `admin`)."
+                if op.get("permission"):
+                    perms = op["permission"] if isinstance(op["permission"], str) else " or ".join(op["permission"])
+                    doc["x-permission"] = perms
+                    doc["description"] = (doc.get("description", "") + f" Taken by a person holding `{perms}` "
+                                          "(a staff session, or an act-as key with the Patron-Act-As header)"
+                                          + (", or by a service key acting as itself." if op.get("allow_service")
+                                             else ".")).strip()
             if op["body"]:
                 bodies.append(op["body"])
                 doc["requestBody"] = {"required": True, "content": {"application/json": {
@@ -142,6 +149,8 @@ def build(app):
         "paths": paths,
         "components": {"schemas": schemas,
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                                      "bearerFormat": "ptr_<id>_<secret>",
-                                                      "description": "patron apikey create --name X --scopes a,b"}}},
+                                                      "bearerFormat": "ptr_<id>_<secret> | pts_<id>_<secret>",
+                                                      "description": "an API key (patron apikey create --name X "
+                                                                     "--scopes a,b) or a staff session token "
+                                                                     "(POST /v1/auth/login)"}}},
     }

@@ -12,7 +12,7 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"])
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], audit=False)
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -28,8 +28,10 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"])
+           tags=["policy"], permission="policy.apply", allow_service=True)
 def apply():
+    from app.platform import audit
+    audit.suppress()  # policy.apply records its own row when the active set changes, and none otherwise
     files = g.body.get("files")
     res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"))
     return jsonify(version=res.version, previous=res.previous, changed=res.changed)
@@ -78,7 +80,7 @@ def version_files(version):
 
 @bp.post("/decisions/explain")
 @operation("Which rule of a ruleset fires for these facts, and why (each condition's value and result)",
-           scope="policy:read", body="api/policy/explain.json", tags=["policy"])
+           scope="policy:read", body="api/policy/explain.json", tags=["policy"], audit=False)
 def explain():
     from app import engine
     from app.policy import store
