@@ -30,6 +30,8 @@ def readyz():
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
+    from app.services.service import live
+    checks["service_fanout"] = live.readiness()
     from app import policy
     checks["policy_version"] = policy.active_version()
     if any(str(v).startswith("error") for v in checks.values()):
