@@ -78,9 +78,10 @@ def _ahead(conv):
 
 
 def _handle_seconds(cfg):
-    """Mean handling time of the last 50 closed conversations that an agent served (policy default before that)."""
+    """Mean handling time of the last 50 conversations agents finished (the policy default before there are 5)."""
     rows = list(ServiceConversation.select(ServiceConversation.assigned_at, ServiceConversation.closed_at)
-                .where((ServiceConversation.state == "closed") & ServiceConversation.assigned_at.is_null(False))
+                .where((ServiceConversation.state == "closed") & (ServiceConversation.close_reason == "resolved")
+                       & ServiceConversation.assigned_at.is_null(False) & ServiceConversation.closed_at.is_null(False))
                 .order_by(ServiceConversation.id.desc()).limit(50))
     if len(rows) < 5:
         return cfg.seconds("default_handle_seconds", 300)
@@ -239,7 +240,7 @@ def request_service(body):
         (status, {conversation, user_token}): 201 queued (or served at once), 200 the user's open conversation.
 
     Raises:
-        Problem: 503 ``queue-full`` (nothing is created), 503 ``outside-business-hours``.
+        Problem: 429 ``queue-full`` (nothing is created), 409 ``outside-business-hours``.
     """
     from app import engine
     cfg = current()
@@ -261,7 +262,7 @@ def request_service(body):
     if cfg.doc.get("outside_hours", "refuse") == "refuse" and not cfg.is_open(now):
         with write_transaction():
             _decide("calendar", subject, facts, {"refused": "outside-business-hours", "group": group}, cfg.version)
-        raise Problem(503, "outside-business-hours", "Outside business hours",
+        raise Problem(409, "outside-business-hours", "Outside business hours",
                       f"customer service ({g['name']}) is closed now; leave a message or try again in business "
                       f"hours", group=group, calendar=cfg.doc["calendar"])
     _ensure_groups(cfg)
@@ -281,7 +282,7 @@ def request_service(body):
         if queued >= g["queue_cap"]:
             _decide(f"groups.{group}.queue_cap", subject, dict(facts, queued=queued),
                     {"refused": "queue-full", "group": group, "queue_cap": g["queue_cap"]}, cfg.version)
-            return 503, {"queued": queued}, None
+            return 429, {"queued": queued}, None
         c = ServiceConversation.create(
             user_id=body["user_id"], group=group, channel=body.get("channel", "app"), state="queued",
             priority=priority, priority_rule=ev.rule, policy_version=cfg.version, facts=_dumps(facts),
@@ -299,8 +300,8 @@ def request_service(body):
         if db.in_transaction():
             raise
         status, c, evs = attempt()
-    if status == 503:
-        raise Problem(503, "queue-full", "Queue full",
+    if status == 429:
+        raise Problem(429, "queue-full", "Queue full",
                       f"the {g['name']} queue is full ({c['queued']}/{g['queue_cap']} waiting); you were not "
                       f"added to the queue — please try again later", group=group, queue_cap=g["queue_cap"],
                       queued=c["queued"])
@@ -829,7 +830,7 @@ def transfer(staff_no, conv_id, body):
             if queued >= cap:
                 _decide(f"groups.{to_group}.queue_cap", f"service:conversation:{conv.id}", {"queued": queued},
                         {"refused": "queue-full", "group": to_group}, cfg.version)
-                return 503, {"queued": queued, "cap": cap}, None
+                return 429, {"queued": queued, "cap": cap}, None
             ServiceAgent.update(serving=ServiceAgent.serving - 1, updated_at=now).where(ServiceAgent.id == me.id).execute()
             ServiceConversation.update(state="queued", group=to_group, agent=None, assigned_at=None) \
                 .where(ServiceConversation.id == conv.id).execute()
@@ -843,8 +844,8 @@ def transfer(staff_no, conv_id, body):
         return 200, None, evs
 
     status, info, evs = attempt()
-    if status == 503:
-        raise Problem(503, "queue-full", "Queue full", f"the {to_group} queue is full ({info['queued']}/{info['cap']})",
+    if status == 429:
+        raise Problem(429, "queue-full", "Queue full", f"the {to_group} queue is full ({info['queued']}/{info['cap']})",
                       group=to_group, queue_cap=info["cap"], queued=info["queued"])
     live.publish(evs)
     dispatch()
