@@ -82,3 +82,28 @@ def select_one(model, columns, where):
         _sql[key] = sql
     fields = model._meta.fields
     return db.execute_sql(sql, [fields[n].db_value(where[n]) for n in names]).fetchone()
+
+
+def statement(text):
+    """Hand-written SQL written with ``?`` placeholders, in this engine's parameter style (translated once).
+
+    The text must hold no other ``?`` and no ``%`` (psycopg2 reads ``%`` as a placeholder).
+    """
+    key = (type(db.obj), "statement", text)
+    sql = _sql.get(key)
+    if sql is None:
+        sql = text.replace("?", db.obj.param)
+        if len(_sql) > 512:
+            _sql.clear()
+        _sql[key] = sql
+    return sql
+
+
+def execute(text, params=()):
+    """Run a hand-written statement (see ``statement``); returns the cursor."""
+    return db.execute_sql(statement(text), list(params))
+
+
+def rows(model, text, params=()):
+    """Model instances from a hand-written SELECT (columns named like the model's), skipping query building."""
+    return list(model.raw(statement(text), *params))

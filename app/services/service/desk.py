@@ -21,7 +21,7 @@ from app.db import db, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
 from app.models.service import ServiceAgent, ServiceConversation, ServiceEvent, ServiceGroup
 from app.models.staff import Staff
-from app.platform import clock
+from app.platform import clock, sql as fastsql
 from app.services.service import live
 from app.services.service.policy import PRIORITY, current
 
@@ -51,18 +51,44 @@ def _skip_locked(query):
     return query.for_update("FOR UPDATE SKIP LOCKED") if is_postgres() else query
 
 
+def _lock_sql(skip=False):
+    if not is_postgres():
+        return ""  # SQLite: write_transaction() is the single writer
+    return " FOR UPDATE SKIP LOCKED" if skip else " FOR UPDATE"
+
+
+def _agent_row(staff_no, lock=True):
+    """The agent's row (locked in the transaction), read with prepared SQL: this is the assignment hot path."""
+    found = fastsql.rows(ServiceAgent, 'SELECT * FROM "service_agent" WHERE "staff_no" = ?'
+                         + (_lock_sql() if lock else ""), (staff_no,))
+    return found[0] if found else None
+
+
+def _conversation_row(conv_id, lock=True):
+    found = fastsql.rows(ServiceConversation, 'SELECT * FROM "service_conversation" WHERE "id" = ?'
+                         + (_lock_sql() if lock else ""), (conv_id,))
+    return found[0] if found else None
+
+
+_names = {}
+
+
+def _staff_name(staff_no):
+    name = _names.get(staff_no)
+    if name is None:
+        row = fastsql.select_one(Staff, ("name",), {"staff_no": staff_no})
+        name = _names[staff_no] = row[0] if row else staff_no
+        if len(_names) > 10000:
+            _names.clear()
+    return name
+
+
 def _decide(rule, subject, inputs, outcome, version, ruleset="service"):
     from app.policy import decisions
     return decisions.record(ruleset, version, rule, subject, inputs, outcome)
 
 
 # --- reading ---------------------------------------------------------------------------------------
-
-def _agent_available(cfg, now):
-    return ((ServiceAgent.status == "online") & (ServiceAgent.serving < ServiceAgent.capacity)
-            & (ServiceAgent.heartbeat_at >= now - cfg.agent_timeout)
-            & (ServiceAgent.left_at.is_null() | (ServiceAgent.left_at >= now - cfg.grace)))
-
 
 def _user_present(cfg, now):
     return ((ServiceConversation.user_seen_at >= now - cfg.user_timeout)
@@ -120,7 +146,7 @@ def conversation_dict(c, cfg=None, now=None):
 
 
 def get_conversation(conv_id):
-    c = ServiceConversation.get_or_none(ServiceConversation.id == conv_id)
+    c = _conversation_row(conv_id, lock=False)
     if c is None:
         raise not_found("conversation", conv_id)
     return c
@@ -315,21 +341,24 @@ def request_service(body):
 # --- assignment (rule 2) -------------------------------------------------------------------------
 
 def _head(cfg, groups, now):
-    q = (ServiceConversation.select()
-         .where((ServiceConversation.state == "queued") & ServiceConversation.group.in_(groups) & _user_present(cfg, now))
-         .order_by(ServiceConversation.priority.desc(), ServiceConversation.queued_at, ServiceConversation.id)
-         .limit(1))
-    return _skip_locked(q).first()
+    """The first user of the queue in ``groups``: highest priority, then longest waiting (skipping rows another
+    transaction is taking right now on PostgreSQL; SQLite has one writer)."""
+    marks = ", ".join("?" * len(groups))
+    return (fastsql.rows(ServiceConversation,
+                         'SELECT * FROM "service_conversation" WHERE "state" = \'queued\' AND "group" IN (' + marks + ')'
+                         ' AND "user_seen_at" >= ? AND ("user_left_at" IS NULL OR "user_left_at" >= ?)'
+                         ' ORDER BY "priority" DESC, "queued_at", "id" LIMIT 1' + _lock_sql(skip=True),
+                         (*groups, now - cfg.user_timeout, now - cfg.grace)) or [None])[0]
 
 
 def _assign(cfg, conv, agent, now, how):
     """Give ``conv`` to ``agent`` (both locked): the agent's lock closes when it reaches capacity."""
-    n = (ServiceAgent.update(serving=ServiceAgent.serving + 1, last_assigned_at=now, updated_at=now)
-         .where((ServiceAgent.id == agent.id) & (ServiceAgent.serving < ServiceAgent.capacity)).execute())
+    n = fastsql.execute('UPDATE "service_agent" SET "serving" = "serving" + 1, "last_assigned_at" = ?, "updated_at" = ?'
+                        ' WHERE "id" = ? AND "serving" < "capacity"', (now, now, agent.id)).rowcount
     if n != 1:  # never one agent locked twice: the guard is in the UPDATE itself
         raise Problem(409, "agent-locked", "Agent busy", f"agent {agent.staff_no} is at capacity")
-    n = (ServiceConversation.update(state="serving", agent=agent.staff_no, assigned_at=now)
-         .where((ServiceConversation.id == conv.id) & (ServiceConversation.state == "queued")).execute())
+    n = fastsql.execute('UPDATE "service_conversation" SET "state" = \'serving\', "agent" = ?, "assigned_at" = ?'
+                        ' WHERE "id" = ? AND "state" = \'queued\'', (agent.staff_no, now, conv.id)).rowcount
     if n != 1:  # never two agents for one user
         raise Problem(409, "not-queued", "Not queued", f"conversation {conv.id} is no longer queued")
     waited = int((now - conv.queued_at).total_seconds())
@@ -337,17 +366,16 @@ def _assign(cfg, conv, agent, now, how):
             {"group": conv.group, "priority": conv.priority, "agent_serving": agent.serving,
              "agent_capacity": agent.capacity, "waited_seconds": waited},
             {"assigned_to": agent.staff_no, "group": conv.group}, cfg.version)
-    conv.agent, conv.state = agent.staff_no, "serving"
-    name = Staff.select(Staff.name).where(Staff.staff_no == agent.staff_no).scalar() or agent.staff_no
+    conv.agent, conv.state, conv.assigned_at = agent.staff_no, "serving", now
+    name = _staff_name(agent.staff_no)
     return [live.append(conv, "assigned", "system", {"text": f"客服 {name} 为您服务", "agent": agent.staff_no,
                                                      "agent_name": name, "how": how, "waited_seconds": waited},
                         staff_no=agent.staff_no, now=now)]
 
 
-def _check_fresh(cfg, agent, now):
+def _stale(cfg, agent, now):
     deadline = _agent_deadline(agent, cfg)
-    if agent.status == "offline" or (deadline is not None and deadline <= now):
-        raise Problem(409, "agent-offline", "Agent offline", "go online first (heartbeats stopped or you went offline)")
+    return agent.status == "offline" or (deadline is not None and deadline <= now)
 
 
 def take(staff_no):
@@ -360,28 +388,43 @@ def take(staff_no):
         Problem: 409 ``agent-locked`` while the agent's lock is closed, 409 ``agent-offline``/``agent-away``.
     """
     cfg = current()
-    expire(staff_no=staff_no)
 
     @transactional()
     def attempt():
         now = clock.now()
-        agent = _locked(ServiceAgent.select().where(ServiceAgent.staff_no == staff_no)).first()
-        if agent is None:
+        agent = _agent_row(staff_no)
+        if agent is None or agent.status == "offline":
             raise Problem(409, "agent-offline", "Agent offline", "go online first")
-        _check_fresh(cfg, agent, now)
+        if _stale(cfg, agent, now):
+            return "stale", None
         if agent.status != "online":
             raise Problem(409, "agent-away", "Agent away", "an agent who is away is offered nobody")
         if agent.serving >= agent.capacity:
-            raise Problem(409, "agent-locked", "Agent lock closed",
-                          f"finish your current user first ({agent.serving}/{agent.capacity} served)")
+            return "locked", agent
         conv = _head(cfg, agent.groups.split(), now)
         if conv is None:
             return None, []
-        return conv.id, _assign(cfg, conv, agent, now, "pull")
+        return conv, _assign(cfg, conv, agent, now, "pull")
 
-    conv_id, evs = attempt()
+    for retry in (True, False):
+        conv, evs = attempt()
+        if conv == "stale":
+            agent_gone(staff_no, "agent-timeout")
+            raise Problem(409, "agent-offline", "Agent offline",
+                          "heartbeats stopped for too long; your users were handed on — go online again")
+        if conv == "locked":
+            # a user being served may have timed out since: materialise that, then look once more
+            if retry and expire(staff_no=staff_no)["users"]:
+                continue
+            raise Problem(409, "agent-locked", "Agent lock closed",
+                          f"finish your current user first ({evs.serving}/{evs.capacity} served)")
+        break
     live.publish(evs)
-    return conversation_dict(get_conversation(conv_id), cfg) if conv_id else None
+    return conversation_dict(conv, cfg) if conv else None
+
+
+_FREE = ('"status" = \'online\' AND "serving" < "capacity" AND "heartbeat_at" >= ?'
+         ' AND ("left_at" IS NULL OR "left_at" >= ?)')
 
 
 def _offer(cfg, agent_id):
@@ -389,13 +432,14 @@ def _offer(cfg, agent_id):
     @transactional()
     def attempt():
         now = clock.now()
-        agent = _skip_locked(ServiceAgent.select().where((ServiceAgent.id == agent_id) & _agent_available(cfg, now))).first()
-        if agent is None:
+        found = fastsql.rows(ServiceAgent, 'SELECT * FROM "service_agent" WHERE "id" = ? AND ' + _FREE
+                             + _lock_sql(skip=True), (agent_id, now - cfg.agent_timeout, now - cfg.grace))
+        if not found:
             return []
-        conv = _head(cfg, agent.groups.split(), now)
+        conv = _head(cfg, found[0].groups.split(), now)
         if conv is None:
             return []
-        return _assign(cfg, conv, agent, now, "auto")
+        return _assign(cfg, conv, found[0], now, "auto")
     evs = attempt()
     live.publish(evs)
     return bool(evs)
@@ -415,8 +459,9 @@ def dispatch():
     total = 0
     while True:
         now = clock.now()
-        ids = [a.id for a in ServiceAgent.select(ServiceAgent.id).where(_agent_available(cfg, now))
-               .order_by(ServiceAgent.last_assigned_at, ServiceAgent.id)]
+        ids = [r[0] for r in fastsql.execute('SELECT "id" FROM "service_agent" WHERE ' + _FREE
+                                             + ' ORDER BY "last_assigned_at", "id"',
+                                             (now - cfg.agent_timeout, now - cfg.grace)).fetchall()]
         progressed = 0
         for agent_id in ids:
             progressed += _offer(cfg, agent_id)
@@ -702,7 +747,7 @@ def expire(staff_no=None, conversation_id=None):
 # --- conversation actions --------------------------------------------------------------------------
 
 def _serving_conv(staff_no, conv_id):
-    conv = _locked(ServiceConversation.select().where(ServiceConversation.id == conv_id)).first()
+    conv = _conversation_row(conv_id)
     if conv is None:
         raise not_found("conversation", conv_id)
     if conv.state != "serving" or conv.agent != staff_no:
@@ -759,26 +804,34 @@ def close(staff_no, conv_id, body):
     if body["category"] not in cfg.doc["close_categories"]:
         raise Problem(422, "unknown-close-category", "Unknown close category", f"{body['category']!r}",
                       allowed=cfg.doc["close_categories"])
-    expire(staff_no=staff_no)
 
     @transactional()
     def attempt():
         now = clock.now()
-        agent = _locked(ServiceAgent.select().where(ServiceAgent.staff_no == staff_no)).first()
+        agent = _agent_row(staff_no)
+        if agent is not None and agent.status != "offline" and _stale(cfg, agent, now):
+            return None
         conv = _serving_conv(staff_no, conv_id)
-        ServiceConversation.update(state="closed", closed_at=now, close_reason="resolved",
-                                   close_category=body["category"], close_summary=body.get("summary", ""),
-                                   closed_by=staff_no).where(ServiceConversation.id == conv.id).execute()
-        ServiceAgent.update(serving=pw.Case(None, [(ServiceAgent.serving > 0, ServiceAgent.serving - 1)], 0),
-                            updated_at=now).where(ServiceAgent.id == agent.id).execute()
-        conv.state = "closed"
-        return [live.append(conv, "closed", "system", {"text": "本次服务已结束，请为本次服务评分", "reason": "resolved",
-                                                      "next": "csat", "category": body["category"]}, now=now)]
+        fastsql.execute('UPDATE "service_conversation" SET "state" = \'closed\', "closed_at" = ?, '
+                        '"close_reason" = \'resolved\', "close_category" = ?, "close_summary" = ?, "closed_by" = ?'
+                        ' WHERE "id" = ?', (now, body["category"], body.get("summary", ""), staff_no, conv.id))
+        fastsql.execute('UPDATE "service_agent" SET "serving" = CASE WHEN "serving" > 0 THEN "serving" - 1 ELSE 0 END,'
+                        ' "updated_at" = ? WHERE "id" = ?', (now, agent.id))
+        conv.state, conv.closed_at, conv.close_reason = "closed", now, "resolved"
+        conv.close_category, conv.close_summary, conv.closed_by = body["category"], body.get("summary", ""), staff_no
+        return conv, [live.append(conv, "closed", "system", {"text": "本次服务已结束，请为本次服务评分",
+                                                             "reason": "resolved", "next": "csat",
+                                                             "category": body["category"]}, now=now)]
 
-    evs = attempt()
+    done = attempt()
+    if done is None:
+        agent_gone(staff_no, "agent-timeout")
+        raise Problem(409, "agent-offline", "Agent offline",
+                      "heartbeats stopped for too long; your users were handed on — go online again")
+    conv, evs = done
     live.publish(evs)
     dispatch()
-    return conversation_dict(get_conversation(conv_id), cfg)
+    return conversation_dict(conv, cfg)
 
 
 def transfer(staff_no, conv_id, body):

@@ -42,15 +42,16 @@ def append(conv, kind, sender, body, audience="all", staff_no=None, now=None):
     Returns:
         the event as a dict (publish it after commit).
     """
-    from app.models.service import ServiceConversation, ServiceEvent
-    from app.platform import clock
+    from app.models.service import ServiceEvent
+    from app.platform import clock, sql as fastsql
     now = now or clock.now()
     conv.last_seq += 1
-    ServiceConversation.update(last_seq=conv.last_seq).where(ServiceConversation.id == conv.id).execute()
-    e = ServiceEvent.create(conversation=conv.id, seq=conv.last_seq, kind=kind, sender=sender, audience=audience,
-                            staff_no=staff_no if staff_no is not None else conv.agent, body=_dumps(body),
-                            created_at=now)
-    return event_dict(e)
+    fastsql.execute('UPDATE "service_conversation" SET "last_seq" = ? WHERE "id" = ?', (conv.last_seq, conv.id))
+    row = {"conversation": conv.id, "seq": conv.last_seq, "kind": kind, "sender": sender, "audience": audience,
+           "staff_no": staff_no if staff_no is not None else conv.agent, "body": _dumps(body), "created_at": now}
+    event_id = fastsql.insert_one(ServiceEvent, row)
+    return {"id": event_id, "conversation_id": conv.id, "seq": conv.last_seq, "kind": kind, "sender": sender,
+            "audience": audience, "staff_no": row["staff_no"], "body": json.loads(row["body"]), "at": now.isoformat() + "Z"}
 
 
 # --- fan-out -------------------------------------------------------------------------------------
