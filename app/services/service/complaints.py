@@ -138,6 +138,7 @@ def log_call(principal, body):
     if old is not None:
         return 200, dict(call_dict(old), complaint=get_complaint(old.complaint_id) if old.complaint_id else None)
     by = actor(principal)
+    started_at = _naive(body["started_at"])
 
     @transactional()
     def attempt():
@@ -161,7 +162,7 @@ def log_call(principal, body):
             complaint_id = comp.id
         call = ServiceCall.create(external_ref=body["external_ref"], user_id=body["user_id"],
                                   staff_no=body.get("staff_no"), direction=body.get("direction", "inbound"),
-                                  started_at=_naive(body["started_at"]), duration_seconds=body["duration_seconds"],
+                                  started_at=started_at, duration_seconds=body["duration_seconds"],
                                   recording_ref=body.get("recording_ref"), summary=body.get("summary", ""),
                                   complaint_id=complaint_id, created_by=by, created_at=clock.now())
         return call
@@ -172,7 +173,12 @@ def log_call(principal, body):
 
 def _naive(text):
     import datetime as dt
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    from app.errors import validation_failed
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise validation_failed([{"pointer": "/started_at", "validator": "format",
+                                  "message": "not a valid ISO 8601 date-time"}]) from None
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
