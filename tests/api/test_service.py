@@ -382,3 +382,14 @@ def test_agent_routes_need_a_staff_identity(api, floor):
 def test_readyz_reports_fanout(server):
     r = requests.get(server + "/readyz", timeout=30)
     assert r.status_code == 200 and r.json()["checks"]["service_fanout"] in ("local", "redis")
+
+
+def test_membership_service_benefit_sends_a_diamond_member_to_the_dedicated_queue(app, api, floor, db_conn):
+    from app.services.membership import events
+    member = uid("diamond")
+    events.ingest({"event_id": uid("ev"), "member_id": member, "type": "order_paid", "amount_fen": 3_500_000,
+                   "order_ref": uid("o"), "channel": "app"}, "tests")
+    c = ask(api, member).json()["conversation"]
+    assert c["group"] == "dedicated" and c["priority_rule"] == "dedicated_agent" and c["priority"] == 90
+    d = api.get(f"/v1/service/conversations/{c['id']}/decisions").json()["items"][0]
+    assert d["inputs"]["benefit"]["dedicated_agent"] is True and d["inputs"]["user"]["source"] == "membership"
