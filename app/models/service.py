@@ -2,13 +2,13 @@
 import peewee as pw
 
 from app.db import BaseModel
-from app.models.core import utcnow
+from app.platform import clock
 
 
 class ServiceGroup(BaseModel):
     """A skill group mirrored from the ``service`` policy: the row locked while its queue cap is checked."""
     code = pw.CharField(max_length=64, unique=True)
-    updated_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=clock.now)
 
 
 class ServiceAgent(BaseModel):
@@ -21,7 +21,7 @@ class ServiceAgent(BaseModel):
     heartbeat_at = pw.DateTimeField(null=True)
     left_at = pw.DateTimeField(null=True)  # its live connection closed at (offline after the grace)
     last_assigned_at = pw.DateTimeField(null=True)
-    updated_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("status", "serving"), False),)
@@ -56,7 +56,7 @@ class ServiceConversation(BaseModel):
     csat_score = pw.IntegerField(null=True)
     csat_comment = pw.TextField(null=True)
     csat_at = pw.DateTimeField(null=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("state", "group", "priority", "queued_at"), False),)
@@ -71,7 +71,7 @@ class ServiceEvent(BaseModel):
     audience = pw.CharField(max_length=8, default="all")  # all | user | agent
     staff_no = pw.CharField(max_length=64, null=True, index=True)  # the agent who should see it
     body = pw.TextField()
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("conversation", "seq"), True),)
@@ -88,8 +88,8 @@ class ServiceComplaint(BaseModel):
     policy_version = pw.CharField(max_length=64, null=True)
     rule = pw.CharField(max_length=200, null=True)
     created_by = pw.CharField(max_length=100)
-    created_at = pw.DateTimeField(default=utcnow)
-    updated_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
+    updated_at = pw.DateTimeField(default=clock.now)
 
 
 class ServiceCall(BaseModel):
@@ -104,7 +104,7 @@ class ServiceCall(BaseModel):
     summary = pw.TextField(default="")
     complaint_id = pw.BigIntegerField(null=True)
     created_by = pw.CharField(max_length=100)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class ServiceReview(BaseModel):
@@ -118,7 +118,7 @@ class ServiceReview(BaseModel):
     complaint_id = pw.BigIntegerField(null=True)
     rule = pw.CharField(max_length=200, null=True)
     policy_version = pw.CharField(max_length=64)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class ServiceNode(BaseModel):

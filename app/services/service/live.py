@@ -103,9 +103,12 @@ def channel(database_url):
 
 
 def _config():
-    from jobs import _config as jobs_config
-    cfg = jobs_config()
-    return cfg.get("REDIS_URL") or None, cfg.get("DATABASE_URL")
+    """(Redis URL or None, database URL) of the app in context (every caller runs inside one)."""
+    from flask import current_app, has_app_context
+    if has_app_context():
+        cfg = current_app.config
+        return cfg.get("REDIS_URL") or None, cfg.get("DATABASE_URL")
+    return os.environ.get("PATRON_REDIS_URL") or None, os.environ.get("PATRON_DATABASE_URL")
 
 
 def publish(events):
@@ -119,8 +122,8 @@ def publish(events):
         _deliver(events)
         return
     try:
-        from jobs import redis_connection
-        redis_connection(url).publish(channel(database_url), _dumps({"events": events, "t": time.time()}))
+        from app.platform import redis as platform_redis
+        platform_redis.connection(url).publish(channel(database_url), _dumps({"events": events, "t": time.time()}))
     except Exception:  # a Redis hiccup delays live delivery; polling and reconnects still see the rows
         log.warning("service fan-out over Redis failed; clients catch up from the database", exc_info=True)
         _deliver(events)
