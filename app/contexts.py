@@ -3,9 +3,9 @@
 Nothing registers itself by being imported: ``create_app``, the CLI and the test wiring call ``register()``.
 A new context adds one line to CONTEXTS.
 """
-from app.services import ledger, membership, service, tickets
+from app.services import knowledge, ledger, membership, service, tickets
 
-CONTEXTS = (ledger, membership, tickets, service)
+CONTEXTS = (ledger, membership, tickets, service, knowledge)
 
 _registered = False
 
