@@ -17,7 +17,10 @@ def service_policy(app, **changes):
     """Apply the sample policy set with the service policy changed (dotted keys: ``groups.general.queue_cap``).
 
     Restores the set active before afterwards. Other processes (workers, agents) adopt it within a second.
+    The bot is off unless a change names it: these tests are about the queue, and other tests publish knowledge.
     """
+    if not any(k.split(".")[0].split("__")[0] == "bot" for k in changes):
+        changes["bot.enabled"] = False
     from app import policy
     from app.db import db
     with app.app_context(), db.connection_context():

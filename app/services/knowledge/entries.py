@@ -247,7 +247,7 @@ def suggest(conversation_id, limit=5):
     return {"conversation_id": conversation_id, "query": text, "items": search(text, limit=limit) if text else []}
 
 
-def use(entry_id, used_by, conversation_id=None):
+def use(entry_id, used_by, conversation_id=None, with_view=True):
     """Count a use of the published version (an agent sent it, or the bot answered with it)."""
     @transactional()
     def attempt():
@@ -259,4 +259,4 @@ def use(entry_id, used_by, conversation_id=None):
         KnowledgeEntry.update(usage_count=KnowledgeEntry.usage_count + 1).where(
             KnowledgeEntry.id == e.id).execute()
     attempt()
-    return view(entry_id)
+    return view(entry_id) if with_view else None

@@ -109,11 +109,12 @@ class Index:
         q = list(dict.fromkeys(tokens(text)))
         if not q:
             return []
-        # an unknown word weighs like the rarest known one: a question about something we never wrote
-        # about must not look covered
-        max_idf = math.log(1 + (self.n + 0.5) / 0.5) if self.n else 1.0
-        weights = {t: (self.idf(t) if t in self.df else max_idf) for t in q}
-        total = sum(weights.values()) or 1.0
+        # coverage counts words only (bigrams are for recall): an unknown word weighs like an average one,
+        # a single character half as much (particles and typos jieba leaves alone)
+        mean_idf = (sum(self.idf(t) for t in self.df) / len(self.df)) if self.df else 1.0
+        weights = {t: (self.idf(t) if t in self.df else mean_idf) * (0.5 if len(t) == 1 else 1.0)
+                   for t in q if not t.startswith("#")}
+        total = sum(weights.values())
         hits = []
         for d in self.docs:
             if category and d.category != category:
@@ -123,7 +124,7 @@ class Index:
             s = self.score(d, q)
             if s > 0:
                 covered = sum(w for t, w in weights.items() if t in d.terms)
-                hits.append((d, s, covered / total))
+                hits.append((d, s, covered / total if total else 0.0))
         hits.sort(key=lambda h: (-h[1], h[0].entry_id))
         return hits[:limit]
 

@@ -27,7 +27,7 @@ from app.services.service.policy import PRIORITY, current
 
 log = logging.getLogger(__name__)
 
-OPEN = ("queued", "serving")
+OPEN = ("bot", "queued", "serving")  # bot: the bot answers before a human (service/bot.py)
 EPOCH = dt.datetime(2000, 1, 1)
 
 
@@ -293,6 +293,8 @@ def request_service(body):
                       f"hours", group=group, calendar=cfg.doc["calendar"])
     _ensure_groups(cfg)
     token = secrets.token_urlsafe(24)
+    from app.services.service import bot
+    with_bot = bot.exists(cfg)
 
     @transactional()
     def attempt():
@@ -303,6 +305,16 @@ def request_service(body):
             ServiceConversation.update(token_hash=token_hash(token), user_seen_at=now, user_left_at=None) \
                 .where(ServiceConversation.id == existing.id).execute()
             return 200, existing, []
+        if with_bot:
+            c = ServiceConversation.create(
+                user_id=body["user_id"], group=group, channel=body.get("channel", "app"), state="bot",
+                priority=priority, priority_rule=ev.rule, policy_version=cfg.version, facts=_dumps(facts),
+                topic=body.get("topic", ""), queued_at=None, user_seen_at=now, token_hash=token_hash(token),
+                created_at=now)
+            _decide("bot.enabled", f"service:conversation:{c.id}", facts, {"bot": True, "group": group},
+                    cfg.version)
+            return 201, c, [live.append(c, "message", "bot", {"type": "text", "text": bot.settings(cfg)["greeting"]},
+                                        now=now)]
         queued = ServiceConversation.select().where((ServiceConversation.state == "queued")
                                                     & (ServiceConversation.group == group)).count()
         if queued >= g["queue_cap"]:
@@ -778,11 +790,56 @@ def user_message(conv_id, body):
         if conv.state not in OPEN:
             raise Problem(409, "conversation-closed", "Conversation closed", "this conversation has ended")
         ServiceConversation.update(user_seen_at=now).where(ServiceConversation.id == conv.id).execute()
-        return live.append(conv, "message", "user", _message_body(body["message"]), now=now)
+        ev = live.append(conv, "message", "user", _message_body(body["message"]), now=now)
+        replies = _bot_turn(conv, body["message"], now) if conv.state == "bot" else []
+        return ev, replies
 
-    ev = attempt()
-    live.publish([ev])
-    return ev
+    ev, replies = attempt()
+    live.publish([ev] + replies)
+    if not replies:
+        return ev
+    if any(r["kind"] == "queued" for r in replies):
+        dispatch()
+    return dict(ev, replies=[r for r in replies if r["audience"] != "agent"])
+
+
+def _bot_turn(conv, message, now):
+    """The bot's answer to one user message (in the message's transaction); hands over to the queue."""
+    from app.services.knowledge import entries
+    from app.services.service import bot
+    cfg = current()
+    settings = bot.settings(cfg)
+    text = message.get("text") or message.get("caption") or ""
+    d = bot.decide(text, settings, bot.failed_turns(conv.id))
+    subject = f"service:conversation:{conv.id}"
+    if d["action"] == "answer":
+        hit = d["entry"]
+        entries.use(hit["id"], "bot", conv.id, with_view=False)
+        _decide("bot.confidence_threshold", subject, {"text": text, "hits": d["hits"]},
+                {"answer": hit["id"], "confidence": d["confidence"]}, cfg.version)
+        return [live.append(conv, "message", "bot", {"type": "text", "text": hit["body"], "entry_id": hit["id"],
+                                                    "title": hit["title"], "confidence": d["confidence"]}, now=now)]
+    if d["action"] == "clarify":
+        return [live.append(conv, "message", "bot", {"type": "text", "text": settings["fallback"], "failed": True,
+                                                    "confidence": d["confidence"]}, now=now)]
+    g = cfg.group(conv.group)
+    queued = ServiceConversation.select().where((ServiceConversation.state == "queued")
+                                                & (ServiceConversation.group == conv.group)).count()
+    rule = "bot.handover_phrases" if d["reason"] == "user-asked" else "bot.max_failed_turns"
+    if queued >= g["queue_cap"]:
+        _decide(f"groups.{conv.group}.queue_cap", subject, {"queued": queued}, {"refused": "queue-full"}, cfg.version)
+        return [live.append(conv, "message", "bot", {"type": "text", "failed": d["reason"] != "user-asked",
+                                                    "text": f"{g['name']}排队已满，请稍后再试。"}, now=now)]
+    ServiceConversation.update(state="queued", queued_at=now).where(ServiceConversation.id == conv.id).execute()
+    conv.state = "queued"
+    _decide(rule, subject, {"text": text, "hits": d["hits"]},
+            {"handover": d["reason"], "group": conv.group, "confidence": d["confidence"]}, cfg.version)
+    return [live.append(conv, "handover", "system", {"reason": d["reason"], "confidence": d["confidence"],
+                                                     "transcript": bot.transcript_lines(conv.id)},
+                        audience="agent", now=now),
+            live.append(conv, "queued", "system", {"text": f"正在为您转接人工，已进入{g['name']}排队",
+                                                   "group": conv.group, "priority": conv.priority,
+                                                   "reason": d["reason"]}, now=now)]
 
 
 def agent_message(staff_no, conv_id, body):
