@@ -3,9 +3,9 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from app.api import operation, query_int
+from app.api import idempotency_key, operation, query_int
 from app.db import connection
-from app.services.service import complaints, desk, live
+from app.services.service import compensation, complaints, desk, live
 from app.services.service.policy import current
 
 bp = Blueprint("service", __name__, url_prefix="/v1/service")
@@ -329,3 +329,58 @@ def post_review():
     status, out = complaints.post_review(g.principal, g.body)
     return _respond(status, out)
 
+
+
+# --- compensation (红包赔付) ---------------------------------------------------------------------------
+
+@bp.post("/compensations")
+@operation("Pay a user a red packet (201 paid; 202 above my limit: waits for approval; 409 past my daily budget)",
+           scope="service:write", permission="compensation.issue", body="api/service/compensation.json",
+           idempotent=True, tags=TAGS, status=201)
+def issue_compensation():
+    from app.platform import idempotency
+    key = idempotency_key()
+    body = dict(g.body, _staff_no=g.staff_no)  # the same key from another agent is another request
+    status, result, _ = idempotency.run(g.principal["id"], key, "service.compensate", body,
+                                        lambda: _issued(compensation.issue(g.staff_no, g.body)), status_code=201)
+    status = result.pop("_status", status)
+    resp = _respond(status, result)
+    if status >= 400:
+        resp.mimetype = "application/problem+json"
+    return resp
+
+
+def _issued(out):
+    status, view = out
+    return dict(view, _status=status)
+
+
+@bp.get("/compensations/<int:comp_id>")
+@operation("A compensation", scope="service:read", tags=TAGS)
+def get_compensation(comp_id):
+    return jsonify(compensation.get(comp_id))
+
+
+@bp.post("/compensations/<int:comp_id>/decision")
+@operation("Approve (pay) or reject a compensation above its requester's limit", scope="service:write",
+           permission="compensation.approve", body="api/service/compensation_decision.json", tags=TAGS)
+def decide_compensation(comp_id):
+    from app.db import transactional
+    return jsonify(transactional()(compensation.decide)(g.staff_no, comp_id, g.body["decision"] == "approve",
+                                                        g.body.get("note")))
+
+
+@bp.get("/compensations/report")
+@operation("Compensation of one day by agent and reason (JSON, or CSV with a UTF-8 BOM: format=csv)",
+           scope="service:read", tags=TAGS, query={"date": "YYYY-MM-DD (default: today, UTC)", "format": "json | csv"})
+def compensation_report():
+    import re
+    from app.errors import validation_failed
+    from app.platform import clock
+    day = request.args.get("date") or clock.now().date().isoformat()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        raise validation_failed([{"pointer": "/query/date", "validator": "format", "message": "YYYY-MM-DD"}])
+    if request.args.get("format") == "csv":
+        return Response(compensation.report_csv(day), mimetype="text/csv",
+                        headers={"Content-Disposition": f"attachment; filename=compensation-{day}.csv"})
+    return jsonify(compensation.report(day))

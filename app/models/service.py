@@ -128,5 +128,28 @@ class ServiceNode(BaseModel):
     seen_at = pw.DateTimeField()
 
 
+
+class ServiceCompensation(BaseModel):
+    """A red packet (红包赔付) an agent pays a user: paid within the agent's limits, else waits for approval."""
+    user_id = pw.CharField(max_length=200, index=True)
+    staff_no = pw.CharField(max_length=64)
+    amount_fen = pw.BigIntegerField()
+    reason = pw.CharField(max_length=64)
+    note = pw.TextField(default="")
+    conversation_id = pw.BigIntegerField(null=True)
+    ticket_id = pw.BigIntegerField(null=True)
+    state = pw.CharField(max_length=16)  # paid | pending_approval | rejected
+    business_date = pw.CharField(max_length=10)  # the agent's budget day (UTC date)
+    policy_version = pw.CharField(max_length=64)
+    rule = pw.CharField(max_length=200)
+    journal_id = pw.BigIntegerField(null=True)
+    decided_by = pw.CharField(max_length=64, null=True)
+    decided_at = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=clock.now)
+
+    class Meta:
+        indexes = ((("staff_no", "business_date"), False), (("business_date", "state"), False))
+
+
 MODELS = [ServiceGroup, ServiceAgent, ServiceConversation, ServiceEvent, ServiceComplaint, ServiceCall,
-          ServiceReview, ServiceNode]
+          ServiceReview, ServiceNode, ServiceCompensation]

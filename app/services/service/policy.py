@@ -107,6 +107,10 @@ def cross_check(ps):
         for r in doc.get("capacity_by_role") or {}:
             if r not in roles:
                 errors.append(f"{f}: $.capacity_by_role.{r}: unknown role {r!r}")
+        for section in ("limit_fen_by_role", "daily_budget_fen_by_role"):
+            for r in (doc.get("compensation") or {}).get(section) or {}:
+                if r not in roles:
+                    errors.append(f"{f}: $.compensation.{section}.{r}: unknown role {r!r}")
     if tickets is not None:
         cats = tickets.get("categories") or {}
         for code, g in groups.items():
