@@ -384,3 +384,38 @@ def compensation_report():
         return Response(compensation.report_csv(day), mimetype="text/csv",
                         headers={"Content-Disposition": f"attachment; filename=compensation-{day}.csv"})
     return jsonify(compensation.report(day))
+
+
+# --- lookups and acting for the user in the shop (connector) ----------------------------------------
+
+ACTION_PERMISSIONS = {"invoice": "order.invoice", "return": "order.return", "cancel": "order.cancel"}
+
+
+def _action_route(kind):
+    from app.services.service import actions
+
+    def view():
+        status, out = actions.act(kind, g.staff_no, g.principal["id"], idempotency_key(), g.body)
+        return _respond(status, out)
+    view.__name__ = f"action_{kind}"
+    return operation(f"{actions.LABELS[kind]} for the user in the shop (checked against policy; exactly once per "
+                     f"Idempotency-Key)", scope="service:write", permission=ACTION_PERMISSIONS[kind],
+                     body="api/service/action.json", idempotent=True, tags=TAGS, status=201)(view)
+
+
+for _kind in ("invoice", "return", "cancel"):
+    bp.add_url_rule(f"/actions/{_kind}", view_func=_action_route(_kind), methods=["POST"])
+
+
+@bp.get("/actions/<int:action_id>")
+@operation("An action: its state, the shop's answer, attempts", scope="service:read", tags=TAGS)
+def get_action(action_id):
+    from app.services.service import actions
+    return jsonify(actions.get(action_id))
+
+
+@bp.get("/shop/orders/<order_no>")
+@operation("Look up an order in the shop (cached briefly)", scope="service:read", tags=TAGS)
+def shop_order(order_no):
+    from app.services.service import connectors
+    return jsonify(connectors.lookup("get_order", order_no))

@@ -151,5 +151,28 @@ class ServiceCompensation(BaseModel):
         indexes = ((("staff_no", "business_date"), False), (("business_date", "state"), False))
 
 
+
+class ServiceAction(BaseModel):
+    """An action an agent takes in the shop for a user (补开发票, 退换货, 取消订单): exactly once per key."""
+    key = pw.CharField(max_length=300, unique=True)  # client + Idempotency-Key
+    request_digest = pw.CharField(max_length=64)
+    kind = pw.CharField(max_length=16)  # invoice | return | cancel
+    order_no = pw.CharField(max_length=200, index=True)
+    user_id = pw.CharField(max_length=200, null=True)
+    staff_no = pw.CharField(max_length=64)
+    conversation_id = pw.BigIntegerField(null=True)
+    ticket_id = pw.BigIntegerField(null=True)
+    params = pw.TextField(default="{}")
+    state = pw.CharField(max_length=16)  # pending | done | failed
+    attempts = pw.IntegerField(default=0)
+    response = pw.TextField(null=True)  # the connector's answer
+    error = pw.TextField(null=True)
+    policy_version = pw.CharField(max_length=64)
+    rule = pw.CharField(max_length=200)
+    created_at = pw.DateTimeField(default=clock.now)
+    updated_at = pw.DateTimeField(default=clock.now)
+
+
 MODELS = [ServiceGroup, ServiceAgent, ServiceConversation, ServiceEvent, ServiceComplaint, ServiceCall,
-          ServiceReview, ServiceNode, ServiceCompensation]
+          ServiceReview, ServiceNode, ServiceCompensation,
+          ServiceAction]
