@@ -419,3 +419,12 @@ def get_action(action_id):
 def shop_order(order_no):
     from app.services.service import connectors
     return jsonify(connectors.lookup("get_order", order_no))
+
+
+@bp.get("/customers/<user_id>")
+@operation("The customer view for the agent: member level and benefits, service benefits, balances, recent orders, "
+           "open tickets, recent conversations (a failing part is listed in errors)", scope="service:read",
+           permission="service.serve", tags=TAGS)
+def customer_view(user_id):
+    from app.services.service import customer
+    return jsonify(customer.view(user_id))

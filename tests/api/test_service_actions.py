@@ -142,3 +142,28 @@ def test_policy_limits_refuse_before_anything_is_sent(api, app, shop):
     assert r.status_code == 404
     assert api.post("/v1/service/actions/cancel", json={"order_no": "x"},
                     headers={"Idempotency-Key": "k-1"}).status_code == 403  # a person acts
+
+
+def test_customer_view_in_one_call_and_a_failing_connector_is_reported(api, app, shop):
+    agent = new_agent(app, prefix="AC")
+    user = f"cv-{secrets.token_hex(4)}"
+    r = api.post("/v1/service/compensations", json={"user_id": user, "amount_fen": 800, "reason": "goodwill"},
+                 headers={"Patron-Act-As": agent, "Idempotency-Key": f"cv-{secrets.token_hex(4)}"})
+    assert r.status_code == 201, r.text
+    r = api.post("/v1/service/conversations", json={"user_id": user})
+    conv = r.json()["conversation"]["id"]
+    shop.script = []
+    app.config["SHOP_URL"] = None  # the built-in demo store
+    r = api.get(f"/v1/service/customers/{user}", headers={"Patron-Act-As": agent})
+    assert r.status_code == 200, r.text
+    v = r.json()
+    assert [c["id"] for c in v["recent_conversations"]] == [conv]
+    assert any(a["asset"] == "RED_PACKET" and sum(a["sub_accounts"].values()) == 800 for a in v["balances"]["accounts"])
+    assert v["recent_orders"] and all(o["user_id"] == user for o in v["recent_orders"])
+    assert v["open_tickets"] == [] and v["service_benefits"] is not None
+    app.config["SHOP_URL"] = "http://127.0.0.1:9"  # nothing listens: the orders part fails, the rest stands
+    r = api.get(f"/v1/service/customers/{user}", headers={"Patron-Act-As": agent})
+    assert r.status_code == 200 and r.json()["recent_orders"] is None
+    assert r.json()["errors"]["recent_orders"]["code"] == "connector-unavailable"
+    assert r.json()["recent_conversations"][0]["id"] == conv
+    api.post(f"/v1/service/conversations/{conv}/leave", json={"user_id": user})
