@@ -128,7 +128,7 @@ def _serve(argv, env):
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", *argv, "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # gunicorn and 5 workers importing the app on a loaded 2-CPU machine
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
