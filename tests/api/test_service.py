@@ -393,3 +393,33 @@ def test_membership_service_benefit_sends_a_diamond_member_to_the_dedicated_queu
     assert c["group"] == "dedicated" and c["priority_rule"] == "dedicated_agent" and c["priority"] == 90
     d = api.get(f"/v1/service/conversations/{c['id']}/decisions").json()["items"][0]
     assert d["inputs"]["benefit"]["dedicated_agent"] is True and d["inputs"]["user"]["source"] == "membership"
+
+
+def test_agent_stream_delivers_and_its_closed_connection_counts_as_offline(app, api, server, floor, key):
+    import time
+    from app.db import db
+    from app.models.service import ServiceAgent
+    a = new_agent(app)
+    online(api, a)
+    resp = requests.get(f"{server}/v1/service/agent/stream", stream=True, timeout=30,
+                        headers={"Authorization": f"Bearer {key}", "Patron-Act-As": a})
+    assert resp.status_code == 200
+    user = uid()
+    r = ask(api, user)
+    conv = take(api, a)
+    api.post(f"/v1/service/conversations/{conv['id']}/messages", json={"user_id": user,
+                                                                       "message": {"type": "text", "text": "在吗"}})
+    got = read_sse(resp, lambda e: e["event"] == "message")
+    assert [e["event"] for e in got] == ["assigned", "message"] and got[1]["data"]["body"]["text"] == "在吗"
+    resp.close()
+    for _ in range(100):  # the server notices the closed connection on its next keep-alive write
+        with app.app_context(), db.connection_context():
+            if ServiceAgent.get(ServiceAgent.staff_no == a).left_at is not None:
+                break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the server never noticed the agent's closed connection")
+    advance(16)  # past the reconnect grace, well before the heartbeat timeout
+    ev = _user_told(server, conv, r.json()["user_token"], "requeued")
+    assert ev["data"]["body"]["reason"] == "agent-disconnected"
+    assert me(api, a)["status"] == "offline"

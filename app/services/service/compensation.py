@@ -19,9 +19,6 @@ from app.models.staff import Staff
 from app.platform import audit, clock, timefmt
 from app.services.service.policy import current
 
-CLIENT = "service"
-
-
 def settings(cfg=None):
     cfg = cfg or current()
     doc = cfg.doc.get("compensation")
@@ -64,16 +61,12 @@ def view(c):
 
 
 def _pay(c, doc, actor):
-    from app.services import ledger
-    ledger.ensure_customer(c.user_id)
-    body = {"customer": c.user_id, "asset": doc.get("asset", "RED_PACKET"), "amount": c.amount_fen,
-            "external_ref": f"service-compensation:{c.id}"}
+    from app.services.service import ledger_port
+    expires = None
     if doc.get("expires_days"):
-        body["expires_at"] = timefmt.iso((clock.now() + dt.timedelta(days=int(doc["expires_days"])))
-                                         .replace(microsecond=0))
-    result = ledger.apply_operation("grant_lot", body, actor=actor, idempotency_key=f"compensation-{c.id}",
-                                    client=CLIENT)
-    return (result.get("journal") or {}).get("id")
+        expires = timefmt.iso((clock.now() + dt.timedelta(days=int(doc["expires_days"]))).replace(microsecond=0))
+    return ledger_port.grant(c.user_id, doc.get("asset", "RED_PACKET"), c.amount_fen, expires,
+                             f"service-compensation:{c.id}", f"compensation-{c.id}", actor)
 
 
 def _decide(rule, subject, inputs, outcome, version):
@@ -85,9 +78,8 @@ def _note_on_ticket(ticket_id, staff_no, text):
     """A note on the ticket (the tickets context's public comment function), when there is one."""
     if not ticket_id:
         return
-    from app.services import tickets
-    tickets.comment({"kind": "staff", "id": staff_no}, ticket_id,
-                    {"author": staff_no, "author_kind": "staff", "body": text, "visibility": "internal"})
+    from app.services.service import tickets_port
+    tickets_port.note({"kind": "staff", "id": staff_no}, ticket_id, staff_no, text)
 
 
 def issue(staff_no, body):

@@ -61,7 +61,7 @@ def list_complaints(user_id=None, limit=100):
 def _open(principal, user_id, source, category, title, body, channel, created_by, conversation_id=None,
           rule=None, version=None, order_no=None, ticket_id=None, staff_no=None):
     """A complaint and its ticket, in one transaction (a complaint never exists without its ticket)."""
-    from app.services import tickets
+    from app.services.service import tickets_port
     now = clock.now()
     if ticket_id is None:
         tbody = {"category": category, "title": title[:300], "body": body[:20000], "user_id": user_id,
@@ -72,11 +72,9 @@ def _open(principal, user_id, source, category, title, body, channel, created_by
             tbody["conversation_ref"] = transcript_ref(conversation_id)
         if order_no:
             tbody["order_no"] = order_no
-        _, ticket, _ = tickets.create(principal, tbody, None)
-        ticket_id = ticket["id"]
+        ticket_id = tickets_port.open_ticket(principal, tbody)
     else:
-        t = tickets.get_ticket(ticket_id)
-        if t.user_id != user_id:
+        if tickets_port.ticket_user(ticket_id) != user_id:
             raise Problem(409, "ticket-of-another-user", "Ticket of another user",
                           f"ticket {ticket_id} belongs to another user; a complaint has exactly one user")
         existing = ServiceComplaint.get_or_none(ServiceComplaint.ticket_id == ticket_id)
@@ -133,7 +131,7 @@ def log_call(principal, body):
         (status, call dict with its complaint).
     """
     from app.platform.auth import actor
-    from app.services import tickets
+    from app.services.service import tickets_port
     old = ServiceCall.get_or_none(ServiceCall.external_ref == body["external_ref"])
     if old is not None:
         return 200, dict(call_dict(old), complaint=get_complaint(old.complaint_id) if old.complaint_id else None)
@@ -152,9 +150,8 @@ def log_call(principal, body):
                               "a complaint belongs to exactly one user")
             ServiceComplaint.update(updated_at=clock.now()).where(ServiceComplaint.id == comp.id).execute()
             if body.get("staff_no"):
-                tickets.comment(principal, comp.ticket_id, {
-                    "author": body["staff_no"], "author_kind": "staff", "visibility": "internal",
-                    "body": f"电话记录 {body['external_ref']}：{body.get('summary', '')}（录音 {body.get('recording_ref')}）"})
+                tickets_port.note(principal, comp.ticket_id, body["staff_no"],
+                                  f"电话记录 {body['external_ref']}：{body.get('summary', '')}（录音 {body.get('recording_ref')}）")
         elif body.get("open_complaint"):
             comp = _open(principal, body["user_id"], "call", body.get("category", "投诉"),
                          f"电话客诉 {body['external_ref']}", body.get("summary") or "电话客诉", "phone",

@@ -18,21 +18,20 @@ def _part(errors, name, fn):
 
 def view(user_id, orders=5, conversations=5):
     """Member level and benefits, service benefits, balances, recent orders, open tickets, recent conversations."""
-    from app.services import ledger, membership, tickets
-    from app.services.service import connectors
+    from app.services.service import connectors, ledger_port, membership_port, tickets_port
     errors = {}
-    member = _part(errors, "member", lambda: membership.view(user_id))
+    member = _part(errors, "member", lambda: membership_port.member_view(user_id))
     convs = (ServiceConversation.select().where(ServiceConversation.user_id == user_id)
              .order_by(ServiceConversation.id.desc()).limit(conversations))
     return {
         "user_id": user_id,
         "member": ({"level": member["level"], "growth": member.get("growth"), "paid": member.get("paid"),
                     "benefits": member.get("benefits")} if member else None),
-        "service_benefits": _part(errors, "service_benefits", lambda: membership.service_benefits(user_id)),
-        "balances": _part(errors, "balances", lambda: ledger.balances(user_id)),
+        "service_benefits": _part(errors, "service_benefits", lambda: membership_port.service_benefits(user_id)),
+        "balances": _part(errors, "balances", lambda: ledger_port.balances(user_id)),
         "recent_orders": _part(errors, "recent_orders", lambda: connectors.lookup("list_orders", user_id, 10)[:orders]),
         "open_tickets": _part(errors, "open_tickets",
-                              lambda: tickets.list_tickets({"user_id": user_id, "open": True}, limit=20)["items"]),
+                              lambda: tickets_port.open_tickets(user_id)),
         "recent_conversations": [{"id": c.id, "state": c.state, "group": c.group, "agent": c.agent,
                                   "topic": c.topic, "close_category": c.close_category,
                                   "close_summary": c.close_summary, "csat_score": c.csat_score,

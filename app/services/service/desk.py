@@ -232,20 +232,15 @@ def transcript(conv_id):
 # --- asking for service (rule 1) -------------------------------------------------------------------
 
 def _user_facts(body):
+    """Membership's facts and service benefit when it knows the user, else what the caller sent."""
+    from app.services.service import membership_port
     user = dict(body.get("user") or {})
     facts = {"level": user.get("level"), "paid": bool(user.get("paid", False)), "plan": None, "source": "request"}
     benefit = {"priority": 0, "queue": None, "dedicated_agent": False}
-    try:
-        from app.services import membership
-        found = membership.user_facts(body["user_id"])
-        if found and found.get("known"):
-            facts.update({"level": found.get("level"), "paid": bool(found.get("paid")), "plan": found.get("plan"),
-                          "source": "membership"})
-            sb = membership.service_benefits(body["user_id"])
-            benefit = {"priority": sb.get("priority", 0), "queue": sb.get("queue"),
-                       "dedicated_agent": bool(sb.get("dedicated_agent")), "rules": sb.get("rules", [])}
-    except Problem:  # membership policy absent: the caller's facts stand
-        pass
+    found = membership_port.facts(body["user_id"])
+    if found is not None:
+        facts = dict(found[0], source="membership")
+        benefit = found[1]
     return facts, benefit
 
 
