@@ -62,6 +62,12 @@ class ServiceConversation(BaseModel):
         indexes = ((("state", "group", "priority", "queued_at"), False),)
 
 
+# one open conversation per user, whichever process asks
+ServiceConversation.add_index(ServiceConversation.index(
+    ServiceConversation.user_id, unique=True, where=(ServiceConversation.state != "closed"),
+    name="service_conversation_one_open"))
+
+
 class ServiceEvent(BaseModel):
     """Everything said or done in a conversation, in order (``seq`` per conversation; SSE ids)."""
     conversation = pw.BigIntegerField()
