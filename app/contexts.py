@@ -3,10 +3,10 @@
 Nothing registers itself by being imported: ``create_app``, the CLI and the test wiring call ``register()``.
 A new context adds one line to CONTEXTS.
 """
-from app.services import identity, ledger, membership, tickets
+from app.services import identity, knowledge, ledger, membership, service, tickets
 
 # identity last: its demo seed gives the staff the contexts before it created their passwords
-CONTEXTS = (ledger, membership, tickets, identity)
+CONTEXTS = (ledger, membership, tickets, service, knowledge, identity)
 
 _registered = False
 
