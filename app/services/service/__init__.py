@@ -8,9 +8,24 @@ Public interface (the API and jobs code against it):
 from app.services.service import complaints, desk, live, policy  # noqa: F401
 
 
+# Staff permissions the service desk's routes check (service.serve/supervise and compensation.issue are
+# declared by identity and tickets too: declaring a name twice is harmless).
+PERMISSIONS = {
+    "service.serve": "customer service desk: go online, take users, message, close and transfer own sessions",
+    "service.supervise": "customer service desk: see the floor, transfer or close any session",
+    "compensation.approve": "approve a red-packet compensation above the payer's limit",
+    "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
+    "order.return": "submit a return/exchange for the user (退换货) through the shop",
+    "order.cancel": "cancel an order for the user (取消订单) through the shop",
+}
+
+
 def register():
-    """The service policy kind, its cross-check, required rulesets and engine actions; called by app.contexts."""
+    """The service policy kind, its cross-check, required rulesets, engine actions and the permissions its
+    routes check; called by app.contexts."""
+    from app.platform import auth
     policy.register()
+    auth.declare_permissions(PERMISSIONS)
 
 
 def seed_demo():
