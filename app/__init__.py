@@ -9,7 +9,7 @@ def create_app(test_config=None):
     from app import logs
     from app.api import ops
     from app import contexts
-    from app.api import ledger, membership, policy, staff, tickets
+    from app.api import ledger, membership, policy, simulation, staff, tickets
     from app.config import load_config
     from app.db import db, open_database
     from app.errors import register_error_handlers
@@ -38,7 +38,7 @@ def create_app(test_config=None):
     logs.install_request_logging(app)
     register_error_handlers(app)
     app.register_blueprint(ops.bp)
-    for module in (ledger, membership, policy, staff, tickets):  # every blueprint, listed
+    for module in (ledger, membership, policy, simulation, staff, tickets):  # every blueprint, listed
         app.register_blueprint(module.bp)
     contexts.register()
     return app

@@ -164,8 +164,8 @@ def build_parser():
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import ledger, membership, policy, worker
-    for group in (ledger, membership, policy, worker):  # every command group, listed
+    from app.commands import ledger, membership, policy, simulation, worker
+    for group in (ledger, membership, policy, simulation, worker):  # every command group, listed
         group.register(sub)
     return parser
 

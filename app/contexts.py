@@ -3,9 +3,9 @@
 Nothing registers itself by being imported: ``create_app``, the CLI and the test wiring call ``register()``.
 A new context adds one line to CONTEXTS.
 """
-from app.services import ledger, membership, tickets
+from app.services import ledger, membership, simulation, tickets
 
-CONTEXTS = (ledger, membership, tickets)
+CONTEXTS = (ledger, membership, tickets, simulation)
 
 _registered = False
 

@@ -16,7 +16,7 @@ QUEUE = "default"
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 RUNNER = "jobs.runner.execute"
 # Every module of job functions, listed (one per context); their PERIODIC lists are the cron table.
-MODULES = ("ledger", "membership", "outbox", "platform", "tickets")
+MODULES = ("ledger", "membership", "outbox", "platform", "simulation", "tickets")
 
 _redis_clients = {}
 _redis_lock = threading.Lock()

@@ -1,7 +1,7 @@
 """Versioned migrations: modules mNNNN_<name>.py with ``upgrade(db)``, applied once, in name order.
 
 Number ranges per bounded context keep parallel work from colliding:
-0000-0099 core, 0100 policy, 0200 ledger, 0300 membership, 0400 tickets, 0500 service.
+0000-0099 core, 0100 policy, 0200 ledger, 0300 membership, 0400 tickets, 0500 service, 0600 simulation.
 """
 import importlib
 import logging

@@ -97,7 +97,7 @@ def checkout(cfg, member, plan, cart):
               "note": "estimate before earning caps"}
     if cfg.points:
         from app.services.membership.points import multiplier
-        matches, version = mp.evaluate(cfg.points_ruleset, facts)
+        matches, version = mp.evaluate(cfg.points_ruleset, facts, cfg.ps)
         mult, mult_rule = multiplier(cfg, member["level"], plan)
         for m in matches:
             for a in m.actions:
