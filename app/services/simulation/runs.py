@@ -41,6 +41,18 @@ def create(body, actor):
     """
     from app.services.simulation import runner
     import jobs
+    import datetime as dt
+    days = {}
+    for key in ("from", "to"):
+        try:
+            days[key] = dt.date.fromisoformat(body[key])
+        except ValueError:
+            raise Problem(422, "validation-failed", "Validation failed", f"{key} is not a valid date",
+                          errors=[{"pointer": f"/{key}", "validator": "format", "message": "expected YYYY-MM-DD"}]) \
+                from None
+    if days["to"] <= days["from"]:
+        raise Problem(422, "validation-failed", "Validation failed", "to must be after from",
+                      errors=[{"pointer": "/to", "validator": "minimum", "message": "must be after from"}])
     for key in ("candidate", "baseline"):  # refuse a bad set now, not in the job
         if body.get(key) is not None:
             runner.policy_files(body[key])
