@@ -200,3 +200,28 @@ def test_simulation_equals_live(app, db_conn, tmp_path):
     assert got == live
     assert sim["baseline"]["member_states"] == live
     assert sum(m["growth"] for m in live.values()) > 0 and any(m["points"] for m in live.values())
+
+
+def test_ticket_replay_routing_and_sla(app, tmp_path):
+    """A complaint answered after two business hours breaches the 60-minute target, not a 180-minute one."""
+    records = [
+        {"type": "ticket_created", "ticket_id": "T1", "occurred_at": "2024-07-01T10:00:00+08:00",
+         "ticket": {"category": "投诉", "title": "客服态度差", "user_id": "T-user", "channel": "app"},
+         "first_response_at": "2024-07-01T12:00:00+08:00"},
+        {"type": "ticket_created", "ticket_id": "T2", "occurred_at": "2024-07-01T10:30:00+08:00",
+         "ticket": {"category": "发票", "title": "补开发票", "user_id": "T-user-2", "channel": "web"}},
+    ]
+    cand = _candidate(tmp_path, {"policies/sla.yaml": ("    first_response_minutes: 60",
+                                                        "    first_response_minutes: 180")})
+    with app.app_context():
+        rep, _ = simulation.simulate({"candidate": cand, "baseline": _candidate(tmp_path / "b"),
+                                      "events": _write(tmp_path, records), "from": "2024-06-01",
+                                      "to": "2024-08-01", "workers": 2})
+    b, c = rep["baseline"]["tickets"], rep["candidate"]["tickets"]
+    assert b["created"] == c["created"] == 2
+    assert b["routing"] == c["routing"]
+    assert b["routing"].get("finance", {}) and sum(n for d in b["routing"].values() for n in d.values()) == 2
+    (prio,) = [p for p in b["sla"]]
+    assert b["sla"][prio]["first_response"] == {"measured": 1, "breached": 1}
+    assert c["sla"][prio]["first_response"] == {"measured": 1, "breached": 0}
+    assert rep["diff"]["tickets"]["sla"][prio]["first_response"]["breached"] == -1

@@ -10,7 +10,7 @@ from app.models.core import IdempotencyRecord, utcnow
 from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
-from app.platform import idempotency, outbox
+from app.platform import clock, idempotency, outbox
 from app.services.tickets import policy as tickets_policy, routing as tickets_routing, sla as tickets_sla
 from app.platform import sql as fastsql
 from app.services.tickets.policy import PRIORITIES
@@ -421,7 +421,7 @@ def create(principal, body, key):
 def _create(caller, body, cfg, facts, decision):
     cat = cfg.category(body["category"])
     wf = cfg.workflow(cat["workflow"])
-    now = utcnow()
+    now = clock.now()  # the controllable clock: SLA clocks of replayed tickets start at their creation time
     creator = body.get("created_by")
     if creator:
         _staff(creator, "created_by")
