@@ -10,11 +10,13 @@ def create_app(test_config=None):
     from app.api import ops
     from app import contexts
     from app.api import ledger, membership, policy, simulation, staff, tickets
-    from app.config import load_config
+    from app import engine
+    from app.config import ConfigError, load_config
     from app.db import db, open_database
     from app.errors import register_error_handlers
 
-    app = Flask(__name__, instance_relative_config=True)
+    # INSTANCE_PATH (tests, tools): a folder of their own instead of ./instance and its config.yaml
+    app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"), instance_relative_config=True)
     from app.api import Int64Converter
     app.url_map.converters["int"] = Int64Converter
     os.makedirs(app.instance_path, exist_ok=True)
@@ -24,6 +26,10 @@ def create_app(test_config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     logs.configure(cfg["LOG_LEVEL"])
+    try:
+        engine.configure(cfg["RULES_ENGINE"])
+    except ValueError as exc:
+        raise ConfigError(f"PATRON_RULES_ENGINE: {exc}") from None
     open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"])
 
     def open_connection():

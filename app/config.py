@@ -20,6 +20,8 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "DB_MAX_CONNECTIONS": 32,
     "JOB_RUN_RETENTION_DAYS": 30,  # finished job_run rows kept this long
+    # durable (durable_rules) | reference (pure Python, same answers; durable_rules is then never imported)
+    "RULES_ENGINE": "durable",
 }
 
 # Settings whose env value must be parsed rather than taken as a string.
@@ -119,6 +121,8 @@ def validate(cfg):
     if level not in _LOG_LEVELS:
         raise ConfigError(f"PATRON_LOG_LEVEL: expected one of {', '.join(_LOG_LEVELS)}, got {cfg.get('LOG_LEVEL')!r}")
     cfg["LOG_LEVEL"] = level
+    if cfg.get("RULES_ENGINE") not in ("durable", "reference"):
+        raise ConfigError(f"PATRON_RULES_ENGINE: expected durable or reference, got {cfg.get('RULES_ENGINE')!r}")
     try:
         ZoneInfo(str(cfg.get("TIMEZONE")))
     except (ZoneInfoNotFoundError, ValueError):

@@ -57,7 +57,10 @@ _HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "
 def register_error_handlers(app):
     @app.errorhandler(Problem)
     def _problem(exc):
-        return problem_response(exc)
+        resp = problem_response(exc)
+        if getattr(exc, "replayed", False):  # a refusal stored under the Idempotency-Key
+            resp.headers["Idempotent-Replayed"] = "true"
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http(exc):

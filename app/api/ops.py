@@ -1,9 +1,14 @@
 """Operations: health, readiness, metrics, the OpenAPI document."""
 from flask import Blueprint, current_app, jsonify
 
+from app import policy
 from app.api import operation
+from app.api.openapi import build
 from app.db import db
 from app.errors import Problem
+from app.metrics import render
+from app.platform import redis as platform_redis
+from app.platform import scheduler as scheduler_health
 
 bp = Blueprint("ops", __name__)
 
@@ -23,29 +28,32 @@ def readyz():
         checks["database"] = "ok"
     except Exception as exc:  # report, don't crash: readiness is exactly this question
         checks["database"] = f"error: {type(exc).__name__}"
+    scheduler = None
     if current_app.config.get("REDIS_URL"):
         try:
-            from jobs import redis_connection
-            redis_connection().ping()
+            conn = platform_redis.connection(current_app.config["REDIS_URL"])
+            conn.ping()
             checks["redis"] = "ok"
+            scheduler = scheduler_health.health(conn, current_app.config.get("JOBS_QUEUE") or "default")
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
-    from app import policy
+    else:
+        scheduler = scheduler_health.health()
+    # a failing periodic-job scheduler does not stop this process serving: degraded, not unready
+    checks["scheduler"] = f"degraded: {scheduler['error']}" if scheduler else "ok"
     checks["policy_version"] = policy.active_version()
     if any(str(v).startswith("error") for v in checks.values()):
         raise Problem(503, "not-ready", "Not ready", "A dependency is unreachable.", checks=checks)
-    return jsonify(status="ready", checks=checks)
+    return jsonify(status="degraded" if scheduler else "ready", checks=checks)
 
 
 @bp.get("/metrics")
 @operation("Prometheus metrics", public=True, tags=["ops"])
 def metrics():
-    from app.metrics import render
     return render(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 @bp.get("/openapi.json")
 @operation("This OpenAPI 3.1 document", public=True, tags=["ops"])
 def openapi():
-    from app.api.openapi import build
     return jsonify(build(current_app))

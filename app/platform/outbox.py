@@ -11,11 +11,13 @@ import time
 import urllib.error
 import urllib.request
 
+from app.platform import clock
 from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
-from app.models.core import utcnow
+
 from app.models.outbox import OutboxAttempt, OutboxDelivery, OutboxMessage, Webhook
 from app.platform import sql as fastsql
+from app.platform.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def publish_many(items):
             chunk = keys[start:start + 500]
             taken |= {m.dedupe_key for m in OutboxMessage.select(OutboxMessage.dedupe_key)
                       .where(OutboxMessage.dedupe_key.in_(chunk))}
-        now = utcnow()
+        now = clock.now()
         rows, seen = [], set()
         for topic, payload, subject, key in items:
             if key and (key in taken or key in seen):
@@ -149,7 +151,7 @@ def _claim(now, limit, lease_seconds):
 
 def _post(item, timeout):
     envelope = {"id": item["message_id"], "topic": item["topic"], "subject": item["subject"],
-                "created_at": item["created_at"].isoformat() + "Z", "data": json.loads(item["payload"])}
+                "created_at": iso(item["created_at"]), "data": json.loads(item["payload"])}
     body = _dumps(envelope).encode()
     ts = str(int(time.time()))
     req = urllib.request.Request(item["url"], data=body, method="POST", headers={
@@ -209,7 +211,7 @@ def deliver_due(now=None, limit=100, lease_seconds=LEASE_SECONDS, timeout=TIMEOU
     Returns:
         dict of counts: delivered, retry, dead.
     """
-    now = now or utcnow()
+    now = now or clock.now()
     counts = {"delivered": 0, "retry": 0, "dead": 0}
     for item in _claim(now, limit, lease_seconds):
         status, error, ms = _post(item, timeout)
@@ -227,7 +229,7 @@ def prune(older_than_days=30, now=None):
     Returns:
         number of messages deleted (their deliveries and attempts go with them).
     """
-    cutoff = (now or utcnow()) - dt.timedelta(days=older_than_days)
+    cutoff = (now or clock.now()) - dt.timedelta(days=older_than_days)
     pending = OutboxDelivery.select(OutboxDelivery.message).where(OutboxDelivery.status == "pending")
     old = (OutboxMessage.select(OutboxMessage.id)
            .where((OutboxMessage.created_at < cutoff) & OutboxMessage.id.not_in(pending)))
@@ -239,12 +241,9 @@ def prune(older_than_days=30, now=None):
 
 def serialize_delivery(d):
     return {"id": d.id, "message_id": d.message_id, "webhook_id": d.webhook_id, "status": d.status,
-            "attempts": d.attempts, "next_attempt_at": _iso(d.next_attempt_at),
-            "last_status": d.last_status, "last_error": d.last_error, "delivered_at": _iso(d.delivered_at)}
+            "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at),
+            "last_status": d.last_status, "last_error": d.last_error, "delivered_at": iso(d.delivered_at)}
 
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 def deliveries(message_id=None, status=None, limit=100):
@@ -258,6 +257,6 @@ def deliveries(message_id=None, status=None, limit=100):
 
 
 def attempts(delivery_id):
-    return [{"at": _iso(a.at), "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms}
+    return [{"at": iso(a.at), "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms}
             for a in OutboxAttempt.select().where(OutboxAttempt.delivery == delivery_id).order_by(OutboxAttempt.id)]
 

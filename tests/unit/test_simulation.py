@@ -136,7 +136,7 @@ def test_simulation_equals_live(app, db_conn, tmp_path):
     from app import policy
     from app.errors import Problem
     from app.models.membership import Member
-    from app.platform import clock
+    from app.platform import clock, timefmt
     from app.services.membership import events, growth, ledger_port, plans, points
     from app.services.membership import policy as mp
     from app.services.simulation.replay import Ticks
@@ -169,7 +169,7 @@ def test_simulation_equals_live(app, db_conn, tmp_path):
             plans.run_due(t)
     try:
         for r in records:
-            at = mp.parse_instant(r["occurred_at"])
+            at = timefmt.parse(r["occurred_at"], "/occurred_at", offset_required=True)
             if at >= end:
                 break
             run_ticks(at)

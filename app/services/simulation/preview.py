@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from app.db import write_transaction
 from app.errors import Problem
 from app.models.membership import Member
-from app.platform import clock
+from app.platform import clock, timefmt
 from app.services.membership import growth
 from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
@@ -44,7 +44,7 @@ def _next_expiry(cfg, now):
 def resolve_at(cfg, at):
     """The preview instant: ``at`` (RFC 3339) or the next deduction date, else the next expiry boundary."""
     if at:
-        return mp.parse_instant(at, "/at")
+        return timefmt.parse(at, "/at", offset_required=True)
     now = clock.now()
     found = next_deduction(cfg, now) or _next_expiry(cfg, now)
     if found is None:
@@ -85,7 +85,7 @@ def member_preview(cfg, member_ref, at):
                 expiring += remaining
                 first_expiry = min(first_expiry or exp, exp)
     out.update(points=balance, points_expiring=expiring, points_after=balance - expiring,
-               points_expire_at=mp.iso(first_expiry))
+               points_expire_at=timefmt.iso(first_expiry))
     return out
 
 
@@ -110,7 +110,7 @@ def period_end(at=None, after=None, limit=None):
                "growth_deducted": sum(i["deduct"] for i in items),
                "points_expiring": sum(i["points_expiring"] for i in items),
                "members_losing_points": sum(1 for i in items if i["points_expiring"])}
-    return {"at": mp.iso(instant), "policy_version": cfg.version, "summary": summary, "items": items,
+    return {"at": timefmt.iso(instant), "policy_version": cfg.version, "summary": summary, "items": items,
             "next_after": refs[-1] if more and refs else None}
 
 

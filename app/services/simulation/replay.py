@@ -17,9 +17,9 @@ PROGRESS_EVERY = 2000
 
 
 def parse_at(text):
-    """RFC 3339 text -> naive UTC (membership's parser: the one live events go through)."""
-    from app.services.membership.policy import parse_instant
-    return parse_instant(text)
+    """RFC 3339 text -> naive UTC (the parser live member events go through)."""
+    from app.platform import timefmt
+    return timefmt.parse(text, "/occurred_at", offset_required=True)
 
 
 class Replay:

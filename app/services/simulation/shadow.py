@@ -8,7 +8,7 @@ from app.db import db, transactional, write_transaction
 from app.errors import Problem
 from app.models.membership import MemberEvent
 from app.models.simulation import ShadowDiff, ShadowSet
-from app.platform import clock
+from app.platform import clock, timefmt
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def evaluate_events(shadow_id, event_ids):
     found = 0
     for row in rows:
         event = json.loads(row.body)
-        event["occurred_at"] = mp.iso(row.occurred_at)
+        event["occurred_at"] = timefmt.iso(row.occurred_at)
         # a fresh id: under the stored one ingest would replay the live result instead of evaluating
         event["event_id"] = f"shadow-{shadow_id}-{row.id}"
         a, c = _what_if(active, event), _what_if(cand, event)
