@@ -2,7 +2,7 @@
 import peewee as pw
 
 from app.db import BaseModel
-from app.models.core import utcnow
+from app.platform import clock
 
 
 class SimulationRun(BaseModel):
@@ -15,7 +15,7 @@ class SimulationRun(BaseModel):
     report = pw.TextField(null=True)  # canonical JSON report
     error = pw.TextField(null=True)
     created_by = pw.CharField(max_length=200)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
     started_at = pw.DateTimeField(null=True)
     finished_at = pw.DateTimeField(null=True)
 
@@ -29,7 +29,7 @@ class ShadowSet(BaseModel):
     files = pw.TextField()  # JSON {"policies/..": text}
     status = pw.CharField(max_length=16, index=True)  # running | stopped
     started_by = pw.CharField(max_length=200)
-    started_at = pw.DateTimeField(default=utcnow)
+    started_at = pw.DateTimeField(default=clock.now)
     stopped_at = pw.DateTimeField(null=True)
 
     class Meta:

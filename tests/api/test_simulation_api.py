@@ -4,7 +4,7 @@ import uuid
 from app.config import ROOT
 from app.policy import read_root
 from tests.conftest import Http, make_token
-from tests.test_members_helpers import frozen_clock  # noqa: F401 - fixture
+from tests.membership_factories import frozen_clock  # noqa: F401 - fixture
 from tests.unit.test_simulation import YEAR_END
 
 
@@ -53,7 +53,7 @@ def test_bad_candidate_refused_before_the_job(http):
 
 
 def test_period_end_preview_changes_nothing(http, frozen_clock):
-    from tests.test_members_helpers import order, post
+    from tests.membership_factories import order, post
     tag = f"pv{uuid.uuid4().hex[:8]}-"
     frozen_clock(__import__("datetime").datetime(2019, 6, 10, 2, 0))
     post(http, order(tag + "a", 1500, at="2019-06-10T10:00:00+08:00"))
@@ -87,7 +87,7 @@ def test_period_end_preview_changes_nothing(http, frozen_clock):
 def test_shadow_mode_records_differences_and_changes_nothing(http, db_conn):
     from app.models.membership import GrowthEntry, MemberEvent, PointsAward
     from app.models.policy import Decision
-    from tests.test_members_helpers import order, post
+    from tests.membership_factories import order, post
     files = _files({"rules/growth.yaml": ("then: [{action: award_growth, per_yuan: 1}]",
                                           "then: [{action: award_growth, per_yuan: 2}]")})
     r = http.post("/v1/simulations/shadow", json={"candidate": {"files": files}})

@@ -54,10 +54,7 @@ class Replay:
         db.execute_sql("PRAGMA synchronous=OFF")
         db.execute_sql("PRAGMA temp_store=MEMORY")
         db.execute_sql("PRAGMA cache_size=-200000")
-        from app.services.ledger import core as ledger_core
         policy.apply(self.files, ACTOR, note="simulation replay")
-        with db.atomic():
-            ledger_core.ensure_system_accounts()
         random.seed(0)  # the budget shard walk starts at a random shard: same run, same rows
         from app.services.membership import policy as mp
         self.cfg = mp.current()

@@ -8,7 +8,6 @@ import uuid
 
 from app.db import db, transactional
 from app.errors import Problem
-from app.models.core import utcnow
 from app.models.simulation import SimulationRun
 from app.platform import clock
 
@@ -88,7 +87,7 @@ def execute(run_id):
     if run is None or run.status in ("succeeded", "failed"):
         return None
     body = json.loads(run.spec)
-    _update(run_id, status="running", started_at=utcnow(), error=None)
+    _update(run_id, status="running", started_at=clock.now(), error=None)
     work = tempfile.mkdtemp(prefix="patron-simrun-")
     last = [0.0]
 
@@ -109,14 +108,14 @@ def execute(run_id):
                 "from": body["from"], "to": body["to"], "members": body.get("members"),
                 "point_value_fen": body.get("point_value_fen", 1), "workdir": work}
         rep, _ = report.build(runner.execute(spec, progress))
-        _update(run_id, status="succeeded", report=report.to_json(rep), finished_at=utcnow())
+        _update(run_id, status="succeeded", report=report.to_json(rep), finished_at=clock.now())
         return {"id": run_id, "status": "succeeded"}
     except Problem as exc:
-        _update(run_id, status="failed", error=f"{exc.code}: {exc.detail}", finished_at=utcnow())
+        _update(run_id, status="failed", error=f"{exc.code}: {exc.detail}", finished_at=clock.now())
         return {"id": run_id, "status": "failed", "error": exc.code}
     except Exception as exc:  # noqa: BLE001 - the run records the failure; the job log has the trace
         db.rollback() if db.in_transaction() else None
-        _update(run_id, status="failed", error=f"internal error ({type(exc).__name__})", finished_at=utcnow())
+        _update(run_id, status="failed", error=f"internal error ({type(exc).__name__})", finished_at=clock.now())
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
