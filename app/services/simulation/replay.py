@@ -54,6 +54,7 @@ class Replay:
         db.execute_sql("PRAGMA synchronous=OFF")
         db.execute_sql("PRAGMA temp_store=MEMORY")
         db.execute_sql("PRAGMA cache_size=-200000")
+        policy.startup(self.app)  # engine configured, active-set provider installed (the configured files)
         policy.apply(self.files, ACTOR, note="simulation replay")
         random.seed(0)  # the budget shard walk starts at a random shard: same run, same rows
         from app.services.membership import policy as mp
