@@ -121,6 +121,8 @@ def main():
         with open(path, encoding="utf-8") as fh:
             head = [json.loads(next(fh)) for _ in range(min(n, args.live * 2))]
         live_n, live_wall, live_cpu = live_rate(head, args.live)
+        print(f"generated {n:,} records in {gen_s:.1f} s; live path {live_n / live_wall:,.0f} events/s "
+              f"({live_n} events, {live_cpu / live_n * 1000:.2f} CPU ms each); simulating...", flush=True)
         end = (dt.date(2025, 1, 1) + dt.timedelta(days=args.days)).isoformat()
         app = create_app({"DATABASE_URL": "sqlite:///" + os.path.join(tmp, "host.db"), "REDIS_URL": None,
                           "LOG_LEVEL": "WARNING"})
