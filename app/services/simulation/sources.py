@@ -95,11 +95,11 @@ def from_database():
 
 # Documented in docs/simulation.md ("Synthetic histories"); changing one changes every generated file.
 DISTRIBUTIONS = {
-    "orders_per_member_year": "geometric around each member's rate; rates lognormal(mu=ln 4, sigma=0.9)",
+    "orders_per_member_year": "exponential around each member's rate; rates lognormal(mu=ln 3, sigma=0.9)",
     "order_value_fen": "lognormal(mu=ln 15000, sigma=0.8), rounded to 100 fen, 1,000..2,000,000",
     "refund_share": "6% of orders refunded (80% in full, else 20..80%) 1..20 days later",
-    "sign_in": "each member signs in on a day with probability p ~ beta(0.5, 30) (about 6 a year)",
-    "share_review": "3% of orders are followed by a review the same day; shares 0.5 a month",
+    "sign_in": "each member signs in on a day with probability p ~ beta(0.5, 60) (about 3 a year)",
+    "share_review": "3% of orders are followed by a review the same day; a share in 15% of 30-day months",
     "redemption": "a member with an order redeems 100..2,000 points (multiple of 100) with probability 10% a month",
     "plan": "5% of members subscribe to the first plan in the policy at a uniform day; 20% of them cancel later",
     "tickets": "one ticket per 40 orders, category 退换货/投诉/物流/配送 60/25/15%; "
@@ -133,8 +133,8 @@ def generate(members, days, seed, start="2025-01-01", plan_code="yule_monthly", 
         return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     for m in range(members):
         mid = f"m{m:07d}"
-        rate = math.exp(rng.gauss(math.log(4), 0.9)) * days / 365.0
-        p_sign = rng.betavariate(0.5, 30)
+        rate = math.exp(rng.gauss(math.log(3), 0.9)) * days / 365.0
+        p_sign = rng.betavariate(0.5, 60)
         n_orders = min(int(rng.expovariate(1 / rate)) if rate > 0 else 0, days * 3)
         member_recs = []
         order_days = sorted(rng.randrange(days) for _ in range(n_orders))
@@ -176,7 +176,7 @@ def generate(members, days, seed, start="2025-01-01", plan_code="yule_monthly", 
             member_recs.append({"event_id": f"{mid}-s{d}", "member_id": mid, "type": "sign_in", "channel": "app",
                                 "occurred_at": at(d, rng.randrange(7 * 60, 23 * 60))})
         for month in range(days // 30):
-            if rng.random() < 0.5:
+            if rng.random() < 0.15:
                 d = month * 30 + rng.randrange(30)
                 member_recs.append({"event_id": f"{mid}-sh{month}", "member_id": mid, "type": "share",
                                     "channel": "app", "occurred_at": at(d, rng.randrange(9 * 60, 22 * 60))})
