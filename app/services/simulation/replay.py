@@ -10,9 +10,6 @@ import tempfile
 log = logging.getLogger(__name__)
 
 ACTOR = "system:simulation"
-MEMBER_TYPES = None  # membership decides which member event types exist (built-in + policy)
-# Input records that are not member events: what each one is replayed through.
-OTHER_TYPES = ("points_redeemed", "plan_subscribed", "plan_cancelled", "ticket_created")
 PROGRESS_EVERY = 2000
 
 

@@ -10,7 +10,7 @@ import zlib
 
 from app.errors import Problem
 from app.services.simulation import sources
-from app.services.simulation.replay import OTHER_TYPES, parse_at
+from app.services.simulation.replay import parse_at
 
 
 def member_of(rec):

@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from app.db import db, transactional, write_transaction
+from app.db import transactional, write_transaction
 from app.errors import Problem
 from app.models.membership import MemberEvent
 from app.models.simulation import ShadowDiff, ShadowSet
