@@ -42,41 +42,64 @@ def _sample_filter(sample, member_ids=None):
     return chosen.__contains__
 
 
+def _checked(seq, rec):
+    if not isinstance(rec.get("type"), str) or not rec.get("occurred_at") or member_of(rec) is None:
+        raise Problem(422, "bad-event-record", "Bad event record",
+                      f"record {seq + 1}: type, occurred_at and member_id (or ticket.user_id) are required")
+    return parse_at(rec["occurred_at"])
+
+
+def _line_key(line):
+    """(_at, _seq) of a partition line: canonical JSON with sorted keys starts with them."""
+    at, seq, _ = line.split(",", 2)
+    return at[len('{"_at":"'):-1], int(seq[len('"_seq":'):])
+
+
 def plan(source, end, sample=None, partitions=1, workdir=None):
-    """Read, check, order and partition the history.
+    """Read, check, order and partition the history, streaming (memory does not grow with an ordered input).
+
+    Records go straight to one file per partition; when the input was not in time order, each partition
+    file is then sorted on its own (its lines as text), one partition at a time.
 
     Returns:
-        (folder, [partition file paths], counts per partition, sha256 of the ordered input).
+        (folder, [partition file paths], counts per partition, sha256 of the ordered partitions).
     """
-    recs = []
-    for seq, rec in enumerate(sources.read(source)):
-        if not isinstance(rec.get("type"), str) or not rec.get("occurred_at") or member_of(rec) is None:
-            raise Problem(422, "bad-event-record", "Bad event record",
-                          f"record {seq + 1}: type, occurred_at and member_id (or ticket.user_id) are required")
-        at = parse_at(rec["occurred_at"])
-        if at >= end:
-            continue
-        recs.append((at, seq, rec))
-    keep = _sample_filter(sample, {member_of(r) for _, _, r in recs} if sample and str(sample).isdigit() else None)
-    if keep is not None:
-        recs = [r for r in recs if keep(member_of(r[2]))]
-    recs.sort(key=lambda r: (r[0], r[1]))
+    keep = None
+    if sample and str(sample).isdigit():  # N members: a first pass learns the member ids
+        keep = _sample_filter(sample, {member_of(r) for r in sources.read(source) if member_of(r) is not None})
+    elif sample:
+        keep = _sample_filter(sample)
     folder = tempfile.mkdtemp(prefix="patron-simplan-", dir=workdir)
     paths = [os.path.join(folder, f"part-{i}.jsonl") for i in range(partitions)]
     files = [open(p, "w", encoding="utf-8") for p in paths]
     counts = [0] * partitions
-    digest = hashlib.sha256()
+    ordered, last = True, None
     try:
-        for at, seq, rec in recs:
+        for seq, rec in enumerate(sources.read(source)):
+            at = _checked(seq, rec)
+            if at >= end or (keep is not None and not keep(member_of(rec))):
+                continue
+            if last is not None and at < last:
+                ordered = False
+            last = at if last is None or at > last else last
             i = zlib.crc32(member_of(rec).encode()) % partitions
-            rec = dict(rec, _at=at.isoformat(), _seq=seq)
-            line = json.dumps(rec, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-            digest.update(line.encode())
-            files[i].write(line + "\n")
+            files[i].write(json.dumps(dict(rec, _at=at.isoformat(), _seq=seq), ensure_ascii=False, sort_keys=True,
+                                      separators=(",", ":")) + "\n")
             counts[i] += 1
     finally:
         for fh in files:
             fh.close()
+    digest = hashlib.sha256()
+    for path in paths:
+        if not ordered:
+            with open(path, encoding="utf-8") as fh:
+                lines = sorted(fh, key=_line_key)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.writelines(lines)
+            del lines
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return folder, paths, counts, digest.hexdigest()
 
 
