@@ -217,8 +217,8 @@ def build_parser():
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import ledger, membership, policy, staff, worker
-    for group in (ledger, membership, policy, staff, worker):  # every command group, listed
+    from app.commands import ledger, membership, policy, simulation, staff, worker
+    for group in (ledger, membership, policy, simulation, staff, worker):  # every command group, listed
         group.register(sub)
     return parser
 

@@ -3,10 +3,10 @@
 Nothing registers itself by being imported: ``create_app``, the CLI and the test wiring call ``register()``.
 A new context adds one line to CONTEXTS.
 """
-from app.services import identity, knowledge, ledger, membership, service, tickets
+from app.services import identity, knowledge, ledger, membership, service, simulation, tickets
 
 # identity last: its demo seed gives the staff the contexts before it created their passwords
-CONTEXTS = (ledger, membership, tickets, service, knowledge, identity)
+CONTEXTS = (ledger, membership, tickets, service, knowledge, simulation, identity)
 
 _registered = False
 
