@@ -55,7 +55,13 @@ def cmd_apikey_create(args):
     from app.platform.auth import create_key
     with app.app_context(), db.connection_context():
         try:
-            token, key = create_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+            from app.db import write_transaction
+            from app.platform import audit
+            from app.commands.staff import _cli_actor
+            with write_transaction():
+                token, key = create_key(args.name, [s.strip() for s in args.scopes.split(",") if s.strip()])
+                audit.record(_cli_actor(), "apikey.create", f"api_key:{key.key_id}",
+                             after={"name": key.name, "scopes": key.scopes})
         except Problem as exc:
             print(f"error: {exc.detail}", file=sys.stderr)
             return 2
@@ -68,9 +74,15 @@ def cmd_apikey_revoke(args):
     app = _app(args)
     from app.db import db
     from app.platform.auth import revoke_key
-    with app.app_context(), db.connection_context():
+    from app.db import write_transaction
+    from app.platform import audit
+    from app.commands.staff import _cli_actor
+    with app.app_context(), db.connection_context(), write_transaction():
         n = revoke_key(args.key_id)
-    print("revoked" if n else "no such key")
+        if n:
+            audit.record(_cli_actor(), "apikey.revoke", f"api_key:{args.key_id}", before={"revoked": False},
+                         after={"revoked": True})
+    print("revoked" if n else "no such key (or already revoked)")
     return 0 if n else 1
 
 
@@ -94,12 +106,22 @@ def cmd_demo(args):
             import hashlib
             tag = hashlib.sha256(app.config["DATABASE_URL"].encode()).hexdigest()[:12]
             token, reused = _demo_key(os.path.join(app.instance_path, f"demo-key-{tag}"))
-            demo.seed()
+            seeded = demo.seed()
     print("=" * 64)
     print(f"Patron demo API key (admin scope; {'the same as last time' if reused else 'new'}):")
     print(f"  {token}")
     print("In your shell, for the examples in README.md and docs/:")
     print(f"  export PATRON_KEY={token}")
+    passwords = seeded.get("identity") or []
+    if passwords:
+        print("Demo staff passwords (shown once; reset: patron staff passwd STAFF_NO):")
+        for staff_no, name, roles, password in passwords:
+            print(f"  {staff_no:<11} {password}  {name} ({', '.join(roles)})")
+    else:
+        print("Demo staff already have passwords (reset one: .venv/bin/patron staff passwd S-cs-1)")
+    print("Sign in:")
+    print(f"  curl -s -H 'Content-Type: application/json' -d '{{\"staff_no\": \"S-cs-1\", \"password\": \"...\"}}' "
+          f"http://127.0.0.1:{args.port}/v1/auth/login")
     print("Try:")
     print(f"  curl -H \"Authorization: Bearer $PATRON_KEY\" http://127.0.0.1:{args.port}/v1/policies/active")
     print("=" * 64, flush=True)
@@ -133,6 +155,8 @@ def cmd_serve(args):
         os.environ["PATRON_DATABASE_URL"] = args.database_url
     redis = app.config.get("REDIS_URL")
     if args.dev:
+        from app import policy
+        policy.startup(app)  # as app.wsgi does: the engine evaluates the active set, installed here
         if not redis:
             from jobs.runner import start_ticker
             start_ticker(app)
@@ -236,8 +260,8 @@ def build_parser():
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import calendar, ledger, membership, policy, worker
-    for group in (calendar, ledger, membership, policy, worker):  # every command group, listed
+    from app.commands import calendar, ledger, membership, policy, simulation, staff, worker
+    for group in (calendar, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
         group.register(sub)
     return parser
 

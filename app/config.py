@@ -22,10 +22,18 @@ DEFAULTS = {
     "JOB_RUN_RETENTION_DAYS": 30,  # finished job_run rows kept this long
     # durable (durable_rules) | reference (pure Python, same answers; durable_rules is then never imported)
     "RULES_ENGINE": "durable",
+    # the surrounding shop (orders, products, promotions, users) agents look up and act on:
+    # None -> the built-in demo store; else its base URL, with SHOP_AUTH_HEADER: SHOP_AUTH_TOKEN on each call
+    "SHOP_URL": None,
+    "SHOP_AUTH_HEADER": "Authorization",
+    "SHOP_AUTH_TOKEN": None,
+    "SHOP_TIMEOUT_SECONDS": 3,   # per attempt
+    "SHOP_RETRIES": 2,           # attempts after the first, with exponential back-off
+    "SHOP_CACHE_SECONDS": 30,    # lookups are cached this long (actions never are)
 }
 
 # Settings whose env value must be parsed rather than taken as a string.
-_INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS", "JOB_RUN_RETENTION_DAYS"}
+_INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS", "JOB_RUN_RETENTION_DAYS", "SHOP_RETRIES", "SHOP_CACHE_SECONDS"}
 _INT_MIN = {"MAX_CONTENT_LENGTH": 1024, "DB_MAX_CONNECTIONS": 1, "JOB_RUN_RETENTION_DAYS": 1}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _BOOL = {"TICKER"}

@@ -3,5 +3,5 @@ from app import contexts
 
 
 def seed():
-    """Seed the demo data of every context (idempotent)."""
-    contexts.seed_demo()
+    """Seed the demo data of every context (idempotent); returns each context's result."""
+    return contexts.seed_demo()

@@ -211,3 +211,33 @@ def jobs_queue(app, redis_url, monkeypatch):
     monkeypatch.setitem(app.config, "REDIS_URL", redis_url)
     monkeypatch.setitem(app.config, "JOBS_QUEUE", name)
     return name
+
+
+STAFF_PASSWORD = "Correct-Horse-7"
+
+
+def set_staff_password(staff_no, password=STAFF_PASSWORD):
+    """Give a staff member a password directly through the service (no HTTP)."""
+    from app.db import db
+    from app.services import identity
+    with db.connection_context():
+        identity.set_password("tests", staff_no, password)
+
+
+def sign_in(server, staff_no, password=STAFF_PASSWORD, set_password=True, **extra):
+    """An Http bound to a fresh staff session (the password is set first unless told otherwise)."""
+    if set_password:
+        set_staff_password(staff_no, password)
+    r = requests.post(server + "/v1/auth/login", json={"staff_no": staff_no, "password": password, **extra},
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    return Http(server, r.json()["token"])
+
+
+def create_staff(http, department, roles, prefix="s"):
+    """A new staff member (unique number) created over HTTP by an admin key; returns the staff number."""
+    staff_no = f"{prefix}-{secrets.token_hex(5)}"
+    r = http.post("/v1/staff", json={"staff_no": staff_no, "name": staff_no, "department": department,
+                                     "roles": list(roles)})
+    assert r.status_code == 201, r.text
+    return staff_no

@@ -48,16 +48,20 @@ def _query_spec(spec):
     return {name: (q(value) if isinstance(value, str) else value) for name, value in (spec or {}).items()}
 
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
               status=200, permission=None, response=None, problems=None, content=None, path=None,
-              readonly=False):
+              readonly=False, allow_service=False, self_service=False, audit=None):
     """Declare an API operation.
 
     Args:
         summary: one line for the OpenAPI document.
-        scope: API-key scope required (``x:read`` is implied by ``x:write``; ``admin`` implies all).
+        scope: API-key scope required (``x:read`` is implied by ``x:write``; ``admin`` implies all). A staff
+            session holds the scopes its roles get from the ``access`` policy.
         body: schemas/ path of the request body schema (validated; the result is ``g.body``).
-        public: no authentication (health, metrics, openapi).
+        public: no authentication (health, metrics, openapi, sign-in).
         tags: OpenAPI tags.
         query: dict of query parameter name -> ``q(...)`` (typed and bounded) or a bare description
             (a string of at most 200 characters).
@@ -67,8 +71,9 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
             ``"body:<field>"``: idempotent by a client id in the body (e.g. ``event_id``), no header.
         readonly: a POST that changes nothing (validate, explain, a quote); it needs no idempotency.
         status: success status code, for the document.
-        permission: a staff permission (``access`` policy) the acting person must hold; the route is then
-            taken by a person (staff session, or an ``act-as`` key naming one) and ``g.staff_no`` is set.
+        permission: a staff permission (``access`` policy) the acting person must hold (a tuple: any of them);
+            the route is then taken by a person (staff session, or an ``act-as`` key naming one) and
+            ``g.staff_no`` is set. A staff session needs the permission instead of the scope.
         response: schemas/ path of the success body (omitted: a documented free-form JSON object;
             False: no JSON body, only the media types in ``content``).
         problems: {status: "when"} for problems the route answers beyond those implied by the
@@ -76,17 +81,22 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
             404 from path parameters, 422 from ``query``).
         content: other media types of the success body besides JSON, e.g. ``{"text/csv": "..."}``.
         path: {name: JSON Schema} of string path parameters the view checks itself (a mismatch is 422).
+        allow_service: on a ``permission`` route, a key with the scope may also call without acting for a
+            person (the service acts as itself; services refuse the steps only a person may take).
+        self_service: a staff session that must first change its password or enrol TOTP may call it.
+        audit: the audit action of a successful unsafe request (default ``<blueprint>.<endpoint>``);
+            ``False`` for an unsafe method that changes nothing (implied by ``readonly``).
     """
     def deco(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if not public:
-                from app.platform.auth import authenticate, require_scope, require_staff, staff_of
-                g.principal = authenticate(request.headers.get("Authorization"))
-                if scope:
-                    require_scope(g.principal, scope)
-                g.staff_no = (require_staff(g.principal, request.headers, permission) if permission
-                              else staff_of(g.principal, request.headers))
+                from app.platform import auth
+                principal = auth.authenticate(request.headers.get("Authorization"), request)
+                g.principal = principal  # who failed authorisation is still logged
+                g.principal = auth.resolve(principal, request.headers, scope, permission, allow_service,
+                                           self_service)
+                g.staff_no = g.principal.get("staff_no")
             if idempotent in (True, "replay"):
                 idempotency_key()  # 428 before the body is even read: the contract does not depend on it
             if wrapper.operation["query"]:
@@ -94,14 +104,24 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
             if body:
                 g.body = parse_body(body)
             if idempotent == "replay":
-                return _replayed(view, args, kwargs)
-            return view(*args, **kwargs)
+                result = _replayed(view, args, kwargs)
+            else:
+                result = view(*args, **kwargs)
+            if (not public and not readonly and audit is not False
+                    and request.method in UNSAFE_METHODS):
+                from flask import current_app
+                from app.platform import audit as audit_log
+                result = current_app.make_response(result)
+                audit_log.from_response(audit or request.endpoint, kwargs, result)
+            return result
 
         wrapper.operation = {"summary": summary, "scope": scope, "body": body, "public": public,
                              "tags": list(tags), "query": _query_spec(query), "idempotent": idempotent,
                              "status": status, "permission": permission, "response": response,
                              "problems": dict(problems or {}), "content": dict(content or {}),
-                             "path": dict(path or {}), "readonly": readonly}
+                             "path": dict(path or {}), "readonly": readonly,
+                             "allow_service": allow_service, "self_service": self_service,
+                             "audit": audit}
         return wrapper
     return deco
 

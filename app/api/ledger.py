@@ -53,8 +53,10 @@ def _make_view(op):
     summary = ledger.OPERATIONS[op].__doc__ or op
     from app.schemas import get_schema
     summary = get_schema(f"api/ledger/{op}.json").get("title", summary)
+    permission = "ledger.freeze" if op in ledger.FREEZE_OPS else None
     wrapped = operation(summary, scope="ledger:write", body=f"api/ledger/{op}.json", idempotent=True,
-                        tags=TAGS, status=ledger.status_of(op), problems=LEDGER_PROBLEMS)(view)
+                        tags=TAGS, status=ledger.status_of(op), problems=LEDGER_PROBLEMS,
+                        permission=permission, allow_service=bool(permission), audit=f"ledger.{op}")(view)
     bp.add_url_rule(f"/{op.replace('_', '-')}", endpoint=f"op_{op}", view_func=wrapped, methods=["POST"])
 
 

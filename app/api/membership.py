@@ -16,6 +16,7 @@ from app.services.membership import plans
 from app.services.membership import points
 from app.services.membership import vouchers
 from app.platform import timefmt
+from app.services.simulation import shadow
 
 bp = Blueprint("members", __name__, url_prefix="/v1")
 TAGS = ["members"]
@@ -42,6 +43,8 @@ def _actor():
                      422: "unknown-event-type, validation-failed"})
 def post_event():
     created, result = events.ingest(g.body, _actor())
+    if created:
+        shadow.after_ingest([result["event_id"]])  # a job per batch when a candidate is shadowed; else nothing
     return jsonify(result), 201 if created else 200
 
 
@@ -50,6 +53,7 @@ def post_event():
            body="api/members/event_batch.json", tags=TAGS, idempotent="body:event_id", problems={422: "batch-too-large, validation-failed"})
 def post_events_batch():
     items = events.ingest_batch(g.body["events"], _actor())
+    shadow.after_ingest([i["event_id"] for i in items if i["status"] == 201])
     return jsonify(items=items, accepted=sum(1 for i in items if i["status"] < 300),
                    rejected=sum(1 for i in items if i["status"] >= 300))
 

@@ -192,8 +192,13 @@ def build(app):
                 if op["scope"]:
                     doc["x-scope"] = op["scope"]
                     doc["description"] = f"Requires scope `{op['scope']}` (or `admin`)."
-                if op["permission"]:
-                    doc["x-permission"] = op["permission"]
+                if op.get("permission"):
+                    perms = op["permission"] if isinstance(op["permission"], str) else " or ".join(op["permission"])
+                    doc["x-permission"] = perms
+                    doc["description"] = (doc.get("description", "") + f" Taken by a person holding `{perms}` "
+                                          "(a staff session, or an act-as key with the Patron-Act-As header)"
+                                          + (", or by a service key acting as itself." if op.get("allow_service")
+                                             else ".")).strip()
             if op["body"]:
                 used.append(op["body"])
                 doc["requestBody"] = {"required": True, "content": {"application/json": {
@@ -217,6 +222,8 @@ def build(app):
         "paths": paths,
         "components": {"schemas": schemas,
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                                      "bearerFormat": "ptr_<id>_<secret>",
-                                                      "description": "patron apikey create --name X --scopes a,b"}}},
+                                                      "bearerFormat": "ptr_<id>_<secret> | pts_<id>_<secret>",
+                                                      "description": "an API key (patron apikey create --name X "
+                                                                     "--scopes a,b) or a staff session token "
+                                                                     "(POST /v1/auth/login)"}}},
     }

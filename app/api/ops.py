@@ -9,6 +9,7 @@ from app.errors import Problem
 from app.metrics import render
 from app.platform import redis as platform_redis
 from app.platform import scheduler as scheduler_health
+from app.services.service import live as service_live
 
 bp = Blueprint("ops", __name__)
 
@@ -42,6 +43,7 @@ def readyz():
         scheduler = scheduler_health.health()
     # a failing periodic-job scheduler does not stop this process serving: degraded, not unready
     checks["scheduler"] = f"degraded: {scheduler['error']}" if scheduler else "ok"
+    checks["service_fanout"] = service_live.readiness()
     checks["policy_version"] = policy.active_version()
     if any(str(v).startswith("error") for v in checks.values()):
         raise Problem(503, "not-ready", "Not ready", "A dependency is unreachable.", checks=checks)

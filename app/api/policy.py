@@ -28,10 +28,12 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"], idempotent="replay",
+           tags=["policy"], idempotent="replay", permission="policy.apply", allow_service=True,
            problems={422: "policy-invalid: every error with file, line, column and a pointer",
                      412: "precondition-failed: If-Match names another version than the active one"})
 def apply():
+    from app.platform import audit
+    audit.suppress()  # policy.apply records its own row when the active set changes, and none otherwise
     files = g.body.get("files")
     res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"),
                        if_match=_if_match())

@@ -1,7 +1,9 @@
-"""Staff and departments HTTP API (minimal; departments and roles come from the staff policy)."""
+"""Staff and departments HTTP API (departments and roles come from the staff policy), passwords, deactivation."""
 from flask import Blueprint, g, jsonify, request
 
 from app.api import operation
+from app.platform.auth import actor
+from app.services import identity
 from app.services.tickets import staff as tickets_staff
 
 bp = Blueprint("staff", __name__, url_prefix="/v1")
@@ -17,10 +19,10 @@ def departments():
 
 @bp.post("/staff")
 @operation("Create a staff member", scope="admin", body="api/tickets/staff.json", tags=TAGS, status=201,
-           idempotent="replay",
+           idempotent="replay", permission="staff.admin", allow_service=True,
            problems={409: "staff-exists", 422: "unknown-department, unknown-role, validation-failed"})
 def create_staff():
-    resp = jsonify(tickets_staff.create_staff(g.body))
+    resp = jsonify(identity.create_staff(actor(g.principal), g.body))
     resp.status_code = 201
     return resp
 
@@ -38,8 +40,25 @@ def get_staff(staff_no):
 
 
 @bp.patch("/staff/<staff_no>")
-@operation("Change a staff member's department, roles or active flag", scope="admin",
-           body="api/tickets/staff_update.json", tags=TAGS, idempotent="replay",
+@operation("Change a staff member's department, roles or active flag (inactive: every session ends at once)",
+           scope="admin", body="api/tickets/staff_update.json", tags=TAGS, permission="staff.admin",
+           allow_service=True, idempotent="replay",
            problems={422: "unknown-department, unknown-role, validation-failed"})
 def update_staff(staff_no):
-    return jsonify(tickets_staff.update_staff(staff_no, g.body))
+    return jsonify(identity.update_staff(actor(g.principal), staff_no, g.body))
+
+
+@bp.post("/staff/<staff_no>/password")
+@operation("Reset a staff member's password (given, or generated and returned once); the change is required "
+           "at the next sign-in, the lock is lifted and every session ends", scope="admin",
+           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True)
+def reset_password(staff_no):
+    return jsonify(identity.admin_reset(actor(g.principal), staff_no, g.body.get("password"),
+                                        bool(g.body.get("reset_totp"))))
+
+
+@bp.post("/staff/<staff_no>/deactivate")
+@operation("Deactivate a staff member: every session ends at once, in every process", scope="admin", tags=TAGS,
+           permission="staff.admin", allow_service=True)
+def deactivate(staff_no):
+    return jsonify(identity.deactivate(actor(g.principal), staff_no))

@@ -40,7 +40,8 @@ def _instant(name):
 
 @bp.post("/tickets")
 @operation("Create a ticket (routed and prioritised by rules; idempotent)", scope="tickets:write",
-           body="api/tickets/create.json", idempotent=True, tags=TAGS, status=201,
+           body="api/tickets/create.json", idempotent=True, tags=TAGS, status=201, permission="ticket.create",
+           allow_service=True, audit="ticket.create",
            problems={409: "workflow-missing, idempotency-key-reused", 422: "unknown-category, validation-failed"})
 def create_ticket():
     status, result, replayed = tickets.create(g.principal, g.body, idempotency_key())
@@ -69,17 +70,18 @@ def get_ticket(ticket_id):
 
 
 @bp.post("/tickets/<int:ticket_id>/transitions")
-@operation("Take a workflow transition (409 transition-not-allowed names the allowed ones)",
-           scope="tickets:write", body="api/tickets/transition.json", idempotent=True, tags=TAGS,
-           problems=TICKET_PROBLEMS)
+@operation("Take a workflow transition as the signed-in person (409 transition-not-allowed names the allowed "
+           "ones)", scope="tickets:write", body="api/tickets/transition.json", idempotent=True, tags=TAGS,
+           permission="ticket.transition", allow_service=True, problems=TICKET_PROBLEMS)
 def transition(ticket_id):
     status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
 
 
 @bp.post("/tickets/<int:ticket_id>/approvals")
-@operation("Approve or reject the pending approval step", scope="tickets:write",
-           body="api/tickets/approval.json", idempotent=True, tags=TAGS, problems=TICKET_PROBLEMS)
+@operation("Approve or reject the pending approval step as the signed-in person", scope="tickets:write",
+           body="api/tickets/approval.json", idempotent=True, tags=TAGS,
+           permission=("ticket.approve.l1", "ticket.approve.l2"), problems=TICKET_PROBLEMS)
 def approve(ticket_id):
     status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
@@ -93,14 +95,17 @@ def list_approvals(ticket_id):
 
 @bp.post("/tickets/<int:ticket_id>/assign")
 @operation("Reassign to a person and/or department/queue", scope="tickets:write", body="api/tickets/assign.json",
-           tags=TAGS, problems=TICKET_PROBLEMS, idempotent="replay")
+           tags=TAGS, permission="ticket.assign", allow_service=True, problems=TICKET_PROBLEMS,
+           idempotent="replay")
 def assign(ticket_id):
     return jsonify(tickets.assign(g.principal, ticket_id, g.body))
 
 
 @bp.post("/tickets/<int:ticket_id>/comments")
-@operation("Comment (staff internal/public, or the user)", scope="tickets:write", body="api/tickets/comment.json",
-           tags=TAGS, status=201, problems=TICKET_PROBLEMS, idempotent="replay")
+@operation("Comment as the signed-in person (internal/public), or relay the user's comment (a service)",
+           scope="tickets:write", body="api/tickets/comment.json", tags=TAGS, status=201,
+           permission="ticket.comment", allow_service=True, audit="ticket.comment", problems=TICKET_PROBLEMS,
+           idempotent="replay")
 def add_comment(ticket_id):
     return _respond(201, tickets.comment(g.principal, ticket_id, g.body))
 
@@ -117,7 +122,8 @@ def list_comments(ticket_id):
 
 @bp.post("/tickets/<int:ticket_id>/attachments")
 @operation("Attach a file by reference", scope="tickets:write", body="api/tickets/attachment.json", tags=TAGS,
-           status=201, problems=TICKET_PROBLEMS, idempotent="replay")
+           status=201, permission="ticket.comment", allow_service=True, audit="ticket.attach",
+           problems=TICKET_PROBLEMS, idempotent="replay")
 def add_attachment(ticket_id):
     return _respond(201, tickets.add_attachment(g.principal, ticket_id, g.body))
 

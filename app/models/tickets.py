@@ -102,6 +102,9 @@ class TicketApproval(BaseModel):
     by = pw.CharField(max_length=64)
     comment = pw.TextField(null=True)
     policy_version = pw.CharField(max_length=64)
+    # how the approver proved who they are (session:<id> or api_key:<id> acting as them): one credential
+    # may not approve two levels of a ticket, whoever it names
+    credential = pw.CharField(max_length=100, null=True)
 
 
 class TicketSlaEvent(BaseModel):

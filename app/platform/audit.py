@@ -1,10 +1,174 @@
-"""Audit log of privileged actions."""
+"""Audit log: one append-only row per state change, naming the actor (person and/or credential), the request,
+the policy version in force and a before/after summary.
+
+One hook point: ``app.api.operation`` records every successful state-changing request (``from_response``);
+services record explicitly (``record``) where they know a before/after summary, inside the transaction of
+the change, and the hook then adds nothing for that request.
+"""
+import csv
+import io
 import json
 
 from app.models.core import AuditLog
+from app.platform import clock
+
+MAX_SUMMARY_TEXT = 200
+# never copied from a response into the log (a webhook's signing secret, a generated password, tokens)
+SECRET_KEYS = frozenset({"secret", "password", "token", "csrf_token"})
 
 
-def record(actor, action, subject=None, **detail):
-    """Append one audit row (call inside the transaction of the action it describes)."""
-    AuditLog.create(actor=actor, action=action, subject=subject,
-                    detail=json.dumps(detail, ensure_ascii=False, default=str) if detail else None)
+def _dumps(value):
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def _request_context():
+    try:
+        from flask import g, has_request_context
+    except ImportError:  # pragma: no cover
+        return None
+    return g if has_request_context() else None
+
+
+def record(actor, action, subject=None, *, before=None, after=None, staff_no=None, credential=None,
+           policy_version=None, **detail):
+    """Append one audit row (call inside the transaction of the change it describes).
+
+    In a request, the request id, the acting person and credential (from ``g.principal``) and the active
+    policy version are filled in, and the request's automatic row is suppressed.
+
+    Args:
+        actor: who acts, as ``auth.actor`` renders it (``staff:S-1``, ``api_key:ab as staff:S-1``, ``cli:bob``).
+        action: dotted name, e.g. ``ticket.transition``, ``auth.login_failed``.
+        subject: what changed, e.g. ``ticket:42``, ``staff:S-cs-1``.
+        before, after: small JSON-able summaries of the state before and after.
+        detail: anything else worth keeping (JSON).
+    """
+    g = _request_context()
+    request_id = None
+    if g is not None:
+        from app.platform import auth
+        principal = g.get("principal")
+        request_id = g.get("request_id")
+        if principal:
+            staff_no = staff_no or principal.get("staff_no")
+            credential = credential or auth.credential(principal)
+        g.audited = True
+    if policy_version is None:
+        from app import policy
+        policy_version = policy.active_version()
+    return AuditLog.create(at=clock.now(), actor=actor, action=action, subject=subject,
+                           detail=_dumps(detail) if detail else None, request_id=request_id, staff_no=staff_no,
+                           credential=credential, policy_version=policy_version, before=_dumps(before),
+                           after=_dumps(after))
+
+
+def suppress():
+    """This request changed nothing worth a row (e.g. applying the policy set already active)."""
+    g = _request_context()
+    if g is not None:
+        g.audited = True
+
+
+def _summary(value):
+    """The top-level scalars (and ids of nested objects) of a response body, bounded."""
+    if not isinstance(value, dict):
+        return None
+    out = {}
+    for k, v in list(value.items())[:40]:
+        if k in SECRET_KEYS:
+            continue
+        if isinstance(v, str):
+            out[k] = v[:MAX_SUMMARY_TEXT]
+        elif isinstance(v, (int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, dict) and "id" in v and isinstance(v["id"], (int, str)):
+            out[k] = {"id": v["id"]}
+    return out
+
+
+def _noun(arg):
+    return arg[:-3] if arg.endswith(("_id", "_no")) else arg
+
+
+def from_response(action, view_args, response):
+    """The request hook: one row for a successful state-changing request nobody recorded explicitly."""
+    g = _request_context()
+    if g is None or g.get("audited") or response.status_code >= 400 \
+            or response.headers.get("Idempotent-Replayed") == "true":
+        return None
+    from app.db import write_transaction
+    from app.platform import auth
+    body = response.get_json(silent=True) if response.mimetype == "application/json" else None
+    subject = None
+    if view_args:  # /tickets/<ticket_id>/comments -> ticket:42, like the explicit rows' subjects
+        subject = ",".join(f"{_noun(k)}:{v}" for k, v in view_args.items())[:200]
+    elif isinstance(body, dict) and isinstance(body.get("id"), (int, str)):
+        subject = f"{action.split('.')[0]}:{body['id']}"
+    with write_transaction():
+        return record(auth.actor(g.get("principal")), action, subject, after=_summary(body),
+                      status=response.status_code)
+
+
+def _iso(value):
+    return value.isoformat() + "Z" if value else None
+
+
+def to_dict(row):
+    return {"id": row.id, "at": _iso(row.at), "actor": row.actor, "staff_no": row.staff_no,
+            "credential": row.credential, "action": row.action, "subject": row.subject,
+            "request_id": row.request_id, "policy_version": row.policy_version,
+            "before": json.loads(row.before) if row.before else None,
+            "after": json.loads(row.after) if row.after else None,
+            "detail": json.loads(row.detail) if row.detail else None}
+
+
+FILTERS = ("action", "actor", "staff_no", "subject", "request_id", "credential")
+
+
+def search(filters=None, start=None, end=None, cursor=None, limit=100):
+    """Audit rows newest first.
+
+    Args:
+        filters: equality on FILTERS keys; ``action`` ending in ``*`` matches a prefix (``ticket.*``).
+        start, end: naive UTC instants bounding ``at`` (start inclusive, end exclusive).
+        cursor: the ``next_cursor`` of the previous page.
+        limit: page size.
+
+    Returns:
+        {"items": [...], "next_cursor": str | None}.
+    """
+    q = AuditLog.select().order_by(AuditLog.id.desc()).limit(limit + 1)
+    for name, value in (filters or {}).items():
+        if value is None:
+            continue
+        field = getattr(AuditLog, name)
+        if name == "action" and value.endswith("*"):
+            q = q.where(field.startswith(value[:-1]))
+        else:
+            q = q.where(field == value)
+    if start is not None:
+        q = q.where(AuditLog.at >= start)
+    if end is not None:
+        q = q.where(AuditLog.at < end)
+    if cursor is not None:
+        q = q.where(AuditLog.id < cursor)
+    rows = list(q)
+    return {"items": [to_dict(r) for r in rows[:limit]],
+            "next_cursor": str(rows[limit - 1].id) if len(rows) > limit else None}
+
+
+CSV_COLUMNS = ("id", "at", "actor", "staff_no", "credential", "action", "subject", "request_id",
+               "policy_version", "before", "after", "detail")
+
+
+def to_csv(items):
+    """CSV (UTF-8 with a byte order mark, so spreadsheet programs read the Chinese text right)."""
+    buf = io.StringIO()
+    buf.write("\ufeff")
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for item in items:
+        w.writerow(["" if item[c] is None else (json.dumps(item[c], ensure_ascii=False)
+                                                 if isinstance(item[c], (dict, list)) else item[c])
+                    for c in CSV_COLUMNS])
+    return buf.getvalue()

@@ -155,3 +155,30 @@ def _flush(groups, statements):
         return
     for sql, params in parts:
         db.execute_sql(sql, params)
+
+
+# --------------------------------------------------------------------------- hand-written statements
+
+def sql_of(text):
+    """Hand-written SQL written with ``?`` placeholders, in this engine's parameter style (translated once).
+
+    The text must hold no other ``?`` and no ``%`` (psycopg2 reads ``%`` as a placeholder).
+    """
+    key = (type(db.obj), "text", text)
+    sql = _sql.get(key)
+    if sql is None:
+        sql = text.replace("?", db.obj.param)
+        if len(_sql) > 512:
+            _sql.clear()
+        _sql[key] = sql
+    return sql
+
+
+def execute(text, params=()):
+    """Run a hand-written statement now (see ``sql_of``); returns the cursor."""
+    return db.execute_sql(sql_of(text), list(params))
+
+
+def rows(model, text, params=()):
+    """Model instances from a hand-written SELECT (columns named like the model's), skipping query building."""
+    return list(model.raw(sql_of(text), *params))

@@ -56,7 +56,8 @@ def save_and_activate(policy_set, actor, note=None, if_match=None):
         PolicyActive.id == 1).execute()
     PolicyActivation.create(seq=seq, version=policy_set.version, previous_version=previous,
                             activated_by=actor, activated_at=now, note=note)
-    audit.record(actor, "policy.apply", subject=policy_set.version, previous=previous,
+    audit.record(actor, "policy.apply", subject=policy_set.version, before={"version": previous},
+                 after={"version": policy_set.version, "seq": seq}, policy_version=policy_set.version,
                  files=len(policy_set.files), note=note)
     return previous, True
 

@@ -48,7 +48,7 @@ def test_paid_card_runs_beside_the_ladder(http, db_conn, independent_set, frozen
     frozen_clock(dt.datetime(2026, 9, 15, tzinfo=UTC))
     view = http.get(f"/v1/members/{m}").json()
     assert view["mode"] == "independent" and view["paid"]["paid_level"] == "鱼乐卡"
-    assert view["service"]["queue"] == "card-members"
+    assert view["service"]["queue"] == "vip"  # a skill group of the service policy (cross-checked)
     out = http.post(f"/v1/members/{m}/checkout-benefits",
                     json={"items": [{"sku": "A", "price_fen": 10000}], "shipping_fen": 800}).json()
     applied = [d for d in out["discounts"] if d["applied"]]

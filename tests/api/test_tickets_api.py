@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Http, make_token
+from tests.conftest import Http, make_token, sign_in
 
 
 def uid(prefix="x"):
@@ -29,6 +29,16 @@ def people(server, admin_token):
     return out
 
 
+_sessions = {}
+
+
+def as_staff(server, staff_no):
+    """A signed-in session of that staff member (one per staff member for the module)."""
+    if staff_no not in _sessions:
+        _sessions[staff_no] = sign_in(server, staff_no)
+    return _sessions[staff_no]
+
+
 def create(http, key=None, **body):
     payload = {"category": "退款争议", "title": "退款金额不对", "body": "订单退款少退了", "user_id": uid("u"),
                "channel": "app", "amount_fen": 200000, "user": {"level": "金牌", "paid": False},
@@ -40,21 +50,21 @@ def create(http, key=None, **body):
 
 
 def step(http, tid, transition, by=None, comment=None, status=200):
+    """Take a transition as staff member ``by`` (signed in), or as the calling service when None."""
     body = {"transition": transition}
-    if by:
-        body["by"] = by
     if comment:
         body["comment"] = comment
-    r = http.post(f"/v1/tickets/{tid}/transitions", json=body)
+    caller = as_staff(http.base, by) if by else http
+    r = caller.post(f"/v1/tickets/{tid}/transitions", json=body)
     assert r.status_code == status, r.text
     return r.json()
 
 
 def approve(http, tid, by, decision="approve", comment=None, status=200):
-    body = {"decision": decision, "by": by}
+    body = {"decision": decision}
     if comment:
         body["comment"] = comment
-    r = http.post(f"/v1/tickets/{tid}/approvals", json=body)
+    r = as_staff(http.base, by).post(f"/v1/tickets/{tid}/approvals", json=body)
     assert r.status_code == status, r.text
     return r.json()
 
@@ -75,8 +85,8 @@ def test_refund_dispute_routed_approved_twice_processed_closed(http, people):
     t = approve(http, tid, people["sup"], comment="核实无误")
     assert t["state"] == "approval_l2"  # 2,000.00 CNY needs the second level
     # the supervisor cannot take the manager's step
-    r = http.post(f"/v1/tickets/{tid}/approvals", json={"decision": "approve", "by": people["sup"]})
-    assert r.status_code == 403 and r.json()["code"] == "role-not-allowed"
+    r = as_staff(http.base, people["sup"]).post(f"/v1/tickets/{tid}/approvals", json={"decision": "approve"})
+    assert r.status_code == 403 and r.json()["required_permission"] == "ticket.approve.l2"
     t = approve(http, tid, people["mgr"], comment="同意退款")
     assert t["state"] == "processing" and t["user_status"] == "退款处理中"
     t = step(http, tid, "refund_done", by=people["fin"])
@@ -142,9 +152,9 @@ def test_rejection_and_distinct_approvers(http, people):
     step(http, tid, "accept", by=people["agent"])
     step(http, tid, "submit_for_approval", by=people["fin"])
     approve(http, tid, people["dual"])
-    r = http.post(f"/v1/tickets/{tid}/approvals", json={"decision": "approve", "by": people["dual"]})
+    r = as_staff(http.base, people["dual"]).post(f"/v1/tickets/{tid}/approvals", json={"decision": "approve"})
     assert r.status_code == 403 and r.json()["code"] == "approver-not-distinct"
-    r = http.post(f"/v1/tickets/{tid}/approvals", json={"decision": "reject", "by": people["mgr"]})
+    r = as_staff(http.base, people["mgr"]).post(f"/v1/tickets/{tid}/approvals", json={"decision": "reject"})
     assert r.status_code == 422 and r.json()["code"] == "comment-required"
     t = approve(http, tid, people["mgr"], decision="reject", comment="凭证不足")
     assert t["state"] == "rejected" and t["user_status"] == "申请未通过"
@@ -162,15 +172,17 @@ def test_forbidden_transitions_are_clear_problems(http, people):
     assert r.headers["Content-Type"].startswith("application/problem+json")
     r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "no_such_step"})
     assert r.status_code == 409 and r.json()["code"] == "transition-not-allowed"
-    r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "cancel", "by": people["l1"],
-                                                         "comment": "x"})
+    r = as_staff(http.base, people["l1"]).post(f"/v1/tickets/{tid}/transitions",
+                                               json={"transition": "cancel", "comment": "x"})
     assert r.status_code == 403 and r.json()["code"] == "role-not-allowed"
     assert r.json()["required_roles"] == ["supervisor", "agent_l2"]
+    # a step with roles is taken by a person: a service key alone cannot take it
     r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "cancel"})
-    assert r.status_code == 422 and r.json()["code"] == "actor-required"
-    r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "cancel", "by": "nobody-here"})
-    assert r.status_code == 422 and r.json()["code"] == "unknown-staff"
-    r = http.post(f"/v1/tickets/{tid}/approvals", json={"decision": "approve", "by": people["sup"]})
+    assert r.status_code == 403 and r.json()["code"] == "staff-required"
+    # nobody names the actor in the body any more
+    r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "cancel", "by": people["sup"]})
+    assert r.status_code == 422 and r.json()["code"] == "validation-failed"
+    r = as_staff(http.base, people["sup"]).post(f"/v1/tickets/{tid}/approvals", json={"decision": "approve"})
     assert r.status_code == 409 and r.json()["code"] == "no-approval-pending"
     r = http.post(f"/v1/tickets/{tid}/transitions", json={"transition": "BAD NAME"})
     assert r.status_code == 422 and r.json()["code"] == "validation-failed"
@@ -185,9 +197,9 @@ def test_waiting_on_user_pauses_sla_and_comments(http, people):
     t = create(http, category="账户/会员", title="积分没到账", amount_fen=0, user={"level": "注册", "paid": False})
     tid, user = t["id"], t["user"]["id"]
     assert t["department"] == "membership"
-    r = http.post(f"/v1/tickets/{tid}/comments", json={"author": people["agent"], "visibility": "public",
-                                                       "body": "您好，正在核实"})
-    assert r.status_code == 201
+    agent = as_staff(http.base, people["agent"])
+    r = agent.post(f"/v1/tickets/{tid}/comments", json={"visibility": "public", "body": "您好，正在核实"})
+    assert r.status_code == 201 and r.json()["author"] == people["agent"]
     t = http.get(f"/v1/tickets/{tid}").json()
     assert t["sla"]["first_response_at"] and t["sla"]["response"]["metric"] is None
     r = http.post(f"/v1/tickets/{tid}/comments", json={"author": user, "author_kind": "user", "body": "还没到"})
@@ -196,7 +208,7 @@ def test_waiting_on_user_pauses_sla_and_comments(http, people):
     assert t["sla"]["response"]["metric"] == "next_response"
     r = http.post(f"/v1/tickets/{tid}/comments", json={"author": "someone-else", "author_kind": "user", "body": "x"})
     assert r.status_code == 403
-    http.post(f"/v1/tickets/{tid}/comments", json={"author": people["agent"], "body": "内部备注"})
+    agent.post(f"/v1/tickets/{tid}/comments", json={"body": "内部备注"})
     step(http, tid, "start", by=people["agent"])
     t = step(http, tid, "request_info", by=people["agent"])
     assert t["sla"]["paused"] and t["user_status"] == "待您补充信息"
@@ -345,3 +357,25 @@ def test_confirmed_defect_compensates_through_the_ledger_once(http, people):
     step(http, tid, "compensated")
     t = step(http, tid, "reopen", comment="又坏了")
     assert t["state"] == "assessing"
+    # looping the workflow (re-confirm, re-enter compensating) pays nothing more: once per ticket and rule
+    for _ in range(2):
+        t = step(http, tid, "confirm_defect", by=asp, comment="再次确认")
+        assert t["state"] == "compensating"
+        step(http, tid, "compensated")
+        step(http, tid, "reopen", comment="又坏了")
+    red = [a for a in http.get(f"/v1/ledger/customers/{user}/balances").json()["accounts"]
+           if a["asset"] == "RED_PACKET"][0]
+    assert red["sub_accounts"]["available"] == 1000
+    hist = http.get(f"/v1/tickets/{tid}/history").json()["items"]
+    assert len([h for h in hist if h["kind"] == "compensated"]) == 1
+    journal = http.get(f"/v1/ledger/journals/{comp[0]['detail']['journal_id']}").json()
+    assert journal["actor"] == f"staff:{asp}"  # the person whose confirmation paid, not a faceless system
+
+
+def test_compensation_requires_the_permission(http, people):
+    """A role the workflow allows but the access policy does not let pay (an agent_l2 may assess, not confirm)."""
+    t = create(http, category="商品质量", title="裂纹", amount_fen=5900, user={"level": "注册", "paid": False})
+    step(http, t["id"], "assess", by=people["agent"])
+    r = as_staff(http.base, people["agent"]).post(f"/v1/tickets/{t['id']}/transitions",
+                                                  json={"transition": "confirm_defect", "comment": "x"})
+    assert r.status_code == 403 and r.json()["required_permission"] in ("ticket.approve.l1", "compensation.issue")

@@ -42,11 +42,12 @@ def test_ledger_triggers_and_the_policy_row_are_created():
                 "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = current_schema() AND NOT t.tgisinternal").fetchall()}
-            assert names == {"ledger_journal_append_only", "ledger_entry_append_only"}
+            assert names == {"ledger_journal_append_only", "ledger_entry_append_only", "audit_log_append_only"}
         else:
             names = {r[0] for r in database.execute_sql(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()}
-            assert names == {f"{t}_no_{e}" for t in ("ledger_journal", "ledger_entry") for e in ("update", "delete")}
+            assert names == {f"{t}_no_{e}" for t in ("ledger_journal", "ledger_entry", "audit_log")
+                             for e in ("update", "delete")}
         database.execute_sql("INSERT INTO ledger_journal (type, client, actor, created_at) "
                              "VALUES ('t', 'c', 'a', CURRENT_TIMESTAMP)")
         for statement in ("UPDATE ledger_journal SET actor = 'x'", "DELETE FROM ledger_journal"):

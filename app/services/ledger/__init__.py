@@ -21,6 +21,13 @@ def register():
     """The ledger's policy kind (``assets``) and its cross-check; called once by app.contexts."""
     kinds.register("assets", cross_check=core.cross_check_set)
     kinds.require("assets")
+    from app.platform import auth
+    auth.declare_permissions(PERMISSIONS)
+
+
+# Staff permissions ledger routes check (a person freezing or blocking through a session or act-as).
+PERMISSIONS = {"ledger.freeze": "freeze/unfreeze funds and block/unblock accounts"}
+FREEZE_OPS = ("freeze", "unfreeze", "block", "unblock")
 
 
 def seed_demo():

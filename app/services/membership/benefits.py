@@ -115,7 +115,7 @@ def checkout(cfg, member, plan, cart):
     points = {"points": 0, "rules": [], "multiplier_pct": 100, "multiplier_rule": None, "version": cfg.version,
               "note": "estimate before earning caps"}
     if cfg.points:
-        matches, version = mp.evaluate(cfg.points_ruleset, facts)
+        matches, version = mp.evaluate(cfg.points_ruleset, facts, cfg.ps)
         mult, mult_rule = multiplier(cfg, member["level"], plan)
         for m in matches:
             for a in m.actions:

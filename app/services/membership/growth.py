@@ -157,7 +157,7 @@ def apply_event(cfg, member, event, facts, at, plan):
 
 
 def _award(cfg, member, event, facts, at, plan):
-    matches, version = mp.evaluate(cfg.growth_ruleset, facts)
+    matches, version = mp.evaluate(cfg.growth_ruleset, facts, cfg.ps)
     entries = []
     for match in matches:
         for action in match.actions:

@@ -100,7 +100,7 @@ def apply_event(cfg, member, event, facts, at, plan, actor):
 def _earn(cfg, member, event, facts, at, plan, actor):
     if not cfg.points:
         return []
-    matches, version = mp.evaluate(cfg.points_ruleset, facts)
+    matches, version = mp.evaluate(cfg.points_ruleset, facts, cfg.ps)
     mult, mult_rule = multiplier(cfg, member.level, plan)
     entries = []
     for match in matches:

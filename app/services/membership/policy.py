@@ -141,9 +141,13 @@ def points_expiry(cfg, earned_at):
 
 # ---- rules engine and decision log --------------------------------------------------------------
 
-def evaluate(ruleset, facts):
-    """(matches, version) of a ruleset over facts, through the policy engine (pure, no side effects)."""
-    ev = engine.evaluate(ruleset, facts)
+def evaluate(ruleset, facts, policy_set=None):
+    """(matches, version) of a ruleset over facts, through the policy engine (pure, no side effects).
+
+    ``policy_set`` is the set the Config was built from (``cfg.ps``), so a candidate Config (simulation,
+    shadow) evaluates its own rules; None means the active set.
+    """
+    ev = engine.evaluate(ruleset, facts, policy_set)
     return ev.matches, ev.version
 
 

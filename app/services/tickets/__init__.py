@@ -27,6 +27,21 @@ def seed_demo():
 
 
 def register():
-    """Ticket actions, the tickets cross-check and required kinds/rulesets; called once by app.contexts."""
+    """Ticket actions, the tickets cross-check, required kinds/rulesets and the permissions ticket routes and
+    workflows check; called once by app.contexts."""
+    from app.platform import auth
     tickets_routing.register_actions()
     tickets_routing.register_cross_check()
+    auth.declare_permissions(PERMISSIONS)
+
+
+# Staff permissions ticket routes and the workflow check (roles of a transition are checked as well).
+PERMISSIONS = {
+    "ticket.create": "open a ticket",
+    "ticket.transition": "take workflow transitions (within the roles the workflow allows)",
+    "ticket.approve.l1": "decide first-level approvals",
+    "ticket.approve.l2": "decide second-level approvals",
+    "ticket.assign": "reassign tickets to people, departments and queues",
+    "ticket.comment": "comment on tickets and attach files",
+    "compensation.issue": "take a transition whose target state pays the user (red packets, vouchers)",
+}

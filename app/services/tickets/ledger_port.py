@@ -4,7 +4,7 @@ from app.services import ledger
 CLIENT = "tickets"
 
 
-def compensate(user_id, asset, amount, expires_at, external_ref, key):
+def compensate(user_id, asset, amount, expires_at, external_ref, key, actor="system:tickets"):
     """Grant ``amount`` of a lot asset to the user, exactly once per ``key``; returns (journal_id, lot_id).
 
     Args:
@@ -13,11 +13,12 @@ def compensate(user_id, asset, amount, expires_at, external_ref, key):
         amount: minor units.
         expires_at: RFC 3339 text or None.
         external_ref: the ticket reference recorded on the journal.
-        key: the idempotency key (one per ticket and trigger).
+        key: the idempotency key (one per ticket and rule).
+        actor: who caused the payment (the person whose transition entered the paying state), for the journal.
     """
     ledger.ensure_customer(user_id)
     body = {"customer": user_id, "asset": asset, "amount": amount, "external_ref": external_ref}
     if expires_at:
         body["expires_at"] = expires_at
-    result = ledger.apply_operation("grant_lot", body, actor="system:tickets", idempotency_key=key, client=CLIENT)
+    result = ledger.apply_operation("grant_lot", body, actor=actor, idempotency_key=key, client=CLIENT)
     return (result.get("journal") or {}).get("id"), (result.get("lot") or {}).get("id")

@@ -226,8 +226,11 @@ def _least_loaded(role, department):
     return min(candidates, key=lambda s: (load.get(s, 0), s))
 
 
-def run_actions(cfg, t, actions, trigger, actor, now, pending=None):
+def run_actions(cfg, t, actions, trigger, actor, now, pending=None, by=None):
     """Run auto actions once each: (ticket, trigger:index) is unique, so a retry or replay is a no-op.
+
+    A ``compensate`` action runs once per ticket, state and asset, whatever the trigger (re-entering the
+    compensating state pays nothing more). ``by`` names who caused the actions (journals of payments).
 
     Actions: notify {to, text}, assign {role, department, unassign}, set_priority {priority}, add_tag {tag},
     compensate {asset, amount_fen, expires_days} (a ledger grant, itself idempotent on the same key).
@@ -235,9 +238,14 @@ def run_actions(cfg, t, actions, trigger, actor, now, pending=None):
     for one multi-row INSERT instead of a savepoint, an INSERT and an UPDATE per action.
     """
     for i, act in enumerate(actions):
-        key = f"{trigger}:{i}:{act['action']}"
+        if act["action"] == "compensate":
+            # money: once per ticket and rule (the state's on_enter, per asset), however often the ticket
+            # re-enters the state or by whichever path
+            key = f"compensate:{t.workflow}.{t.state}:{act['asset']}"
+        else:
+            key = f"{trigger}:{i}:{act['action']}"
         if pending is not None:
-            result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-")), actor, now,
+            result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-"), _by=by), actor, now,
                                              pending=pending)
             pending.runs.append({"ticket": t.id, "key": key, "action": act["action"], "params": _dumps(act),
                                  "result": _dumps(result), "at": now})
@@ -247,7 +255,7 @@ def run_actions(cfg, t, actions, trigger, actor, now, pending=None):
                 run = TicketActionRun.create(ticket=t.id, key=key, action=act["action"], params=_dumps(act), at=now)
         except pw.IntegrityError:
             continue
-        result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-")), actor, now)
+        result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-"), _by=by), actor, now)
         TicketActionRun.update(result=_dumps(result)).where(TicketActionRun.id == run.id).execute()
 
 
@@ -306,7 +314,7 @@ def _act_compensate(cfg, t, act, actor, now, pending=None):
     amount = act["amount_fen"]
     expires = iso(now + dt.timedelta(days=act["expires_days"])) if act.get("expires_days") else None
     journal, lot = ledger_port.compensate(t.user_id, act["asset"], amount, expires, f"ticket:{t.id}",
-                                          f"ticket-{t.id}-{act['_key']}")
+                                          f"ticket-{t.id}-{act['_key']}", actor=act.get("_by") or "system:tickets")
     _event(t, actor, "compensated", "compensation", None, f"{act['asset']} {amount}",
            detail={"journal_id": journal, "lot_id": lot},
            version=cfg.version, rule=f"{t.workflow}.{t.state}.on_enter", now=now, pending=pending)
@@ -355,8 +363,6 @@ def create(principal, body, key):
     Returns:
         (status, ticket dict, replayed).
     """
-    caller = actor_of(principal)
-
     def decide():
         # Rules run before the write transaction: on SQLite it holds the single write lock.
         cfg = tickets_policy.current()
@@ -368,17 +374,21 @@ def create(principal, body, key):
                           f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
         return cfg, facts, decision
 
-    return idempotency.run(principal["id"], key, "tickets.create", body,
-                           lambda decided: _create(caller, body, *decided), 201, prepare=decide)
+    return idempotency.run(_client(principal), key, "tickets.create", body,
+                           lambda decided: _create(principal, body, *decided), 201, prepare=decide)
 
 
-def _create(caller, body, cfg, facts, decision):
+def creator_of(principal):
+    """The staff number when a person creates the ticket (session or act-as), else None (a service)."""
+    return (principal or {}).get("staff_no")
+
+
+def _create(principal, body, cfg, facts, decision):
+    caller = actor_of(principal)
     cat = cfg.category(body["category"])
     wf = cfg.workflow(cat["workflow"])
     now = clock.now()
-    creator = body.get("created_by")
-    if creator:
-        _staff(creator, "created_by")
+    creator = creator_of(principal)
     priority = decision["priority"]
     for _ in range(decision["escalate"]):
         priority = PRIORITIES[max(0, PRIORITIES.index(priority) - 1)]
@@ -453,21 +463,41 @@ def _not_allowed(cfg, t, name, now, why=None):
                    allowed=allowed)
 
 
-def _check_actor(cfg, t, tr, by):
-    """The staff member taking a transition, checked against its roles/department; None for the system."""
-    if not tr.get("roles") and not tr.get("same_department"):
-        return _staff(by, "by") if by else None
-    if not by:
-        raise Problem(422, "actor-required", "Actor required",
-                      f"transition {tr['name']!r} must be taken by a staff member: send 'by'")
-    s = _staff(by, "by")
+def _person(principal):
+    """The acting staff member (session, or act-as) as a Staff row, or None for a service acting as itself."""
+    staff_no = (principal or {}).get("staff_no")
+    return _staff(staff_no, "acting staff member") if staff_no else None
+
+
+def _staff_required(what):
+    from app.platform.auth import ACT_AS_HEADER
+    return Problem(403, "staff-required", "Staff identity required",
+                   f"{what} is taken by a person: sign in, or send {ACT_AS_HEADER} with an act-as key")
+
+
+def _check_actor(cfg, t, tr, principal):
+    """The staff member taking a transition (from the caller's identity), checked against the transition's
+    roles, department and the permissions it needs; None when a service takes an open step itself."""
+    from app.platform import auth
+    s = _person(principal)
+    entering = cfg.state(t.workflow, tr["to"])
+    pays = any(a.get("action") == "compensate" for a in entering.get("on_enter") or ())
+    if s is None:
+        if tr.get("roles") or tr.get("same_department") or tr.get("approval"):
+            raise _staff_required(f"transition {tr['name']!r}")
+        return None
+    needed = [f"ticket.approve.l{tr['approval']['level']}"] if tr.get("approval") else ["ticket.transition"]
+    if pays:
+        needed.append("compensation.issue")
+    for permission in needed:
+        auth.require_permission(principal, permission)
     if tr.get("roles") and not set(tr["roles"]) & set(s.role_list):
         raise Problem(403, "role-not-allowed", "Role not allowed",
-                      f"{by} (roles {', '.join(s.role_list)}) may not take {tr['name']!r}; "
+                      f"{s.staff_no} (roles {', '.join(s.role_list)}) may not take {tr['name']!r}; "
                       f"needs one of {', '.join(tr['roles'])}", required_roles=tr["roles"])
     if tr.get("same_department") and s.department != t.department:
         raise Problem(403, "department-not-allowed", "Department not allowed",
-                      f"{by} is in {s.department!r}; {tr['name']!r} belongs to {t.department!r}")
+                      f"{s.staff_no} is in {s.department!r}; {tr['name']!r} belongs to {t.department!r}")
     return s
 
 
@@ -478,28 +508,41 @@ def _lock(ticket_id):
     return t
 
 
-def _apply_transition(cfg, t, tr, staff, comment, now, caller):
+def _via(principal):
+    """The credential, when a service acts for a person (recorded next to the person in the history)."""
+    from app.platform import auth
+    if principal and principal.get("staff_no") and principal.get("kind") != "staff":
+        return auth.actor(principal)
+    return None
+
+
+def _apply_transition(cfg, t, tr, staff, comment, now, principal):
+    from app.platform import audit, auth
     wf = cfg.workflow(t.workflow)
+    caller = auth.actor(principal)
+    credential = auth.credential(principal)
     if tr.get("requires_comment") and not (comment or "").strip():
         raise Problem(422, "comment-required", "Comment required", f"transition {tr['name']!r} needs a comment")
     actor = staff.staff_no if staff else caller
     approval = tr.get("approval")
     if approval:
-        if staff is None:
-            raise Problem(422, "actor-required", "Actor required", "approvals must name the approver in 'by'")
         if wf.get("distinct_approvers") and approval["decision"] == "approve" and TicketApproval.select().where(
-                (TicketApproval.ticket == t.id) & (TicketApproval.by == staff.staff_no)
-                & (TicketApproval.decision == "approve") & (TicketApproval.at >= t.created_at)
-                & (TicketApproval.level < approval["level"])).exists():
+                (TicketApproval.ticket == t.id) & (TicketApproval.decision == "approve")
+                & (TicketApproval.at >= t.created_at) & (TicketApproval.level < approval["level"])
+                & ((TicketApproval.by == staff.staff_no) | (TicketApproval.credential == credential))).exists():
             raise Problem(403, "approver-not-distinct", "Approver must differ",
-                          f"{staff.staff_no} already approved an earlier level of this ticket")
+                          f"{staff.staff_no} (or the credential acting now, {credential}) already approved an "
+                          "earlier level of this ticket")
         TicketApproval.create(ticket=t.id, at=now, step=t.state, level=approval["level"],
                               decision=approval["decision"], by=staff.staff_no, comment=comment,
-                              policy_version=cfg.version)
+                              policy_version=cfg.version, credential=credential)
     old_state, old_st = t.state, cfg.state(t.workflow, t.state)
+    before = {"state": old_state, "assignee": t.assignee, "department": t.department}
     new_st = cfg.state(t.workflow, tr["to"])
+    via = _via(principal)
     ev = _event(t, actor, "approval" if approval else "transition", "state", old_state, tr["to"],
-                detail={"transition": tr["name"], "comment": comment, **({"approval": approval} if approval else {})},
+                detail={"transition": tr["name"], "comment": comment, **({"approval": approval} if approval else {}),
+                        **({"via": via} if via else {})},
                 version=cfg.version, rule=f"{t.workflow}.{tr['name']}", now=now)
     t.state, t.state_entered_at, t.updated_at = tr["to"], now, now
     t.terminal = bool(new_st.get("terminal"))
@@ -521,27 +564,38 @@ def _apply_transition(cfg, t, tr, staff, comment, now, caller):
                              visibility="internal", body=comment)
     if old_st.get("user_status") != new_st.get("user_status"):
         _notice(t, "status", f"工单状态更新：{new_st.get('user_status')}", now)
-    run_actions(cfg, t, new_st.get("on_enter") or [], f"enter:{tr['to']}:{ev.id}", "system:workflow", now)
+    run_actions(cfg, t, new_st.get("on_enter") or [], f"enter:{tr['to']}:{ev.id}", "system:workflow", now,
+                by=caller)
     t.save()
+    audit.record(caller, "ticket.approval" if approval else "ticket.transition", f"ticket:{t.id}", before=before,
+                 after={"state": t.state, "assignee": t.assignee, "department": t.department},
+                 policy_version=cfg.version, transition=tr["name"],
+                 **({"approval": approval} if approval else {}))
     outbox.publish("ticket.transitioned", dict(_ticket_payload(t, cfg), transition=tr["name"], from_state=old_state,
                                                by=actor), subject=f"ticket:{t.id}", dedupe_key=f"ticket-event:{ev.id}")
     return serialize(t, cfg, detail=True)
 
 
+def _client(principal):
+    """Idempotency client: the credential, and the person when a key acts for one (keys are shared)."""
+    if principal.get("staff_no") and principal.get("kind") != "staff":
+        return f"{principal['id']}>{principal['staff_no']}"
+    return principal["id"]
+
+
 def transition(principal, ticket_id, body, key=None):
-    """Take a named workflow transition.
+    """Take a named workflow transition as the caller's identity (a person, or a service on open steps).
 
     Args:
-        principal: caller.
+        principal: caller (``staff_no`` set for a staff session or an act-as key).
         ticket_id: ticket.
-        body: {transition, by?, comment?, expected_state?}.
+        body: {transition, comment?, expected_state?}.
         key: optional Idempotency-Key.
 
     Raises:
-        Problem: 409 transition-not-allowed (naming the allowed ones), 403 role-not-allowed, 422 ...
+        Problem: 409 transition-not-allowed (naming the allowed ones), 403 role-not-allowed / forbidden /
+            staff-required, 422 ...
     """
-    caller = actor_of(principal)
-
     def fn():
         now = clock.now()
         cfg = tickets_policy.current()
@@ -557,20 +611,19 @@ def transition(principal, ticket_id, body, key=None):
         if not _guard_ok(tr, t, now):
             raise _not_allowed(cfg, t, name, now, f"transition {name!r} is not open for this ticket now "
                                                   "(condition or time window)")
-        staff = _check_actor(cfg, t, tr, body.get("by"))
-        return _apply_transition(cfg, t, tr, staff, body.get("comment"), now, caller)
+        staff = _check_actor(cfg, t, tr, principal)
+        return _apply_transition(cfg, t, tr, staff, body.get("comment"), now, principal)
 
-    return idempotency.run(principal["id"], key, f"tickets.transition:{ticket_id}", body, fn)
+    return idempotency.run(_client(principal), key, f"tickets.transition:{ticket_id}", body, fn)
 
 
 def approve(principal, ticket_id, body, key=None):
-    """Decide the pending approval step: picks the approval transition for the decision whose guard holds.
+    """Decide the pending approval step as the caller's identity: picks the approval transition for the
+    decision whose guard holds. Distinct approvers are enforced per person and per credential.
 
     Args:
-        body: {decision: approve|reject, by, comment?}.
+        body: {decision: approve|reject, comment?}.
     """
-    caller = actor_of(principal)
-
     def fn():
         now = clock.now()
         cfg = tickets_policy.current()
@@ -583,22 +636,25 @@ def approve(principal, ticket_id, body, key=None):
         chosen = [tr for tr in steps if tr["approval"]["decision"] == body["decision"] and _guard_ok(tr, t, now)]
         if not chosen:
             raise _not_allowed(cfg, t, body["decision"], now, f"no {body['decision']!r} step is open")
-        staff = _check_actor(cfg, t, chosen[0], body["by"])
-        return _apply_transition(cfg, t, chosen[0], staff, body.get("comment"), now, caller)
+        staff = _check_actor(cfg, t, chosen[0], principal)
+        return _apply_transition(cfg, t, chosen[0], staff, body.get("comment"), now, principal)
 
-    return idempotency.run(principal["id"], key, f"tickets.approve:{ticket_id}", body, fn)
+    return idempotency.run(_client(principal), key, f"tickets.approve:{ticket_id}", body, fn)
 
 
 @transactional()
-def _assign(caller, ticket_id, body):
+def assign(principal, ticket_id, body):
+    """Reassign a ticket to a person and/or department/queue (recorded in history and the audit log)."""
+    from app.platform import audit, auth
+    caller = auth.actor(principal)
     now = clock.now()
     cfg = tickets_policy.current()
     t = _lock(ticket_id)
     if t.terminal:
         raise Problem(409, "ticket-closed", "Ticket closed", "a closed ticket cannot be reassigned")
-    actor = body.get("by") or caller
-    if body.get("by"):
-        _staff(body["by"], "by")
+    staff = _person(principal)
+    actor = staff.staff_no if staff else caller
+    before = {"assignee": t.assignee, "department": t.department, "queue": t.queue}
     depts = cfg.departments()
     if "department" in body or "queue" in body:
         dept = body.get("department", t.department)
@@ -611,7 +667,8 @@ def _assign(caller, ticket_id, body):
                           allowed=depts[dept]["queues"])
         if (dept, queue) != (t.department, t.queue):
             _event(t, actor, "routed", "department", f"{t.department}/{t.queue}", f"{dept}/{queue}",
-                   detail={"comment": body.get("comment")}, version=cfg.version, rule="manual", now=now)
+                   detail={"comment": body.get("comment"), **({"via": _via(principal)} if _via(principal) else {})},
+                   version=cfg.version, rule="manual", now=now)
             t.department, t.queue = dept, queue
     if "assignee" in body:
         who = body["assignee"]
@@ -624,29 +681,41 @@ def _assign(caller, ticket_id, body):
                 outbox.publish("ticket.assigned", _ticket_payload(t, cfg), subject=f"ticket:{t.id}")
     t.updated_at = now
     t.save()
+    audit.record(caller, "ticket.assign", f"ticket:{t.id}", before=before,
+                 after={"assignee": t.assignee, "department": t.department, "queue": t.queue},
+                 policy_version=cfg.version)
     return serialize(t, cfg, detail=True)
 
 
-def assign(principal, ticket_id, body):
-    """Reassign a ticket to a person and/or department/queue (recorded in history)."""
-    return _assign(actor_of(principal), ticket_id, body)
-
-
 @transactional()
-def _comment(caller, ticket_id, body):
+def comment(principal, ticket_id, body):
+    """Add a comment: staff internal/public (public answers the user and stops the response clock) or user.
+
+    A staff comment is written by the caller's identity (a session or an act-as key); a user's comment is
+    relayed by a service (``author_kind: user``, ``author`` = the ticket's user).
+    """
     now = clock.now()
     cfg = tickets_policy.current()
     t = _lock(ticket_id)
     kind = body.get("author_kind", "staff")
     if kind == "staff":
-        _staff(body["author"], "author")
-    elif kind == "user" and body["author"] != t.user_id:
-        raise Problem(403, "not-ticket-user", "Not the ticket's user", "users may comment only on their own tickets")
+        staff = _person(principal)
+        if staff is None:
+            raise _staff_required("a staff comment")
+        author = staff.staff_no
+    else:
+        if principal.get("staff_no"):
+            raise Problem(403, "forbidden", "Forbidden", "a staff member cannot post as the user")
+        author = body["author"]
+        if author != t.user_id:
+            raise Problem(403, "not-ticket-user", "Not the ticket's user",
+                          "users may comment only on their own tickets")
     visibility = "public" if kind == "user" else body.get("visibility", "internal")
-    c = TicketComment.create(ticket=t.id, at=now, author=body["author"], author_kind=kind, visibility=visibility,
+    c = TicketComment.create(ticket=t.id, at=now, author=author, author_kind=kind, visibility=visibility,
                              body=body["body"])
-    _event(t, body["author"], "comment", None, None, None, detail={"comment_id": c.id, "visibility": visibility},
-           now=now)
+    via = _via(principal)
+    _event(t, author, "comment", None, None, None,
+           detail={"comment_id": c.id, "visibility": visibility, **({"via": via} if via else {})}, now=now)
     if kind == "staff" and visibility == "public":
         tickets_sla.responded(t, now)
         _notice(t, "reply", body["body"][:500], now)
@@ -658,16 +727,11 @@ def _comment(caller, ticket_id, body):
     return _comment_dict(c)
 
 
-def comment(principal, ticket_id, body):
-    """Add a comment: staff internal/public (public answers the user and stops the response clock) or user."""
-    return _comment(actor_of(principal), ticket_id, body)
-
-
 @transactional()
 def add_attachment(principal, ticket_id, body):
     """Attach a file by reference (URL or object key); the file itself is never stored here."""
     t = _lock(ticket_id)
-    by = body.get("by") or actor_of(principal)
+    by = principal.get("staff_no") or actor_of(principal)
     a = TicketAttachment.create(ticket=t.id, ref=body["ref"], name=body.get("name") or body["ref"][-300:],
                                 content_type=body.get("content_type"), size_bytes=body.get("size_bytes"),
                                 added_by=by)

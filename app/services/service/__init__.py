@@ -1,0 +1,33 @@
+"""Customer service (客服): queue with caps, agent lock, presence and timeouts, live conversations, complaints.
+
+Public interface (the API and jobs code against it):
+    desk: request_service, take, dispatch, go_online/go_away/go_offline, heartbeats, transfer, close, csat, expire
+    complaints: ticket_from_conversation, log_call, post_review
+    live: subscribe/publish (fan-out), events
+"""
+from app.services.service import complaints, desk, live, policy  # noqa: F401
+
+
+# Staff permissions the service desk's routes check (service.serve/supervise and compensation.issue are
+# declared by identity and tickets too: declaring a name twice is harmless).
+PERMISSIONS = {
+    "service.serve": "customer service desk: go online, take users, message, close and transfer own sessions",
+    "service.supervise": "customer service desk: see the floor, transfer or close any session",
+    "compensation.approve": "approve a red-packet compensation above the payer's limit",
+    "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
+    "order.return": "submit a return/exchange for the user (退换货) through the shop",
+    "order.cancel": "cancel an order for the user (取消订单) through the shop",
+}
+
+
+def register():
+    """The service policy kind, its cross-check, required rulesets, engine actions and the permissions its
+    routes check; called by app.contexts."""
+    from app.platform import auth
+    policy.register()
+    auth.declare_permissions(PERMISSIONS)
+
+
+def seed_demo():
+    """Demo: the cs agents of the tickets demo are the service agents; nothing else is needed (idempotent)."""
+    return None

@@ -1,0 +1,24 @@
+"""The service context's only door to tickets: open a ticket, check whose it is, add an internal note."""
+from app.services import tickets
+
+
+def open_ticket(principal, body):
+    """Create a ticket (routed, prioritised and SLA-timed by the tickets context); returns its id."""
+    _, ticket, _ = tickets.create(principal, body, None)
+    return ticket["id"]
+
+
+def ticket_user(ticket_id):
+    """The user a ticket belongs to (404 when there is no such ticket)."""
+    return tickets.get_ticket(ticket_id).user_id
+
+
+def note(principal, ticket_id, staff_no, text):
+    """An internal comment by a staff member on a ticket."""
+    tickets.comment(principal, ticket_id, {"author": staff_no, "author_kind": "staff", "visibility": "internal",
+                                           "body": text})
+
+
+def open_tickets(user_id, limit=20):
+    """The user's tickets that are not finished, newest first."""
+    return tickets.list_tickets({"user_id": user_id, "open": True}, limit=limit)["items"]
