@@ -1,7 +1,9 @@
 """Patron: policy-driven customer-service, account and membership platform."""
 import os
 
-from flask import Flask
+from flask import Flask, request
+
+NO_DATABASE_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.metrics"})
 
 
 def create_app(test_config=None):
@@ -13,6 +15,7 @@ def create_app(test_config=None):
     from app.config import load_config
     from app.db import db, open_database
     from app.errors import register_error_handlers
+    from app.platform import crypto
 
     app = Flask(__name__, instance_relative_config=True)
     from app.api import Int64Converter
@@ -24,10 +27,15 @@ def create_app(test_config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     logs.configure(cfg["LOG_LEVEL"])
-    open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"])
+    open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"], timeouts=(
+        cfg["DB_CONNECT_TIMEOUT"], cfg["DB_STATEMENT_TIMEOUT"], cfg["DB_LOCK_TIMEOUT"]))
+    crypto.configure(cfg["SECRET_KEYS"], cfg.get("INSTANCE_PATH") or app.instance_path)
 
     def open_connection():
-        db.connect(reuse_if_open=True)
+        # /healthz, /readyz and /metrics never wait for the database's connection (readyz checks it
+        # itself, with a deadline): a stalled database must not take liveness down with it
+        if request.endpoint not in NO_DATABASE_ENDPOINTS:
+            db.connect(reuse_if_open=True)
 
     def close_connection(exc):
         if not db.is_closed():

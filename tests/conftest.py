@@ -56,7 +56,11 @@ def app(database_url, tmp_path_factory):
     # LOG_LEVEL WARNING: thousands of access lines would bury a failure's own output
     application = create_app({"DATABASE_URL": database_url, "REDIS_URL": None, "TESTING": True,
                               "LOG_LEVEL": os.environ.get("PATRON_TEST_LOG_LEVEL", "WARNING"),
-                              "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance"))})
+                              "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
+                              # receivers in tests listen on loopback; the refusal has its own test
+                              "WEBHOOK_ALLOW_PRIVATE": True,
+                              # many validate/apply calls share the admin key; the limit has its own test
+                              "RATE_LIMIT_BURST": 100_000})
     upgrade()
     with application.app_context():
         policy.startup(application)

@@ -3,10 +3,11 @@ import functools
 import re
 
 from flask import g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing.converters import IntegerConverter
 
 from app.errors import Problem, validation_failed
-from app.schemas import errors_of
+from app.schemas import MalformedJson, errors_of, loads
 
 # Upper bound on integers accepted from JSON, so no arithmetic or column ever overflows.
 MAX_INT = 2**62
@@ -20,7 +21,7 @@ class Int64Converter(IntegerConverter):
 
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
-              status=200, permission=None):
+              status=200, permission=None, rate_limited=False):
     """Declare an API operation.
 
     Args:
@@ -34,6 +35,8 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         status: success status code, for the document.
         permission: a staff permission (``access`` policy) the acting person must hold; the route is then
             taken by a person (staff session, or an ``act-as`` key naming one) and ``g.staff_no`` is set.
+        rate_limited: an expensive route: each API key gets RATE_LIMIT_BURST calls at once, refilled at
+            RATE_LIMIT_PER_MINUTE (429 ``rate-limited`` with Retry-After beyond that).
     """
     def deco(view):
         @functools.wraps(view)
@@ -45,13 +48,18 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                     require_scope(g.principal, scope)
                 g.staff_no = (require_staff(g.principal, request.headers, permission) if permission
                               else staff_of(g.principal, request.headers))
+                if rate_limited:
+                    from flask import current_app
+                    from app.platform import ratelimit
+                    ratelimit.take(view.__name__, f"{g.principal.get('kind')}:{g.principal.get('id')}", current_app.config["RATE_LIMIT_PER_MINUTE"],
+                                   current_app.config["RATE_LIMIT_BURST"])
             if body:
                 g.body = parse_body(body)
             return view(*args, **kwargs)
 
         wrapper.operation = {"summary": summary, "scope": scope, "body": body, "public": public,
                              "tags": list(tags), "query": query or {}, "idempotent": idempotent,
-                             "status": status, "permission": permission}
+                             "status": status, "permission": permission, "rate_limited": rate_limited}
         return wrapper
     return deco
 
@@ -90,12 +98,20 @@ def parse_body(schema_path):
         raise Problem(415, "unsupported-media-type", "Unsupported media type",
                       "Send the request body as application/json.")
     try:
-        data = request.get_json(silent=True, cache=True)
+        # a chunked body has no Content-Length: the limit is enforced while reading, as a 413 too
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise Problem(413, "payload-too-large", "Payload too large",
+                      f"The request body is larger than {request.max_content_length} bytes.") from None
+    try:
+        data = loads(raw)
     except RecursionError:  # the JSON parser's own nesting limit
         raise Problem(400, "too-deeply-nested", "Too deeply nested",
                       f"JSON nested deeper than {MAX_DEPTH} levels.") from None
-    if data is None:
-        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.")
+    except MalformedJson as exc:
+        if exc.code == "duplicate-key":
+            raise Problem(400, "duplicate-key", "Duplicate key", f"{exc} (the body is ambiguous).") from None
+        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
     _check_ints(data)
     errors = errors_of(schema_path, data)
     if errors:

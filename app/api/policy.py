@@ -11,7 +11,7 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"])
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], rate_limited=True)
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -27,7 +27,7 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"])
+           tags=["policy"], rate_limited=True)
 def apply():
     files = g.body.get("files")
     res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"))

@@ -45,15 +45,24 @@ class PolicySet:
     Parsing never raises: problems are kept in ``load_errors`` (``validate()`` reports them all).
     """
 
-    def __init__(self, files):
+    def __init__(self, files, budget=None):
         self.files = dict(sorted(files.items()))
         self.version = content_hash(self.files)
         self.documents = {}
         self.marks = {}
         self.load_errors = []
+        self.budget_exhausted = False
         self._rulesets = {}
+        budget = budget or loader.Budget()
         for name, text in self.files.items():
-            doc, marks, errs = loader.load(text, name)
+            try:
+                doc, marks, errs = loader.load(text, name, budget)
+            except loader.BudgetExhausted as exc:
+                file, line, col = getattr(exc, "where", (name, 1, 1))
+                self.load_errors.append(PolicyError(file, "$", f"{exc}; nothing after this point was read",
+                                                    "size", line, col))
+                self.budget_exhausted = True
+                break
             self.marks[name] = marks
             self.load_errors.extend(errs)
             if doc is None:
@@ -257,6 +266,8 @@ def validate(ps):
         list of PolicyError, sorted by file, line, column (empty = valid).
     """
     errors = list(ps.load_errors)
+    if ps.budget_exhausted:  # a set too costly to read is not worth checking further
+        return sorted(errors, key=lambda e: (e.file, e.line, e.col))
     if not ps.files:
         errors.append(PolicyError("-", "$", "a policy set needs at least one file", "required"))
     if len(ps.files) > MAX_FILES:
