@@ -91,6 +91,27 @@ def _check_ints(value, path=""):
             stack.extend((v, f"{path}/{i}", depth + 1) for i, v in enumerate(value))
 
 
+def _body_bytes():
+    """The body, at most MAX_CONTENT_LENGTH bytes (RequestEntityTooLarge beyond).
+
+    A chunked body has no Content-Length; werkzeug then silently cuts it at the limit, so it is read
+    here, one byte past the limit, to tell "too large" (413) from "malformed" (the cut JSON).
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=True)
+    stream, parts, size = request.environ["wsgi.input"], [], 0
+    while size <= limit:
+        part = stream.read(min(65536, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(parts)
+
+
 def parse_body(schema_path):
     """The JSON request body, validated against ``schemas/<schema_path>``; raises Problem otherwise."""
     mimetype = request.mimetype or ""
@@ -98,8 +119,7 @@ def parse_body(schema_path):
         raise Problem(415, "unsupported-media-type", "Unsupported media type",
                       "Send the request body as application/json.")
     try:
-        # a chunked body has no Content-Length: the limit is enforced while reading, as a 413 too
-        raw = request.get_data(cache=True)
+        raw = _body_bytes()
     except RequestEntityTooLarge:
         raise Problem(413, "payload-too-large", "Payload too large",
                       f"The request body is larger than {request.max_content_length} bytes.") from None

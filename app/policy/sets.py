@@ -53,7 +53,7 @@ class PolicySet:
         self.load_errors = []
         self.budget_exhausted = False
         self._rulesets = {}
-        budget = budget or loader.Budget()
+        budget = self.budget = budget or loader.Budget()
         for name, text in self.files.items():
             try:
                 doc, marks, errs = loader.load(text, name, budget)
@@ -268,6 +268,13 @@ def validate(ps):
     errors = list(ps.load_errors)
     if ps.budget_exhausted:  # a set too costly to read is not worth checking further
         return sorted(errors, key=lambda e: (e.file, e.line, e.col))
+
+    def over_budget(where):
+        # the same CPU allowance as parsing: a set that is cheap to read but costly to check stops too
+        if not ps.budget.over():
+            return False
+        errors.append(PolicyError(where, "$", f"{ps.budget.exhausted}; stopped checking here", "size", 1, 1))
+        return True
     if not ps.files:
         errors.append(PolicyError("-", "$", "a policy set needs at least one file", "required"))
     if len(ps.files) > MAX_FILES:
@@ -285,6 +292,8 @@ def validate(ps):
     valid_rulesets = []
     for kind, docs in ps.documents.items():
         for doc in docs:
+            if over_budget(doc["_file"]):
+                return sorted(errors, key=lambda e: (e.file, e.line, e.col, e.path, e.message))
             errs, ok = _schema_errors(ps, doc, known)
             errors.extend(errs)
             if ok and kind == "ruleset":
@@ -296,6 +305,8 @@ def validate(ps):
             if kind == "ruleset" and not doc["_file"].startswith("rules/"):
                 errors.append(ps.error(doc["_file"], ("kind",), "rulesets live under rules/", "kind"))
     valid_kinds -= bad_kinds
+    if over_budget("-"):
+        return sorted(errors, key=lambda e: (e.file, e.line, e.col, e.path, e.message))
     if not any(e.file.startswith("app/") for e in errors):
         errors.extend(_run_cross_checks(ps, valid_kinds))
     rs_errors = _ruleset_errors(ps, ps.get("ruleset"))
@@ -303,6 +314,8 @@ def validate(ps):
     if not rs_errors:
         from app import engine
         for doc in valid_rulesets:
+            if over_budget(doc["_file"]):
+                break
             try:
                 engine.compiled(doc)
             except Exception as exc:  # noqa: BLE001 - compile failure is a reported error
