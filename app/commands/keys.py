@@ -1,4 +1,5 @@
 """``patron secrets``: make an encryption key, re-encrypt stored secrets under the first configured key."""
+import sys
 
 
 def cmd_new_key(args):
@@ -12,8 +13,12 @@ def cmd_rotate(args):
     from app.platform import outbox
     app = _app(args)
     with app.app_context():
-        n = outbox.rotate_secrets()
+        n, unreadable = outbox.rotate_secrets()
     print(f"re-encrypted {n} webhook secret(s) under the first key of PATRON_SECRET_KEYS")
+    if unreadable:
+        print(f"error: no configured key opens the secret of webhook(s) {', '.join(map(str, unreadable))}; "
+              "add the key they were encrypted with to PATRON_SECRET_KEYS and run this again", file=sys.stderr)
+        return 1
     return 0
 
 

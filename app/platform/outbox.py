@@ -180,19 +180,26 @@ def deactivate_webhook(webhook_id):
 
 
 def rotate_secrets():
-    """Re-encrypt every webhook secret under the first configured key; returns how many rows changed.
+    """Re-encrypt every webhook secret under the first configured key.
 
     Rotation: put the new key first in PATRON_SECRET_KEYS (keep the old one after it), restart, run
     ``patron secrets rotate``, then drop the old key.
+
+    Returns:
+        (rows re-encrypted, ids of webhooks whose secret none of the configured keys opens).
     """
-    changed = 0
+    changed, unreadable = 0, []
     with db.connection_context():
         for hook in Webhook.select(Webhook.id, Webhook.secret):
-            new = crypto.rotate(hook.secret)
+            try:
+                new = crypto.rotate(hook.secret)
+            except ValueError:
+                unreadable.append(hook.id)
+                continue
             if new != hook.secret:
                 Webhook.update(secret=new).where(Webhook.id == hook.id).execute()
                 changed += 1
-    return changed
+    return changed, unreadable
 
 
 def sign(secret, timestamp, body):
@@ -315,7 +322,7 @@ def _record(item, status, error, duration_ms, now, schedule, max_attempts):
 
 
 def deliver_due(now=None, limit=100, lease_seconds=LEASE_SECONDS, timeout=TIMEOUT_SECONDS,
-                schedule=BACKOFF_SECONDS, max_attempts=MAX_ATTEMPTS):
+                schedule=BACKOFF_SECONDS, max_attempts=MAX_ATTEMPTS, allow_private=None):
     """Deliver every due pending delivery once (at-least-once overall; receivers dedupe by message id).
 
     Claims rows (a lease, so two workers never post the same delivery at once), posts outside any
@@ -329,12 +336,13 @@ def deliver_due(now=None, limit=100, lease_seconds=LEASE_SECONDS, timeout=TIMEOU
         timeout: total seconds one POST may take.
         schedule: backoff seconds per attempt.
         max_attempts: attempts before a delivery is dead.
+        allow_private: post to private/loopback addresses (default: the WEBHOOK_ALLOW_PRIVATE setting).
 
     Returns:
         dict of counts: delivered, retry, dead.
     """
     counts = {"delivered": 0, "retry": 0, "dead": 0}
-    allow_private = _allow_private(None)
+    allow_private = _allow_private(allow_private)
     lease_seconds = max(lease_seconds, 2 * timeout + 5)  # the lease outlives the POST it covers
     seen = set()
     for _ in range(limit):

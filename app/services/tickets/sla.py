@@ -55,7 +55,7 @@ def priority_changed(cfg, t, now):
     """
     if t.terminal:
         return
-    _, targets = cfg.sla_target(t.category, t.priority)
+    t.sla_calendar, targets = cfg.sla_target(t.category, t.priority)  # priorities may keep other hours
     start_at = t.sla_paused_at or now
     if t.response_metric:
         _start_response(cfg, t, start_at, t.response_metric, targets[t.response_metric])
