@@ -157,7 +157,6 @@ def _bounded_wait(conn):
             raise psycopg2.OperationalError(f"bad poll state {state}")
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and (remaining <= 0 or not poller.poll(remaining * 1000)):
-            conn.close()
             raise psycopg2.OperationalError(f"no answer from the database within {limit} s")
         if remaining is None:
             poller.poll()
