@@ -12,12 +12,14 @@ def create_app(test_config=None):
     from app.api import ops
     from app import contexts
     from app.api import ledger, membership, policy, staff, tickets
-    from app.config import load_config
+    from app import engine
+    from app.config import ConfigError, load_config
     from app.db import db, open_database
     from app.errors import register_error_handlers
     from app.platform import crypto
 
-    app = Flask(__name__, instance_relative_config=True)
+    # INSTANCE_PATH (tests, tools): a folder of their own instead of ./instance and its config.yaml
+    app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"), instance_relative_config=True)
     from app.api import Int64Converter
     app.url_map.converters["int"] = Int64Converter
     os.makedirs(app.instance_path, exist_ok=True)
@@ -27,9 +29,13 @@ def create_app(test_config=None):
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     logs.configure(cfg["LOG_LEVEL"])
+    try:
+        engine.configure(cfg["RULES_ENGINE"])
+    except ValueError as exc:
+        raise ConfigError(f"PATRON_RULES_ENGINE: {exc}") from None
     open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"], timeouts=(
         cfg["DB_CONNECT_TIMEOUT"], cfg["DB_STATEMENT_TIMEOUT"], cfg["DB_LOCK_TIMEOUT"]))
-    crypto.configure(cfg["SECRET_KEYS"], cfg.get("INSTANCE_PATH") or app.instance_path)
+    crypto.configure(cfg["SECRET_KEYS"], app.instance_path)
 
     def open_connection():
         # /healthz, /readyz and /metrics never wait for the database's connection (readyz checks it

@@ -21,6 +21,33 @@ def cmd_db_upgrade(args):
     print(f"applied {len(ran)} migration(s)" + (": " + ", ".join(ran) if ran else " (up to date)"))
 
 
+def cmd_db_status(args):
+    """Applied and pending migrations, and drift between the database and the models; 1 unless clean."""
+    app = _app(args)
+    from app import drift
+    from app.db import db
+    from app.migrations import status
+    with app.app_context():
+        st = status()
+        with db.connection_context():
+            problems = drift.check() if not st["pending"] else []
+    for name in st["applied"]:
+        print(f"applied  {name}")
+    for name in st["pending"]:
+        print(f"pending  {name}")
+    for name in st["unknown"]:
+        print(f"unknown  {name} (applied to this database, not in this code: is the code older?)")
+    for line in problems:
+        print(f"drift    {line}")
+    if st["pending"]:
+        print(f"{len(st['pending'])} pending migration(s): run `patron db upgrade` (drift is checked after)")
+    elif problems or st["unknown"]:
+        print(f"schema differs from the models ({len(problems)} difference(s))")
+    else:
+        print(f"up to date: {len(st['applied'])} migration(s) applied, no drift")
+    return 1 if st["pending"] or problems or st["unknown"] else 0
+
+
 def cmd_apikey_create(args):
     app = _app(args)
     from app.db import db
@@ -153,6 +180,8 @@ def build_parser():
 
     dbp = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
+    dbp.add_parser("status", help="applied and pending migrations, drift from the models (exit 1 unless clean)"
+                   ).set_defaults(func=cmd_db_status)
 
     kp = sub.add_parser("apikey", help="API keys").add_subparsers(dest="key_command", required=True)
     p = kp.add_parser("create", help="create a key (printed once)")

@@ -20,14 +20,15 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "DB_MAX_CONNECTIONS": 32,
     "JOB_RUN_RETENTION_DAYS": 30,  # finished job_run rows kept this long
-    "RULES_ENGINE": None,  # None -> durable; "reference" evaluates rulesets without durable_rules
+    # durable (durable_rules) | reference (pure Python, same answers; durable_rules is then never imported)
+    "RULES_ENGINE": "durable",
     # PostgreSQL: seconds to wait for a connection, a statement and a row lock before giving up
     "DB_CONNECT_TIMEOUT": 5,
     "DB_STATEMENT_TIMEOUT": 30,
     "DB_LOCK_TIMEOUT": 10,
     # webhook receivers on private/loopback/link-local addresses are refused unless this is true
     "WEBHOOK_ALLOW_PRIVATE": False,
-    # keys encrypting webhook secrets at rest: "<id>:<base64 32 bytes>" separated by spaces or commas,
+    # keys encrypting webhook secrets at rest: Fernet keys (url-safe base64 of 32 bytes) separated by spaces or commas,
     # the first one encrypts; older ones still decrypt (rotation). None -> a key file in the instance folder
     "SECRET_KEYS": None,
     # expensive endpoints (policy validate/apply), per API key: RATE_LIMIT_BURST at once, refilled at
@@ -153,6 +154,8 @@ def validate(cfg):
     if level not in _LOG_LEVELS:
         raise ConfigError(f"PATRON_LOG_LEVEL: expected one of {', '.join(_LOG_LEVELS)}, got {cfg.get('LOG_LEVEL')!r}")
     cfg["LOG_LEVEL"] = level
+    if cfg.get("RULES_ENGINE") not in ("durable", "reference"):
+        raise ConfigError(f"PATRON_RULES_ENGINE: expected durable or reference, got {cfg.get('RULES_ENGINE')!r}")
     try:
         ZoneInfo(str(cfg.get("TIMEZONE")))
     except (ZoneInfoNotFoundError, ValueError):

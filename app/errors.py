@@ -70,6 +70,8 @@ def register_error_handlers(app):
     @app.errorhandler(Problem)
     def _problem(exc):
         resp = problem_response(exc)
+        if getattr(exc, "replayed", False):  # a refusal stored under the Idempotency-Key
+            resp.headers["Idempotent-Replayed"] = "true"
         if exc.status in (429, 503) and exc.extra.get("retry_after"):
             resp.headers["Retry-After"] = str(exc.extra["retry_after"])
         return resp

@@ -11,6 +11,8 @@ LATENCY = Histogram("patron_http_request_seconds", "HTTP request latency", ["met
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 DECISIONS = Counter("patron_decisions_total", "Policy decisions recorded", ["ruleset"], registry=REGISTRY)
 JOBS = Counter("patron_jobs_total", "Jobs run", ["job", "outcome"], registry=REGISTRY)
+SCHEDULER_ERRORS = Counter("patron_scheduler_errors_total", "Failed iterations of the periodic-job scheduler",
+                           ["loop"], registry=REGISTRY)  # loop: cron (RQ, in workers) | ticker (in-process)
 
 
 def observe_request(method, route, status, seconds):

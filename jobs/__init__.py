@@ -5,9 +5,10 @@ import json
 import logging
 import os
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
+
+from app.platform import redis as platform_redis
 
 log = logging.getLogger(__name__)
 
@@ -17,9 +18,12 @@ JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 RUNNER = "jobs.runner.execute"
 # Every module of job functions, listed (one per context); their PERIODIC lists are the cron table.
 MODULES = ("ledger", "membership", "outbox", "platform", "tickets")
+# Other modules whose functions may run as jobs; empty in the product. A test suite lists its own
+# job module here (monkeypatch, or its worker launcher) so workers accept paths into it.
+EXTRA_MODULES = ()
 
-_redis_clients = {}
-_redis_lock = threading.Lock()
+# The Flask app of a worker process (set by runner.run_worker, or created on first use by a plain `rq worker`).
+process_app = None
 
 
 def job(retries=0, intervals=(1, 5, 30), timeout=600):
@@ -45,13 +49,12 @@ def options(fn):
 
 
 def resolve(path):
-    """The function named by a dotted path under ``jobs.``, e.g. ``jobs.ledger.reconcile``.
-
-    ``tests.`` paths are accepted too, so the suite can run its own jobs on real workers.
-    """
-    if not isinstance(path, str) or not re.fullmatch(r"(jobs|tests)(\.[A-Za-z_][A-Za-z0-9_]*)+", path):
+    """The function named by a dotted path under ``jobs.`` (e.g. ``jobs.ledger.reconcile``) or in EXTRA_MODULES."""
+    if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", path):
         raise ValueError(f"not a job path: {path!r} (expected jobs.<module>.<function>)")
     module, _, name = path.rpartition(".")
+    if not (module.startswith("jobs.") or module in EXTRA_MODULES):
+        raise ValueError(f"not a job path: {path!r} (expected jobs.<module>.<function>)")
     try:
         fn = getattr(importlib.import_module(module), name, None)
     except ModuleNotFoundError:
@@ -77,9 +80,8 @@ def _config():
     from flask import current_app, has_app_context
     if has_app_context():
         return current_app.config
-    from jobs import runner
-    if runner.process_app is not None:
-        return runner.process_app.config
+    if process_app is not None:
+        return process_app.config
     return {"REDIS_URL": os.environ.get("PATRON_REDIS_URL") or None,
             "JOBS_QUEUE": os.environ.get("PATRON_JOBS_QUEUE") or QUEUE}
 
@@ -90,18 +92,8 @@ def redis_url():
 
 
 def redis_connection(url=None):
-    """A Redis client (one connection pool per URL per process)."""
-    import redis
-    url = url or redis_url()
-    if not url:
-        raise RuntimeError("PATRON_REDIS_URL is not set")
-    with _redis_lock:
-        conn = _redis_clients.get((url, os.getpid()))
-        if conn is None:
-            conn = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30,
-                                        health_check_interval=30)
-            _redis_clients[(url, os.getpid())] = conn
-        return conn
+    """A Redis client for ``url`` or the configured one (one connection pool per URL per process)."""
+    return platform_redis.connection(url or redis_url())
 
 
 def queue_name():
@@ -159,8 +151,7 @@ def enqueue(path, *args, job_id=None, **kwargs):
     opts = options(fn)
     url = redis_url()
     if not url:
-        from jobs.runner import execute_inline
-        return execute_inline(path, job_id or f"inline-{uuid.uuid4().hex}", args, kwargs, opts)
+        return runner.execute_inline(path, job_id or f"inline-{uuid.uuid4().hex}", args, kwargs, opts)
     from rq import Retry
     from rq.exceptions import DuplicateJobError
     q = queue(redis_connection(url))
@@ -224,3 +215,7 @@ def periodic_jobs():
 def _tz(name):
     from zoneinfo import ZoneInfo
     return ZoneInfo(name)
+
+
+# the executor: imported last because it builds on the names above (it is part of this package)
+from jobs import runner  # noqa: E402

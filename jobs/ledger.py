@@ -4,8 +4,8 @@ import logging
 from app.db import connection, db
 from app.errors import Problem
 from app.platform import clock
-from app.services.ledger.core import parse_time
 from app.models.ledger import LedgerHold, LedgerLot
+from app.platform import timefmt
 from jobs import job
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def _instant(at):
     """The job's instant: ``at`` (ISO 8601 or datetime, for replays) or the controllable clock."""
     if at is None:
         return clock.now()
-    return parse_time(at, "at") if isinstance(at, str) else at
+    return timefmt.parse(at, "/at") if isinstance(at, str) else at
 
 
 def _expire(op, ids, key_prefix, at):

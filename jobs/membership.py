@@ -3,6 +3,7 @@ import logging
 
 from app.db import db
 from app.platform import clock
+from app.platform import timefmt
 from jobs import job
 
 log = logging.getLogger(__name__)
@@ -15,8 +16,7 @@ PERIODIC = [
 
 
 def _at(at):
-    from app.services.membership.policy import parse_instant
-    return parse_instant(at, "/at") if at else clock.now()
+    return timefmt.parse(at, "/at", offset_required=True) if at else clock.now()
 
 
 @job(retries=2)  # each member's deduction is keyed (deduct:<member>:<date>): safe to repeat

@@ -18,9 +18,10 @@ def prune_job_runs():
     from flask import current_app
 
     from app.db import write_transaction
+    from app.platform import clock
     from app.models.jobs import JobRun
     days = int(current_app.config.get("JOB_RUN_RETENTION_DAYS", 30))
-    cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=days)
+    cutoff = clock.now() - dt.timedelta(days=days)
     with write_transaction():
         return (JobRun.delete()
                 .where((JobRun.started_at < cutoff) & (JobRun.status != "running")).execute())

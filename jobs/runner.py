@@ -8,17 +8,23 @@ import uuid
 
 from croniter import croniter
 
+import jobs
+from app import create_app
+from app.db import connection
+from app.metrics import JOBS
+from app.platform import scheduler as health
+from app.models.jobs import JobRun
+from app.platform import clock, timefmt
 from jobs import QUEUE, RUNNER, JobRef, _tz, job_id_for, options, periodic_jobs, queue, resolve
 
 log = logging.getLogger(__name__)
 
-# The Flask app of a worker process (set by run_worker, or created on first use by a plain `rq worker`).
-process_app = None
 _app_lock = threading.Lock()
 
 
 def utcnow():
-    return dt.datetime.now(dt.timezone.utc)
+    """The product's clock (app.platform.clock) as an aware UTC instant, as croniter and RQ's scheduler want."""
+    return clock.now().replace(tzinfo=dt.timezone.utc)
 
 
 def _naive_utc(value):
@@ -26,15 +32,13 @@ def _naive_utc(value):
 
 
 def _ensure_app():
-    global process_app
     from flask import current_app, has_app_context
     if has_app_context():
         return current_app._get_current_object()
     with _app_lock:
-        if process_app is None:
-            from app import create_app
-            process_app = create_app()
-        return process_app
+        if jobs.process_app is None:
+            jobs.process_app = create_app()
+        return jobs.process_app
 
 
 # --- exactly-once record ---------------------------------------------------------------------
@@ -45,7 +49,6 @@ def _claim(path, run_key, scheduled_for, runner, stale_after):
     A compare-and-set on ``token`` instead of SELECT ... FOR UPDATE, so it works the same on both
     engines and never aborts a surrounding PostgreSQL transaction.
     """
-    from app.models.jobs import JobRun
     token = uuid.uuid4().hex
     JobRun.insert(job=path, run_key=run_key, scheduled_for=scheduled_for, runner=runner,
                   status="running", token=token).on_conflict_ignore().execute()
@@ -63,7 +66,6 @@ def _claim(path, run_key, scheduled_for, runner, stale_after):
 
 
 def _finish(path, run_key, token, status, error=None):
-    from app.models.jobs import JobRun
     (JobRun.update(status=status, finished_at=_naive_utc(utcnow()), error=error)
      .where((JobRun.job == path) & (JobRun.run_key == run_key) & (JobRun.token == token)).execute())
 
@@ -96,11 +98,9 @@ def execute(path, run_key, args=None, kwargs=None, scheduled_for=None, runner="r
     Raises:
         Exception: whatever the job raised (after recording the failure), so RQ can retry it.
     """
-    from app.db import connection
-    from app.metrics import JOBS
     fn = resolve(path)
     app = _ensure_app()
-    when = _naive_utc(dt.datetime.fromisoformat(scheduled_for)) if scheduled_for else None
+    when = timefmt.parse(scheduled_for, "/scheduled_for") if scheduled_for else None
     with app.app_context(), connection():
         token = _claim(path, run_key, when, runner, options(fn)["timeout"] + 60)
         if token is None:
@@ -196,8 +196,10 @@ class Ticker:
         while not self._stop.is_set():
             try:
                 self.run_due()
-            except Exception:  # never let the ticker thread die
+                health.ok()
+            except Exception as exc:  # never let the ticker thread die, never fail silently
                 log.exception("ticker iteration failed")
+                health.failed("ticker", exc)
             now = self.clock()
             self._stop.wait(60.5 - now.second - now.microsecond / 1e6)
 
@@ -267,31 +269,45 @@ def _cron_classes():
 
 def build_cron_scheduler(connection, tz_name, periodic=None, queue_name=None):
     """RQ's CronScheduler with one cron job per PERIODIC entry of jobs.MODULES."""
-    from jobs import queue_name as configured_queue
     scheduler = _cron_classes()(connection=connection)
     for path, expr in (periodic_jobs() if periodic is None else periodic):
-        scheduler.add_periodic(path, expr, _tz(tz_name), queue_name or configured_queue())
+        scheduler.add_periodic(path, expr, _tz(tz_name), queue_name or jobs.queue_name())
     return scheduler
 
 
-def _cron_loop(scheduler, stop):
+def _failed(loop, exc, conn, queue_name):
+    try:
+        health.failed(loop, exc, conn, queue_name)
+    except Exception:  # Redis itself is down: /readyz reports that on its own
+        log.exception("could not record the %s failure in Redis", loop)
+
+
+def _cron_loop(scheduler, stop, queue_name=None):
     # CronScheduler.start() installs signal handlers, which only the main thread may do; the
     # worker owns the main thread, so this is start()'s loop with a stop event.
-    scheduler.register_birth()
+    queue_name = queue_name or jobs.queue_name()
+    try:
+        scheduler.register_birth()
+    except Exception as exc:  # noqa: BLE001 - counted and shown by /readyz, then retried by the loop
+        log.exception("cron scheduler could not register its birth")
+        _failed("cron", exc, scheduler.connection, queue_name)
     try:
         while not stop.is_set():
             try:
                 if scheduler.enqueue_jobs():
                     scheduler.save()
                 scheduler.heartbeat()
-            except Exception:
+                health.ok(scheduler.connection, queue_name)
+            except Exception as exc:  # noqa: BLE001 - the loop must survive; the failure is never silent
                 log.exception("cron scheduler iteration failed")
+                _failed("cron", exc, scheduler.connection, queue_name)
             stop.wait(min(max(scheduler.calculate_sleep_interval(), 0.5), 30))
     finally:
         try:
             scheduler.register_death()
-        except Exception:
+        except Exception as exc:  # noqa: BLE001
             log.exception("cron scheduler could not register its death")
+            _failed("cron", exc, scheduler.connection, queue_name)
 
 
 def run_worker(app, queues=None, burst=False, cron=True, name=None):
@@ -303,14 +319,12 @@ def run_worker(app, queues=None, burst=False, cron=True, name=None):
     Returns:
         True if any job was processed.
     """
-    global process_app
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from jobs import redis_connection
-    process_app = app
+    jobs.process_app = app
     queues = queues or [app.config.get("JOBS_QUEUE") or QUEUE]
-    conn = redis_connection(app.config["REDIS_URL"])
+    conn = jobs.redis_connection(app.config["REDIS_URL"])
     conn.ping()
     worker = SimpleWorker([queue(conn, q) for q in queues], connection=conn, serializer=JSONSerializer,
                           name=name)
@@ -319,7 +333,8 @@ def run_worker(app, queues=None, burst=False, cron=True, name=None):
     if cron and not burst:
         # periodic jobs go to the first queue this worker serves
         scheduler = build_cron_scheduler(conn, app.config.get("TIMEZONE") or "UTC", queue_name=queues[0])
-        thread = threading.Thread(target=_cron_loop, args=(scheduler, stop), name="patron-cron", daemon=True)
+        thread = threading.Thread(target=_cron_loop, args=(scheduler, stop, queues[0]), name="patron-cron",
+                                  daemon=True)
         thread.start()
     try:
         return worker.work(burst=burst, with_scheduler=True, logging_level=app.config.get("LOG_LEVEL", "INFO"))

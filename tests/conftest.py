@@ -13,6 +13,30 @@ from werkzeug.serving import make_server
 BACKEND = os.environ.get("PATRON_TEST_DATABASE", "sqlite")
 PG_URL = os.environ.get("PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PATRON_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The rules engine of the test app; `-p tests.no_durable` (durable_rules unimportable) selects reference.
+RULES_ENGINE = os.environ.get("PATRON_TEST_RULES_ENGINE", "durable")
+# Engines the tests may ask for by name (durable only where durable_rules is loaded).
+ENGINES = ("durable", "reference") if RULES_ENGINE == "durable" else ("reference",)
+
+# The suite never sees the shell's settings: every PATRON_* variable but the PATRON_TEST_* ones above is
+# dropped, and PATRON_CONFIG names an empty file, so neither this process nor the servers and workers it
+# starts read instance/config.yaml. Tests that need a setting pass it (test_config, monkeypatch, env=).
+for _name in [n for n in os.environ if n.startswith("PATRON_") and not n.startswith("PATRON_TEST_")]:
+    del os.environ[_name]
+_CONFIG_DIR = tempfile.mkdtemp(prefix="patron-test-config-")
+os.environ["PATRON_CONFIG"] = os.path.join(_CONFIG_DIR, "config.yaml")
+open(os.environ["PATRON_CONFIG"], "w").close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def contexts():
+    """Every context's policy kinds, rulesets and actions, registered as create_app and the CLI do."""
+    from app import contexts as wiring
+    from app import engine
+    engine.configure(RULES_ENGINE)
+    wiring.register()
+    yield wiring
+    shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
 
 
 def _database_url(tmpdir):
@@ -55,6 +79,7 @@ def app(database_url, tmp_path_factory):
     from app import policy
     # LOG_LEVEL WARNING: thousands of access lines would bury a failure's own output
     application = create_app({"DATABASE_URL": database_url, "REDIS_URL": None, "TESTING": True,
+                              "RULES_ENGINE": RULES_ENGINE,
                               "LOG_LEVEL": os.environ.get("PATRON_TEST_LOG_LEVEL", "WARNING"),
                               "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
                               # receivers in tests listen on loopback; the refusal has its own test

@@ -1,5 +1,6 @@
 """Factories and checks shared by the ledger tests (unique data per test: the database is shared)."""
 import secrets
+from contextlib import contextmanager
 
 from app.errors import Problem
 
@@ -44,3 +45,47 @@ def assert_reconciled(customers=None):
     bad = {k: v for k, v in report["checks"].items() if not v["ok"]}
     assert report["ok"], bad
     return report
+
+
+# Where a posting writes each part; a simulated crash fires right after the first statement touching it.
+_CRASH_TABLES = {"after-journal": "ledger_journal", "after-balances": "ledger_balance", "after-entries": "ledger_entry"}
+
+
+@contextmanager
+def crash_at(step, exc=ConnectionError):
+    """Simulate the process dying at ``step`` of the next posting (test-side: wraps the database, not the ledger).
+
+    Steps: ``after-journal``/``after-balances``/``after-entries`` raise just after the first statement that
+    writes that table (on PostgreSQL a posting may write all three in one statement); ``before-commit``
+    raises instead of the next COMMIT. The exception fires once, then the database behaves normally.
+    """
+    from app.db import db
+    database = db.obj
+    armed = [True]
+    table = _CRASH_TABLES.get(step)
+    if table is None and step != "before-commit":
+        raise ValueError(f"unknown crash step {step!r}")
+    real_execute, real_commit = database.execute_sql, database.commit
+
+    def execute_sql(sql, params=None, *args, **kwargs):
+        cursor = real_execute(sql, params, *args, **kwargs)
+        text = " ".join(str(sql).split()).lower()
+        if armed[0] and table and (f"into {table} " in text or f"into {table}(" in text
+                                   or f"update {table} " in text or f'"{table}"' in text
+                                   and not text.startswith("select")):
+            armed[0] = False
+            raise exc(f"process died {step}")
+        return cursor
+
+    def commit():
+        if armed[0] and step == "before-commit":
+            armed[0] = False
+            raise exc(f"process died {step}")
+        return real_commit()
+
+    database.execute_sql, database.commit = execute_sql, commit
+    try:
+        yield
+    finally:
+        del database.execute_sql, database.commit  # back to the class's methods
+    assert not armed[0], f"the posting never reached {step}"

@@ -11,7 +11,7 @@ from app.services.membership import events
 from app.services.membership import kpi
 from app.services.membership import plans
 from app.services.membership import points
-from app.services.membership import policy as mp
+from app.platform import timefmt
 
 bp = Blueprint("members", __name__, url_prefix="/v1")
 TAGS = ["members"]
@@ -58,7 +58,7 @@ def get_member(member_id):
            query={"limit": "page size (1-500, default 50)", "before": "cursor: next_before of the previous page"})
 def get_history(member_id):
     before = request.args.get("before")
-    before_at = mp.parse_instant(before, "/query/before") if before else None
+    before_at = timefmt.parse(before, "/query/before", offset_required=True) if before else None
     return jsonify(membership.history(_member_id(member_id), query_int("limit", 50, 1, 500), before_at))
 
 
@@ -133,7 +133,7 @@ def list_subscriptions(member_id):
     for sub in Subscription.select().where(Subscription.member_ref == _member_id(member_id)) \
             .order_by(Subscription.id.desc()):
         d = plans.subscription_dict(sub)
-        d["periods"] = [{"start": mp.iso(p.start), "end": mp.iso(p.end), "price_fen": p.price_fen,
+        d["periods"] = [{"start": timefmt.iso(p.start), "end": timefmt.iso(p.end), "price_fen": p.price_fen,
                          "payment": p.payment, "journal": p.journal, "kind": p.kind}
                         for p in sub.periods.order_by(plans.PlanPeriod.start)]
         out.append(d)

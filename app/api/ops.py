@@ -4,9 +4,13 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
+from app import policy
 from app.api import operation
+from app.api.openapi import build
 from app.db import db
 from app.errors import Problem
+from app.metrics import render
+from app.platform import scheduler as scheduler_health
 
 bp = Blueprint("ops", __name__)
 
@@ -22,11 +26,15 @@ def healthz():
 def readyz():
     app = current_app._get_current_object()
     checks = app.extensions.setdefault("patron.readiness", Readiness()).checks(app)
-    from app import policy
+    scheduler = checks.pop("_scheduler", None)
+    if not app.config.get("REDIS_URL"):
+        scheduler = scheduler_health.health()  # this process's ticker: no I/O
+    # a failing periodic-job scheduler does not stop this process serving: degraded, not unready
+    checks["scheduler"] = f"degraded: {scheduler['error']}" if scheduler else "ok"
     checks["policy_version"] = policy.active_version()  # read now: an apply in this process shows at once
     if any(str(v).startswith("error") for v in checks.values()):
         raise Problem(503, "not-ready", "Not ready", "A dependency is unreachable.", checks=checks)
-    return jsonify(status="ready", checks=checks)
+    return jsonify(status="degraded" if scheduler else "ready", checks=checks)
 
 
 class Readiness:
@@ -82,6 +90,8 @@ class Readiness:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         checks = {name: results.get(name, "error: timeout") for name in deps}
+        if "_scheduler" in results:
+            checks["_scheduler"] = results["_scheduler"]
         with self._lock:
             self._result = (time.monotonic(), checks, app.config.get("REDIS_URL"))
             self._round = None
@@ -91,26 +101,26 @@ class Readiness:
     def _one(app, name, fn, results):
         try:
             with app.app_context():
-                fn(app)
+                fn(app, results)
             results[name] = "ok"
         except Exception as exc:  # report, don't crash: readiness is exactly this question
             results[name] = f"error: {type(exc).__name__}"
 
 
-def _check_database(app):
-    from app import policy
+def _check_database(app, results):
     with db.connection_context():
         db.execute_sql("SELECT 1").fetchone()
         policy.active()  # adopts another process's activation (at most once a second)
 
 
-def _check_redis(app):
+def _check_redis(app, results):
     import redis
     client = _REDIS.get(app.config["REDIS_URL"])
-    if client is None:
+    if client is None:  # its own client: 1 s socket timeouts instead of the job queue's 30 s
         client = _REDIS[app.config["REDIS_URL"]] = redis.Redis.from_url(
             app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=1)
     client.ping()
+    results["_scheduler"] = scheduler_health.health(client, app.config.get("JOBS_QUEUE") or "default")
 
 
 _REDIS = {}
@@ -119,12 +129,10 @@ _REDIS = {}
 @bp.get("/metrics")
 @operation("Prometheus metrics", public=True, tags=["ops"])
 def metrics():
-    from app.metrics import render
     return render(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 @bp.get("/openapi.json")
 @operation("This OpenAPI 3.1 document", public=True, tags=["ops"])
 def openapi():
-    from app.api.openapi import build
     return jsonify(build(current_app))

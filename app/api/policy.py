@@ -1,6 +1,7 @@
 """Policy API: validate, apply, active set, versions, decision explanations and the decision log."""
 from flask import Blueprint, g, jsonify, request
 
+from app.platform.timefmt import iso
 from app import policy
 from app.api import operation, query_int
 from app.errors import Problem, not_found
@@ -48,7 +49,7 @@ def active():
     ps = policy.active()
     row = _active_row()
     out = {"version": ps.version,
-           "activated_at": row.activated_at.isoformat() + "Z" if row and row.activated_at else None,
+           "activated_at": iso(row.activated_at) if row else None,
            "activated_by": row.activated_by if row else None,
            "kinds": {k: [d["_file"] for d in ps.get(k)] for k in ps.kinds()},
            "rulesets": sorted(d["name"] for d in ps.get("ruleset") if isinstance(d.get("name"), str)),

@@ -1,8 +1,8 @@
 """Tickets HTTP API: create/read/list, transitions and approvals, assignment, comments, attachments, stats, webhooks."""
-import datetime as dt
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from app.platform import timefmt
 from app.api import idempotency_key, operation, query_int
 from app.errors import Problem, validation_failed
 from app.platform import outbox
@@ -27,17 +27,7 @@ def _respond(status, result, replayed=False):
 
 
 def _instant(name):
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise validation_failed([{"pointer": f"/query/{name}", "validator": "format",
-                                  "message": "expected an ISO 8601 date or date-time"}]) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
+    return timefmt.parse(request.args.get(name) or None, f"/query/{name}")
 
 
 @bp.post("/tickets")

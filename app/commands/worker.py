@@ -3,6 +3,8 @@ import datetime as dt
 import json
 import sys
 
+from app.platform import clock
+
 
 def cmd_worker(args):
     from app.cli import _app
@@ -32,7 +34,7 @@ def cmd_jobs_list(args):
     from jobs.runner import next_tick
     app = _app(args)
     tz = _tz(app.config.get("TIMEZONE") or "UTC")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = clock.now().replace(tzinfo=dt.timezone.utc)
     rows = [(path, expr, next_tick(expr, now, tz).astimezone(tz).isoformat(timespec="minutes"))
             for path, expr in periodic_jobs()]
     width = max([len(r[0]) for r in rows] + [4])

@@ -1,4 +1,8 @@
-"""Rules engine: evaluate a ruleset of the active policy set over facts (durable_rules + reference evaluator)."""
+"""Rules engine: evaluate a ruleset of a policy set over facts (reference evaluator, or durable_rules).
+
+A leaf: imports no service and not app.policy. With the reference engine selected durable_rules is never
+imported (app.engine.durable loads it only when a ruleset is registered with it).
+"""
 import hashlib
 import itertools
 import json
@@ -11,8 +15,12 @@ from app.engine.durable import EngineError, adapter  # noqa: F401  (EngineError 
 from app.errors import Problem
 
 # "durable" (durable_rules through the adapter) or "reference" (pure Python); both give equal answers.
-# policy.startup() sets it from the RULES_ENGINE setting (PATRON_RULES_ENGINE).
+# create_app() sets it from the RULES_ENGINE setting (config file or PATRON_RULES_ENGINE).
 DEFAULT_ENGINE = "durable"
+ENGINES = ("durable", "reference")
+
+_active_provider = None  # () -> the active PolicySet; installed by policy.startup() (see use_active)
+_keep = frozenset()  # ruleset hashes of the set last prepared as active: never evicted
 
 _lock = threading.Lock()
 _compiled = {}  # ruleset content hash -> CompiledRuleset
@@ -90,7 +98,10 @@ class CompiledRuleset:
         self.fields = sorted({f for r in self.rules for f in lang.fields(r["when"])})
         self.matches = [Match(r["name"], r.get("priority", 0), [dict(a) for a in r.get("then", ())],
                               r.get("description")) for r in self.rules]
-        adapter.register(self.durable_name, doc)
+
+    def register_durable(self):
+        """Compile and register the ruleset with durable_rules (imports it; the durable engine only)."""
+        adapter.register(self.durable_name, self.doc)
 
     def fire(self, facts, engine):
         if engine == "reference":
@@ -104,7 +115,7 @@ class CompiledRuleset:
         elif engine == "durable":
             try:
                 idx = adapter.fire(self.durable_name, facts)
-            except KeyError:  # evicted (see compiled()) or a forked child: register again
+            except KeyError:  # not registered yet, evicted (see compiled()) or a forked child
                 adapter.register(self.durable_name, self.doc)
                 idx = adapter.fire(self.durable_name, facts)
         else:
@@ -127,7 +138,11 @@ MAX_COMPILED = 512  # validating many candidate sets must not grow the engine wi
 
 
 def compiled(doc):
-    """The CompiledRuleset of a (valid) ruleset document, compiled once per content hash."""
+    """The CompiledRuleset of a (valid) ruleset document, compiled once per content hash.
+
+    With the durable engine selected it is registered with durable_rules too, so a ruleset it
+    rejects fails here (policy checks report it) rather than at the first evaluation.
+    """
     h = ruleset_hash(doc)
     got = _compiled.get(h)
     if got is None or got.name != doc["name"]:
@@ -135,6 +150,8 @@ def compiled(doc):
             got = _compiled.get(h)
             if got is None or got.name != doc["name"]:
                 got = CompiledRuleset(doc)
+                if DEFAULT_ENGINE == "durable":
+                    got.register_durable()
                 _compiled[h] = got
                 if len(_compiled) > MAX_COMPILED:
                     _evict()
@@ -143,33 +160,62 @@ def compiled(doc):
 
 def _evict():
     """Drop the oldest compiled rulesets that the active set does not use."""
-    from app import policy
-    ps = policy._active
-    keep = {ruleset_hash(d) for d in ps.get("ruleset")} if ps is not None else set()
     for h in list(_compiled)[: len(_compiled) - MAX_COMPILED // 2]:
-        if h not in keep:
+        if h not in _keep:
             adapter.unregister(_compiled.pop(h).durable_name)
 
 
+def durable_available():
+    """Whether durable_rules can be imported here (checked without importing it)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("durable_rules_engine") is not None
+    except ImportError:
+        return False
+
+
 def configure(name):
-    """Choose the engine used when evaluate() is not told (``durable`` or ``reference``)."""
+    """Choose the engine used when evaluate() is not told (``durable`` or ``reference``).
+
+    Raises:
+        ValueError: unknown name, or ``durable`` where durable_rules is not installed.
+    """
     global DEFAULT_ENGINE
-    if name not in ("durable", "reference"):
+    if name not in ENGINES:
         raise ValueError(f"RULES_ENGINE must be durable or reference, not {name!r}")
+    if name == "durable" and not durable_available():
+        raise ValueError("RULES_ENGINE is durable but durable_rules is not installed (it cannot be built on "
+                         "Python 3.13 and later): install it, or set RULES_ENGINE to reference")
     DEFAULT_ENGINE = name
 
 
-def prepare(policy_set):
-    """Compile and register every ruleset of a policy set (at start-up, in one thread)."""
-    for doc in policy_set.get("ruleset"):
+def use_active(provider):
+    """Install how evaluate() finds the active policy set when it is not given one (policy.startup does)."""
+    global _active_provider
+    _active_provider = provider
+
+
+def prepare(policy_set, active=False):
+    """Compile (and, for durable_rules, register) every ruleset of a policy set, at start-up in one thread.
+
+    Args:
+        policy_set: the set.
+        active: it is the set in force; its rulesets are never evicted.
+    """
+    global _keep
+    docs = policy_set.get("ruleset")
+    for doc in docs:
         compiled(doc)
+    if active:
+        _keep = frozenset(ruleset_hash(d) for d in docs)
 
 
 def _lookup(name, policy_set):
     """(CompiledRuleset, policy set) for a ruleset name; cached on the policy set object."""
     if policy_set is None:
-        from app import policy
-        policy_set = policy.active()
+        if _active_provider is None:
+            raise RuntimeError("no policy set given and none active (policy.startup() installs the active one)")
+        policy_set = _active_provider()
     cache = policy_set.__dict__.setdefault("_engine_compiled", {})
     comp = cache.get(name)
     if comp is None:
@@ -206,11 +252,15 @@ def evaluate(ruleset_name, facts, policy_set=None, engine=None):
 
 
 def explain(ruleset_name, facts, policy_set=None):
-    """Why a ruleset decides what it does: the evaluation, each rule's condition tree, engines' agreement."""
+    """Why a ruleset decides what it does: the evaluation, each rule's condition tree, engines' agreement.
+
+    ``engines_agree`` compares durable_rules with the reference evaluator when durable is the selected
+    engine; with the reference engine it is None (durable_rules is not loaded).
+    """
     ev = evaluate(ruleset_name, facts, policy_set, engine="reference")
     comp, ps = _lookup(ruleset_name, policy_set)
     doc = comp.doc
-    other = comp.fire(facts, "durable")
+    other = comp.fire(facts, "durable") if DEFAULT_ENGINE == "durable" else None
     fired = {m.rule for m in ev.matches}
     rules = []
     for i in comp.order:
@@ -220,5 +270,6 @@ def explain(ruleset_name, facts, policy_set=None):
                       "fired": r["name"] in fired, "condition": t})
     out = ev.to_dict()
     out.update({"file": doc.get("_file"), "rules": rules,
-                "engines_agree": [comp.rules[i]["name"] for i in other] == [m.rule for m in ev.matches]})
+                "engines_agree": None if other is None else
+                [comp.rules[i]["name"] for i in other] == [m.rule for m in ev.matches]})
     return out

@@ -49,6 +49,16 @@ class EngineError(Problem):
         super().__init__(500, "rules-engine-error", "Rules engine error", detail)
 
 
+def _dre():
+    """durable_rules' C engine module, imported on first use only: the reference engine never loads it."""
+    try:
+        import durable_rules_engine
+    except ImportError as exc:
+        raise EngineError("durable_rules is not installed (it cannot be built on Python 3.13 and later); "
+                          "set RULES_ENGINE to reference") from exc
+    return durable_rules_engine
+
+
 def _escape(text):
     return "".join(f"[{ch}]" if ch in _REGEX_META else ch for ch in text)
 
@@ -260,7 +270,7 @@ class Adapter:
 
     def register(self, name, doc):
         """Register the ruleset ``doc`` under ``name`` (``ruleset@hash8``) unless it already is."""
-        import durable_rules_engine as dre
+        dre = _dre()
         with self._lock:
             self._check_pid()
             if name in self._handles:
@@ -274,15 +284,14 @@ class Adapter:
             return compiled
 
     def unregister(self, name):
-        import durable_rules_engine as dre
         with self._lock:
             entry = self._handles.pop(name, None)
-            if entry is not None:
-                dre.delete_ruleset(entry[0])
+            if entry is not None:  # registered, so durable_rules is loaded already
+                _dre().delete_ruleset(entry[0])
 
     def fire(self, name, facts):
         """Indexes of the rules of ruleset ``name`` whose condition holds for ``facts`` (unordered)."""
-        import durable_rules_engine as dre
+        dre = _dre()
         with self._lock:
             self._check_pid()
             handle, compiled = self._handles[name]

@@ -1,18 +1,13 @@
 """Cross-cutting storage: API keys, idempotency records, audit log, migrations ledger."""
-import datetime as dt
-
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-
-
-def utcnow():
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class SchemaMigration(BaseModel):
     name = pw.CharField(max_length=200, primary_key=True)
-    applied_at = pw.DateTimeField(default=utcnow)
+    applied_at = pw.DateTimeField(default=clock.now)
 
 
 class ApiKey(BaseModel):
@@ -20,7 +15,7 @@ class ApiKey(BaseModel):
     name = pw.CharField(max_length=200)
     secret_hash = pw.CharField(max_length=64)
     scopes = pw.TextField()  # space separated
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
     revoked_at = pw.DateTimeField(null=True)
 
 
@@ -31,14 +26,14 @@ class IdempotencyRecord(BaseModel):
     request_digest = pw.CharField(max_length=64)
     status_code = pw.IntegerField()
     response = pw.TextField()
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("client", "key"), True),)
 
 
 class AuditLog(BaseModel):
-    at = pw.DateTimeField(default=utcnow, index=True)
+    at = pw.DateTimeField(default=clock.now, index=True)
     actor = pw.CharField(max_length=200)
     action = pw.CharField(max_length=100)
     subject = pw.CharField(max_length=200, null=True)

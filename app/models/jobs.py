@@ -1,8 +1,9 @@
 """Job runs: one row per (job, run key) so a job id or a periodic tick runs once across all workers."""
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-from app.models.core import utcnow
+
 
 
 class JobRun(BaseModel):
@@ -15,7 +16,7 @@ class JobRun(BaseModel):
     attempts = pw.IntegerField(default=1)
     # compare-and-set token: whoever wrote it owns the running attempt
     token = pw.CharField(max_length=32)
-    started_at = pw.DateTimeField(default=utcnow)
+    started_at = pw.DateTimeField(default=clock.now)
     finished_at = pw.DateTimeField(null=True)
     error = pw.TextField(null=True)
 

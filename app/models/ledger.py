@@ -2,13 +2,13 @@
 import peewee as pw
 
 from app.db import BaseModel
-from app.platform.clock import now as utcnow  # the controllable clock (tests, replays)
+from app.platform import clock  # the controllable clock (tests, replays)
 
 
 class LedgerCustomer(BaseModel):
     external_ref = pw.CharField(max_length=200, unique=True)
     kind = pw.CharField(max_length=20)  # user | merchant
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class LedgerAccount(BaseModel):
@@ -21,7 +21,7 @@ class LedgerAccount(BaseModel):
     debit_blocked = pw.BooleanField(default=False)
     credit_blocked = pw.BooleanField(default=False)
     block_reason = pw.TextField(null=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("customer", "type", "label", "asset"), True),)
@@ -50,7 +50,7 @@ class LedgerJournal(BaseModel):
     rule = pw.CharField(max_length=200, null=True)
     actor = pw.CharField(max_length=200)
     metadata = pw.TextField(null=True)  # JSON
-    created_at = pw.DateTimeField(default=utcnow, index=True)
+    created_at = pw.DateTimeField(default=clock.now, index=True)
 
     class Meta:
         # NULL keys are distinct on both backends, so only keyed journals are unique per client.
@@ -67,7 +67,7 @@ class LedgerEntry(BaseModel):
     asset = pw.CharField(max_length=20)
     amount_minor = pw.BigIntegerField()
     balance_after_minor = pw.BigIntegerField()
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("customer", "id"), False), (("account", "id"), False))
@@ -87,7 +87,7 @@ class LedgerHold(BaseModel):
     journal = pw.ForeignKeyField(LedgerJournal)
     resolved_journal = pw.ForeignKeyField(LedgerJournal, null=True)
     expires_at = pw.DateTimeField(null=True, index=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
     resolved_at = pw.DateTimeField(null=True)
 
 
@@ -101,7 +101,7 @@ class LedgerLot(BaseModel):
     expires_at = pw.DateTimeField(null=True, index=True)
     state = pw.CharField(max_length=20, default="open", index=True)  # open | spent | expired
     journal = pw.ForeignKeyField(LedgerJournal)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class LedgerConsume(BaseModel):
@@ -120,10 +120,16 @@ class LedgerConsume(BaseModel):
 
 class LedgerReconciliation(BaseModel):
     """A stored reconciliation report (the periodic job keeps drift on record)."""
-    at = pw.DateTimeField(default=utcnow, index=True)
+    at = pw.DateTimeField(default=clock.now, index=True)
     ok = pw.BooleanField()
     report = pw.TextField()
 
 
 MODELS = [LedgerCustomer, LedgerAccount, LedgerBalance, LedgerJournal, LedgerEntry, LedgerHold,
           LedgerLot, LedgerConsume, LedgerReconciliation]
+
+# Partial indexes over the open lots/holds that expiry and draining scan (created by migration m0200).
+LedgerLot.add_index(LedgerLot.index(LedgerLot.account, LedgerLot.expires_at, name="ledger_lot_open",
+                                    where=pw.SQL("\"state\" = 'open'")))
+LedgerHold.add_index(LedgerHold.index(LedgerHold.expires_at, name="ledger_hold_open",
+                                      where=pw.SQL("\"state\" = 'held'")))

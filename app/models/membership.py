@@ -1,19 +1,20 @@
 """Membership storage: members, stored events, growth journal, level changes, caps, points awards, plans."""
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-from app.models.core import utcnow
+
 
 
 class Member(BaseModel):
     """Snapshot row per member; the growth value here always equals the sum of its growth entries."""
     member_ref = pw.CharField(max_length=100, unique=True)
-    joined_at = pw.DateTimeField(default=utcnow)
+    joined_at = pw.DateTimeField(default=clock.now)
     growth = pw.BigIntegerField(default=0)
     level = pw.CharField(max_length=50)
-    level_since = pw.DateTimeField(default=utcnow)
+    level_since = pw.DateTimeField(default=clock.now)
     level_valid_until = pw.DateTimeField(null=True)  # no demotion before this instant (policy option)
-    updated_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=clock.now)
 
 
 class MemberEvent(BaseModel):
@@ -30,7 +31,7 @@ class MemberEvent(BaseModel):
     paid_at_event = pw.BooleanField(default=False)  # for KPIs: paid members' share of GMV
     policy_version = pw.CharField(max_length=64, null=True)
     result = pw.TextField()  # JSON returned to the caller (replayed verbatim)
-    received_at = pw.DateTimeField(default=utcnow)
+    received_at = pw.DateTimeField(default=clock.now)
 
 
 class GrowthEntry(BaseModel):
@@ -47,7 +48,7 @@ class GrowthEntry(BaseModel):
     policy_version = pw.CharField(max_length=64)
     reason = pw.TextField()
     at = pw.DateTimeField(index=True)  # business time of the cause
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class LevelChange(BaseModel):
@@ -61,7 +62,7 @@ class LevelChange(BaseModel):
     policy_version = pw.CharField(max_length=64)
     event_id = pw.CharField(max_length=100, null=True)
     at = pw.DateTimeField(index=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class CapCounter(BaseModel):
@@ -92,7 +93,7 @@ class PointsAward(BaseModel):
     expires_at = pw.DateTimeField(null=True)
     journal = pw.CharField(max_length=100, null=True)  # ledger journal id
     at = pw.DateTimeField(index=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class Redemption(BaseModel):
@@ -122,7 +123,7 @@ class Subscription(BaseModel):
     next_attempt_at = pw.DateTimeField(null=True, index=True)
     last_failure = pw.TextField(null=True)
     policy_version = pw.CharField(max_length=64)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
     ended_at = pw.DateTimeField(null=True)
 
 
@@ -139,7 +140,7 @@ class PlanPeriod(BaseModel):
     journal = pw.CharField(max_length=100, null=True)
     kind = pw.CharField(max_length=20)  # subscribe | renew
     policy_version = pw.CharField(max_length=64)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("subscription", "start"), True), (("member_ref", "start", "end"), False))
@@ -155,7 +156,7 @@ class CouponGrant(BaseModel):
     source = pw.CharField(max_length=100)  # level:<name> | plan:<code>
     policy_version = pw.CharField(max_length=64)
     journal = pw.CharField(max_length=100, null=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("member_ref", "benefit", "month"), True),)
@@ -175,7 +176,7 @@ class CashbackAward(BaseModel):
     reason = pw.TextField()
     journal = pw.CharField(max_length=100, null=True)
     at = pw.DateTimeField(index=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 MODELS = [Member, MemberEvent, GrowthEntry, LevelChange, CapCounter, PointsAward, Redemption,

@@ -1,8 +1,9 @@
 """Policy storage: stored policy sets (files + hash), the active pointer, activation history, decision log."""
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-from app.models.core import utcnow
+
 
 
 class PolicyVersion(BaseModel):
@@ -10,7 +11,7 @@ class PolicyVersion(BaseModel):
     files = pw.TextField()  # JSON {relative path: text}
     file_count = pw.IntegerField()
     created_by = pw.CharField(max_length=200)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
 
 class PolicyActive(BaseModel):
@@ -27,7 +28,7 @@ class PolicyActivation(BaseModel):
     version = pw.CharField(max_length=16, index=True)
     previous_version = pw.CharField(max_length=16, null=True)
     activated_by = pw.CharField(max_length=200)
-    activated_at = pw.DateTimeField(default=utcnow)
+    activated_at = pw.DateTimeField(default=clock.now)
     note = pw.TextField(null=True)
 
 
@@ -40,4 +41,4 @@ class Decision(BaseModel):
     input_digest = pw.CharField(max_length=64)
     inputs = pw.TextField()  # JSON
     outcome = pw.TextField()  # JSON
-    created_at = pw.DateTimeField(default=utcnow, index=True)
+    created_at = pw.DateTimeField(default=clock.now, index=True)

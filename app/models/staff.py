@@ -1,8 +1,9 @@
 """Departments and staff (roles come from the ``staff`` policy); shared by tickets and customer service."""
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-from app.models.core import utcnow
+
 
 
 class Department(BaseModel):
@@ -11,7 +12,7 @@ class Department(BaseModel):
     name = pw.CharField(max_length=200)
     queues = pw.TextField(default="")  # space separated queue codes
     active = pw.BooleanField(default=True)
-    updated_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=clock.now)
 
 
 class Staff(BaseModel):
@@ -21,7 +22,7 @@ class Staff(BaseModel):
     department = pw.CharField(max_length=64, index=True)
     roles = pw.TextField()  # space separated, padded with spaces (" a b ") so LIKE '% a %' matches exactly
     active = pw.BooleanField(default=True)
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
 
     @property
     def role_list(self):

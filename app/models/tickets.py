@@ -1,15 +1,16 @@
 """Tickets (工单): tickets, their history, comments, attachments, approvals, SLA events, auto actions, notices."""
 import peewee as pw
 
+from app.platform import clock
 from app.db import BaseModel
-from app.models.core import utcnow
+
 
 
 class Ticket(BaseModel):
     category = pw.CharField(max_length=64, index=True)
     workflow = pw.CharField(max_length=64)
     state = pw.CharField(max_length=64, index=True)
-    state_entered_at = pw.DateTimeField(default=utcnow)
+    state_entered_at = pw.DateTimeField(default=clock.now)
     terminal = pw.BooleanField(default=False)
     title = pw.CharField(max_length=300)
     body = pw.TextField(default="")
@@ -28,8 +29,8 @@ class Ticket(BaseModel):
     assignee = pw.CharField(max_length=64, null=True, index=True)
     tags = pw.TextField(default="[]")  # JSON list
     created_by = pw.CharField(max_length=200)
-    created_at = pw.DateTimeField(default=utcnow, index=True)
-    updated_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now, index=True)
+    updated_at = pw.DateTimeField(default=clock.now)
     resolved_at = pw.DateTimeField(null=True)
     closed_at = pw.DateTimeField(null=True)
     policy_version = pw.CharField(max_length=64)
@@ -62,7 +63,7 @@ class Ticket(BaseModel):
 class TicketEvent(BaseModel):
     """History: who, when, what changed (field from -> to), under which policy version and rule."""
     ticket = pw.ForeignKeyField(Ticket, backref="events", on_delete="CASCADE", index=True)
-    at = pw.DateTimeField(default=utcnow)
+    at = pw.DateTimeField(default=clock.now)
     actor = pw.CharField(max_length=200)
     kind = pw.CharField(max_length=32)
     field = pw.CharField(max_length=64, null=True)
@@ -75,7 +76,7 @@ class TicketEvent(BaseModel):
 
 class TicketComment(BaseModel):
     ticket = pw.ForeignKeyField(Ticket, backref="comments", on_delete="CASCADE", index=True)
-    at = pw.DateTimeField(default=utcnow)
+    at = pw.DateTimeField(default=clock.now)
     author = pw.CharField(max_length=200)
     author_kind = pw.CharField(max_length=16)  # staff | user | system
     visibility = pw.CharField(max_length=16)  # internal | public
@@ -84,7 +85,7 @@ class TicketComment(BaseModel):
 
 class TicketAttachment(BaseModel):
     ticket = pw.ForeignKeyField(Ticket, backref="attachments", on_delete="CASCADE", index=True)
-    at = pw.DateTimeField(default=utcnow)
+    at = pw.DateTimeField(default=clock.now)
     ref = pw.CharField(max_length=1000)  # URL or object-store key: files are referenced, never stored
     name = pw.CharField(max_length=300)
     content_type = pw.CharField(max_length=200, null=True)
@@ -94,7 +95,7 @@ class TicketAttachment(BaseModel):
 
 class TicketApproval(BaseModel):
     ticket = pw.ForeignKeyField(Ticket, backref="approvals", on_delete="CASCADE", index=True)
-    at = pw.DateTimeField(default=utcnow)
+    at = pw.DateTimeField(default=clock.now)
     step = pw.CharField(max_length=64)  # the approval state
     level = pw.IntegerField()
     decision = pw.CharField(max_length=16)  # approve | reject
@@ -109,7 +110,7 @@ class TicketSlaEvent(BaseModel):
     kind = pw.CharField(max_length=16)  # warning | breach
     metric = pw.CharField(max_length=16)  # first_response | next_response | resolution
     target_due_at = pw.DateTimeField()
-    created_at = pw.DateTimeField(default=utcnow)
+    created_at = pw.DateTimeField(default=clock.now)
     tick = pw.CharField(max_length=32)  # the watcher tick that created it
 
     class Meta:
@@ -123,7 +124,7 @@ class TicketActionRun(BaseModel):
     action = pw.CharField(max_length=64)
     params = pw.TextField()  # JSON
     result = pw.TextField(null=True)  # JSON
-    at = pw.DateTimeField(default=utcnow)
+    at = pw.DateTimeField(default=clock.now)
 
     class Meta:
         indexes = ((("ticket", "key"), True),)
@@ -133,7 +134,7 @@ class TicketNotice(BaseModel):
     """A user-facing notice the app shows (status changes, replies)."""
     ticket = pw.ForeignKeyField(Ticket, backref="notices", on_delete="CASCADE")
     user_id = pw.CharField(max_length=200, index=True)
-    at = pw.DateTimeField(default=utcnow)
+    at = pw.DateTimeField(default=clock.now)
     kind = pw.CharField(max_length=32)
     text = pw.TextField()
 

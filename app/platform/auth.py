@@ -5,8 +5,9 @@ import secrets
 import threading
 import time
 
+from app.platform import clock
 from app.errors import Problem
-from app.models.core import ApiKey, utcnow
+from app.models.core import ApiKey
 
 SCOPES = ("admin", "policy:read", "policy:write", "ledger:read", "ledger:write",
           "members:read", "members:write", "tickets:read", "tickets:write",
@@ -46,7 +47,7 @@ def create_key(name, scopes):
 
 
 def revoke_key(key_id):
-    n = ApiKey.update(revoked_at=utcnow()).where(ApiKey.key_id == key_id).execute()
+    n = ApiKey.update(revoked_at=clock.now()).where(ApiKey.key_id == key_id).execute()
     with _cache_lock:
         _cache.clear()
     return n

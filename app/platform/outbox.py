@@ -16,12 +16,14 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from app.platform import clock
 from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
-from app.models.core import utcnow
+
 from app.models.outbox import OutboxAttempt, OutboxDelivery, OutboxMessage, Webhook
 from app.platform import crypto
 from app.platform import sql as fastsql
+from app.platform.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def publish_many(items):
             chunk = keys[start:start + 500]
             taken |= {m.dedupe_key for m in OutboxMessage.select(OutboxMessage.dedupe_key)
                       .where(OutboxMessage.dedupe_key.in_(chunk))}
-        now = utcnow()
+        now = clock.now()
         rows, seen = [], set()
         for topic, payload, subject, key in items:
             if key and (key in taken or key in seen):
@@ -259,7 +261,7 @@ def _post(item, timeout, allow_private=False):
 
 def _send(item, timeout, allow_private):
     envelope = {"id": item["message_id"], "topic": item["topic"], "subject": item["subject"],
-                "created_at": item["created_at"].isoformat() + "Z", "data": json.loads(item["payload"])}
+                "created_at": iso(item["created_at"]), "data": json.loads(item["payload"])}
     body = _dumps(envelope).encode()
     ts = str(int(time.time()))
     scheme, host, port = check_url(item["url"], allow_private)
@@ -348,14 +350,14 @@ def deliver_due(now=None, limit=100, lease_seconds=LEASE_SECONDS, timeout=TIMEOU
     for _ in range(limit):
         # one claim per POST, taken just before it: the lease covers this POST only, not the
         # whole batch behind it
-        claimed = _claim(now or utcnow(), 1, lease_seconds, skip=seen)
+        claimed = _claim(now or clock.now(), 1, lease_seconds, skip=seen)
         if not claimed:
             break
         item = claimed[0]
         seen.add(item["id"])
         status, error, ms = _post(item, timeout, allow_private)
         try:
-            outcome = _record(item, status, error, ms, now or utcnow(), schedule, max_attempts)
+            outcome = _record(item, status, error, ms, now or clock.now(), schedule, max_attempts)
         except Exception:  # noqa: BLE001 - a delivery that cannot be recorded retries after its lease
             log.exception("outbox delivery %s: recording the attempt failed", item["id"])
             continue
@@ -373,7 +375,7 @@ def prune(older_than_days=30, now=None):
     Returns:
         number of messages deleted (their deliveries and attempts go with them).
     """
-    cutoff = (now or utcnow()) - dt.timedelta(days=older_than_days)
+    cutoff = (now or clock.now()) - dt.timedelta(days=older_than_days)
     pending = OutboxDelivery.select(OutboxDelivery.message).where(OutboxDelivery.status == "pending")
     old = (OutboxMessage.select(OutboxMessage.id)
            .where((OutboxMessage.created_at < cutoff) & OutboxMessage.id.not_in(pending)))
@@ -385,12 +387,9 @@ def prune(older_than_days=30, now=None):
 
 def serialize_delivery(d):
     return {"id": d.id, "message_id": d.message_id, "webhook_id": d.webhook_id, "status": d.status,
-            "attempts": d.attempts, "next_attempt_at": _iso(d.next_attempt_at),
-            "last_status": d.last_status, "last_error": d.last_error, "delivered_at": _iso(d.delivered_at)}
+            "attempts": d.attempts, "next_attempt_at": iso(d.next_attempt_at),
+            "last_status": d.last_status, "last_error": d.last_error, "delivered_at": iso(d.delivered_at)}
 
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 def deliveries(message_id=None, status=None, limit=100):
@@ -404,6 +403,6 @@ def deliveries(message_id=None, status=None, limit=100):
 
 
 def attempts(delivery_id):
-    return [{"at": _iso(a.at), "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms}
+    return [{"at": iso(a.at), "status_code": a.status_code, "error": a.error, "duration_ms": a.duration_ms}
             for a in OutboxAttempt.select().where(OutboxAttempt.delivery == delivery_id).order_by(OutboxAttempt.id)]
 

@@ -1,5 +1,11 @@
-"""Hot-path SQL without peewee query building: each INSERT/SELECT shape is built once per table and row count."""
+"""Hot-path SQL without peewee query building: each INSERT/SELECT shape is built once per table and row count.
+
+Also deferred writes: rows and UPDATEs collected while one unit of work runs (a member event) and written
+at its end in one round trip (``deferred``, ``insert_later``, ``statement``).
+"""
+import contextlib
 import sqlite3
+import threading
 
 from app.db import db, is_postgres
 
@@ -27,6 +33,17 @@ def _insert_sql(model, names, nrows, returning):
     return sql
 
 
+def _values(model, rows):
+    """(column names, flat parameters) of ``rows``; fields they leave out get the model's defaults."""
+    defaults = model._meta.get_default_dict()
+    names = tuple(rows[0]) + tuple(k for k in defaults if k not in rows[0])
+    fields = _columns(model, names)
+    params = []
+    for r in rows:
+        params.extend(f.db_value(r[f.name] if f.name in r else defaults.get(f.name)) for f in fields)
+    return names, params
+
+
 def insert(model, rows, returning=None):
     """INSERT ``rows`` (dicts of field name -> Python value, same keys each) in one statement.
 
@@ -42,13 +59,7 @@ def insert(model, rows, returning=None):
     """
     if not rows:
         return [] if returning else None
-    defaults = model._meta.get_default_dict()
-    missing = [k for k in defaults if k not in rows[0]]
-    names = tuple(rows[0]) + tuple(missing)
-    fields = _columns(model, names)
-    params = []
-    for r in rows:
-        params.extend(f.db_value(r[f.name] if f.name in r else defaults.get(f.name)) for f in fields)
+    names, params = _values(model, rows)
     if returning and not _returning_ok():
         # SQLite before 3.35 has no RETURNING: one INSERT per row, the id from lastrowid
         out, width = [], len(names)
@@ -82,3 +93,65 @@ def select_one(model, columns, where):
         _sql[key] = sql
     fields = model._meta.fields
     return db.execute_sql(sql, [fields[n].db_value(where[n]) for n in names]).fetchone()
+
+
+# --------------------------------------------------------------------------- deferred writes
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def deferred():
+    """Collect ``insert_later``/``statement`` writes made inside; write them on a clean exit, drop them on an error.
+
+    Rows are grouped per table into multi-row INSERTs; on PostgreSQL all of them (and the statements)
+    go in one data-modifying WITH statement, on SQLite one statement each (no round trip to save).
+    Only for writes nothing inside reads back (journal rows, the stored event, the member snapshot).
+    """
+    outer = getattr(_local, "batch", None)
+    _local.batch = batch = ({}, [])
+    try:
+        yield
+    finally:
+        _local.batch = outer
+    _flush(*batch)
+
+
+def active():
+    """True inside ``deferred()``."""
+    return getattr(_local, "batch", None) is not None
+
+
+def insert_later(model, row):
+    """INSERT one row (dict of field name -> value) now, or at the end of the open ``deferred()`` block."""
+    batch = getattr(_local, "batch", None)
+    if batch is None:
+        insert(model, [row])
+        return
+    batch[0].setdefault((model, tuple(row)), []).append(row)
+
+
+def statement(sql, params):
+    """Run an UPDATE now, or at the end of the open ``deferred()`` block (plain UPDATE, no RETURNING)."""
+    batch = getattr(_local, "batch", None)
+    if batch is None:
+        db.execute_sql(sql, params)
+        return
+    batch[1].append((sql, list(params)))
+
+
+def _flush(groups, statements):
+    parts = []
+    for (model, _), rows in groups.items():
+        names, params = _values(model, rows)
+        parts.append((_insert_sql(model, names, len(rows), ()), params))
+    parts += statements
+    if not parts:
+        return
+    if is_postgres() and len(parts) > 1:
+        # Data-modifying CTEs always run to completion, referenced or not.
+        head = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(parts[:-1]))
+        db.execute_sql(f"WITH {head} {parts[-1][0]}", [v for _, params in parts for v in params])
+        return
+    for sql, params in parts:
+        db.execute_sql(sql, params)

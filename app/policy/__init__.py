@@ -12,7 +12,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+from app import engine
+from app.config import ConfigError
+from app.db import connection, db
 from app.errors import Problem
+from app.policy import kinds, store
 from app.policy.errors import PolicyError  # noqa: F401
 from app.policy.sets import PolicySet, discover, read_dirs, read_root, validate  # noqa: F401
 
@@ -56,15 +60,13 @@ def check(files, complete=True):
     ps = PolicySet(files)
     errors = validate(ps)
     if complete:
-        from app.policy import kinds
         errors = errors + kinds.completeness_errors(ps)
     return ps, errors
 
 
 def _activate(ps):
     global _active, _checked_at
-    from app import engine
-    engine.prepare(ps)
+    engine.prepare(ps, active=True)
     with _lock:
         _active = ps
         _checked_at = time.monotonic()
@@ -80,8 +82,6 @@ def _disk_files(app=None):
 def _refresh():
     """Adopt the database's active version if another process changed it."""
     global _checked_at
-    from app.db import connection, db
-    from app.policy import store
     if db.obj is None:
         return
     try:
@@ -162,7 +162,6 @@ def apply(files, actor, note=None):
     Raises:
         PolicyInvalid: the set has errors (all of them listed).
     """
-    from app.policy import store
     ps, errors = check(files)
     if errors:
         raise PolicyInvalid(errors, ps.version)
@@ -185,14 +184,11 @@ def startup(app, apply_from_disk=False):
     Raises:
         PolicyInvalid: nothing is active yet and the configured files are invalid.
     """
-    from app import engine
-    from app.config import ConfigError
-    from app.db import connection
-    from app.policy import store
     try:
         engine.configure(app.config.get("RULES_ENGINE") or "durable")
     except ValueError as exc:
         raise ConfigError(f"PATRON_RULES_ENGINE: {exc}") from None
+    engine.use_active(active)
     discover()
     with app.app_context(), connection():
         if not store.tables_ready():

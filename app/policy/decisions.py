@@ -3,6 +3,8 @@ import hashlib
 import json
 import secrets
 
+from app.platform import clock
+from app.platform.timefmt import iso
 from app.models.policy import Decision
 
 
@@ -12,12 +14,11 @@ def _canon(value):
 
 def row(ruleset, version, rule, subject, inputs, outcome):
     """The decision-log row (column -> value) for one decision; ``record`` writes it, batch writers send it."""
-    from app.models.core import utcnow
     text = _canon(inputs)
     return {"decision_id": "dec_" + secrets.token_hex(12), "ruleset": str(ruleset)[:100], "version": version,
             "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],
             "input_digest": hashlib.sha256(text.encode()).hexdigest(), "inputs": text,
-            "outcome": _canon(outcome), "created_at": utcnow()}
+            "outcome": _canon(outcome), "created_at": clock.now()}
 
 
 def record(ruleset, version, rule, subject, inputs, outcome):
@@ -42,7 +43,7 @@ def record(ruleset, version, rule, subject, inputs, outcome):
 def _row(d):
     return {"decision_id": d.decision_id, "ruleset": d.ruleset, "version": d.version, "rule": d.rule,
             "subject": d.subject, "input_digest": d.input_digest, "inputs": json.loads(d.inputs),
-            "outcome": json.loads(d.outcome), "at": d.created_at.isoformat() + "Z"}
+            "outcome": json.loads(d.outcome), "at": iso(d.created_at)}
 
 
 def for_subject(subject, limit=1000):

@@ -2,6 +2,7 @@
 import logging
 
 from app.policy.errors import PolicyError  # noqa: F401  (re-exported: contexts build errors with it)
+from app.schemas import SCHEMA_DIR
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ def registered():
 
 def known_kinds():
     """Kinds that have a schema under schemas/policies/."""
-    from app.schemas import SCHEMA_DIR
     return sorted(p.stem for p in (SCHEMA_DIR / "policies").glob("*.json"))
 
 

@@ -1,9 +1,12 @@
 """Stored policy sets: save + activate atomically, the active pointer, history."""
 import json
 
+from app.platform import clock
+from app.platform.timefmt import iso
 from app.db import db, for_update, transactional
-from app.models.core import utcnow
+
 from app.models.policy import PolicyActivation, PolicyActive, PolicyVersion
+from app.platform import audit
 
 
 def tables_ready():
@@ -40,12 +43,11 @@ def save_and_activate(policy_set, actor, note=None):
     if previous == policy_set.version:
         return previous, False
     seq = row.seq + 1
-    now = utcnow()
+    now = clock.now()
     PolicyActive.update(version=policy_set.version, seq=seq, activated_by=actor, activated_at=now).where(
         PolicyActive.id == 1).execute()
     PolicyActivation.create(seq=seq, version=policy_set.version, previous_version=previous,
                             activated_by=actor, activated_at=now, note=note)
-    from app.platform import audit
     audit.record(actor, "policy.apply", subject=policy_set.version, previous=previous,
                  files=len(policy_set.files), note=note)
     return previous, True
@@ -55,7 +57,7 @@ def history(limit=100):
     """Activations, newest first."""
     q = PolicyActivation.select().order_by(PolicyActivation.seq.desc()).limit(limit)
     return [{"seq": a.seq, "version": a.version, "previous_version": a.previous_version,
-             "activated_by": a.activated_by, "activated_at": a.activated_at.isoformat() + "Z", "note": a.note}
+             "activated_by": a.activated_by, "activated_at": iso(a.activated_at), "note": a.note}
             for a in q]
 
 
@@ -63,4 +65,4 @@ def versions(limit=100):
     q = PolicyVersion.select(PolicyVersion.version, PolicyVersion.file_count, PolicyVersion.created_by,
                              PolicyVersion.created_at).order_by(PolicyVersion.created_at.desc()).limit(limit)
     return [{"version": v.version, "files": v.file_count, "created_by": v.created_by,
-             "created_at": v.created_at.isoformat() + "Z"} for v in q]
+             "created_at": iso(v.created_at)} for v in q]

@@ -5,8 +5,7 @@
 \set c random(1, :ncust)
 \set shard random(0, 15)
 \set k random(1, 4611686018427387903)
--- 1. idempotency lookup (before the transaction)
-SELECT request_digest, status_code, response FROM idempotency_record WHERE client = 'pgbench' AND key = 'pg-' || :client_id || '-' || :k;
+-- (no idempotency lookup first: app.platform.idempotency is optimistic outside a transaction)
 BEGIN;
 -- 2. lock the customer's sub-account rows in id order (resolving the account by reference on the way)
 SELECT max(s.id) FILTER (WHERE s.sub = 'available') AS avail, max(s.account_id) AS acct, max(s.customer_id) AS cust,
@@ -16,18 +15,15 @@ FROM (SELECT b.id, b.sub, b.balance_minor, a.id AS account_id, a.customer_id, c.
       FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id JOIN ledger_customer c ON c.id = a.customer_id
       WHERE c.external_ref = 'bench-' || :c AND a.type = 'cash' AND a.label = 'default'
       ORDER BY b.id FOR UPDATE OF b) s \gset
--- 3. take a platform shard no other transaction holds (SKIP LOCKED: never wait for a shard), preferring the last one;
---    with its (now locked) balance and the journal id, so the whole result is known before writing
-SELECT s.id AS shard_id, s.balance_minor AS shard_bal, nextval('ledger_journal_id_seq') AS jid
-FROM (SELECT id, balance_minor FROM ledger_balance WHERE id IN (:sysbase, :sysbase + 1, :sysbase + 2, :sysbase + 3,
+-- 2. take a platform shard no other transaction holds (SKIP LOCKED: never wait for a shard), preferring the last one
+SELECT id AS shard_id FROM ledger_balance WHERE id IN (:sysbase, :sysbase + 1, :sysbase + 2, :sysbase + 3,
         :sysbase + 4, :sysbase + 5, :sysbase + 6, :sysbase + 7, :sysbase + 8, :sysbase + 9, :sysbase + 10, :sysbase + 11,
         :sysbase + 12, :sysbase + 13, :sysbase + 14, :sysbase + 15)
-      ORDER BY id = :sysbase + :shard DESC, random() LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED) s \gset
--- 4. journal + both snapshot rows + both entries (with balance_after) + the consume's refund counter row
---    + the idempotency record (a response of about the size the API stores), in one statement, as
---    ledger_core._post_with_record does on PostgreSQL
-WITH j AS (INSERT INTO ledger_journal (id, type, client, idempotency_key, external_ref, request_digest, policy_version, rule, actor, metadata, created_at)
-           VALUES (:jid, 'consume', 'pgbench', 'pg-' || :client_id || '-' || :k, NULL, md5(:k::text) || md5(:c::text), 'pgbench',
+      ORDER BY id = :sysbase + :shard DESC, random() LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED \gset
+-- 3. journal + both snapshot rows + both entries (with balance_after) + the consume's refund counter row
+--    in one statement, as ledger.core._post_one_statement does on PostgreSQL
+WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, policy_version, rule, actor, metadata, created_at)
+           VALUES ('consume', 'pgbench', 'pg-' || :client_id || '-' || :k, NULL, md5(:k::text) || md5(:c::text), 'pgbench',
                    'consume: cashback > available > overdraft (limit 5000)', 'api_key:pgbench', NULL, now()) RETURNING id),
      u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id WHEN :avail THEN -:amount::bigint WHEN :shard_id THEN :amount::bigint ELSE 0 END)
            WHERE id IN (:avail, :shard_id) RETURNING id, balance_minor),
@@ -38,9 +34,10 @@ WITH j AS (INSERT INTO ledger_journal (id, type, client, idempotency_key, extern
                 AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id),
      x AS (INSERT INTO ledger_consume (journal_id, account_id, payee_id, amount_minor, cashback_minor, available_minor, overdraft_minor,
                                        refunded_cashback_minor, refunded_available_minor, refunded_overdraft_minor)
-           SELECT j.id, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0 FROM j),
-     r AS (INSERT INTO idempotency_record (client, "key", operation, request_digest, status_code, response, created_at)
-           VALUES ('pgbench', 'pg-' || :client_id || '-' || :k, 'ledger.consume', md5(:k::text) || md5(:c::text), 201,
-                   repeat('x', 740), now()))
+           SELECT j.id, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0 FROM j)
 SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u;
+-- 4. the idempotency record (a response of about the size the API stores), app.platform.idempotency._save
+INSERT INTO idempotency_record (client, "key", operation, request_digest, status_code, response, created_at)
+VALUES ('pgbench', 'pg-' || :client_id || '-' || :k, 'ledger.consume', md5(:k::text) || md5(:c::text), 201,
+        repeat('x', 740), now());
 END;

@@ -7,6 +7,7 @@ Usage:
 Prints a table; each figure has a reference measured in the same run (an authenticated GET on the
 same server for HTTP; a naive Python scan of the same open tickets for the watcher) and the ratio.
 """
+from app.platform import clock
 import argparse
 import datetime as dt
 import sys
@@ -81,9 +82,8 @@ def bench_http(app, clients, creates):
 def seed_open_tickets(n, due_percent):
     """n open tickets; due_percent% past their warning time and due_percent% past their due time."""
     from app.db import db, write_transaction
-    from app.models.core import utcnow
     from app.models.tickets import Ticket
-    now = utcnow()
+    now = clock.now()
     rows = []
     k = max(1, n * due_percent // 100)
     for i in range(n):
@@ -137,7 +137,6 @@ def main():
     from app import create_app, policy
     from app.db import db
     from app.migrations import upgrade
-    from app.models.core import utcnow
     from app.services.tickets import sla as tickets_sla
 
     url, cleanup = database(args.backend)
@@ -153,7 +152,7 @@ def main():
 
         with app.app_context():
             expected = seed_open_tickets(args.open, args.due_percent)
-            now = utcnow()
+            now = clock.now()
             t0 = time.perf_counter()
             hits = naive_scan(now)
             scan = time.perf_counter() - t0

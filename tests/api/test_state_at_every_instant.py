@@ -68,7 +68,7 @@ def test_spendable_of_a_lot_account_leaves_out_expired_lots_before_the_job(http,
 
 
 def test_the_member_view_leaves_out_expired_points(http, moved_clock):
-    from tests.test_members_helpers import order, post, uid
+    from tests.membership_factories import order, post, uid
     m = uid("exp")
     assert post(http, order(m, 100000))["points"]["delta"] > 0
     before = http.get(f"/v1/members/{m}").json()["points"]

@@ -5,7 +5,7 @@ from app.db import write_transaction
 from app.models.tickets import Ticket
 from app.services import tickets as tickets_svc
 from app.services.tickets import policy as tickets_policy
-from tests.test_tickets_api import create
+from tests.api.test_tickets_api import create
 
 
 def test_priority_change_recomputes_sla_targets_from_that_moment(http, db_conn):

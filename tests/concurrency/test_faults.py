@@ -127,7 +127,7 @@ def fault_app(app, pg_proxy):
     url = (f"postgresql://{u.username or 'postgres'}@127.0.0.1:{pg_proxy.port}{u.path}"
            f"?options={quote('-c search_path=' + schema)}")
     fapp = create_app({"DATABASE_URL": url, "REDIS_URL": None, "TESTING": True, "LOG_LEVEL": "ERROR",
-                       "INSTANCE_PATH": app.config["INSTANCE_PATH"], "DB_MAX_CONNECTIONS": 4,
+                       "INSTANCE_PATH": app.instance_path, "DB_MAX_CONNECTIONS": 4,
                        "DB_CONNECT_TIMEOUT": 1, "DB_STATEMENT_TIMEOUT": 2, "DB_LOCK_TIMEOUT": 1,
                        "RATE_LIMIT_BURST": 100_000})
     try:

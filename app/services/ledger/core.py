@@ -13,24 +13,15 @@ from app import policy
 from app.db import RETRIES as DB_RETRIES, db, is_postgres
 from app.db import transactional as db_transactional
 from app.errors import Problem
-from app.models.core import utcnow
 from app.platform import clock
 from app.models.ledger import (LedgerAccount, LedgerBalance, LedgerCustomer, LedgerEntry,
                                LedgerJournal)
+from app.platform.timefmt import iso
 
 SYSTEM_CUSTOMER = "__system__"
 SYSTEM_LABEL = "system"
 SYSTEM_SUB = "main"
 CUSTOMER_SUBS = ("available", "cashback", "frozen", "overdraft")
-
-# Test hook for crash-between-steps tests: called with a step name; raising there aborts the transaction.
-FAULT = None
-
-
-def fault(step):
-    if FAULT is not None:
-        FAULT(step)
-
 
 # --------------------------------------------------------------------------- policy
 
@@ -176,29 +167,6 @@ def param():
 
 def placeholders(n):
     return ", ".join([param()] * n)
-
-
-def iso(value):
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def parse_time(value, name):
-    """An ISO 8601 date-time as naive UTC, or 422."""
-    if value is None:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        raise Problem(422, "validation-failed", "Validation failed", f"{name}: not an ISO 8601 date-time",
-                      errors=[{"pointer": f"/{name}", "message": "not an ISO 8601 date-time",
-                               "validator": "format"}]) from None
-    if t.tzinfo is not None:
-        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return t
 
 
 def insufficient(needed, available, account):
@@ -399,14 +367,15 @@ def system_shards(code, asset):
         elif is_postgres():
             _create_system_accounts_elsewhere(cfg)
         else:
-            _uncommitted_system().add(key)
+            _uncommitted_system()[key] = _outermost_transaction()
             return _ensure_system(code, asset, cfg.shards)
         found = _find_system(code, asset, cfg.shards)
         if found is None:  # a bug (or a REPEATABLE READ caller that cannot see the commit)
             raise RuntimeError(f"system account {code}/{asset} was created but is not visible")
-    elif db.in_transaction() and key in _uncommitted_system():
-        return found  # SQLite: possibly this transaction's own, uncommitted rows
-    _uncommitted_system().discard(key)
+    elif db.in_transaction() and _uncommitted_system().get(key) is _outermost_transaction():
+        return found  # SQLite: this very transaction's own, uncommitted rows
+    # Seen outside the transaction that created them: that one ended, and as the rows exist, committed.
+    _uncommitted_system().pop(key, None)
     with _system_lock:
         _system_cache[key] = found
     return found
@@ -417,10 +386,16 @@ _create_lock = threading.Lock()
 
 
 def _uncommitted_system():
+    """System account keys this thread created inside a transaction -> that (outermost) transaction."""
     keys = getattr(_local, "uncommitted_system", None)
     if keys is None:
-        keys = _local.uncommitted_system = set()
+        keys = _local.uncommitted_system = {}
     return keys
+
+
+def _outermost_transaction():
+    txns = db.obj._state.transactions
+    return txns[0] if txns else None
 
 
 def _create_system_accounts(cfg):
@@ -574,18 +549,14 @@ _SHARD_SQL = {}
 
 
 def _lock_free_shard(shard_ids, hint):
-    # The same statement also returns the shard's balance (exact: the row is now ours) and the next
-    # journal id, so a single posting knows its whole result before writing it (see post()).
     sql = _SHARD_SQL.get(len(shard_ids))
     if sql is None:
         sql = _SHARD_SQL[len(shard_ids)] = (
-            "SELECT s.id, s.balance_minor, nextval('ledger_journal_id_seq') FROM (SELECT id, balance_minor "
-            f"FROM ledger_balance WHERE id IN ({placeholders(len(shard_ids))}) ORDER BY id = {param()} DESC, "
-            "random() LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED) s")
+            f"SELECT id FROM ledger_balance WHERE id IN ({placeholders(len(shard_ids))}) "
+            f"ORDER BY id = {param()} DESC, random() LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED")
     for attempt in range(SKIP_ATTEMPTS):
         row = db.execute_sql(sql, [*shard_ids, hint]).fetchone()
         if row is not None:
-            _local.taken = (row[0], int(row[1]), row[2])
             return row[0]
         time.sleep(0.0005 * (attempt + 1))
     # Every shard is held by another transaction (more concurrent holders than shards): wait for one.
@@ -613,12 +584,6 @@ class Ctx:
     metadata: dict = None
     allow_blocked: bool = False
     at: dt.datetime = None  # the instant of the operation; None: app.platform.clock.now()
-    # Set by ledger.execute (PostgreSQL, with an Idempotency-Key): (client, key, operation, status) of the
-    # idempotency record, and by the operation: journal -> the operation's whole result. post() then
-    # writes the record in its one statement and sets ``recorded`` to the exact JSON it stored.
-    record: tuple = None
-    finish: object = None
-    recorded: str = None
 
     def now(self):
         """The instant every time decision of this operation uses (never the wall clock directly)."""
@@ -633,7 +598,6 @@ MAX_BALANCE_MINOR = 2**53
 def _resolve_legs(ctx, jtype, legs):
     """Legs -> rows to post, with blocks and balance (sum zero per asset) checked; writes nothing
     except, on a system account's very first use, its shard rows."""
-    _local.taken = None
     legs = [leg for leg in legs if leg.amount != 0]
     if len(legs) < 2:
         raise Problem(422, "empty-posting", "Nothing to post", "a journal needs at least two non-zero entries")
@@ -690,22 +654,14 @@ def post(ctx, jtype, legs, rule=None, extra=None):
     journal_row = [jtype, ctx.client, ctx.key, ctx.external_ref, ctx.digest, version, rule, ctx.actor, meta, now]
     state = batch_state()
     if is_postgres() and len({r[0] for r in resolved}) == len(resolved):
-        taken, _local.taken = getattr(_local, "taken", None), None
-        if state is None and ctx.record and ctx.finish and taken is not None:
-            folded = _post_with_record(ctx, jtype, rule, version, journal_row, resolved, now, extra, taken)
-            if folded is not None:
-                return folded
         jid, after = _post_one_statement(journal_row, resolved, now, extra)
         if state is not None:
             state["writes"] += 1
-        fault("after-journal")
-        fault("after-balances")
         entries = []
         for bid, aid, cid, sub, asset, amount, leg in resolved:
             entries.append(_entry_dict(leg, aid, sub, asset, amount, after[bid]))
             if not isinstance(leg.account, tuple):
                 leg.account.subs[sub][1] = after[bid]  # keep the (batch-cached) view current
-        fault("after-entries")
         return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
                 "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
                 "created_at": iso(now), "entries": entries}
@@ -720,7 +676,6 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         table, row = extra
         db.execute_sql(f"INSERT INTO {table} (journal_id, {', '.join(row)}) VALUES ({placeholders(len(row) + 1)})",
                        [jid, *row.values()])
-    fault("after-journal")
     deltas = {}
     for bid, *_rest in resolved:
         deltas[bid] = deltas.get(bid, 0) + _rest[4]
@@ -731,7 +686,6 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         f"UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
         f"WHERE id IN ({placeholders(len(ids))}) RETURNING id, balance_minor", params)
     running = {bid: int(bal) - deltas[bid] for bid, bal in cur.fetchall()}
-    fault("after-balances")
     rows, entries = [], []
     for bid, aid, cid, sub, asset, amount, leg in resolved:
         running[bid] += amount
@@ -742,48 +696,9 @@ def post(ctx, jtype, legs, rule=None, extra=None):
     values = ", ".join([f"({placeholders(9)})"] * len(resolved))
     db.execute_sql("INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
                    f"balance_after_minor, created_at) VALUES {values}", rows)
-    fault("after-entries")
     return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
             "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
             "created_at": iso(now), "entries": entries}
-
-
-def _post_with_record(ctx, jtype, rule, version, journal_row, resolved, now, extra, taken):
-    """PostgreSQL, one posting with an Idempotency-Key: journal, snapshots, entries, extra row AND the
-    idempotency record in one statement.
-
-    Every row it touches is already locked by this transaction (customer rows by lock_accounts, the
-    shard by _lock_free_shard, which also returned its balance and took the journal id), so every
-    balance_after — hence the whole result — is known before writing. The statement checks that
-    (RuntimeError, aborting the transaction, should a row not hold the balance we locked). Returns the
-    journal dict, or None when a leg's balance is not known here (then post() writes as usual).
-    """
-    shard_id, shard_balance, jid = taken
-    after = {}
-    for bid, aid, cid, sub, asset, amount, leg in resolved:
-        if isinstance(leg.account, tuple):
-            if bid != shard_id:
-                return None
-            after[bid] = shard_balance + amount
-        else:
-            after[bid] = leg.account.subs[sub][1] + amount
-    entries = [_entry_dict(leg, aid, sub, asset, amount, after[bid])
-               for bid, aid, cid, sub, asset, amount, leg in resolved]
-    journal = {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
-               "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
-               "created_at": iso(now), "entries": entries}
-    client, key, operation, status = ctx.record
-    response = json.dumps(ctx.finish(journal), separators=(",", ":"), ensure_ascii=False, default=str)
-    record = (client, key, operation, ctx.digest, status, response, utcnow())  # wall clock, as app.platform.idempotency
-    _post_one_statement(journal_row, resolved, now, extra, jid=jid, expect=after, record=record)
-    fault("after-journal")
-    fault("after-balances")
-    for bid, aid, cid, sub, asset, amount, leg in resolved:
-        if not isinstance(leg.account, tuple):
-            leg.account.subs[sub][1] = after[bid]
-    fault("after-entries")
-    ctx.recorded = response
-    return journal
 
 
 def _entry_dict(leg, aid, sub, asset, amount, after):
@@ -794,50 +709,49 @@ def _entry_dict(leg, aid, sub, asset, amount, after):
     return {"account_id": aid, **owner, "sub": sub, "asset": asset, "amount": amount, "balance_after": after}
 
 
-def _post_one_statement(journal_row, resolved, now, extra=None, jid=None, expect=None, record=None):
+def _post_one_statement(journal_row, resolved, now, extra=None):
     """PostgreSQL: journal, snapshot updates and entries in ONE statement (data-modifying CTEs).
 
     Only when every leg hits a distinct row (then each entry's balance_after is its row's new value).
     The UPDATE takes the row locks before the entries get their ids, so per row, entry order is
-    still lock order. ``jid``: the journal id taken up front; ``record``: an idempotency_record row
-    written in the same statement; ``expect``: balance row id -> the balance_after it must get.
+    still lock order. The statement text is built once per shape (legs, extra row's columns).
     """
-    legs = ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s, %s, %s::bigint)"] * len(resolved))
-    case = " ".join(["WHEN %s THEN %s::bigint"] * len(resolved))
-    ids = ", ".join(["%s"] * len(resolved))
-    sql = (
-        "WITH j AS (INSERT INTO ledger_journal (" + ("id, " if jid is not None else "") + "type, client, "
-        "idempotency_key, external_ref, request_digest, policy_version, rule, actor, metadata, created_at) "
-        "VALUES (" + ("%s, " if jid is not None else "") + "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-        "RETURNING id), "
-        f"u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
-        f"WHERE id IN ({ids}) RETURNING id, balance_minor), "
-        "e AS (INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
-        "balance_after_minor, created_at) SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, v.amount, u.balance_minor, "
-        f"%s FROM j CROSS JOIN u JOIN (VALUES {legs}) AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id) ")
-    if extra:
-        table, row = extra
-        sql += (f", x AS (INSERT INTO {table} (journal_id, {', '.join(row)}) "
-                f"SELECT j.id, {', '.join(['%s'] * len(row))} FROM j) ")
-    if record:
-        sql += (", r AS (INSERT INTO idempotency_record (client, \"key\", operation, request_digest, status_code, "
-                "response, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)) ")
-    sql += "SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u"
-    params = ([jid] if jid is not None else []) + list(journal_row)
+    shape = (len(resolved), extra[0] if extra else None, tuple(extra[1]) if extra else None)
+    sql = _POST_SQL.get(shape)
+    if sql is None:
+        legs = ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s, %s, %s::bigint)"] * len(resolved))
+        case = " ".join(["WHEN %s THEN %s::bigint"] * len(resolved))
+        ids = ", ".join(["%s"] * len(resolved))
+        sql = (
+            "WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, "
+            "policy_version, rule, actor, metadata, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "RETURNING id), "
+            f"u AS (UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
+            f"WHERE id IN ({ids}) RETURNING id, balance_minor), "
+            "e AS (INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, "
+            "amount_minor, balance_after_minor, created_at) SELECT j.id, u.id, v.aid, v.cid, v.sub, v.asset, "
+            f"v.amount, u.balance_minor, %s FROM j CROSS JOIN u JOIN (VALUES {legs}) "
+            "AS v(bid, aid, cid, sub, asset, amount) ON v.bid = u.id) ")
+        if extra:
+            table, row = extra
+            sql += (f", x AS (INSERT INTO {table} (journal_id, {', '.join(row)}) "
+                    f"SELECT j.id, {', '.join(['%s'] * len(row))} FROM j) ")
+        sql += "SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u"
+        _POST_SQL[shape] = sql
+    params = list(journal_row)
     params += [x for r in resolved for x in (r[0], r[5])]
     params += [r[0] for r in resolved]
     params.append(now)
     params += [x for r in resolved for x in (r[0], r[1], r[2], r[3], r[4], r[5])]
     if extra:
         params += list(extra[1].values())
-    if record:
-        params += list(record)
     rows = db.execute_sql(sql, params).fetchall()
     if len(rows) != len(resolved):
         raise RuntimeError(f"posting touched {len(rows)} rows, expected {len(resolved)}")  # a bug
-    if expect is not None and any(expect[bid] != int(bal) for _, bid, bal in rows):
-        raise RuntimeError(f"balances moved under our locks: {rows} != {expect}")  # a bug: abort
     return rows[0][0], {bid: int(bal) for _, bid, bal in rows}
+
+
+_POST_SQL = {}
 
 
 def system(code, asset):

@@ -5,6 +5,7 @@ from app.db import db
 from app.platform import clock
 from app.models.ledger import LedgerAccount, LedgerCustomer, LedgerReconciliation
 from app.services.ledger import core
+from app.platform import timefmt
 
 MAX_ROWS = 100  # drift rows listed per check (the count is always exact)
 
@@ -132,7 +133,7 @@ def reconcile(customers=None, store=False):
 
     counts = dict(journals=_rows("SELECT COUNT(*) FROM ledger_journal")[0][0],
                   entries=_rows("SELECT COUNT(*) FROM ledger_entry")[0][0]) if ids is None else {}
-    report = {"ok": all(c["ok"] for c in checks.values()), "checked_at": core.iso(clock.now()),
+    report = {"ok": all(c["ok"] for c in checks.values()), "checked_at": timefmt.iso(clock.now()),
               "policy_version": core.policy_version(), "scope": "all" if ids is None else sorted(customers),
               "totals": {"per_asset": totals, **counts}, "checks": checks}
     if store:

@@ -2,12 +2,17 @@
 import json
 
 from app.db import db
+from app.engine import actions
 from app.errors import Problem
 from app.models.membership import GrowthEntry, LevelChange, Member, PointsAward
 from app.platform import clock
+from app.policy import kinds
 from app.services.membership import benefits
+from app.services.membership import events
+from app.services.membership import ledger_port as ml
 from app.services.membership import plans
 from app.services.membership import policy as mp
+from app.platform import timefmt
 
 
 def _member_or_default(cfg, member_ref):
@@ -69,7 +74,6 @@ def offers(cfg, level, plan, at=None):
 
 def view(member_ref):
     """The member view: level, growth, progress, points lots, paid status, benefits in force, offers."""
-    from app.services.membership import ledger_port as ml
     cfg = mp.current()
     member = Member.get_or_none(Member.member_ref == member_ref)
     if member is None:
@@ -90,10 +94,10 @@ def view(member_ref):
     lots = ml.points_lots(cfg, member_ref) if cfg.points else []
     items = benefits.benefits_in_force(cfg, member.level, plan)
     return {
-        "member_id": member_ref, "joined_at": mp.iso(member.joined_at), "policy_version": cfg.version,
+        "member_id": member_ref, "joined_at": timefmt.iso(member.joined_at), "policy_version": cfg.version,
         "mode": cfg.mode,
-        "level": {"name": member.level, "index": cur_idx, "since": mp.iso(member.level_since),
-                  "no_demotion_until": mp.iso(member.level_valid_until)},
+        "level": {"name": member.level, "index": cur_idx, "since": timefmt.iso(member.level_since),
+                  "no_demotion_until": timefmt.iso(member.level_valid_until)},
         "growth": member.growth, "next_level": progress,
         # lots come from ledger.lots(): expired ones are already left out, by the clock at this read
         "points": {"balance": sum(int(lot["remaining"] or 0) for lot in lots), "lots": lots},
@@ -121,16 +125,16 @@ def history(member_ref, limit=50, before=None):
     for e in q(GrowthEntry):
         out.append({"kind": "growth", "type": e.kind, "delta": e.delta, "balance_after": e.balance_after,
                     "cut": e.cut, "event_id": e.event_id, "order_ref": e.order_ref, "rule": e.rule,
-                    "policy_version": e.policy_version, "reason": e.reason, "at": mp.iso(e.at), "_id": e.id})
+                    "policy_version": e.policy_version, "reason": e.reason, "at": timefmt.iso(e.at), "_id": e.id})
     for c in q(LevelChange):
         out.append({"kind": "level", "type": "demotion" if _lower(c) else "promotion", "from": c.from_level,
                     "to": c.to_level, "growth": c.growth, "event_id": c.event_id, "rule": c.rule,
-                    "policy_version": c.policy_version, "reason": c.reason, "at": mp.iso(c.at), "_id": c.id})
+                    "policy_version": c.policy_version, "reason": c.reason, "at": timefmt.iso(c.at), "_id": c.id})
     for p in q(PointsAward):
         out.append({"kind": "points", "type": p.kind, "delta": p.points, "cut": p.cut, "cuts": json.loads(p.cuts),
                     "event_id": p.event_id, "order_ref": p.order_ref, "rule": p.rule,
-                    "policy_version": p.policy_version, "reason": p.reason, "expires_at": mp.iso(p.expires_at),
-                    "journal": p.journal, "at": mp.iso(p.at), "_id": p.id})
+                    "policy_version": p.policy_version, "reason": p.reason, "expires_at": timefmt.iso(p.expires_at),
+                    "journal": p.journal, "at": timefmt.iso(p.at), "_id": p.id})
     order = {"level": 0, "points": 1, "growth": 2}
     out.sort(key=lambda r: (r["at"], order[r["kind"]], r["_id"]), reverse=True)
     page = out[:limit]
@@ -224,8 +228,6 @@ def _cross_check(ps):
 
 def register():
     """Membership policy kinds, required rulesets and engine actions; called once by app.contexts."""
-    from app.engine import actions
-    from app.policy import kinds
     kinds.register("membership", cross_check=_cross_check)
     for kind in ("points", "benefits", "plans"):
         kinds.register(kind)
@@ -243,7 +245,6 @@ def register():
 
 def seed_demo():
     """Demo members with orders, a sign-in and a paid monthly card (idempotent by event id and subscription)."""
-    from app.services.membership import events
     demo = [
         {"event_id": "demo-user-order-1", "member_id": "demo-user", "type": "order_paid",
          "amount_fen": 258800, "order_ref": "DEMO-ORDER-1", "channel": "app"},

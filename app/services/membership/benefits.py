@@ -4,9 +4,13 @@ import datetime as dt
 import peewee as pw
 
 from app.db import db, for_update, transactional
-from app.models.membership import CouponGrant, Member, PlanPeriod
+from app.errors import Problem
+from app.models.membership import CashbackAward, CouponGrant, Member, PlanPeriod
 from app.platform import clock
+from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
+from app.services.membership.growth import clawback_target, order_totals
+from app.services.membership.plans import active_plan
 
 
 def benefits_in_force(cfg, level, plan):
@@ -23,6 +27,15 @@ def benefits_in_force(cfg, level, plan):
                         version=cfg.version)
             out.append(item)
     return out
+
+
+def multiplier(cfg, level, plan):
+    """Points multiplier (percent) from benefits in force: the largest of level and plan benefits."""
+    best, source = 100, None
+    for item in benefits_in_force(cfg, level, plan):
+        if item["type"] == "points_multiplier" and int(item["percent"]) > best:
+            best, source = int(item["percent"]), item["rule"]
+    return best, source
 
 
 def service_from(items):
@@ -96,7 +109,6 @@ def checkout(cfg, member, plan, cart):
     points = {"points": 0, "rules": [], "multiplier_pct": 100, "multiplier_rule": None, "version": cfg.version,
               "note": "estimate before earning caps"}
     if cfg.points:
-        from app.services.membership.points import multiplier
         matches, version = mp.evaluate(cfg.points_ruleset, facts)
         mult, mult_rule = multiplier(cfg, member["level"], plan)
         for m in matches:
@@ -131,11 +143,6 @@ def apply_cashback(cfg, member, event, at, plan, actor):
     Returns:
         list of {"rule", "amount_fen", "cut", "reason", "journal"} (empty when nothing applies).
     """
-    import peewee as pw
-
-    from app.errors import Problem
-    from app.models.membership import CashbackAward
-    from app.services.membership import ledger_port as ml
     order_ref = event.get("order_ref")
     if not order_ref:
         return []
@@ -161,8 +168,6 @@ def apply_cashback(cfg, member, event, at, plan, actor):
         return [{"rule": best["rule"], "amount_fen": amount, "cut": 0, "reason": reason, "journal": journal}]
     if event["type"] != "order_refunded":
         return []
-    from app.services.membership.growth import clawback_target, order_totals
-
     def total(kind, expr):
         return int(CashbackAward.select(pw.fn.SUM(expr)).where(
             (CashbackAward.member_ref == member.member_ref) & (CashbackAward.order_ref == order_ref)
@@ -203,8 +208,6 @@ def apply_cashback(cfg, member, event, at, plan, actor):
 
 def issue_coupons(at=None, actor="system:coupons"):
     """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
-    from app.services.membership import ledger_port as ml
-    from app.services.membership.plans import active_plan
     at = at or clock.now()
     cfg = mp.current()
     month = mp.window_key(cfg, at, "month")

@@ -1,5 +1,4 @@
 """Member events: stored verbatim (idempotent by event id, simulation input) and turned into growth, points and level changes."""
-import hashlib
 import json
 from types import SimpleNamespace
 
@@ -8,14 +7,14 @@ import peewee as pw
 from app.db import db, transactional
 from app.errors import Problem
 from app.models.membership import MemberEvent
-from app.platform import clock
+from app.platform import clock, idempotency
 from app.services.membership import benefits
 from app.services.membership import growth
 from app.services.membership import plans
 from app.services.membership import points
 from app.services.membership import policy as mp
-from app.services.membership import sql as msql
 from app.platform import sql as fastsql
+from app.platform import timefmt
 
 MAX_BATCH = 500
 
@@ -25,15 +24,15 @@ def canonical(event):
 
 
 def _digest(event):
-    return hashlib.sha256(canonical(event).encode()).hexdigest()
+    return idempotency.digest("members.event", event)
 
 
 def _replay(row, digest):
-    if row.digest != digest:
-        raise Problem(409, "event-id-reused", "Event id reused",
-                      f"event {row.event_id!r} was already received with a different body",
-                      event_id=row.event_id)
-    out = json.loads(row.result)
+    """The stored result of an event id: the idempotency contract's replay rule, keyed by event id."""
+    def reused():
+        return Problem(409, "event-id-reused", "Event id reused",
+                       f"event {row.event_id!r} was already received with a different body", event_id=row.event_id)
+    _, out, _ = idempotency.replay(row.digest, digest, 200, row.result, conflict=reused)
     out["replayed"] = True
     return out
 
@@ -48,7 +47,7 @@ def _normalise(cfg, event):
         raise Problem(422, "validation-failed", "Validation failed", f"{event['type']} needs amount_fen and order_ref",
                       errors=[{"pointer": "/amount_fen", "validator": "required",
                                "message": "amount_fen and order_ref are required for orders"}])
-    at = mp.parse_instant(event["occurred_at"]) if event.get("occurred_at") else clock.now()
+    at = timefmt.parse(event["occurred_at"], "/occurred_at", offset_required=True) if event.get("occurred_at") else clock.now()
     return at
 
 
@@ -67,7 +66,7 @@ def _process(cfg, event, digest, actor):
     existing = _stored(event["event_id"])
     if existing is not None:
         return _replay(existing, digest)
-    with msql.deferred():  # the event's journal rows, decisions, snapshot and stored event: one round trip
+    with fastsql.deferred():  # the event's journal rows, decisions, snapshot and stored event: one round trip
         return _apply(cfg, event, digest, actor, at, member)
 
 
@@ -89,10 +88,10 @@ def _apply(cfg, event, digest, actor, at, member):
     cashback = benefits.apply_cashback(cfg, member, event, at, plan, actor)
     change = growth.finish(cfg, member, at, f"event {event['event_id']} ({event['type']})", event["event_id"])
     result = {"event_id": event["event_id"], "member_id": member_ref, "type": event["type"],
-              "occurred_at": mp.iso(at), "status": "accepted", "replayed": False, "policy_version": cfg.version,
+              "occurred_at": timefmt.iso(at), "status": "accepted", "replayed": False, "policy_version": cfg.version,
               "paid": plan is not None, "growth": g, "points": p, "cashback": cashback,
               "level": {"level": member.level, "changed": change is not None, "change": change}}
-    msql.insert(MemberEvent, dict(event_id=event["event_id"], member_ref=member_ref, type=event["type"],
+    fastsql.insert_later(MemberEvent, dict(event_id=event["event_id"], member_ref=member_ref, type=event["type"],
                                   occurred_at=at, amount_fen=event.get("amount_fen"),
                                   order_ref=event.get("order_ref"), channel=event.get("channel"),
                                   body=canonical(event), digest=digest, paid_at_event=plan is not None,

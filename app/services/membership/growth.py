@@ -4,12 +4,14 @@ import logging
 
 import peewee as pw
 
+from app.platform import clock
 from app.db import db, for_update, is_postgres, transactional
 from app.errors import Problem
-from app.models.core import utcnow
+
 from app.models.membership import CapCounter, GrowthEntry, LevelChange, Member, MemberEvent
 from app.services.membership import policy as mp
-from app.services.membership import sql as msql
+from app.platform import sql as fastsql
+from app.platform import timefmt
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ def lock_member(cfg, member_ref, at):
     row = _select_member(member_ref)
     if row is None:
         Member.insert(member_ref=member_ref, joined_at=at, growth=0, level=cfg.levels[0]["name"],
-                      level_since=at, updated_at=utcnow()).on_conflict_ignore().execute()
+                      level_since=at, updated_at=clock.now()).on_conflict_ignore().execute()
         row = _select_member(member_ref)
     return Member(**{f.name: f.python_value(v) for f, v in zip(_MEMBER_FIELDS, row)})
 
@@ -114,7 +116,7 @@ def charge_counters(rows, amount, count=1):
 
 def _append(member, kind, delta, cut, entry_key, rule, version, reason, at, event_id=None, order_ref=None):
     member.growth += delta
-    msql.insert(GrowthEntry, dict(member_ref=member.member_ref, entry_key=entry_key, kind=kind, delta=delta,
+    fastsql.insert_later(GrowthEntry, dict(member_ref=member.member_ref, entry_key=entry_key, kind=kind, delta=delta,
                                   balance_after=member.growth, cut=cut, event_id=event_id, order_ref=order_ref,
                                   rule=rule, policy_version=version, reason=reason, at=at))
     return {"rule": rule, "kind": kind, "delta": delta, "cut": cut, "balance_after": member.growth,
@@ -124,10 +126,10 @@ def _append(member, kind, delta, cut, entry_key, rule, version, reason, at, even
 def _save(member):
     p = db.obj.param
     f = Member._meta.fields
-    msql.statement(f'UPDATE "member" SET "growth" = {p}, "level" = {p}, "level_since" = {p}, '
+    fastsql.statement(f'UPDATE "member" SET "growth" = {p}, "level" = {p}, "level_since" = {p}, '
                    f'"level_valid_until" = {p}, "updated_at" = {p} WHERE "id" = {p}',
                    (member.growth, member.level, f["level_since"].db_value(member.level_since),
-                    f["level_valid_until"].db_value(member.level_valid_until), f["updated_at"].db_value(utcnow()),
+                    f["level_valid_until"].db_value(member.level_valid_until), f["updated_at"].db_value(clock.now()),
                     member.id))
 
 
@@ -334,10 +336,10 @@ def deduct_member(cfg, member_ref, at):
         if GrowthEntry.select().where(GrowthEntry.entry_key == key).exists():
             return None
         amount, rule = deduction_amount(cfg, member, due)
-        reason = f"periodic deduction due {mp.iso(due)} ({cfg.deduction.get('method')})"
+        reason = f"periodic deduction due {timefmt.iso(due)} ({cfg.deduction.get('method')})"
         entry = _append(member, "deduct", -amount, 0, key, rule, cfg.version, reason, due)
         mp.record_decision("membership", cfg.version, rule, f"member:{member_ref}",
-                           {"growth_before": member.growth + amount, "level": member.level, "due": mp.iso(due)},
+                           {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
                            {"deduct": amount})
         change = relevel(cfg, member, due, f"after deduction of {amount}")
         _save(member)

@@ -9,6 +9,7 @@ import peewee as pw
 from app.errors import Problem
 from app.models.membership import Member, MemberEvent, PlanPeriod
 from app.services.membership import policy as mp
+from app.platform import timefmt
 
 MAX_MONTHS = 36
 
@@ -75,7 +76,7 @@ def compute(month_from, month_to):
         retained = len(prev_active & active)
         repeat = sum(1 for _, n, _ in orders if n >= 2)
         rows.append({
-            "period": f"{lo_l.year}-{lo_l.month:02d}", "start": mp.iso(lo), "end": mp.iso(hi),
+            "period": f"{lo_l.year}-{lo_l.month:02d}", "start": timefmt.iso(lo), "end": timefmt.iso(hi),
             "members": Member.select().where(Member.joined_at < hi).count(),
             "active_members": len(active), "retained_members": retained,
             "retention_rate": _ratio(retained, len(prev_active)),

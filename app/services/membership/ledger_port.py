@@ -1,15 +1,12 @@
 """The membership context's only door to the ledger: points lots, voucher lots, plan fees (settlement)."""
-import datetime as dt
-
 from app.errors import Problem
 from app.platform import clock
 from app.services import ledger
+from app.platform import timefmt
+from app.platform.timefmt import iso
 
 CLIENT = "membership"
 
-
-def _iso(instant):
-    return None if instant is None else instant.isoformat() + "Z"
 
 
 def _journal_id(result):
@@ -46,7 +43,7 @@ def grant_points(cfg, member_ref, points, expires_at, key, actor, memo):
     body = {"customer": member_ref, "asset": cfg.points_asset, "amount": points, "external_ref": key,
             "metadata": {"memo": memo, "context": "membership"}}
     if expires_at is not None:
-        body["expires_at"] = _iso(expires_at)
+        body["expires_at"] = iso(expires_at)
     return _journal_id(_op("grant_lot", body, actor, key))
 
 
@@ -61,7 +58,7 @@ def points_balance(cfg, member_ref):
     """Spendable points: open lots not yet expired (by the controllable clock, which decides spends)."""
     now = clock.now()
     return int(sum(lot["remaining"] or 0 for lot in points_lots(cfg, member_ref)
-                   if not lot["expires_at"] or dt.datetime.fromisoformat(lot["expires_at"].rstrip("Z")) > now))
+                   if not lot["expires_at"] or timefmt.parse(lot["expires_at"], "/expires_at") > now))
 
 
 def points_lots(cfg, member_ref):
@@ -72,7 +69,7 @@ def points_lots(cfg, member_ref):
 
 def grant_voucher(member_ref, amount_fen, expires_at, key, actor, memo):
     body = {"customer": member_ref, "asset": "VOUCHER", "amount": amount_fen, "external_ref": key,
-            "metadata": {"memo": memo, "context": "membership"}, "expires_at": _iso(expires_at)}
+            "metadata": {"memo": memo, "context": "membership"}, "expires_at": iso(expires_at)}
     return _journal_id(_op("grant_lot", body, actor, key))
 
 

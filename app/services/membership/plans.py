@@ -8,6 +8,8 @@ from app.models.membership import PlanPeriod, Subscription
 from app.platform import clock
 from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
+from app.services.membership.growth import lock_member
+from app.platform import timefmt
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,11 @@ def subscription_dict(sub):
     if sub is None:
         return None
     return {"subscription_id": sub.id, "member_id": sub.member_ref, "plan": sub.plan, "status": sub.status,
-            "auto_renew": sub.auto_renew, "current_period": {"start": mp.iso(sub.current_start),
-                                                             "end": mp.iso(sub.current_end)},
-            "renews_at": mp.iso(sub.current_end) if sub.status == "active" and sub.auto_renew else None,
-            "renew_attempts": sub.renew_attempts, "next_attempt_at": mp.iso(sub.next_attempt_at),
-            "last_failure": sub.last_failure, "ended_at": mp.iso(sub.ended_at),
+            "auto_renew": sub.auto_renew, "current_period": {"start": timefmt.iso(sub.current_start),
+                                                             "end": timefmt.iso(sub.current_end)},
+            "renews_at": timefmt.iso(sub.current_end) if sub.status == "active" and sub.auto_renew else None,
+            "renew_attempts": sub.renew_attempts, "next_attempt_at": timefmt.iso(sub.next_attempt_at),
+            "last_failure": sub.last_failure, "ended_at": timefmt.iso(sub.ended_at),
             "policy_version": sub.policy_version}
 
 
@@ -60,7 +62,7 @@ def current_subscription(member_ref, at=None):
 
 def _charge(cfg, sub, plan, start, payment, payment_ref, actor):
     key = f"plan-{sub.id}-{start.strftime('%Y%m%dT%H%M%S')}"
-    memo = f"{plan['name']} {mp.iso(start)}"
+    memo = f"{plan['name']} {timefmt.iso(start)}"
     if payment == "external":
         # An external payment is still booked: bank clearing -> member cash -> plan fee, so the
         # ledger shows the money and the settlement like any other plan fee.
@@ -89,7 +91,6 @@ def subscribe(member_ref, plan_code, payment, payment_ref, auto_renew, actor):
     Raises:
         Problem: unknown-plan (422), already-subscribed (409), insufficient-funds from the ledger.
     """
-    from app.services.membership.growth import lock_member
     cfg = mp.current()
     plan = cfg.plans.get(plan_code)
     if plan is None:
@@ -106,7 +107,7 @@ def subscribe(member_ref, plan_code, payment, payment_ref, auto_renew, actor):
         live = current_subscription(member_ref, at)
         if live is not None:
             raise Problem(409, "already-subscribed", "Already subscribed",
-                          f"member {member_ref!r} has plan {live.plan!r} until {mp.iso(live.current_end)}",
+                          f"member {member_ref!r} has plan {live.plan!r} until {timefmt.iso(live.current_end)}",
                           subscription_id=live.id)
         end = _period_end(cfg, plan, at)
         sub = Subscription.create(member_ref=member_ref, plan=plan_code, status="active", auto_renew=auto_renew,
@@ -117,7 +118,7 @@ def subscribe(member_ref, plan_code, payment, payment_ref, auto_renew, actor):
                           journal=journal, kind="subscribe", policy_version=cfg.version)
         mp.record_decision("plans", cfg.version, f"plans.{plan_code}", f"member:{member_ref}",
                            {"payment": payment, "price_fen": plan["price_fen"]},
-                           {"subscribed": plan_code, "until": mp.iso(end)})
+                           {"subscribed": plan_code, "until": timefmt.iso(end)})
         return subscription_dict(sub)
     return run()
 
@@ -169,8 +170,8 @@ def renew_one(sub_id, at, actor="system:renew"):
                                 next_attempt_at=None if final else at + retry).where(Subscription.id == sub.id).execute()
             mp.record_decision("plans", cfg.version, "plans.renewal", f"member:{sub.member_ref}",
                                {"attempt": attempts, "max_attempts": max_attempts, "failure": exc.code},
-                               {"renewed": False, "will_lapse_at": mp.iso(sub.current_end) if final else None,
-                                "next_attempt_at": None if final else mp.iso(at + retry)})
+                               {"renewed": False, "will_lapse_at": timefmt.iso(sub.current_end) if final else None,
+                                "next_attempt_at": None if final else timefmt.iso(at + retry)})
             return {"subscription_id": sub.id, "renewed": False, "attempt": attempts, "failure": exc.code}
         PlanPeriod.create(subscription=sub, member_ref=sub.member_ref, plan=sub.plan, start=start, end=end,
                           price_fen=int(plan["price_fen"]), payment="balance", journal=journal, kind="renew",
@@ -178,8 +179,8 @@ def renew_one(sub_id, at, actor="system:renew"):
         Subscription.update(current_start=start, current_end=end, renew_attempts=0, next_attempt_at=None,
                             last_failure=None).where(Subscription.id == sub.id).execute()
         mp.record_decision("plans", cfg.version, "plans.renewal", f"member:{sub.member_ref}",
-                           {"plan": sub.plan, "price_fen": plan["price_fen"]}, {"renewed": True, "until": mp.iso(end)})
-        return {"subscription_id": sub.id, "renewed": True, "until": mp.iso(end)}
+                           {"plan": sub.plan, "price_fen": plan["price_fen"]}, {"renewed": True, "until": timefmt.iso(end)})
+        return {"subscription_id": sub.id, "renewed": True, "until": timefmt.iso(end)}
     return run()
 
 
@@ -194,7 +195,7 @@ def expire_one(sub_id, at):
         Subscription.update(status=status, ended_at=sub.current_end, next_attempt_at=None) \
             .where(Subscription.id == sub.id).execute()
         mp.record_decision("plans", mp.current().version, f"plans.{status}", f"member:{sub.member_ref}",
-                           {"current_end": mp.iso(sub.current_end), "renew_attempts": sub.renew_attempts},
+                           {"current_end": timefmt.iso(sub.current_end), "renew_attempts": sub.renew_attempts},
                            {"status": status})
         return {"subscription_id": sub.id, "status": status}
     return run()

@@ -11,8 +11,11 @@ from app.models.membership import PointsAward, Redemption
 from app.platform import clock
 from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
-from app.services.membership import sql as msql
-from app.services.membership.growth import apply_caps, charge_counters, clawback_target, counter, order_totals
+from app.platform import sql as fastsql
+from app.services.membership.benefits import multiplier
+from app.services.membership.growth import (apply_caps, charge_counters, clawback_target, counter, lock_member,
+                                           order_totals)
+from app.platform import timefmt
 
 GLOBAL = "*"
 
@@ -85,16 +88,6 @@ def settle_budget():
             raise BudgetShortfall()
 
 
-def multiplier(cfg, level, plan):
-    """Points multiplier (percent) from benefits in force: the largest of level and plan benefits."""
-    from app.services.membership.benefits import benefits_in_force
-    best, source = 100, None
-    for item in benefits_in_force(cfg, level, plan):
-        if item["type"] == "points_multiplier" and int(item["percent"]) > best:
-            best, source = int(item["percent"]), item["rule"]
-    return best, source
-
-
 def apply_event(cfg, member, event, facts, at, plan, actor):
     """Points earned or clawed back by one event (the member row is locked by the caller)."""
     if event["type"] == "order_refunded":
@@ -141,7 +134,7 @@ def _earn(cfg, member, event, facts, at, plan, actor):
                 reason += f" x{mult}% ({mult_rule})"
             if cuts:
                 reason += "; capped by " + ", ".join(f"{c['cap']} (-{c['cut']})" for c in cuts)
-            msql.insert(PointsAward, dict(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
+            fastsql.insert_later(PointsAward, dict(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
                                           cut=amount - granted, cuts=json.dumps(cuts), event_id=event["event_id"],
                                           order_ref=event.get("order_ref"), rule=match.rule, policy_version=version,
                                           reason=reason, expires_at=expires_at, journal=journal, at=at))
@@ -150,7 +143,7 @@ def _earn(cfg, member, event, facts, at, plan, actor):
                                 "amount_fen": event.get("amount_fen"), "level": member.level},
                                {"award_points": granted, "base": base, "multiplier_pct": mult, "cuts": cuts})
             entries.append({"rule": match.rule, "points": granted, "base": base, "multiplier_pct": mult,
-                            "cut": amount - granted, "cuts": cuts, "expires_at": mp.iso(expires_at),
+                            "cut": amount - granted, "cuts": cuts, "expires_at": timefmt.iso(expires_at),
                             "reason": reason})
     return entries
 
@@ -195,7 +188,7 @@ def _clawback(cfg, member, event, at, actor):
 def _redemption_dict(r):
     return {"redemption_id": r.redemption_id, "member_id": r.member_ref, "points": r.points,
             "purpose": r.purpose, "status": r.status, "reason": r.reason, "policy_version": r.policy_version,
-            "journal": r.journal, "at": mp.iso(r.at), "decided_at": mp.iso(r.decided_at),
+            "journal": r.journal, "at": timefmt.iso(r.at), "decided_at": timefmt.iso(r.decided_at),
             "decided_by": r.decided_by}
 
 
@@ -228,7 +221,6 @@ def redeem(member_ref, redemption_id, points, purpose, actor):
     Returns:
         (created, redemption dict).
     """
-    from app.services.membership.growth import lock_member
     cfg = mp.current()
     at = clock.now()
 
@@ -268,7 +260,6 @@ def redeem(member_ref, redemption_id, points, purpose, actor):
 
 def decide(member_ref, redemption_id, approve, actor, note=None):
     """Approve (spend now, caps re-checked) or reject a held redemption; exactly once."""
-    from app.services.membership.growth import lock_member
     cfg = mp.current()
     at = clock.now()
 

@@ -3,7 +3,10 @@ import calendar
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from app import policy
+from app import engine, policy
+from app.models.policy import Decision
+from app.policy import decisions
+from app.platform import sql as fastsql
 from app.errors import Problem
 
 BUILTIN_EVENT_TYPES = ("order_paid", "order_refunded", "sign_in", "share", "task_completed",
@@ -78,25 +81,6 @@ def current():
 
 # ---- time ---------------------------------------------------------------------------------------
 
-def parse_instant(text, pointer="/occurred_at"):
-    """An RFC 3339 timestamp -> naive UTC; a 422 problem if malformed or without a UTC offset."""
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, AttributeError, TypeError):
-        value = None
-    if value is None or value.tzinfo is None:
-        raise Problem(422, "validation-failed", "Validation failed",
-                      "timestamps must be RFC 3339 with an offset, e.g. 2026-01-31T12:00:00+08:00",
-                      errors=[{"pointer": pointer, "validator": "format",
-                               "message": "expected an RFC 3339 date-time with offset"}])
-    return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
-def iso(instant):
-    """Naive UTC -> RFC 3339 text with Z."""
-    return None if instant is None else instant.replace(microsecond=instant.microsecond).isoformat() + "Z"
-
-
 def local(cfg, instant):
     return instant.replace(tzinfo=dt.timezone.utc).astimezone(cfg.tz)
 
@@ -159,20 +143,15 @@ def points_expiry(cfg, earned_at):
 
 def evaluate(ruleset, facts):
     """(matches, version) of a ruleset over facts, through the policy engine (pure, no side effects)."""
-    from app import engine
     ev = engine.evaluate(ruleset, facts)
     return ev.matches, ev.version
 
 
 def record_decision(ruleset, version, rule, subject, inputs, outcome):
     """Record a state-changing decision in the policy decision log (in the caller's transaction)."""
-    from app.services.membership import sql as msql
-    if not msql.active():
-        from app.policy import decisions
+    if not fastsql.active():
         return decisions.record(ruleset, version, rule, subject, inputs, outcome)
     # inside an event: the row decisions.record writes, sent with the event's other writes
-    from app.models.policy import Decision
-    from app.policy import decisions
     values = decisions.row(ruleset, version, rule, subject, inputs, outcome)
-    msql.insert(Decision, values)
+    fastsql.insert_later(Decision, values)
     return values["decision_id"]

@@ -4,24 +4,25 @@ import json
 
 import peewee as pw
 
+from app.platform import clock
 from app.db import db, for_update, transactional
 from app.errors import Problem, not_found
-from app.models.core import IdempotencyRecord, utcnow
+
 from app.models.staff import Staff
 from app.models.tickets import (Ticket, TicketActionRun, TicketApproval, TicketAttachment, TicketComment,
                                 TicketEvent, TicketNotice)
 from app.platform import idempotency, outbox
+from app.platform.auth import actor as actor_of
+from app.services.tickets import ledger_port, membership_port
 from app.services.tickets import policy as tickets_policy, routing as tickets_routing, sla as tickets_sla
 from app.platform import sql as fastsql
 from app.services.tickets.policy import PRIORITIES
+from app.platform.timefmt import iso
 
 
 def _dumps(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -38,8 +39,8 @@ def serialize(t, cfg=None, detail=False):
         "order_no": t.order_no, "order_status": t.order_status, "amount_fen": t.amount_fen,
         "conversation_ref": t.conversation_ref, "department": t.department, "queue": t.queue,
         "priority": t.priority, "assignee": t.assignee, "tags": json.loads(t.tags),
-        "created_by": t.created_by, "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
-        "resolved_at": _iso(t.resolved_at), "closed_at": _iso(t.closed_at),
+        "created_by": t.created_by, "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+        "resolved_at": iso(t.resolved_at), "closed_at": iso(t.closed_at),
         "routing": {"rule": t.routing_rule, "priority_rule": t.priority_rule, "policy_version": t.policy_version},
         "sla": tickets_sla.describe(t),
     }
@@ -89,7 +90,7 @@ def list_tickets(filters, cursor=None, limit=50):
 def history(ticket_id):
     """Every change to a ticket, oldest first: who, when, what (field from -> to), policy version and rule."""
     get_ticket(ticket_id)
-    return [{"id": e.id, "at": _iso(e.at), "actor": e.actor, "kind": e.kind, "field": e.field,
+    return [{"id": e.id, "at": iso(e.at), "actor": e.actor, "kind": e.kind, "field": e.field,
              "from": e.from_value, "to": e.to_value, "detail": json.loads(e.detail) if e.detail else None,
              "policy_version": e.policy_version, "rule": e.rule}
             for e in TicketEvent.select().where(TicketEvent.ticket == ticket_id).order_by(TicketEvent.id)]
@@ -104,7 +105,7 @@ def comments(ticket_id, visibility=None):
 
 
 def _comment_dict(c):
-    return {"id": c.id, "at": _iso(c.at), "author": c.author, "author_kind": c.author_kind,
+    return {"id": c.id, "at": iso(c.at), "author": c.author, "author_kind": c.author_kind,
             "visibility": c.visibility, "body": c.body}
 
 
@@ -115,13 +116,13 @@ def attachments(ticket_id):
 
 
 def _attachment_dict(a):
-    return {"id": a.id, "at": _iso(a.at), "ref": a.ref, "name": a.name, "content_type": a.content_type,
+    return {"id": a.id, "at": iso(a.at), "ref": a.ref, "name": a.name, "content_type": a.content_type,
             "size_bytes": a.size_bytes, "added_by": a.added_by}
 
 
 def approvals(ticket_id):
     get_ticket(ticket_id)
-    return [{"id": a.id, "at": _iso(a.at), "step": a.step, "level": a.level, "decision": a.decision,
+    return [{"id": a.id, "at": iso(a.at), "step": a.step, "level": a.level, "decision": a.decision,
              "by": a.by, "comment": a.comment, "policy_version": a.policy_version}
             for a in TicketApproval.select().where(TicketApproval.ticket == ticket_id).order_by(TicketApproval.id)]
 
@@ -135,18 +136,18 @@ def user_view(ticket_id, user_id=None):
     st = cfg.state(t.workflow, t.state)
     return {
         "id": t.id, "category": t.category, "title": t.title, "status": st.get("user_status"),
-        "closed": t.terminal, "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at),
-        "resolved_at": _iso(t.resolved_at),
+        "closed": t.terminal, "created_at": iso(t.created_at), "updated_at": iso(t.updated_at),
+        "resolved_at": iso(t.resolved_at),
         "replies": [_comment_dict(c) for c in TicketComment.select().where(
             (TicketComment.ticket == t.id) & (TicketComment.visibility == "public")).order_by(TicketComment.id)],
-        "notices": [{"at": _iso(n.at), "kind": n.kind, "text": n.text} for n in TicketNotice.select().where(
+        "notices": [{"at": iso(n.at), "kind": n.kind, "text": n.text} for n in TicketNotice.select().where(
             TicketNotice.ticket == t.id).order_by(TicketNotice.id)],
     }
 
 
 def notices(user_id, limit=50):
     """User-facing notices of one user, newest first (for the app to show)."""
-    return [{"id": n.id, "ticket_id": n.ticket_id, "at": _iso(n.at), "kind": n.kind, "text": n.text}
+    return [{"id": n.id, "ticket_id": n.ticket_id, "at": iso(n.at), "kind": n.kind, "text": n.text}
             for n in TicketNotice.select().where(TicketNotice.user_id == user_id)
             .order_by(TicketNotice.id.desc()).limit(limit)]
 
@@ -168,7 +169,7 @@ class _Pending:
 
 
 def _event_row(t, actor, kind, field=None, before=None, after=None, detail=None, version=None, rule=None, now=None):
-    return {"ticket": t.id, "at": now or utcnow(), "actor": actor, "kind": kind, "field": field,
+    return {"ticket": t.id, "at": now or clock.now(), "actor": actor, "kind": kind, "field": field,
             "from_value": None if before is None else str(before), "to_value": None if after is None else str(after),
             "detail": _dumps(detail) if detail else None, "policy_version": version, "rule": rule}
 
@@ -304,17 +305,12 @@ def _act_add_tag(cfg, t, act, actor, now, pending=None):
 
 def _act_compensate(cfg, t, act, actor, now, pending=None):
     """Pay the user through the ledger (a lot of red packets/vouchers), exactly once per trigger."""
-    from app.services import ledger
     amount = act["amount_fen"]
-    ledger.ensure_customer(t.user_id)
-    body = {"customer": t.user_id, "asset": act["asset"], "amount": amount, "external_ref": f"ticket:{t.id}"}
-    if act.get("expires_days"):
-        body["expires_at"] = (now + dt.timedelta(days=act["expires_days"])).isoformat() + "Z"
-    result = ledger.apply_operation("grant_lot", body, actor="system:tickets",
-                                    idempotency_key=f"ticket-{t.id}-{act['_key']}", client="tickets")
-    journal = (result.get("journal") or {}).get("id")
+    expires = iso(now + dt.timedelta(days=act["expires_days"])) if act.get("expires_days") else None
+    journal, lot = ledger_port.compensate(t.user_id, act["asset"], amount, expires, f"ticket:{t.id}",
+                                          f"ticket-{t.id}-{act['_key']}")
     _event(t, actor, "compensated", "compensation", None, f"{act['asset']} {amount}",
-           detail={"journal_id": journal, "lot_id": (result.get("lot") or {}).get("id")},
+           detail={"journal_id": journal, "lot_id": lot},
            version=cfg.version, rule=f"{t.workflow}.{t.state}.on_enter", now=now, pending=pending)
     tickets_routing.log_decision("tickets", cfg.version, f"{t.workflow}.{t.state}.on_enter", f"ticket:{t.id}",
                                  {"category": t.category, "state": t.state, "user_id": t.user_id},
@@ -333,19 +329,9 @@ def _user_facts(body):
     """User facts: membership's when it knows the member, else what the caller sent."""
     user = dict(body.get("user") or {})
     out = {"level": user.get("level"), "paid": bool(user.get("paid", False)), "source": "request"}
-    try:
-        from app.services import membership
-    except ImportError:
-        return out
-    lookup = getattr(membership, "user_facts", None)
-    if lookup is None:
-        return out
-    try:
-        found = lookup(body["user_id"])
-    except Problem:  # membership policy absent: the caller's facts stand
-        return out
-    if found and found.get("known"):
-        out.update({"level": found.get("level"), "paid": bool(found.get("paid")), "source": "membership"})
+    found = membership_port.user_facts(body["user_id"])
+    if found:
+        out.update({"level": found["level"], "paid": found["paid"], "source": "membership"})
         if found.get("plan"):
             out["plan"] = found["plan"]
     return out
@@ -360,18 +346,8 @@ def facts_of(body):
             "user": _user_facts(body), "tags": list(body.get("tags") or [])}
 
 
-def _replayed(client, key, request_digest):
-    """The stored result of (client, key), or None; one prepared SELECT on the miss (the usual case)."""
-    if fastsql.select_one(IdempotencyRecord, ("id",), {"client": client, "key": key}) is None:
-        return None
-    return idempotency.lookup(client, key, request_digest)  # replay or 409, exactly as idempotency.run
-
-
 def create(principal, body, key):
     """Create a ticket, routed and prioritised by rules; idempotent on (caller, Idempotency-Key).
-
-    Same contract as ``idempotency.run`` (one lookup before the rules run, the record written in the
-    ticket's transaction, a concurrent duplicate replayed), without its second lookup.
 
     Args:
         principal: the authenticated caller.
@@ -381,49 +357,27 @@ def create(principal, body, key):
     Returns:
         (status, ticket dict, replayed).
     """
-    from app.platform.auth import actor as actor_of
-    client = principal["id"]
-    request_digest = idempotency.digest("tickets.create", body)
-    if key is not None:
-        hit = _replayed(client, key, request_digest)
-        if hit:
-            return hit
-    # Rules run before the write transaction: on SQLite it holds the single write lock.
-    cfg = tickets_policy.current()
-    cfg.category(body["category"])
-    facts = facts_of(body)
-    decision = tickets_routing.decide(facts, cfg.tickets["default_priority"])
-    if decision["department"] not in cfg.departments():
-        raise Problem(503, "routing-failed", "Routing failed",
-                      f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
     caller = actor_of(principal)
 
-    @transactional()
-    def attempt():
-        result = _create(caller, body, cfg, facts, decision)
-        if key is not None:
-            fastsql.insert(IdempotencyRecord, [{
-                "client": client, "key": key, "operation": "tickets.create", "request_digest": request_digest,
-                "status_code": 201, "response": json.dumps(result, separators=(",", ":"), ensure_ascii=False,
-                                                           default=str)}])
-        return result
+    def decide():
+        # Rules run before the write transaction: on SQLite it holds the single write lock.
+        cfg = tickets_policy.current()
+        cfg.category(body["category"])
+        facts = facts_of(body)
+        decision = tickets_routing.decide(facts, cfg.tickets["default_priority"])
+        if decision["department"] not in cfg.departments():
+            raise Problem(503, "routing-failed", "Routing failed",
+                          f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
+        return cfg, facts, decision
 
-    try:
-        return 201, attempt(), False
-    except pw.IntegrityError:
-        # a concurrent request with the same key committed first: its transaction won, ours rolled back
-        if key is None or db.in_transaction():
-            raise
-        hit = _replayed(client, key, request_digest)
-        if hit:
-            return hit
-        raise
+    return idempotency.run(principal["id"], key, "tickets.create", body,
+                           lambda decided: _create(caller, body, *decided), 201, prepare=decide)
 
 
 def _create(caller, body, cfg, facts, decision):
     cat = cfg.category(body["category"])
     wf = cfg.workflow(cat["workflow"])
-    now = utcnow()
+    now = clock.now()
     creator = body.get("created_by")
     if creator:
         _staff(creator, "created_by")
@@ -487,7 +441,7 @@ def _guard_ok(tr, t, now):
 
 def allowed_transitions(cfg, t, now=None):
     """Names of the transitions open from the ticket's state right now (guards and windows applied)."""
-    now = now or utcnow()
+    now = now or clock.now()
     if t.workflow not in cfg.tickets["workflows"]:
         return []
     return [tr["name"] for tr in cfg.transitions_from(t.workflow, t.state) if _guard_ok(tr, t, now)]
@@ -588,11 +542,10 @@ def transition(principal, ticket_id, body, key=None):
     Raises:
         Problem: 409 transition-not-allowed (naming the allowed ones), 403 role-not-allowed, 422 ...
     """
-    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def fn():
-        now = utcnow()
+        now = clock.now()
         cfg = tickets_policy.current()
         t = _lock(ticket_id)
         if body.get("expected_state") and body["expected_state"] != t.state:
@@ -618,11 +571,10 @@ def approve(principal, ticket_id, body, key=None):
     Args:
         body: {decision: approve|reject, by, comment?}.
     """
-    from app.platform.auth import actor as actor_of
     caller = actor_of(principal)
 
     def fn():
-        now = utcnow()
+        now = clock.now()
         cfg = tickets_policy.current()
         t = _lock(ticket_id)
         steps = [tr for tr in cfg.transitions_from(t.workflow, t.state) if tr.get("approval")]
@@ -641,7 +593,7 @@ def approve(principal, ticket_id, body, key=None):
 
 @transactional()
 def _assign(caller, ticket_id, body):
-    now = utcnow()
+    now = clock.now()
     cfg = tickets_policy.current()
     t = _lock(ticket_id)
     if t.terminal:
@@ -679,13 +631,12 @@ def _assign(caller, ticket_id, body):
 
 def assign(principal, ticket_id, body):
     """Reassign a ticket to a person and/or department/queue (recorded in history)."""
-    from app.platform.auth import actor as actor_of
     return _assign(actor_of(principal), ticket_id, body)
 
 
 @transactional()
 def _comment(caller, ticket_id, body):
-    now = utcnow()
+    now = clock.now()
     cfg = tickets_policy.current()
     t = _lock(ticket_id)
     kind = body.get("author_kind", "staff")
@@ -711,14 +662,12 @@ def _comment(caller, ticket_id, body):
 
 def comment(principal, ticket_id, body):
     """Add a comment: staff internal/public (public answers the user and stops the response clock) or user."""
-    from app.platform.auth import actor as actor_of
     return _comment(actor_of(principal), ticket_id, body)
 
 
 @transactional()
 def add_attachment(principal, ticket_id, body):
     """Attach a file by reference (URL or object key); the file itself is never stored here."""
-    from app.platform.auth import actor as actor_of
     t = _lock(ticket_id)
     by = body.get("by") or actor_of(principal)
     a = TicketAttachment.create(ticket=t.id, ref=body["ref"], name=body.get("name") or body["ref"][-300:],

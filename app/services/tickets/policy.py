@@ -1,6 +1,8 @@
 """Ticket policy view: workflows, SLA targets, calendars, roles from the active policy set; guards; cross-checks."""
+import json
 from dataclasses import dataclass, field
 
+from app.engine import lang
 from app.errors import Problem
 from app.platform import calendar as slamath
 
@@ -92,66 +94,20 @@ def build(ps):
                         calendars=calendars, staff=_one(ps, "staff"))
 
 
-# --- guards: the ruleset condition language, evaluated over a ticket's facts -----------------------
+# --- guards: the ruleset condition language (app.engine.lang), compiled once per condition ---------
 
-_MISSING = object()
-
-
-def lookup(facts, path):
-    cur = facts
-    for part in path.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return _MISSING
-        cur = cur[part]
-    return cur
-
-
-def _cmp(op, left, right):
-    try:
-        if op == "gt":
-            return left > right
-        if op == "gte":
-            return left >= right
-        if op == "lt":
-            return left < right
-        if op == "lte":
-            return left <= right
-        if op == "between":
-            return right[0] <= left <= right[1]
-    except TypeError:
-        return False
-    raise ValueError(op)
+_guards = {}
 
 
 def matches(cond, facts):
-    """True when ``cond`` (all/any/not/always/leaf) holds over ``facts``; a missing field fails a leaf."""
-    if "all" in cond:
-        return all(matches(c, facts) for c in cond["all"])
-    if "any" in cond:
-        return any(matches(c, facts) for c in cond["any"])
-    if "not" in cond:
-        return not matches(cond["not"], facts)
-    if "always" in cond:
-        return True
-    value = lookup(facts, cond["field"])
-    op, expected = cond["op"], cond.get("value")
-    if op == "exists":
-        return (value is not _MISSING and value is not None) == (expected is not False)
-    if value is _MISSING or value is None:
-        return op == "ne" or op == "not_in"
-    if op == "eq":
-        return value == expected
-    if op == "ne":
-        return value != expected
-    if op == "in":
-        return value in (expected or ())
-    if op == "not_in":
-        return value not in (expected or ())
-    if op == "contains":
-        return isinstance(value, (str, list)) and expected in value
-    if op == "starts_with":
-        return isinstance(value, str) and value.startswith(str(expected))
-    return _cmp(op, value, expected)
+    """True when ``cond`` holds over ``facts``, with the rulesets' semantics (``app.engine.lang``)."""
+    key = json.dumps(cond, sort_keys=True)
+    pred = _guards.get(key)
+    if pred is None:
+        if len(_guards) > 1024:  # guards come from policy files: few; never grow without limit
+            _guards.clear()
+        pred = _guards[key] = lang.compile_condition(cond)
+    return pred(facts)
 
 
 # --- cross-checks ---------------------------------------------------------------------------------

@@ -3,13 +3,15 @@ import uuid
 
 import peewee as pw
 
+from app.platform import clock
 from app.db import write_transaction
-from app.models.core import utcnow
+
 from app.models.staff import Staff
 from app.models.tickets import Ticket, TicketEvent, TicketSlaEvent
 from app.platform import outbox
 from app.platform import calendar as slamath
 from app.services.tickets import policy as tickets_policy
+from app.platform.timefmt import iso
 
 
 def _clock(cfg, cal, start, minutes):
@@ -154,15 +156,15 @@ def watch(now=None, tick=None):
     Returns:
         dict: warnings, breaches (inserted by this tick).
     """
-    now = now or utcnow()
+    now = now or clock.now()
     tick = tick or uuid.uuid4().hex
     cfg = tickets_policy.current()
     esc = cfg.sla.get("escalation") or {}
     with write_transaction():
-        for clock in ("response", "resolution"):
-            check = getattr(Ticket, f"{clock}_check_at")
-            due = getattr(Ticket, f"{clock}_due_at")
-            metric = Ticket.response_metric if clock == "response" else pw.Value("resolution")
+        for target in ("response", "resolution"):
+            check = getattr(Ticket, f"{target}_check_at")
+            due = getattr(Ticket, f"{target}_due_at")
+            metric = Ticket.response_metric if target == "response" else pw.Value("resolution")
             base = (check <= now) & Ticket.sla_paused_at.is_null() & due.is_null(False)
             fields = [TicketSlaEvent.ticket_id, TicketSlaEvent.kind, TicketSlaEvent.metric,
                       TicketSlaEvent.target_due_at, TicketSlaEvent.created_at, TicketSlaEvent.tick]
@@ -209,7 +211,7 @@ def watch(now=None, tick=None):
         for row in fired:
             topic = "ticket.sla_warning" if row["kind"] == "warning" else "ticket.escalated"
             payload = {"ticket_id": row["tid"], "metric": row["metric"], "kind": row["kind"],
-                       "due_at": row["target_due_at"].isoformat() + "Z", "department": row["department"],
+                       "due_at": iso(row["target_due_at"]), "department": row["department"],
                        "priority": row["priority"], "assignee": row["assignee"], "category": row["category"],
                        "notify": esc.get("notify") if row["kind"] == "breach" else ["assignee", "department"],
                        "policy_version": cfg.version}
@@ -221,8 +223,6 @@ def watch(now=None, tick=None):
 
 def describe(t):
     """The SLA part of a ticket's JSON."""
-    def iso(v):
-        return v.isoformat() + "Z" if v else None
     return {
         "calendar": t.sla_calendar, "state": t.sla_state, "paused": t.sla_paused_at is not None,
         "escalation_level": t.escalation_level,

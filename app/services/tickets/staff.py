@@ -1,7 +1,9 @@
 """Staff and departments (minimal, shared with customer service): departments mirror the staff policy."""
+from app.platform import clock
+from app.platform.timefmt import iso
 from app.db import transactional
 from app.errors import Problem, not_found
-from app.models.core import utcnow
+
 from app.models.staff import Department, Staff
 from app.services.tickets import policy as tickets_policy
 
@@ -12,14 +14,14 @@ def _roles_text(roles):
 
 def serialize(s):
     return {"staff_no": s.staff_no, "name": s.name, "department": s.department, "roles": s.role_list,
-            "active": s.active, "created_at": s.created_at.isoformat() + "Z"}
+            "active": s.active, "created_at": iso(s.created_at)}
 
 
 @transactional()
 def sync_departments():
     """Mirror the staff policy's departments into the department table (idempotent); returns their codes."""
     cfg = tickets_policy.current()
-    now = utcnow()
+    now = clock.now()
     codes = []
     for code, dept in cfg.departments().items():
         queues = " ".join(dept["queues"])

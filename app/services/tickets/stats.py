@@ -5,7 +5,9 @@ import io
 
 import peewee as pw
 
-from app.models.core import utcnow
+from app.platform import clock
+from app.platform.timefmt import iso
+
 from app.models.tickets import Ticket
 
 AGE_BUCKETS = (("lt_1h", 3600), ("1h_4h", 4 * 3600), ("4h_24h", 86400), ("1d_3d", 3 * 86400),
@@ -34,11 +36,11 @@ def stats(start=None, end=None, now=None):
         dict: window, volume{by_category, by_channel, total}, backlog{by_age, by_department, total},
         sla{by_category, by_department, by_priority, overall}, times{first_response_avg_secs, ...}.
     """
-    now = now or utcnow()
+    now = now or clock.now()
     end = end or now
     start = start or end - dt.timedelta(days=30)
     created = (Ticket.created_at >= start) & (Ticket.created_at < end)
-    out = {"window": {"from": start.isoformat() + "Z", "to": end.isoformat() + "Z"}, "volume": {}, "backlog": {},
+    out = {"window": {"from": iso(start), "to": iso(end)}, "volume": {}, "backlog": {},
            "sla": {}, "times": {}}
     for dim in ("category", "channel"):
         col = DIMENSIONS[dim]

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from app.models.ledger import LedgerEntry, LedgerHold, LedgerJournal
-from tests.ledger_factories import assert_reconciled, new_customer, problem, ref, subs
+from app.platform import clock
+from tests.ledger_factories import assert_reconciled, crash_at, new_customer, problem, ref, subs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -164,17 +165,20 @@ def test_withdraw_hold_partial_settle_releases_the_rest_exactly_once(ledger):
 
 def test_withdraw_release_and_expiry_job(ledger, monkeypatch):
     import jobs.ledger as jl
-    from app.models.core import utcnow
     cref = new_customer(cash=1000)
     h1 = ledger.apply_operation("withdraw", {"customer": cref, "amount": 100}, "test")["hold"]
     h2 = ledger.apply_operation("withdraw", {"customer": cref, "amount": 200}, "test")["hold"]
     assert problem(ledger.apply_operation, "settle_hold", {"hold_id": h1["id"], "amount": 101},
                    "test").code == "amount-exceeds-hold"
     assert ledger.apply_operation("release_hold", {"hold_id": h1["id"]}, "test")["hold"]["state"] == "released"
-    LedgerHold.update(expires_at=utcnow() - dt.timedelta(seconds=1)).where(LedgerHold.id == h2["id"]).execute()
+    LedgerHold.update(expires_at=clock.now() - dt.timedelta(seconds=1)).where(LedgerHold.id == h2["id"]).execute()
     assert jl.expire_holds() >= 1
     assert ledger.hold(h2["id"])["state"] == "expired"
-    assert jl.expire_holds() == 0 or ledger.hold(h2["id"])["state"] == "expired"
+    # a second run (other tests' holds may be due meanwhile) leaves this expired hold and its money alone
+    entries = LedgerEntry.select().join(LedgerHold, on=(LedgerEntry.journal == LedgerHold.resolved_journal))
+    before = (ledger.hold(h2["id"]), entries.where(LedgerHold.id == h2["id"]).count(), subs(cref))
+    jl.expire_holds()
+    assert (ledger.hold(h2["id"]), entries.where(LedgerHold.id == h2["id"]).count(), subs(cref)) == before
     assert subs(cref) == {"available": 1000, "cashback": 0, "frozen": 0, "overdraft": 0}
     assert problem(ledger.apply_operation, "withdraw", {"customer": cref, "amount": 1001},
                    "test").code == "insufficient-funds"
@@ -255,7 +259,6 @@ def test_credit_draw_and_repay_within_the_policy_limit(ledger):
 
 def test_lots_spend_earliest_expiring_first_and_expire_to_breakage(ledger):
     import jobs.ledger as jl
-    from app.models.core import utcnow
     from app.models.ledger import LedgerLot
     cref = new_customer()
     late = ledger.apply_operation("grant_lot", {"customer": cref, "asset": "POINTS", "amount": 100,
@@ -269,7 +272,7 @@ def test_lots_spend_earliest_expiring_first_and_expire_to_breakage(ledger):
     assert [(lot["id"], lot["remaining"]) for lot in open_lots] == [(late["id"], 50), (never["id"], 100)]
     assert open_lots[0]["expires_at"].endswith("Z")
     # the late lot expires: it is no longer spendable, and the job moves it to breakage
-    LedgerLot.update(expires_at=utcnow() - dt.timedelta(seconds=1)).where(LedgerLot.id == late["id"]).execute()
+    LedgerLot.update(expires_at=clock.now() - dt.timedelta(seconds=1)).where(LedgerLot.id == late["id"]).execute()
     exc = problem(ledger.apply_operation, "spend_lot", {"customer": cref, "asset": "POINTS", "amount": 101}, "test")
     assert exc.code == "insufficient-funds" and exc.extra["available"] == 100
     assert jl.expire_lots() >= 1
@@ -315,20 +318,12 @@ def test_runs_in_the_callers_transaction(ledger, db_conn):
 
 @pytest.mark.parametrize("step", ["after-journal", "after-balances", "after-entries", "before-commit"])
 def test_crash_between_steps_leaves_nothing_and_retry_succeeds_once(ledger, step):
-    from app.services.ledger import core as ledger_core
     cref = new_customer(cash=1000)
     key = ref("crash")
     body = {"customer": cref, "amount": 400, "external_ref": "order-crash"}
 
-    def boom(at):
-        if at == step:
-            raise ConnectionError(f"process died at {at}")
-    ledger_core.FAULT = boom
-    try:
-        with pytest.raises(ConnectionError):
-            ledger.apply_operation("consume", body, "test", idempotency_key=key)
-    finally:
-        ledger_core.FAULT = None
+    with crash_at(step), pytest.raises(ConnectionError):
+        ledger.apply_operation("consume", body, "test", idempotency_key=key)
     assert LedgerJournal.select().where(LedgerJournal.idempotency_key == key).count() == 0
     assert subs(cref)["available"] == 1000
     first = ledger.apply_operation("consume", body, "test", idempotency_key=key)
@@ -492,12 +487,12 @@ def test_every_time_decision_follows_the_controllable_clock(ledger):
         cref = new_customer(cash=1000)
         grant = ledger.apply_operation("grant_lot", {"customer": cref, "asset": "POINTS", "amount": 100,
                                                      "expires_at": "2025-01-01T00:00:00Z"}, "test")
-        assert grant["journal"]["created_at"] == "2024-06-01T12:00:00.000000Z"
-        assert grant["lot"]["created_at"] == "2024-06-01T12:00:00.000000Z"
+        assert grant["journal"]["created_at"] == "2024-06-01T12:00:00Z"
+        assert grant["lot"]["created_at"] == "2024-06-01T12:00:00Z"
         spent = ledger.apply_operation("spend_lot", {"customer": cref, "asset": "POINTS", "amount": 30}, "test")
         assert [u["amount"] for u in spent["lots_used"]] == [30]
         hold = ledger.apply_operation("withdraw", {"customer": cref, "amount": 400}, "test")["hold"]
-        assert hold["expires_at"] == "2024-06-02T12:00:00.000000Z"  # + the policy's 1440 minutes
+        assert hold["expires_at"] == "2024-06-02T12:00:00Z"  # + the policy's 1440 minutes
         jobs_ledger.expire_holds()
         jobs_ledger.expire_lots()
         assert ledger.hold(hold["id"])["state"] == "held"
@@ -507,7 +502,7 @@ def test_every_time_decision_follows_the_controllable_clock(ledger):
         clock.set_now(dt.datetime(2024, 6, 2, 12, 1))  # the hold's timeout has passed, the lot is still live
         assert jobs_ledger.expire_holds() >= 1
         assert ledger.hold(hold["id"])["state"] == "expired"
-        assert ledger.hold(hold["id"])["resolved_at"] == "2024-06-02T12:01:00.000000Z"
+        assert ledger.hold(hold["id"])["resolved_at"] == "2024-06-02T12:01:00Z"
         clock.set_now(dt.datetime(2025, 1, 1, 0, 0, 1))  # the lot has expired: not spendable, expired by the job
         assert problem(ledger.apply_operation, "spend_lot",
                        {"customer": cref, "asset": "POINTS", "amount": 1}, "test").code == "insufficient-funds"

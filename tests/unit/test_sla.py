@@ -7,7 +7,7 @@ import yaml
 
 from app.platform import calendar as sla
 
-POLICY = yaml.safe_load((Path(__file__).resolve().parent.parent / "policies" / "calendar.yaml").read_text())
+POLICY = yaml.safe_load((Path(__file__).resolve().parents[2] / "policies" / "calendar.yaml").read_text())
 BUSINESS = sla.calendar_from_policy(POLICY["calendars"]["business"])  # Mon-Fri 09:00-12:00, 13:30-18:00 +08:00
 ALWAYS = sla.calendar_from_policy(POLICY["calendars"]["always"])
 

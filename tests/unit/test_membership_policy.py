@@ -5,13 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from app.platform import timefmt
 from app.models.membership import GrowthEntry, Member
 from app.schemas import errors_of
 from app.services import membership
 from app.services.membership import growth as membership_growth, policy as mp
-from tests.test_members_helpers import uid
+from tests.membership_factories import uid
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETS = {"ladder": ROOT, "independent": ROOT / "docs" / "samples" / "independent"}
 KINDS = ("membership", "points", "benefits", "plans")
 
@@ -110,8 +111,8 @@ def _cfg(**points_expiry):
 ])
 def test_points_expiry_per_policy(expiry, earned, expires):
     cfg = _cfg(**expiry)
-    got = mp.points_expiry(cfg, mp.parse_instant(earned))
-    assert got == mp.parse_instant(expires)
+    got = mp.points_expiry(cfg, timefmt.parse(earned, "/at", offset_required=True))
+    assert got == timefmt.parse(expires, "/at", offset_required=True)
 
 
 def _member_with_history(entries, joined, level, growth):
@@ -128,7 +129,7 @@ def _member_with_history(entries, joined, level, growth):
 def test_weighted_window_anniversary_deduction_keeps_levels_inside_validity(db_conn):
     docs = load(SETS["independent"])
     cfg = mp.Config(FakeSet(docs))
-    u = lambda s: mp.parse_instant(s)  # noqa: E731
+    u = lambda s: timefmt.parse(s, "/at", offset_required=True)  # noqa: E731
     joined = u("2022-06-15T10:00+08:00")
     # earned 1000 in each of the three years before the 2025-06-15 anniversary, plus 400 before that
     entries = [(u("2021-12-01T00:00+08:00"), 400), (u("2022-08-01T00:00+08:00"), 1000),
@@ -155,9 +156,9 @@ def test_percentage_deduction(db_conn):
         if d["kind"] == "membership":
             d["deduction"] = {"schedule": "calendar", "date": "07-01", "method": "percentage", "percentage": 30}
     cfg = mp.Config(FakeSet(docs))
-    ref = _member_with_history([(mp.parse_instant("2025-01-01T00:00+08:00"), 12000)],
-                               mp.parse_instant("2024-12-01T00:00+08:00"), "金牌", 12000)
-    out = membership_growth.deduct_member(cfg, ref, mp.parse_instant("2025-07-01T00:00+08:00"))
+    ref = _member_with_history([(timefmt.parse("2025-01-01T00:00+08:00", "/at", offset_required=True), 12000)],
+                               timefmt.parse("2024-12-01T00:00+08:00", "/at", offset_required=True), "金牌", 12000)
+    out = membership_growth.deduct_member(cfg, ref, timefmt.parse("2025-07-01T00:00+08:00", "/at", offset_required=True))
     assert out["deducted"] == 3600 and out["growth"] == 8400 and out["level_change"]["to"] == "银牌"
 
 

@@ -7,7 +7,7 @@ import yaml
 
 from app.services.tickets import policy as tickets_policy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeSet:
@@ -126,7 +126,7 @@ def test_sla_references_checked():
 @pytest.mark.parametrize("cond,facts,expected", [
     ({"field": "amount_fen", "op": "gte", "value": 50000}, {"amount_fen": 50000}, True),
     ({"field": "amount_fen", "op": "gte", "value": 50000}, {}, False),
-    ({"not": {"field": "amount_fen", "op": "exists"}}, {"amount_fen": None}, True),
+    ({"not": {"field": "amount_fen", "op": "exists", "value": True}}, {"amount_fen": None}, True),
     ({"field": "user.level", "op": "in", "value": ["金牌"]}, {"user": {"level": "金牌"}}, True),
     ({"any": [{"field": "text", "op": "contains", "value": "发票"}, {"always": True}]}, {}, True),
     ({"all": [{"field": "x", "op": "between", "value": [1, 3]}, {"field": "y", "op": "ne", "value": 1}]},

@@ -13,7 +13,7 @@ from app.models.core import AuditLog
 from app.models.jobs import JobRun
 from jobs import runner
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- job functions used by these tests (the worker process imports this module) ----------------
@@ -65,7 +65,7 @@ def run_worker_burst(database_url, redis_url, queue_name):
     """A real `patron worker --burst` process: drains the queue and exits."""
     env = dict(os.environ, PATRON_DATABASE_URL=database_url, PATRON_REDIS_URL=redis_url,
                PATRON_JOBS_QUEUE=queue_name, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "app.cli", "worker", "--burst"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "tests.jobs.worker", "worker", "--burst"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stderr
@@ -77,44 +77,44 @@ def run_worker_burst(database_url, redis_url, queue_name):
 
 def test_inline_job_runs_once_per_job_id(app, db_conn):
     marker = uuid.uuid4().hex
-    job_id = jobs.job_id_for("tests.test_jobs.record", marker)
-    first = jobs.enqueue("tests.test_jobs.record", marker, job_id=job_id)
-    second = jobs.enqueue("tests.test_jobs.record", marker, job_id=job_id)
+    job_id = jobs.job_id_for("tests.jobs.test_jobs.record", marker)
+    first = jobs.enqueue("tests.jobs.test_jobs.record", marker, job_id=job_id)
+    second = jobs.enqueue("tests.jobs.test_jobs.record", marker, job_id=job_id)
     assert (first.status, first.result) == ("succeeded", marker)
     assert second.status == "duplicate"
     assert runs_of("test-job", marker) == 1
-    row = job_run("tests.test_jobs.record", job_id)
+    row = job_run("tests.jobs.test_jobs.record", job_id)
     assert (row.status, row.runner, row.attempts) == ("succeeded", "inline", 1)
 
 
 def test_inline_without_job_id_runs_every_time(app, db_conn):
     marker = uuid.uuid4().hex
-    jobs.enqueue("tests.test_jobs.record", marker)
-    jobs.enqueue("tests.test_jobs.record", marker)
+    jobs.enqueue("tests.jobs.test_jobs.record", marker)
+    jobs.enqueue("tests.jobs.test_jobs.record", marker)
     assert runs_of("test-job", marker) == 2
 
 
 def test_inline_failure_is_recorded_not_raised_and_not_retried(app, db_conn):
     marker = uuid.uuid4().hex
-    ref = jobs.enqueue("tests.test_jobs.boom", marker, job_id="boom-" + marker)
+    ref = jobs.enqueue("tests.jobs.test_jobs.boom", marker, job_id="boom-" + marker)
     assert ref.status == "failed" and "boom" in ref.error
     assert runs_of("test-boom", marker) == 1  # undeclared job: no retry
-    row = job_run("tests.test_jobs.boom", "boom-" + marker)
+    row = job_run("tests.jobs.test_jobs.boom", "boom-" + marker)
     assert row.status == "failed" and "RuntimeError: boom" in row.error
 
 
 def test_inline_retry_when_declared(app, db_conn):
     marker = uuid.uuid4().hex
-    ref = jobs.enqueue("tests.test_jobs.flaky", marker, job_id="flaky-" + marker)
+    ref = jobs.enqueue("tests.jobs.test_jobs.flaky", marker, job_id="flaky-" + marker)
     assert ref.status == "succeeded"
     assert runs_of("test-flaky", marker) == 2
-    assert job_run("tests.test_jobs.flaky", "flaky-" + marker).attempts == 2
+    assert job_run("tests.jobs.test_jobs.flaky", "flaky-" + marker).attempts == 2
 
 
 @pytest.mark.parametrize("job_id", ["a.b", "has space", "x" * 201, "", "tick:1"])
 def test_job_ids_rq_cannot_store_are_refused(app, db_conn, job_id):
     with pytest.raises(ValueError, match="job id"):
-        jobs.enqueue("tests.test_jobs.record", "m", job_id=job_id)
+        jobs.enqueue("tests.jobs.test_jobs.record", "m", job_id=job_id)
 
 
 @pytest.mark.parametrize("path", ["os.system", "jobs.nope.nothing", "jobs.platform.missing", "jobs..x", 42])
@@ -138,68 +138,68 @@ def test_job_id_for_is_deterministic_and_rq_safe():
 def test_rq_worker_runs_job_that_writes_to_database(app, db_conn, jobs_queue, redis_url, database_url):
     marker = uuid.uuid4().hex
     job_id = "rec-" + marker
-    assert jobs.enqueue("tests.test_jobs.record", marker, job_id=job_id).status == "queued"
-    assert jobs.enqueue("tests.test_jobs.record", marker, job_id=job_id).status == "duplicate"
+    assert jobs.enqueue("tests.jobs.test_jobs.record", marker, job_id=job_id).status == "queued"
+    assert jobs.enqueue("tests.jobs.test_jobs.record", marker, job_id=job_id).status == "duplicate"
     assert runs_of("test-job", marker) == 0  # queued, not run inline
     job = jobs.queue(jobs.redis_connection()).fetch_job(job_id)
-    assert job.func_name == jobs.RUNNER and job.args[:3] == ["tests.test_jobs.record", job_id, [marker]]
+    assert job.func_name == jobs.RUNNER and job.args[:3] == ["tests.jobs.test_jobs.record", job_id, [marker]]
 
     run_worker_burst(database_url, redis_url, jobs_queue)
     assert runs_of("test-job", marker) == 1
-    row = job_run("tests.test_jobs.record", job_id)
+    row = job_run("tests.jobs.test_jobs.record", job_id)
     assert (row.status, row.runner) == ("succeeded", "rq")
     job.refresh()
     assert job.get_status() == "finished" and job.return_value()["result"] == marker
 
     # enqueued again after it ran: still once (RQ keeps the id; job_run backs it up beyond that)
-    assert jobs.enqueue("tests.test_jobs.record", marker, job_id=job_id).status == "duplicate"
-    assert runner.execute("tests.test_jobs.record", job_id, [marker])["status"] == "duplicate"
+    assert jobs.enqueue("tests.jobs.test_jobs.record", marker, job_id=job_id).status == "duplicate"
+    assert runner.execute("tests.jobs.test_jobs.record", job_id, [marker])["status"] == "duplicate"
     assert runs_of("test-job", marker) == 1
 
 
 def test_rq_retries_only_declared_jobs(app, db_conn, jobs_queue, redis_url, database_url):
     marker = uuid.uuid4().hex
-    jobs.enqueue("tests.test_jobs.boom", marker, job_id="boom-" + marker)
-    jobs.enqueue("tests.test_jobs.flaky", marker, job_id="flaky-" + marker)
+    jobs.enqueue("tests.jobs.test_jobs.boom", marker, job_id="boom-" + marker)
+    jobs.enqueue("tests.jobs.test_jobs.flaky", marker, job_id="flaky-" + marker)
     run_worker_burst(database_url, redis_url, jobs_queue)
     assert runs_of("test-boom", marker) == 1
-    assert job_run("tests.test_jobs.boom", "boom-" + marker).status == "failed"
+    assert job_run("tests.jobs.test_jobs.boom", "boom-" + marker).status == "failed"
     q = jobs.queue(jobs.redis_connection())
     assert q.fetch_job("boom-" + marker).get_status() == "failed"
     # enqueueing a failed unique job again runs it again (a manual retry), once
-    assert jobs.enqueue("tests.test_jobs.boom", marker, job_id="boom-" + marker).status == "requeued"
+    assert jobs.enqueue("tests.jobs.test_jobs.boom", marker, job_id="boom-" + marker).status == "requeued"
     run_worker_burst(database_url, redis_url, jobs_queue)
     assert runs_of("test-boom", marker) == 2
-    assert job_run("tests.test_jobs.boom", "boom-" + marker).attempts == 2
+    assert job_run("tests.jobs.test_jobs.boom", "boom-" + marker).attempts == 2
     assert runs_of("test-flaky", marker) == 2
-    row = job_run("tests.test_jobs.flaky", "flaky-" + marker)
+    row = job_run("tests.jobs.test_jobs.flaky", "flaky-" + marker)
     assert (row.status, row.attempts) == ("succeeded", 2)
 
 
 # --- periodic: ticker (no Redis) and RQ cron ----------------------------------------------------
 
 def test_ticker_runs_each_tick_once(app, db_conn):
-    periodic = [("tests.test_jobs.tick_fake", "*/5 * * * *")]
+    periodic = [("tests.jobs.test_jobs.tick_fake", "*/5 * * * *")]
     # a unique far-off minute so reruns of the suite on one database never collide
     base = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
         minutes=5 * (uuid.uuid4().int % 10**6))
     before = runs_of("tick-fake")
     ticker = runner.Ticker(app, periodic=periodic, clock=lambda: base - dt.timedelta(seconds=30))
-    assert ticker.run_due(base + dt.timedelta(seconds=1)) == [("tests.test_jobs.tick_fake", "succeeded")]
+    assert ticker.run_due(base + dt.timedelta(seconds=1)) == [("tests.jobs.test_jobs.tick_fake", "succeeded")]
     assert ticker.run_due(base + dt.timedelta(minutes=3)) == []  # no tick between
     assert ticker.run_due(base + dt.timedelta(minutes=5, seconds=2)) == [
-        ("tests.test_jobs.tick_fake", "succeeded")]
+        ("tests.jobs.test_jobs.tick_fake", "succeeded")]
     # another process's ticker on the same tick: claimed already
     other = runner.Ticker(app, periodic=periodic, clock=lambda: base)
     assert other.run_due(base + dt.timedelta(minutes=5, seconds=3)) == [
-        ("tests.test_jobs.tick_fake", "duplicate")]
+        ("tests.jobs.test_jobs.tick_fake", "duplicate")]
     assert runs_of("tick-fake") == before + 2
-    row = job_run("tests.test_jobs.tick_fake", runner.tick_key(base + dt.timedelta(minutes=5)))
+    row = job_run("tests.jobs.test_jobs.tick_fake", runner.tick_key(base + dt.timedelta(minutes=5)))
     assert row.runner == "ticker" and row.scheduled_for == (base + dt.timedelta(minutes=5)).replace(tzinfo=None)
 
 
 def test_ticker_after_downtime_runs_only_latest_tick(app, db_conn):
-    periodic = [("tests.test_jobs.tick_fake", "* * * * *")]
+    periodic = [("tests.jobs.test_jobs.tick_fake", "* * * * *")]
     base = dt.datetime(2032, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(
         minutes=100 * (uuid.uuid4().int % 10**6))
     ticker = runner.Ticker(app, periodic=periodic, clock=lambda: base)
@@ -218,7 +218,7 @@ def test_ticker_cron_is_read_in_business_time_zone(app):
 def test_ticker_thread_runs_periodic_job(app, db_conn):
     import time
     before = runs_of("tick-thread")
-    ticker = runner.Ticker(app, periodic=[("tests.test_jobs.tick_thread", "* * * * *")]).start()
+    ticker = runner.Ticker(app, periodic=[("tests.jobs.test_jobs.tick_thread", "* * * * *")]).start()
     try:
         deadline = time.monotonic() + 10
         while runs_of("tick-thread") == before and time.monotonic() < deadline:
@@ -249,7 +249,7 @@ def test_every_declared_periodic_job_is_valid_and_registered_with_rq_cron(app, r
 
 def test_rq_cron_enqueues_each_tick_once_across_schedulers(app, db_conn, redis_url, database_url):
     conn = jobs.redis_connection(redis_url)
-    periodic = [("tests.test_jobs.tick_cron", "* * * * *")]
+    periodic = [("tests.jobs.test_jobs.tick_cron", "* * * * *")]
     before = runs_of("tick-cron")
     queue_name = f"test-{uuid.uuid4().hex[:12]}"
     schedulers = [runner.build_cron_scheduler(conn, "UTC", periodic, queue_name) for _ in range(2)]
@@ -262,7 +262,7 @@ def test_rq_cron_enqueues_each_tick_once_across_schedulers(app, db_conn, redis_u
     assert jobs.queue(conn, queue_name).count == 1  # the second scheduler's copy was refused
     run_worker_burst(database_url, redis_url, queue_name)
     assert runs_of("tick-cron") == before + 1
-    runs = list(JobRun.select().where((JobRun.job == "tests.test_jobs.tick_cron") & (JobRun.runner == "cron")))
+    runs = list(JobRun.select().where((JobRun.job == "tests.jobs.test_jobs.tick_cron") & (JobRun.runner == "cron")))
     assert runs and all(r.status == "succeeded" for r in runs)
 
 
@@ -282,12 +282,12 @@ def test_jobs_list_shows_periodic_jobs(capsys, database_url):
 def test_job_arguments_must_be_json_values_in_both_modes(app, db_conn):
     import datetime
     with pytest.raises(ValueError, match="JSON values"):
-        jobs.enqueue("tests.test_jobs.record", datetime.date(2026, 1, 1))
+        jobs.enqueue("tests.jobs.test_jobs.record", datetime.date(2026, 1, 1))
     with pytest.raises(ValueError, match="JSON values"):
-        jobs.enqueue("tests.test_jobs.record", float("nan"))
+        jobs.enqueue("tests.jobs.test_jobs.record", float("nan"))
     marker = uuid.uuid4().hex
     # a tuple arrives as a list, exactly as it would through RQ's JSON serializer
-    assert jobs.enqueue("tests.test_jobs.echo", (1, marker), key={"a": (2,)}).result == [[1, marker], {"a": [2]}]
+    assert jobs.enqueue("tests.jobs.test_jobs.echo", (1, marker), key={"a": (2,)}).result == [[1, marker], {"a": [2]}]
 
 
 def echo(value, key=None):
@@ -299,7 +299,7 @@ def test_cron_loop_thread_enqueues_due_ticks_and_stops(app, redis_url):
     import time
     conn = jobs.redis_connection(redis_url)
     queue_name = f"test-{uuid.uuid4().hex[:12]}"
-    scheduler = runner.build_cron_scheduler(conn, "Asia/Shanghai", [("tests.test_jobs.tick_cron", "* * * * *")],
+    scheduler = runner.build_cron_scheduler(conn, "Asia/Shanghai", [("tests.jobs.test_jobs.tick_cron", "* * * * *")],
                                             queue_name)
     job = scheduler.get_jobs()[0]
     job.next_enqueue_time = runner.utcnow() - dt.timedelta(seconds=1)  # due now
@@ -309,12 +309,13 @@ def test_cron_loop_thread_enqueues_due_ticks_and_stops(app, redis_url):
     try:
         q = jobs.queue(conn, queue_name)
         deadline = time.monotonic() + 10
-        while q.count == 0 and time.monotonic() < deadline:
+        # RQ enqueues the tick before it records it (set_enqueue_time): wait for both, then look
+        while (q.count == 0 or job.latest_enqueue_time is None) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert q.count == 1
         queued = q.jobs[0]
-        assert queued.func_name == jobs.RUNNER and queued.args[0] == "tests.test_jobs.tick_cron"
-        assert queued.id.startswith(f"{queue_name}_tests_test_jobs_tick_cron-tick-")
+        assert queued.func_name == jobs.RUNNER and queued.args[0] == "tests.jobs.test_jobs.tick_cron"
+        assert queued.id.startswith(f"{queue_name}_tests_jobs_test_jobs_tick_cron-tick-")
         assert job.next_enqueue_time > runner.utcnow()  # rescheduled to the next minute
         from rq.cron import CronScheduler
         assert scheduler.name in [s.name for s in CronScheduler.all(conn)]  # visible to RQ's tools

@@ -4,7 +4,7 @@ import datetime as dt
 import jobs
 from app.services import ledger
 from app.models.jobs import JobRun
-from tests.test_members_helpers import frozen_clock, order, post, run_worker_burst, uid  # noqa: F401
+from tests.membership_factories import frozen_clock, order, post, run_worker_burst, uid  # noqa: F401
 
 UTC = dt.timezone.utc
 

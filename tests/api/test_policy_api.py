@@ -2,7 +2,7 @@
 import secrets
 
 from app import policy
-from tests.conftest import Http, make_token
+from tests.conftest import ENGINES, Http, make_token
 
 THREE_MISTAKES = """kind: ruleset
 version: 1
@@ -108,7 +108,7 @@ def test_explain_shows_each_leaf_and_the_version(http):
     r = http.post("/v1/decisions/explain", json={"ruleset": "demo_risk", "facts": facts})
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["rule"] == "large_redemption" and out["engines_agree"] is True
+    assert out["rule"] == "large_redemption" and out["engines_agree"] is (True if "durable" in ENGINES else None)
     assert out["version"] == policy.active_version()
     big = next(x for x in out["rules"] if x["rule"] == "large_redemption")
     leaf = big["condition"]["children"][0]["children"][0]

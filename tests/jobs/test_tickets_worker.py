@@ -10,10 +10,10 @@ import pytest
 from app.models.outbox import OutboxDelivery
 from app.models.tickets import Ticket
 from app.platform import outbox
-from tests.test_outbox import Receiver
-from tests.test_tickets_sla_watch import make_ticket, sla_rows
+from tests.api.test_outbox import Receiver
+from tests.jobs.test_tickets_sla_watch import make_ticket, sla_rows
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.redis
 
 

@@ -2,7 +2,7 @@
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import Http, make_token
-from tests.test_members_helpers import event, order, post, uid
+from tests.membership_factories import event, order, post, uid
 
 
 def test_event_is_idempotent_by_event_id(http):

@@ -1,7 +1,7 @@
 """Points over HTTP: redemption caps (count and amount), large redemptions held for review, idempotency."""
 import datetime as dt
 
-from tests.test_members_helpers import frozen_clock, order, post, uid  # noqa: F401
+from tests.membership_factories import frozen_clock, order, post, uid  # noqa: F401
 
 UTC = dt.timezone.utc
 
@@ -75,7 +75,7 @@ def test_reject_held_redemption(http, frozen_clock):
 def test_global_daily_budget_cuts_and_reports(db_conn):
     """A small budget: the deferred take finds it short, the event is redone strictly and the cut reported."""
     from app.services.membership import events, policy as mp
-    from tests.test_membership_policy import FakeSet, ROOT, load
+    from tests.unit.test_membership_policy import FakeSet, ROOT, load
     docs = load(ROOT)
     for d in docs:
         if d["kind"] == "points":

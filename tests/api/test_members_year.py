@@ -3,7 +3,7 @@ import datetime as dt
 
 import jobs
 from app.models.membership import GrowthEntry, Member
-from tests.test_members_helpers import event, frozen_clock, order, post, uid  # noqa: F401 (fixture)
+from tests.membership_factories import event, frozen_clock, order, post, uid  # noqa: F401 (fixture)
 
 TZ8 = dt.timezone(dt.timedelta(hours=8))
 
@@ -96,8 +96,8 @@ def test_a_members_year_across_the_year_end(app, http, db_conn, frozen_clock):
     by_expiry = {}
     for lot in lots:
         by_expiry[lot["expires_at"]] = by_expiry.get(lot["expires_at"], 0) + lot["remaining"]
-    assert by_expiry == {"2026-12-31T16:00:00.000000Z": (5000 - 3595) + 5 + 7200 + 3600,
-                         "2027-12-31T16:00:00.000000Z": 5}
+    assert by_expiry == {"2026-12-31T16:00:00Z": (5000 - 3595) + 5 + 7200 + 3600,
+                         "2027-12-31T16:00:00Z": 5}
     assert http.get(f"/v1/members/{m}").json()["points"]["balance"] == 12215
     from app.services import ledger
     points = [a for a in ledger.balances(m)["accounts"] if a["asset"] == "POINTS"][0]

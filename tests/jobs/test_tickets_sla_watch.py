@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from app.models.core import utcnow
+
+from app.platform import clock
 from app.models.outbox import OutboxMessage
 from app.models.staff import Staff
 from app.models.tickets import Ticket, TicketEvent, TicketSlaEvent
@@ -17,7 +18,7 @@ def make_ticket(created_ago_minutes=13, response_minutes=15, resolution_minutes=
                 department="finance", user_id=None, calendar="always"):
     """A ticket row whose clocks run on the 24x7 calendar, started ``created_ago_minutes`` ago."""
     cfg = tickets_policy.current()
-    now = utcnow()
+    now = clock.now()
     created = now - dt.timedelta(minutes=created_ago_minutes)
     t = Ticket(category="退款争议", workflow="refund_dispute", state="investigating", title="SLA test",
                channel="app", source="system", user_id=user_id or f"u-{uuid.uuid4().hex[:8]}",
@@ -62,7 +63,7 @@ def test_warning_then_escalation_exactly_once_with_two_workers(app, db_conn):
     t = make_ticket(created_ago_minutes=13)  # response warns at 12 min, breaches at 15 min
     # a supervisor of the department exists, so escalation reassigns to one
     Staff.create(staff_no=supervisor, name="主管", department="finance", roles=" supervisor ")
-    now1 = utcnow()
+    now1 = clock.now()
     for _ in range(3):  # three ticks, each on two workers
         run_concurrently(app, lambda: tickets_sla.watch(now=now1))
     assert sla_rows(t.id) == [("warning", "first_response")]
@@ -89,15 +90,15 @@ def test_warning_then_escalation_exactly_once_with_two_workers(app, db_conn):
 
 def test_missed_warning_window_escalates_directly(app, db_conn):
     t = make_ticket(created_ago_minutes=20)
-    tickets_sla.watch(now=utcnow())
+    tickets_sla.watch(now=clock.now())
     assert sla_rows(t.id) == [("breach", "first_response")]
 
 
 def test_resolution_clock_and_paused_tickets(app, db_conn):
     t = make_ticket(created_ago_minutes=230, response_minutes=100000, resolution_minutes=240)
     paused = make_ticket(created_ago_minutes=230, response_minutes=100000, resolution_minutes=240)
-    Ticket.update(sla_paused_at=utcnow()).where(Ticket.id == paused.id).execute()
-    tickets_sla.watch(now=utcnow())
+    Ticket.update(sla_paused_at=clock.now()).where(Ticket.id == paused.id).execute()
+    tickets_sla.watch(now=clock.now())
     assert sla_rows(t.id) == [("warning", "resolution")]
     assert sla_rows(paused.id) == []
 
@@ -115,10 +116,10 @@ def test_resume_moves_deadlines_by_paused_business_time(app, db_conn):
 
 def test_responded_stops_response_clock(app, db_conn):
     t = make_ticket(created_ago_minutes=5)
-    tickets_sla.responded(t, utcnow())
+    tickets_sla.responded(t, clock.now())
     t.save()
     assert t.first_response_at is not None and t.response_check_at is None and not t.response_breached
-    tickets_sla.watch(now=utcnow() + dt.timedelta(minutes=20))
+    tickets_sla.watch(now=clock.now() + dt.timedelta(minutes=20))
     assert ("breach", "first_response") not in sla_rows(t.id)
 
 

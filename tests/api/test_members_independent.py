@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from app.services import ledger
-from tests.test_members_helpers import frozen_clock, order, post, uid  # noqa: F401
+from tests.membership_factories import frozen_clock, order, post, uid  # noqa: F401
 
-SAMPLE = Path(__file__).resolve().parent.parent / "docs" / "samples" / "independent"
+SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "samples" / "independent"
 UTC = dt.timezone.utc
 
 

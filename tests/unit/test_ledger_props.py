@@ -4,6 +4,7 @@ import datetime as dt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.platform import clock, timefmt
 from app.errors import Problem
 from tests.ledger_factories import ref
 
@@ -27,7 +28,6 @@ def _totals(ledger, cref):
 @given(steps=st.lists(step, min_size=1, max_size=25))
 def test_random_operation_sequences_keep_invariants(app, steps):
     from app.db import db
-    from app.models.core import utcnow
     from app.models.ledger import LedgerLot
     from app.services import ledger
     import jobs.ledger as jl
@@ -109,7 +109,7 @@ def test_random_operation_sequences_keep_invariants(app, steps):
                     delta = {c: ("POINTS", _totals(ledger, c).get("POINTS", 0) - before[c]) for c in users}
                     for c in users:  # nothing expired may remain open
                         assert not [lot for lot in ledger.lots(c, "POINTS")
-                                    if lot["expires_at"] and lot["expires_at"] < _now_iso(utcnow)]
+                                    if lot["expires_at"] and timefmt.parse(lot["expires_at"], "/e") < clock.now()]
                 elif op == "block":
                     ledger.apply_operation("block", {"customer": u, "debit": pick % 2 == 0,
                                                      "credit": pick % 2 == 1, "reason": "prop"}, "prop")
@@ -138,7 +138,3 @@ def _owner(ledger, hold_id, users):
         if any(a["id"] == account_id for a in ledger.balances(u)["accounts"]):
             return u
     raise AssertionError("hold of an unknown account")
-
-
-def _now_iso(utcnow):
-    return utcnow().isoformat(timespec="microseconds") + "Z"

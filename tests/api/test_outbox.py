@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from app.models.core import utcnow
+
+from app.platform import clock
 from app.models.outbox import OutboxAttempt, OutboxDelivery
 from app.platform import outbox
 
@@ -59,7 +60,7 @@ def test_delivery_retried_until_receiver_recovers(http, db_conn, receiver):
     mid = outbox.publish(f"{topic}.happened", {"n": 1, "文字": "中文"}, subject="test:1", dedupe_key=f"{topic}:1")
     assert outbox.publish(f"{topic}.happened", {"n": 1}, dedupe_key=f"{topic}:1") is None  # deduped
 
-    now = utcnow()
+    now = clock.now()
     outbox.deliver_due(now=now)
     d = _my(mid)
     assert (d.status, d.attempts, d.last_status) == ("pending", 1, 500)
@@ -98,7 +99,7 @@ def test_unreachable_receiver_goes_dead_after_max_attempts(http, db_conn):
     topic = f"test.{uuid.uuid4().hex[:10]}"
     hook, _ = outbox.create_webhook("dead", "http://127.0.0.1:9/nothing", topics=topic)
     mid = outbox.publish(topic, {"x": 1})
-    now = utcnow()
+    now = clock.now()
     for i in range(3):
         outbox.deliver_due(now=now + dt.timedelta(hours=i), max_attempts=3, timeout=2)
     d = _my(mid)
@@ -106,12 +107,12 @@ def test_unreachable_receiver_goes_dead_after_max_attempts(http, db_conn):
 
 
 def test_concurrent_workers_post_each_delivery_once(app, db_conn, receiver):
-    from tests.test_tickets_sla_watch import run_concurrently
+    from tests.jobs.test_tickets_sla_watch import run_concurrently
     receiver.fail = 0
     topic = f"test.{uuid.uuid4().hex[:10]}"
     outbox.create_webhook("conc", receiver.url, topics=topic)
     ids = [outbox.publish(topic, {"i": i}) for i in range(20)]
-    now = utcnow()
+    now = clock.now()
     run_concurrently(app, lambda: outbox.deliver_due(now=now, limit=200))
     got = sorted(int(h["Patron-Message-Id"]) for h, _ in receiver.requests)
     assert got == sorted(ids)  # each once: claims hide a delivery from the other worker
@@ -130,7 +131,7 @@ def test_prune_deletes_settled_old_messages_only(db_conn):
     settled = outbox.publish(topic, {"p": 2})
     OutboxDelivery.update(status="delivered").where(OutboxDelivery.message == settled).execute()
     no_receiver = outbox.publish(f"{topic}.none", {"p": 3})
-    outbox.prune(older_than_days=1, now=utcnow() + dt.timedelta(days=2))
+    outbox.prune(older_than_days=1, now=clock.now() + dt.timedelta(days=2))
     left = {m.id for m in OutboxMessage.select().where(OutboxMessage.id.in_([pending, settled, no_receiver]))}
     assert left == {pending}
     outbox.prune(older_than_days=1)

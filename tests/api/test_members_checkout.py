@@ -1,7 +1,7 @@
 """Checkout benefits for each level over HTTP: discounts, fee waivers, coupons, points to earn, each with rule and version."""
 import pytest
 
-from tests.test_members_helpers import order, post, uid
+from tests.membership_factories import order, post, uid
 
 CART = {"items": [{"sku": "A", "price_fen": 10000, "quantity": 2, "category": "food"},
                   {"sku": "B", "price_fen": 5000}], "shipping_fen": 1000, "channel": "app"}
@@ -71,7 +71,7 @@ def test_checkout_rejects_bad_carts(http):
 
 def test_cashback_benefit_is_credited_and_clawed_back(http, db_conn):
     from app.services import ledger
-    from tests.test_members_helpers import event
+    from tests.membership_factories import event
     m = uid("cb")
     post(http, order(m, 10000))  # -> 金牌 (cashback_1: 100 bp) from the next order on
     e = post(http, order(m, 500, order_ref=f"{m}-X"))

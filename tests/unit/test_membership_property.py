@@ -3,7 +3,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.models.membership import GrowthEntry, Member
 from app.services.membership import events
-from tests.test_members_helpers import uid
+from tests.membership_factories import uid
 
 STEP = st.one_of(
     st.tuples(st.just("order_paid"), st.integers(0, 500000)),

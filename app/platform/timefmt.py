@@ -1,0 +1,39 @@
+"""The one wire format for instants: RFC 3339 in UTC with ``Z`` (``2026-01-31T04:00:00Z``), and its parser."""
+import datetime as dt
+
+from app.errors import Problem
+
+
+def iso(value):
+    """Naive UTC (or aware, or ISO text) -> ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+def parse(text, pointer, offset_required=False):
+    """ISO 8601 / RFC 3339 text -> naive UTC, or 422 ``validation-failed`` naming ``pointer``.
+
+    Args:
+        text: the value (None -> None).
+        pointer: JSON pointer of the field in the request (``/occurred_at``, ``/query/since``).
+        offset_required: refuse text without a UTC offset (else it is read as UTC).
+    """
+    if text is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        value = None
+    if value is None or (offset_required and value.tzinfo is None):
+        what = "an RFC 3339 date-time with offset, e.g. 2026-01-31T12:00:00+08:00" if offset_required \
+            else "an ISO 8601 date-time"
+        raise Problem(422, "validation-failed", "Validation failed", f"{pointer.rsplit('/', 1)[-1]}: expected {what}",
+                      errors=[{"pointer": pointer, "validator": "format", "message": f"expected {what}"}])
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
