@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from app.models.core import utcnow
+from app.platform.clock import now as utcnow
 from app.models.outbox import OutboxDelivery, Webhook
 from app.platform import crypto, outbox
 from tests.api.test_outbox import Receiver
