@@ -35,7 +35,7 @@ def create_app(test_config=None):
         raise ConfigError(f"PATRON_RULES_ENGINE: {exc}") from None
     open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"], timeouts=(
         cfg["DB_CONNECT_TIMEOUT"], cfg["DB_STATEMENT_TIMEOUT"], cfg["DB_LOCK_TIMEOUT"]))
-    crypto.configure(cfg["SECRET_KEYS"], app.instance_path)
+    crypto.configure(cfg["SECRET_KEYS"], app.instance_path, app)
 
     def open_connection():
         # /healthz, /readyz and /metrics never wait for the database's connection (readyz checks it

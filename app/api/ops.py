@@ -41,11 +41,12 @@ class Readiness:
     """Dependency checks with a deadline, run at most once at a time and shared by concurrent callers.
 
     A hung database or Redis costs a caller at most ``DEADLINE`` seconds and never more than one
-    thread per dependency: callers arriving while a check runs wait for that same check, and its
-    result is reused for ``CACHE_SECONDS``.
+    thread per dependency: callers arriving while a check runs wait for that same check, and while
+    a dependency's previous check is still hung, it is reported ``error: timeout`` at once instead of
+    being checked again. (No cache beyond that: a recovery shows on the next call.)
     """
     DEADLINE = 2.0
-    CACHE_SECONDS = 1.0
+    CACHE_SECONDS = 0.0
 
     def __init__(self):
         self._lock = threading.Lock()

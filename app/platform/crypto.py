@@ -42,8 +42,11 @@ def _key_file(instance_path):
         return fh.read()
 
 
-def configure(secret_keys, instance_path):
+def configure(secret_keys, instance_path, app=None):
     """Set the keys: ``SECRET_KEYS`` (first encrypts, all decrypt), else a key file in the instance folder.
+
+    With ``app``, the keys are that app's (used inside its app context); the last configured keys
+    also serve code running outside any app context.
 
     Raises:
         ConfigError: a malformed key.
@@ -52,8 +55,11 @@ def configure(secret_keys, instance_path):
     keys = _parse_keys(secret_keys) if secret_keys else _parse_keys(_key_file(instance_path))
     if not keys:
         raise ConfigError("PATRON_SECRET_KEYS: no key given")
+    box = MultiFernet(keys)
     with _lock:
-        _box = MultiFernet(keys)
+        _box = box
+        if app is not None:
+            app.extensions["patron.crypto"] = box
 
 
 def new_key():
@@ -61,6 +67,11 @@ def new_key():
 
 
 def _current():
+    from flask import current_app, has_app_context
+    if has_app_context():
+        box = current_app.extensions.get("patron.crypto")
+        if box is not None:
+            return box
     if _box is None:
         raise RuntimeError("app.platform.crypto.configure() was not called (create_app does it)")
     return _box

