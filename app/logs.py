@@ -25,6 +25,23 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_MOBILE = re.compile(r"(?<!\d)(1[3-9]\d)(\d{4})(\d{4})(?!\d)")
+
+
+class PersonalDataFilter(logging.Filter):
+    """Mask mobile numbers (138****5678) in a record before any handler sees it (SQL debug logs carry params)."""
+
+    def filter(self, record):
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is not ours to fix
+            return True
+        masked = _MOBILE.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record):
         out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
@@ -45,6 +62,9 @@ def configure(level="INFO"):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(PersonalDataFilter())
+    for name in ("peewee", "patron"):  # loggers that may carry personal data; filtered before any handler
+        logging.getLogger(name).addFilter(PersonalDataFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

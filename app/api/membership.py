@@ -7,10 +7,13 @@ from app.api import idempotency_key, operation, query_int
 from app.errors import Problem, validation_failed
 from app.platform import auth, idempotency
 from app.services import membership
+from app.services.membership import center
 from app.services.membership import events
 from app.services.membership import kpi
+from app.services.membership import mall
 from app.services.membership import plans
 from app.services.membership import points
+from app.services.membership import vouchers
 from app.platform import timefmt
 
 bp = Blueprint("members", __name__, url_prefix="/v1")
@@ -154,3 +157,82 @@ def kpis():
         raise Problem(422, "validation-failed", "Validation failed", "format is json or csv",
                       errors=[{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])
     return jsonify(report)
+
+
+# ---- the closed loop: points mall, checkout with vouchers / red packets / points, refunds, member center
+
+@bp.get("/mall/items")
+@operation("Points mall catalogue with stock left (and, for a member, eligibility)", scope="members:read",
+           tags=TAGS, query={"member_id": "optional: say which items this member may redeem"})
+def mall_items():
+    ref = request.args.get("member_id")
+    return jsonify(mall.catalogue(_member_id(ref) if ref else None))
+
+
+@bp.post("/members/<member_id>/mall/redemptions")
+@operation("Redeem points for a mall item (idempotent by redemption_id; caps and stock checked)",
+           scope="members:write", body="api/members/mall_redemption.json", tags=TAGS, status=201)
+def mall_redeem(member_id):
+    created, result = mall.redeem(_member_id(member_id), g.body["redemption_id"], g.body["item"], _actor())
+    return jsonify(result), 201 if created else 200
+
+
+@bp.post("/members/<member_id>/mall/redemptions/<redemption_id>/cancel")
+@operation("Cancel goods not yet fulfilled: points back to their lots, stock back", scope="members:write",
+           body="api/members/decision.json", tags=TAGS)
+def mall_cancel(member_id, redemption_id):
+    return jsonify(mall.cancel(_member_id(member_id), redemption_id, _actor(), g.body.get("note")))
+
+
+@bp.post("/members/<member_id>/mall/redemptions/<redemption_id>/fulfil")
+@operation("Mark mall goods shipped (no cancellation afterwards)", scope="members:write",
+           body="api/members/decision.json", tags=TAGS)
+def mall_fulfil(member_id, redemption_id):
+    return jsonify(mall.fulfil(_member_id(member_id), redemption_id, _actor(), g.body.get("note")))
+
+
+@bp.get("/members/<member_id>/vouchers")
+@operation("Vouchers and red packets the member holds (live, unused), earliest expiry first",
+           scope="members:read", tags=TAGS)
+def member_vouchers(member_id):
+    return jsonify(member_id=member_id, items=vouchers.held(_member_id(member_id)))
+
+
+@bp.post("/members/<member_id>/orders")
+@operation("Pay an order: member benefits, vouchers, red packets, points and cash in one transaction",
+           scope="members:write", body="api/members/order.json", tags=TAGS, idempotent=True, status=201)
+def pay_order(member_id):
+    member_id = _member_id(member_id)
+    status, result, _ = idempotency.run(
+        g.principal["id"], idempotency_key(), "members.pay_order", {"member_id": member_id, **g.body},
+        lambda: vouchers.pay(member_id, g.body, _actor()), status_code=201)
+    return jsonify(result), status
+
+
+@bp.get("/members/<member_id>/orders/<order_ref>")
+@operation("An order paid through checkout: what each instrument paid, refunds", scope="members:read", tags=TAGS)
+def get_order(member_id, order_ref):
+    return jsonify(vouchers.order(_member_id(member_id), order_ref))
+
+
+@bp.post("/members/<member_id>/orders/<order_ref>/refunds")
+@operation("Refund (part of) an order along its original route (idempotent by refund_id)",
+           scope="members:write", body="api/members/order_refund.json", tags=TAGS, status=201)
+def refund_order(member_id, order_ref):
+    created, result = vouchers.refund(_member_id(member_id), order_ref, g.body["refund_id"], g.body["amount_fen"],
+                                      _actor())
+    return jsonify(result), 201 if created else 200
+
+
+@bp.put("/members/<member_id>/profile")
+@operation("Set the member's nickname and phone (the phone is only ever returned masked)",
+           scope="members:write", body="api/members/profile.json", tags=TAGS)
+def put_profile(member_id):
+    return jsonify(center.set_profile(_member_id(member_id), g.body))
+
+
+@bp.get("/members/<member_id>/center")
+@operation("Member center: masked profile, level and progress, benefits, points by expiry, vouchers, paid "
+           "ladder and offers", scope="members:read", tags=TAGS)
+def member_center(member_id):
+    return jsonify(center.view(_member_id(member_id)))

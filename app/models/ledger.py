@@ -133,3 +133,18 @@ LedgerLot.add_index(LedgerLot.index(LedgerLot.account, LedgerLot.expires_at, nam
                                     where=pw.SQL("\"state\" = 'open'")))
 LedgerHold.add_index(LedgerHold.index(LedgerHold.expires_at, name="ledger_hold_open",
                                       where=pw.SQL("\"state\" = 'held'")))
+
+
+class LedgerLotUse(BaseModel):
+    """Which lot paid how much of a recorded lot spend, and how much of it was refunded (the refund counter)."""
+    journal = pw.ForeignKeyField(LedgerJournal, index=True)  # the spend
+    lot = pw.ForeignKeyField(LedgerLot)
+    seq = pw.IntegerField()  # order of use within the spend (refunds go back in reverse)
+    amount_minor = pw.BigIntegerField()
+    refunded_minor = pw.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = ((("journal", "seq"), True),)
+
+
+MODELS_0201 = [LedgerLotUse]

@@ -182,3 +182,89 @@ class CashbackAward(BaseModel):
 MODELS = [Member, MemberEvent, GrowthEntry, LevelChange, CapCounter, PointsAward, Redemption,
           Subscription, PlanPeriod, CouponGrant]
 MODELS_0301 = [CashbackAward]
+
+
+class MallStock(BaseModel):
+    """Units of a mall item sold (stock itself is policy); taken by a conditional UPDATE, never oversold."""
+    item = pw.CharField(max_length=60, unique=True)
+    sold = pw.IntegerField(default=0)
+
+
+class MallRedemption(BaseModel):
+    """A points-mall redemption: the points spend and what it issued (lot, benefit or fulfilment)."""
+    redemption_id = pw.CharField(max_length=100, unique=True)
+    member_ref = pw.CharField(max_length=100, index=True)
+    item = pw.CharField(max_length=60)
+    item_type = pw.CharField(max_length=20)  # voucher | red_packet | service | goods
+    points = pw.BigIntegerField()
+    status = pw.CharField(max_length=20)  # issued | pending_fulfilment | fulfilled | cancelled
+    spend_journal = pw.IntegerField(null=True)  # the ledger's recorded lot spend of the points
+    issued = pw.TextField(default="{}")  # JSON: voucher id / benefit grant / fulfilment
+    rule = pw.CharField(max_length=200)
+    policy_version = pw.CharField(max_length=64)
+    reason = pw.TextField(null=True)
+    at = pw.DateTimeField()
+    decided_at = pw.DateTimeField(null=True)
+    decided_by = pw.CharField(max_length=200, null=True)
+
+
+class MemberVoucher(BaseModel):
+    """A voucher or red packet a member holds: its ledger lot plus what the lot cannot say (threshold, categories)."""
+    member_ref = pw.CharField(max_length=100, index=True)
+    kind = pw.CharField(max_length=20)  # voucher | red_packet
+    asset = pw.CharField(max_length=20)
+    lot_id = pw.IntegerField(unique=True)
+    amount_fen = pw.BigIntegerField()
+    min_order_fen = pw.BigIntegerField(default=0)
+    categories = pw.TextField(null=True)  # JSON list, NULL: any
+    name = pw.CharField(max_length=100)
+    source = pw.CharField(max_length=200)  # mall:<item> | benefit:<name>
+    source_ref = pw.CharField(max_length=200, null=True)
+    expires_at = pw.DateTimeField(null=True)
+    at = pw.DateTimeField()
+
+
+class BenefitGrant(BaseModel):
+    """A benefit in force for a while outside level and plan (e.g. a service bought in the mall)."""
+    member_ref = pw.CharField(max_length=100, index=True)
+    benefit = pw.CharField(max_length=100)
+    source = pw.CharField(max_length=200)
+    starts_at = pw.DateTimeField()
+    ends_at = pw.DateTimeField()
+
+
+class MemberOrder(BaseModel):
+    """An order paid through membership checkout: what each instrument paid, refunded so far."""
+    member_ref = pw.CharField(max_length=100, index=True)
+    order_ref = pw.CharField(max_length=100)
+    total_fen = pw.BigIntegerField()  # payable after member discounts and fee waivers
+    refunded_fen = pw.BigIntegerField(default=0)
+    parts = pw.TextField()  # JSON list: [{instrument, units, value_fen, journal, voucher_id, refunded_units}]
+    quote = pw.TextField()  # JSON: the checkout it was paid from
+    policy_version = pw.CharField(max_length=64)
+    at = pw.DateTimeField()
+
+    class Meta:
+        indexes = ((("member_ref", "order_ref"), True),)
+
+
+class OrderRefund(BaseModel):
+    """One refund of a paid order (idempotent by refund_id) with what went back where."""
+    refund_id = pw.CharField(max_length=100, unique=True)
+    member_ref = pw.CharField(max_length=100, index=True)
+    order_ref = pw.CharField(max_length=100)
+    amount_fen = pw.BigIntegerField()
+    result = pw.TextField()
+    policy_version = pw.CharField(max_length=64)
+    at = pw.DateTimeField()
+
+
+class MemberProfile(BaseModel):
+    """Basic profile for the member center; the phone is personal data, masked in every response and log."""
+    member_ref = pw.CharField(max_length=100, unique=True)
+    nickname = pw.CharField(max_length=100, null=True)
+    phone = pw.CharField(max_length=30, null=True)
+    updated_at = pw.DateTimeField(default=clock.now)
+
+
+MODELS_0302 = [MallStock, MallRedemption, MemberVoucher, BenefitGrant, MemberOrder, OrderRefund, MemberProfile]

@@ -128,7 +128,9 @@ def _serve(argv, env):
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", *argv, "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # several gunicorn workers each import the app and compile the policy set: on a loaded 2-core CI
+    # machine that takes tens of seconds (measured ~20 s at load 20); a hung start still fails
+    deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             try:

@@ -73,7 +73,7 @@ def test_create_auto_actions_that_change_the_ticket_are_saved(app, db_conn):
     facts = tickets.facts_of(body)
     decision = tickets_routing.decide(facts, doc["default_priority"])
     with app.app_context(), write_transaction():
-        out = tickets._create("tests", body, patched, facts, decision)
+        out = tickets.operations._create("tests", body, patched, facts, decision)
     row = Ticket.get_by_id(out["id"])
     assert row.priority == out["priority"] == "P1"
     assert json.loads(row.tags) == out["tags"] and "auto" in out["tags"]

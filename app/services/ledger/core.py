@@ -245,6 +245,25 @@ def lock_accounts(refs=(), account_ids=(), strict=True):
         cached = state["accounts"]
         if all(r in cached for r in refs) and all(a in cached for a in account_ids):
             return [cached[r] for r in refs] + [cached[a] for a in account_ids]
+    accounts = _select_accounts(refs, account_ids, lock=True)
+    if state is not None:
+        # rows already locked by this transaction keep the (current) objects post() updates
+        for aid in list(accounts):
+            if aid in state["accounts"]:
+                accounts[aid] = state["accounts"][aid]
+        _cache(accounts.values())
+    if not strict:
+        return list(accounts.values())
+    return _in_order(accounts, refs, account_ids)
+
+
+def read_accounts(refs):
+    """Like lock_accounts, without locking (reads, and resolving ids before locking lots)."""
+    return _in_order(_select_accounts(refs, (), lock=False), refs, ())
+
+
+def _select_accounts(refs, account_ids, lock):
+    """Every sub-account row of the named accounts, by account id (locked FOR UPDATE on PostgreSQL)."""
     p = param()
     conds, params = [], []
     for cref, atype, label in refs:
@@ -255,17 +274,13 @@ def lock_accounts(refs=(), account_ids=(), strict=True):
         params += list(account_ids)
     sql = (f"SELECT {_ACCOUNT_COLS} FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id "
            f"JOIN ledger_customer c ON c.id = a.customer_id WHERE {' OR '.join(conds)} ORDER BY b.id")
-    if is_postgres():
+    if lock and is_postgres():
         sql += " FOR UPDATE OF b"
-    accounts = _accounts_from_rows(db.execute_sql(sql, params).fetchall())
-    if state is not None:
-        # rows already locked by this transaction keep the (current) objects post() updates
-        for aid in list(accounts):
-            if aid in state["accounts"]:
-                accounts[aid] = state["accounts"][aid]
-        _cache(accounts.values())
-    if not strict:
-        return list(accounts.values())
+    return _accounts_from_rows(db.execute_sql(sql, params).fetchall())
+
+
+def _in_order(accounts, refs, account_ids):
+    """The accounts named by ``refs`` then ``account_ids``, in that order; 404 for a missing one."""
     out = []
     for cref, atype, label in refs:
         match = next((a for a in accounts.values()
@@ -277,26 +292,6 @@ def lock_accounts(refs=(), account_ids=(), strict=True):
         if aid not in accounts:
             raise Problem(404, "account-not-found", "Account not found", f"account {aid} does not exist")
         out.append(accounts[aid])
-    return out
-
-
-def read_accounts(refs):
-    """Like lock_accounts, without locking (reads, and resolving ids before locking lots)."""
-    p = param()
-    conds, params = [], []
-    for cref, atype, label in refs:
-        conds.append(f"(c.external_ref = {p} AND a.type = {p} AND a.label = {p})")
-        params += [cref, atype, label]
-    sql = (f"SELECT {_ACCOUNT_COLS} FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id "
-           f"JOIN ledger_customer c ON c.id = a.customer_id WHERE {' OR '.join(conds)} ORDER BY b.id")
-    accounts = _accounts_from_rows(db.execute_sql(sql, params).fetchall())
-    out = []
-    for cref, atype, label in refs:
-        match = next((a for a in accounts.values()
-                      if a.customer == cref and a.type == atype and a.label == label), None)
-        if match is None:
-            _raise_missing(cref, atype, label)
-        out.append(match)
     return out
 
 
@@ -649,29 +644,49 @@ def post(ctx, jtype, legs, rule=None, extra=None):
     resolved = _resolve_legs(ctx, jtype, legs)
     now = ctx.now()
     version = policy_version()
-    p = param()
     meta = json.dumps(ctx.metadata, ensure_ascii=False, separators=(",", ":")) if ctx.metadata else None
     journal_row = [jtype, ctx.client, ctx.key, ctx.external_ref, ctx.digest, version, rule, ctx.actor, meta, now]
+    jid, after = _writer(resolved)(journal_row, resolved, now, extra)
     state = batch_state()
+    if state is not None:
+        state["writes"] += 1
+    entries = []
+    for (bid, aid, cid, sub, asset, amount, leg), balance_after in zip(resolved, after):
+        entries.append(_entry_dict(leg, aid, sub, asset, amount, balance_after))
+        if not isinstance(leg.account, tuple):
+            leg.account.subs[sub][1] = balance_after  # keep the (batch-cached) view current
+    return journal_dict_of(jid, jtype, ctx, version, rule, now, entries)
+
+
+def journal_dict_of(jid, jtype, ctx, version, rule, now, entries):
+    """The journal as every operation returns it (one shape for single, batched and bulk postings)."""
+    return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
+            "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
+            "created_at": iso(now), "entries": entries}
+
+
+def writers():
+    """The posting writers the bound engine can use (contract tests run every one of them)."""
+    return [_write_one_statement, _write_statements] if is_postgres() else [_write_statements]
+
+
+def _writer(resolved):
+    """The engine-specific writer of one posting: ``(journal_row, resolved, now, extra) -> (journal id,
+    balance_after per leg)``. PostgreSQL writes a posting whose legs hit distinct rows in one statement;
+    otherwise (SQLite, or two legs on one row) the portable statements."""
     if is_postgres() and len({r[0] for r in resolved}) == len(resolved):
-        jid, after = _post_one_statement(journal_row, resolved, now, extra)
-        if state is not None:
-            state["writes"] += 1
-        entries = []
-        for bid, aid, cid, sub, asset, amount, leg in resolved:
-            entries.append(_entry_dict(leg, aid, sub, asset, amount, after[bid]))
-            if not isinstance(leg.account, tuple):
-                leg.account.subs[sub][1] = after[bid]  # keep the (batch-cached) view current
-        return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
-                "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
-                "created_at": iso(now), "entries": entries}
+        return _write_one_statement
+    return _write_statements
+
+
+def _write_statements(journal_row, resolved, now, extra=None):
+    """Portable: journal (RETURNING id), the extra row, the snapshot UPDATE (RETURNING), the entries."""
+    p = param()
     # Raw SQL on the hot path: peewee's query builder costs more than the round trip here.
     jid = db.execute_sql(
         "INSERT INTO ledger_journal (type, client, idempotency_key, external_ref, request_digest, policy_version, "
         f"rule, actor, metadata, created_at) VALUES ({placeholders(10)}) RETURNING id",
         journal_row).fetchone()[0]
-    if state is not None:
-        state["writes"] += 1
     if extra:
         table, row = extra
         db.execute_sql(f"INSERT INTO {table} (journal_id, {', '.join(row)}) VALUES ({placeholders(len(row) + 1)})",
@@ -686,19 +701,15 @@ def post(ctx, jtype, legs, rule=None, extra=None):
         f"UPDATE ledger_balance SET balance_minor = balance_minor + (CASE id {case} ELSE 0 END) "
         f"WHERE id IN ({placeholders(len(ids))}) RETURNING id, balance_minor", params)
     running = {bid: int(bal) - deltas[bid] for bid, bal in cur.fetchall()}
-    rows, entries = [], []
+    rows, after = [], []
     for bid, aid, cid, sub, asset, amount, leg in resolved:
         running[bid] += amount
         rows += [jid, bid, aid, cid, sub, asset, amount, running[bid], now]
-        entries.append(_entry_dict(leg, aid, sub, asset, amount, running[bid]))
-        if not isinstance(leg.account, tuple):
-            leg.account.subs[sub][1] = running[bid]
+        after.append(running[bid])
     values = ", ".join([f"({placeholders(9)})"] * len(resolved))
     db.execute_sql("INSERT INTO ledger_entry (journal_id, balance_id, account_id, customer_id, sub, asset, amount_minor, "
                    f"balance_after_minor, created_at) VALUES {values}", rows)
-    return {"id": jid, "type": jtype, "external_ref": ctx.external_ref, "idempotency_key": ctx.key,
-            "policy_version": version, "rule": rule, "actor": ctx.actor, "metadata": ctx.metadata,
-            "created_at": iso(now), "entries": entries}
+    return jid, after
 
 
 def _entry_dict(leg, aid, sub, asset, amount, after):
@@ -709,7 +720,7 @@ def _entry_dict(leg, aid, sub, asset, amount, after):
     return {"account_id": aid, **owner, "sub": sub, "asset": asset, "amount": amount, "balance_after": after}
 
 
-def _post_one_statement(journal_row, resolved, now, extra=None):
+def _write_one_statement(journal_row, resolved, now, extra=None):
     """PostgreSQL: journal, snapshot updates and entries in ONE statement (data-modifying CTEs).
 
     Only when every leg hits a distinct row (then each entry's balance_after is its row's new value).
@@ -748,7 +759,8 @@ def _post_one_statement(journal_row, resolved, now, extra=None):
     rows = db.execute_sql(sql, params).fetchall()
     if len(rows) != len(resolved):
         raise RuntimeError(f"posting touched {len(rows)} rows, expected {len(resolved)}")  # a bug
-    return rows[0][0], {bid: int(bal) for _, bid, bal in rows}
+    after = {bid: int(bal) for _, bid, bal in rows}
+    return rows[0][0], [after[r[0]] for r in resolved]
 
 
 _POST_SQL = {}
@@ -770,10 +782,7 @@ class _Pending:
     def journal(self):
         entries = [_entry_dict(leg, aid, sub, asset, amount, self.after[k])
                    for k, (bid, aid, cid, sub, asset, amount, leg) in enumerate(self.resolved)]
-        return {"id": self.id, "type": self.jtype, "external_ref": self.ctx.external_ref,
-                "idempotency_key": self.ctx.key, "policy_version": self.version, "rule": self.rule,
-                "actor": self.ctx.actor, "metadata": self.ctx.metadata, "created_at": iso(self.now),
-                "entries": entries}
+        return journal_dict_of(self.id, self.jtype, self.ctx, self.version, self.rule, self.now, entries)
 
 
 class BulkWriter:

@@ -6,6 +6,7 @@ from app.platform import audit, idempotency
 from app.policy import decisions
 from app.schemas import errors_of
 from app.services.ledger import core
+from app.services.ledger import lot_refunds
 from app.services.ledger.core import Ctx, Leg, account_ref, config, insufficient, post, system
 from app.services.ledger.reads import _hold_dict, _lot_dict, balances, hold_state
 from app.platform import timefmt
@@ -487,6 +488,7 @@ OPERATIONS = {
     "unblock": op_unblock, "settlement": op_settlement, "credit_draw": op_credit_draw,
     "credit_repay": op_credit_repay, "grant_lot": op_grant_lot, "spend_lot": op_spend_lot,
 }
+OPERATIONS.update(lot_refunds.OPERATIONS)  # recorded lot spends and their refunds
 INTERNAL_OPERATIONS = {"expire_hold": op_expire_hold, "expire_lot": op_expire_lot}
 NO_JOURNAL = {"block", "unblock"}
 

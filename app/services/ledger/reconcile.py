@@ -131,6 +131,10 @@ def reconcile(customers=None, store=False):
                  f"{'AND account_id ' + in_ids if ids else ''}", ids or [])
     check("refunds_within_consume", over, lambda r: {"consume_id": r[0], "amount": int(r[1])})
 
+    from app.services.ledger.lot_refunds import over_refunded
+    check("lot_refunds_within_spend", over_refunded() if ids is None else [],
+          lambda r: r)  # a refund of a recorded lot spend never gives back more than a lot paid
+
     counts = dict(journals=_rows("SELECT COUNT(*) FROM ledger_journal")[0][0],
                   entries=_rows("SELECT COUNT(*) FROM ledger_entry")[0][0]) if ids is None else {}
     report = {"ok": all(c["ok"] for c in checks.values()), "checked_at": timefmt.iso(clock.now()),

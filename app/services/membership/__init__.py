@@ -10,7 +10,10 @@ from app.policy import kinds
 from app.services.membership import benefits
 from app.services.membership import events
 from app.services.membership import ledger_port as ml
+from app.services.membership import mall
+from app.services.membership import paid
 from app.services.membership import plans
+from app.services.membership import vouchers
 from app.services.membership import policy as mp
 from app.platform import timefmt
 
@@ -40,8 +43,10 @@ def service_benefits(member_ref):
     """Service benefits customer service reads: {"priority", "queue", "dedicated_agent", "priority_delivery", "rules"}."""
     cfg = mp.current()
     _, facts = _member_or_default(cfg, member_ref)
-    plan = plans.active_plan(cfg, member_ref, clock.now())
-    out = benefits.service_from(benefits.benefits_in_force(cfg, facts["level"], plan))
+    at = clock.now()
+    plan = paid.with_ladder(cfg, member_ref, plans.active_plan(cfg, member_ref, at), at)
+    out = benefits.service_from(benefits.benefits_in_force(cfg, facts["level"], plan)
+                                + mall.granted_benefits(cfg, member_ref, at))
     out["version"] = cfg.version
     return out
 
@@ -50,8 +55,11 @@ def checkout_benefits(member_ref, cart):
     """Discounts, fee waivers, coupons, points to earn and cashback for a cart (read-only)."""
     cfg = mp.current()
     _, facts = _member_or_default(cfg, member_ref)
-    plan = plans.active_plan(cfg, member_ref, clock.now())
-    return benefits.checkout(cfg, facts, plan, cart)
+    at = clock.now()
+    plan = paid.with_ladder(cfg, member_ref, plans.active_plan(cfg, member_ref, at), at)
+    out = benefits.checkout(cfg, facts, plan, cart)
+    out.update(vouchers.for_checkout(member_ref, cart, out))  # vouchers / red packets held, best combination
+    return out
 
 
 def offers(cfg, level, plan, at=None):
@@ -213,6 +221,13 @@ def cross_check_errors(ps):
             for j, n in enumerate(items or []):
                 if n not in cat:
                     errs.append((bf, f"$.plans.{code}[{j}]", f"unknown benefit {n!r}"))
+    ladder = {lv.get("name") for lv in ((pl or {}).get("paid_ladder") or {}).get("levels") or []}
+    for name, items in ((ben or {}).get("paid_levels") or {}).items():
+        if name not in ladder:
+            errs.append((ben.get("_file"), f"$.paid_levels.{name}", f"unknown paid level {name!r} (plans.paid_ladder)"))
+        for j, n in enumerate(items or []):
+            if n not in {b.get("name") for b in ben.get("catalogue") or []}:
+                errs.append((ben.get("_file"), f"$.paid_levels.{name}[{j}]", f"unknown benefit {n!r}"))
     for doc, key in ((m, "growth"), (pts, None)):
         caps = ((doc or {}).get(key) or {}).get("caps") if key else (doc or {}).get("earning_caps")
         for i, cap in enumerate(caps or []):
@@ -231,6 +246,7 @@ def register():
     kinds.register("membership", cross_check=_cross_check)
     for kind in ("points", "benefits", "plans"):
         kinds.register(kind)
+    kinds.register("mall", cross_check=mall.cross_check_errors)  # optional: no mall file, an empty mall
     kinds.require("membership", "points", "benefits", "plans", rulesets=("growth", "points"))
     amount = {"type": "object", "additionalProperties": False,
               "properties": {"amount": {"type": "integer", "minimum": 0, "maximum": 100000000},

@@ -26,6 +26,12 @@ def benefits_in_force(cfg, level, plan):
             item.update(source=f"plan:{plan['code']}", rule=f"benefits.plans.{plan['code']}.{name}",
                         version=cfg.version)
             out.append(item)
+        level_name = plan.get("paid_ladder_level")
+        for name in plan.get("paid_level_benefits") or []:  # attached by paid.with_ladder
+            item = dict(cfg.catalogue[name])
+            item.update(source=f"paid_level:{level_name}", rule=f"benefits.paid_levels.{level_name}.{name}",
+                        version=cfg.version)
+            out.append(item)
     return out
 
 
@@ -208,6 +214,7 @@ def apply_cashback(cfg, member, event, at, plan, actor):
 
 def issue_coupons(at=None, actor="system:coupons"):
     """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
+    from app.services.membership.mall import grant_voucher  # mall builds on benefits (one way): late import
     at = at or clock.now()
     cfg = mp.current()
     month = mp.window_key(cfg, at, "month")
@@ -242,9 +249,10 @@ def issue_coupons(at=None, actor="system:coupons"):
                     return 0
                 journals = []
                 for n in range(int(item.get("per_month", 1))):
-                    journals.append(ml.grant_voucher(ref, int(item["amount_fen"]), expires,
-                                                     f"coupon-{ref}-{item['name']}-{month}-{n}", actor,
-                                                     f"{item['name']} {month} ({item['rule']})"))
+                    # held with its threshold, so checkout can list and apply it (mall.grant_voucher)
+                    journals.append(grant_voucher(ref, "voucher", item, expires,
+                                                  f"coupon-{ref}-{item['name']}-{month}-{n}", actor,
+                                                  f"benefit:{item['name']}", item["rule"], at).journal)
                 CouponGrant.update(journal=",".join(j or "" for j in journals)[:100]).where(
                     (CouponGrant.member_ref == ref) & (CouponGrant.benefit == item["name"])
                     & (CouponGrant.month == month)).execute()

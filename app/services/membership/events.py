@@ -10,6 +10,7 @@ from app.models.membership import MemberEvent
 from app.platform import clock, idempotency
 from app.services.membership import benefits
 from app.services.membership import growth
+from app.services.membership import late
 from app.services.membership import plans
 from app.services.membership import points
 from app.services.membership import policy as mp
@@ -66,8 +67,10 @@ def _process(cfg, event, digest, actor):
     existing = _stored(event["event_id"])
     if existing is not None:
         return _replay(existing, digest)
+    at, late_booking = late.book(cfg, member, at)
     with fastsql.deferred():  # the event's journal rows, decisions, snapshot and stored event: one round trip
-        return _apply(cfg, event, digest, actor, at, member)
+        result = _apply(cfg, event, digest, actor, at, member, late_booking)
+    return late.after_payment(cfg, member, event, result, at, actor)
 
 
 def _stored(event_id):
@@ -76,7 +79,7 @@ def _stored(event_id):
     return None if row is None else SimpleNamespace(event_id=row[0], digest=row[1], result=row[2])
 
 
-def _apply(cfg, event, digest, actor, at, member):
+def _apply(cfg, event, digest, actor, at, member, late_booking=None):
     member_ref = member.member_ref
     plan = plans.active_plan(cfg, member_ref, at)
     facts = {"type": event["type"], "amount_fen": event.get("amount_fen"), "channel": event.get("channel"),
@@ -91,6 +94,8 @@ def _apply(cfg, event, digest, actor, at, member):
               "occurred_at": timefmt.iso(at), "status": "accepted", "replayed": False, "policy_version": cfg.version,
               "paid": plan is not None, "growth": g, "points": p, "cashback": cashback,
               "level": {"level": member.level, "changed": change is not None, "change": change}}
+    if late_booking:
+        result["late"] = late_booking
     fastsql.insert_later(MemberEvent, dict(event_id=event["event_id"], member_ref=member_ref, type=event["type"],
                                   occurred_at=at, amount_fen=event.get("amount_fen"),
                                   order_ref=event.get("order_ref"), channel=event.get("channel"),

@@ -277,6 +277,9 @@ def _last_due(cfg, member, at):
     """The most recent deduction instant <= at for this member (naive UTC), or None."""
     d = cfg.deduction
     loc = mp.local(cfg, at)
+    if d.get("schedule") == "monthly":  # the start of this month (a monthly reset)
+        due = mp.to_utc(loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+        return due if due > member.joined_at else None
     if d.get("schedule", "calendar") == "calendar":
         mm, dd = (int(x) for x in d.get("date", "01-01").split("-"))
     else:
@@ -319,6 +322,9 @@ def deduction_amount(cfg, member, due):
             end = start
         amount = member.growth - max(0, keep)
         rule = f"membership.deduction.weighted_window {weights}"
+    elif method == "reset":  # keep only what was earned from the due instant on (job timing does not matter)
+        amount = member.growth - max(0, _earned_between(member.member_ref, due, dt.datetime.max))
+        rule = "membership.deduction.reset"
     else:
         return 0, "membership.deduction.none"
     return max(0, min(amount, member.growth)), rule

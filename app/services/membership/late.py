@@ -1,0 +1,65 @@
+"""Events out of order: a refund that arrived before its payment, and events dated in a closed period."""
+from app.models.membership import MemberEvent
+from app.platform import clock, timefmt
+from app.services.membership import policy as mp
+
+RULE_CLOSED = "membership.late_events.closed_period.book_now"
+RULE_REFUND_FIRST = "membership.refund_before_payment"
+
+
+def book(cfg, member, at):
+    """Where an event dated ``at`` is booked: (booking instant, late dict or None).
+
+    A member's period is closed once its periodic deduction (or monthly reset) has been applied to that
+    member. An event dated before the latest applied deduction would change a period already settled,
+    so it is booked now, in the open period: growth, caps and points expiry as if it happened now. The
+    rule depends only on the event's date and the member's settled periods, so it gives the same answer
+    whichever request or retry meets it; events of periods not yet settled (a backfill of history) keep
+    their date.
+    """
+    import peewee as pw
+
+    from app.models.membership import GrowthEntry
+    closed = (GrowthEntry.select(pw.fn.MAX(GrowthEntry.at))
+              .where((GrowthEntry.member_ref == member.member_ref) & (GrowthEntry.kind == "deduct")).scalar())
+    if closed is None or at >= closed:
+        return at, None
+    now = max(clock.now(), closed)
+    return now, {"occurred_at": timefmt.iso(at), "booked_at": timefmt.iso(now), "closed_at": timefmt.iso(closed),
+                 "rule": RULE_CLOSED}
+
+
+def after_payment(cfg, member, event, result, at, actor):
+    """An ``order_paid`` whose order already has refunds (they came first): claw back their share now.
+
+    Runs after the payment's own writes, in the same transaction, through the ordinary refund claw-back
+    of growth, points and cashback (a refund of 0 fen: the earlier refunds are already stored). The stored
+    result of the payment event is updated so a replay answers the same.
+    """
+    import json
+
+    from app.services.membership import benefits, growth, plans, points
+    if event["type"] != "order_paid" or not event.get("order_ref"):
+        return result
+    paid, refunded = growth.order_totals(event["order_ref"], member.member_ref)
+    if refunded <= 0:
+        return result
+    synthetic = {"event_id": f"{event['event_id']}:refund-before-payment", "type": "order_refunded",
+                 "member_id": member.member_ref, "order_ref": event["order_ref"], "amount_fen": 0}
+    plan = plans.active_plan(cfg, member.member_ref, at)
+    g = growth._clawback(cfg, member, synthetic, at)
+    p = points._clawback(cfg, member, synthetic, at, actor)
+    c = benefits.apply_cashback(cfg, member, synthetic, at, plan, actor)
+    change = growth.finish(cfg, member, at, f"refund before payment of order {event['order_ref']}",
+                           event["event_id"])
+    mp.record_decision("membership", cfg.version, RULE_REFUND_FIRST, f"member:{member.member_ref}",
+                       {"order_ref": event["order_ref"], "paid_fen": paid, "refunded_before_fen": refunded},
+                       {"growth": sum(e["delta"] for e in g), "points": sum(e["points"] for e in p),
+                        "cashback_fen": sum(e["amount_fen"] for e in c)})
+    result = dict(result, refunds_before_payment={
+        "rule": RULE_REFUND_FIRST, "refunded_fen": refunded, "growth": g, "points": p, "cashback": c})
+    result["level"] = {"level": member.level, "changed": result["level"]["changed"] or change is not None,
+                       "change": change or result["level"]["change"]}
+    MemberEvent.update(result=json.dumps(result, ensure_ascii=False, separators=(",", ":"))) \
+        .where(MemberEvent.event_id == event["event_id"]).execute()
+    return result
