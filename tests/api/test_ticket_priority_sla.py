@@ -3,7 +3,7 @@ import datetime as dt
 
 from app.db import write_transaction
 from app.models.tickets import Ticket
-from app.services import tickets as tickets_svc
+from app.services.tickets import operations as tickets_svc
 from app.services.tickets import policy as tickets_policy
 from tests.api.test_tickets_api import create
 
