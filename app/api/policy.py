@@ -12,7 +12,7 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"], audit=False)
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], audit=False, rate_limited=True)
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -28,7 +28,7 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"], permission="policy.apply", allow_service=True)
+           tags=["policy"], permission="policy.apply", allow_service=True, rate_limited=True)
 def apply():
     from app.platform import audit
     audit.suppress()  # policy.apply records its own row when the active set changes, and none otherwise

@@ -189,7 +189,7 @@ def delete_webhook(webhook_id):
 
 @bp.get("/outbox/deliveries")
 @operation("Outbox deliveries, newest first", scope="admin", tags=["outbox"],
-           query={"message_id": "one message", "status": "pending | delivered | dead", "limit": "1..500"})
+           query={"message_id": "one message", "status": "pending | delivered | dead | dropped", "limit": "1..500"})
 def list_deliveries():
     status = request.args.get("status")
     if status not in (None, "pending", "delivered", "dead"):

@@ -165,8 +165,11 @@ def apply(files, actor, note=None):
     ps, errors = check(files)
     if errors:
         raise PolicyInvalid(errors, ps.version)
-    previous, changed = store.save_and_activate(ps, actor, note)
-    _activate(ps)
+    # Storing and adopting under one lock: two concurrent applies in this process adopt in the order they
+    # were stored (the last stored wins here too), and a refresh cannot slip an older version in between.
+    with _lock:
+        previous, changed = store.save_and_activate(ps, actor, note)
+        _activate(ps)
     if changed:
         log.info("policy set %s activated by %s (was %s)", ps.version, actor, previous)
     return ApplyResult(ps.version, previous, changed)
