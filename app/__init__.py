@@ -1,7 +1,9 @@
 """Patron: policy-driven customer-service, account and membership platform."""
 import os
 
-from flask import Flask
+from flask import Flask, request
+
+NO_DATABASE_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.metrics"})
 
 
 def create_app(test_config=None):
@@ -14,6 +16,7 @@ def create_app(test_config=None):
     from app.config import ConfigError, load_config
     from app.db import db, open_database
     from app.errors import register_error_handlers
+    from app.platform import crypto
 
     # INSTANCE_PATH (tests, tools): a folder of their own instead of ./instance and its config.yaml
     app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"), instance_relative_config=True)
@@ -30,10 +33,15 @@ def create_app(test_config=None):
         engine.configure(cfg["RULES_ENGINE"])
     except ValueError as exc:
         raise ConfigError(f"PATRON_RULES_ENGINE: {exc}") from None
-    open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"])
+    open_database(cfg["DATABASE_URL"], cfg["DB_MAX_CONNECTIONS"], timeouts=(
+        cfg["DB_CONNECT_TIMEOUT"], cfg["DB_STATEMENT_TIMEOUT"], cfg["DB_LOCK_TIMEOUT"]))
+    crypto.configure(cfg["SECRET_KEYS"], app.instance_path, app)
 
     def open_connection():
-        db.connect(reuse_if_open=True)
+        # /healthz, /readyz and /metrics never wait for the database's connection (readyz checks it
+        # itself, with a deadline): a stalled database must not take liveness down with it
+        if request.endpoint not in NO_DATABASE_ENDPOINTS:
+            db.connect(reuse_if_open=True)
 
     def close_connection(exc):
         if not db.is_closed():

@@ -260,14 +260,23 @@ def build_parser():
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import calendar, ledger, membership, policy, simulation, staff, worker
-    for group in (calendar, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
+    from app.commands import calendar, keys, ledger, membership, policy, simulation, staff, worker
+    for group in (calendar, keys, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
         group.register(sub)
     return parser
 
 
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv=None):
+    """Run one command; its exit code. Failures of the environment are one line on stderr, never a
+    traceback: 2 = configuration, database or Redis unavailable; 130 = interrupted; 141 = the reader of
+    our output went away (``patron ... | head``)."""
     import peewee
+    import redis.exceptions
+    from playhouse.pool import MaxConnectionsExceeded
 
     from app import contexts
     from app.config import ConfigError
@@ -277,20 +286,31 @@ def main(argv=None):
     # expected failures are one line on stderr and an exit code, never a traceback
     try:
         rc = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(f"configuration error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except peewee.OperationalError as exc:
-        print(f"database error: {exc} (check PATRON_DATABASE_URL; run `patron db upgrade`)", file=sys.stderr)
+    except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded) as exc:
+        print(f"database error: {_one_line(exc)} (check PATRON_DATABASE_URL and that the database is up; "
+              "run `patron db upgrade`)", file=sys.stderr)
         return 2
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        print(f"redis error: {_one_line(exc)} (check PATRON_REDIS_URL and that Redis is up)", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader closed the pipe: stop quietly, and keep the interpreter's final flush from failing too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except Problem as exc:
         print(f"error: {exc.code}: {exc.detail or exc.title}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
         if os.environ.get("PATRON_DEBUG"):
             raise

@@ -30,13 +30,35 @@ DEFAULTS = {
     "SHOP_TIMEOUT_SECONDS": 3,   # per attempt
     "SHOP_RETRIES": 2,           # attempts after the first, with exponential back-off
     "SHOP_CACHE_SECONDS": 30,    # lookups are cached this long (actions never are)
+    # PostgreSQL: seconds to wait for a connection, a statement and a row lock before giving up
+    "DB_CONNECT_TIMEOUT": 5,
+    "DB_STATEMENT_TIMEOUT": 30,
+    "DB_LOCK_TIMEOUT": 10,
+    # webhook receivers on private/loopback/link-local addresses are refused unless this is true
+    "WEBHOOK_ALLOW_PRIVATE": False,
+    # keys encrypting webhook secrets at rest: Fernet keys (url-safe base64 of 32 bytes) separated by spaces or commas,
+    # the first one encrypts; older ones still decrypt (rotation). None -> a key file in the instance folder
+    "SECRET_KEYS": None,
+    # expensive endpoints (policy validate/apply), per API key: RATE_LIMIT_BURST at once, refilled at
+    # RATE_LIMIT_PER_MINUTE; counted per process (see docs/policy.md)
+    "RATE_LIMIT_PER_MINUTE": 30,
+    "RATE_LIMIT_BURST": 10,
 }
 
+# PATRON_* environment names that are not settings: the config file path, the shell variable the docs
+# use for an API key, and the test and benchmark wiring.
+_ENV_NOT_SETTINGS = {"PATRON_CONFIG", "PATRON_KEY"}
+_ENV_NOT_SETTINGS_PREFIXES = ("PATRON_TEST_", "PATRON_BENCH_")
+
 # Settings whose env value must be parsed rather than taken as a string.
-_INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS", "JOB_RUN_RETENTION_DAYS", "SHOP_RETRIES", "SHOP_CACHE_SECONDS"}
-_INT_MIN = {"MAX_CONTENT_LENGTH": 1024, "DB_MAX_CONNECTIONS": 1, "JOB_RUN_RETENTION_DAYS": 1}
+_INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS", "JOB_RUN_RETENTION_DAYS", "DB_CONNECT_TIMEOUT",
+        "DB_STATEMENT_TIMEOUT", "DB_LOCK_TIMEOUT", "RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_BURST", "SHOP_RETRIES",
+        "SHOP_CACHE_SECONDS"}
+_INT_MIN = {"MAX_CONTENT_LENGTH": 1024, "DB_MAX_CONNECTIONS": 1, "JOB_RUN_RETENTION_DAYS": 1,
+            "DB_CONNECT_TIMEOUT": 1, "DB_STATEMENT_TIMEOUT": 0, "DB_LOCK_TIMEOUT": 0,
+            "RATE_LIMIT_PER_MINUTE": 1, "RATE_LIMIT_BURST": 1}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_BOOL = {"TICKER"}
+_BOOL = {"TICKER", "WEBHOOK_ALLOW_PRIVATE"}
 
 
 class ConfigError(Exception):
@@ -60,6 +82,13 @@ def _parse(key, raw):
             return False
         raise ConfigError(f"PATRON_{key}: expected true/false, got {raw!r}")
     return raw
+
+
+def _closest(name):
+    """`` (did you mean PATRON_X?)`` for the known setting nearest to a misspelt one, else ``""``."""
+    import difflib
+    match = difflib.get_close_matches(name, DEFAULTS, n=1, cutoff=0.6)
+    return f" (did you mean PATRON_{match[0]}?)" if match else ""
 
 
 def load_config(instance_path, test_config=None, environ=None):
@@ -87,13 +116,18 @@ def load_config(instance_path, test_config=None, environ=None):
         for key, value in data.items():
             name = str(key).upper()
             if name not in DEFAULTS:  # a typo would otherwise be silently ignored
-                raise ConfigError(f"{path}: unknown setting {key!r}; known: {', '.join(sorted(DEFAULTS))}")
+                raise ConfigError(f"{path}: unknown setting {key!r}{_closest(name)}; "
+                                  f"known: {', '.join(sorted(DEFAULTS))}")
             cfg[name] = _parse(name, value)
     elif environ.get("PATRON_CONFIG"):
         raise ConfigError(f"PATRON_CONFIG: file not found: {path}")
-    for key, value in environ.items():
-        if key.startswith("PATRON_") and key != "PATRON_CONFIG":
-            cfg[key[len("PATRON_"):]] = _parse(key[len("PATRON_"):], value)
+    for key, value in sorted(environ.items()):
+        if not key.startswith("PATRON_") or key in _ENV_NOT_SETTINGS or key.startswith(_ENV_NOT_SETTINGS_PREFIXES):
+            continue
+        name = key[len("PATRON_"):]
+        if name not in DEFAULTS:  # PATRON_DATABSE_URL would otherwise silently run on the SQLite default
+            raise ConfigError(f"{key}: unknown setting{_closest(name)}")
+        cfg[name] = _parse(name, value)
     for key, value in (test_config or {}).items():
         cfg[key] = value
     if not cfg.get("DATABASE_URL"):

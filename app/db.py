@@ -1,5 +1,7 @@
 """Database: one DatabaseProxy, chosen by URL; transactions that behave alike on SQLite and PostgreSQL."""
 import functools
+import heapq
+import select
 import threading
 from collections import Counter
 import logging
@@ -9,7 +11,7 @@ from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlparse
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PoolConnection, PooledPostgresqlDatabase
 
 from app.config import ConfigError
 
@@ -25,13 +27,80 @@ class BaseModel(peewee.Model):
 
 
 class _Pool(PooledPostgresqlDatabase):
-    """The pool, without a ``SELECT 1`` round trip (made under the pool's lock) on every check-out.
+    """peewee's pool, with two changes that rely on its 4.x internals (pinned in setup.cfg; the canary
+    test ``tests/unit/test_db_pool_canary.py`` fails by name when they change):
 
-    A connection checked in less than PING_AFTER seconds ago, idle and not closed is handed out as is;
-    older ones are still pinged. A server that died within that window fails the next statement once
-    (psycopg2 then marks the connection closed and the pool discards it).
+    - no lock is held across a connect or a ping. peewee's ``Database.connect`` holds the database-wide
+      lock and ``PooledDatabase._connect`` the pool lock while the driver connects, so one hung connect
+      froze every thread of the process, ``/healthz`` included. Here the locks only guard the bookkeeping;
+      a connection being opened or pinged counts against ``max_connections`` all the same.
+    - no ``SELECT 1`` round trip on every check-out: a connection checked in less than PING_AFTER seconds
+      ago, idle and not closed is handed out as is; older ones are still pinged (outside the lock). A
+      server that died within that window fails the next statement once (the connection is then closed
+      and the pool discards it).
     """
     PING_AFTER = 5.0
+
+    def __init__(self, *args, **kwargs):
+        self._checked_in = {}
+        self._opening = 0  # connections being opened or pinged right now (outside the lock)
+        super().__init__(*args, **kwargs)
+
+    def connect(self, reuse_if_open=False):
+        # PooledDatabase.connect's wait for a free slot, around our lock-free _open()
+        deadline = time.monotonic() + (self._wait_timeout or 0)
+        while True:
+            try:
+                return self._open(reuse_if_open)
+            except MaxConnectionsExceeded:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MaxConnectionsExceeded("Max connections exceeded, timed out attempting to connect.")
+                with self._pool_available:
+                    self._pool_available.wait(timeout=min(remaining, 1.0))
+
+    def _open(self, reuse_if_open):
+        # peewee.Database.connect without its lock: the connection state is per thread anyway
+        if self.deferred:
+            raise peewee.InterfaceError("Error, database must be initialized before opening a connection.")
+        if not self._state.closed:
+            if reuse_if_open:
+                return False
+            raise peewee.OperationalError("Connection already opened.")
+        self._state.reset()
+        with peewee.__exception_wrapper__:
+            self._state.set_connection(self._connect())
+            if self.server_version is None:
+                self._set_server_version(self._state.conn)
+            self._initialize_connection(self._state.conn)
+        return True
+
+    def _connect(self):
+        while True:
+            with self._pool_lock:
+                if self._connections:
+                    ts, _n, conn = heapq.heappop(self._connections)
+                elif self._max_connections and len(self._in_use) + self._opening >= self._max_connections:
+                    raise MaxConnectionsExceeded("Exceeded maximum connections.")
+                else:
+                    ts, conn = None, None
+                self._opening += 1
+            try:
+                if conn is None:
+                    conn = peewee.PostgresqlDatabase._connect(self)  # the driver's connect, unlocked
+                    ts = time.time()
+                elif self._is_closed(conn):
+                    continue
+                elif self._stale_timeout and self._is_stale(ts):
+                    self._close_raw(conn)
+                    continue
+                with self._pool_lock:
+                    self._in_use[self.conn_key(conn)] = PoolConnection(ts, conn, time.time())
+                return conn
+            finally:
+                with self._pool_lock:
+                    self._opening -= 1
+                    self._pool_available.notify()
 
     def _can_reuse(self, conn):
         reusable = super()._can_reuse(conn)
@@ -46,17 +115,63 @@ class _Pool(PooledPostgresqlDatabase):
             return False
         return super()._is_closed(conn)
 
-    def __init__(self, *args, **kwargs):
-        self._checked_in = {}
-        super().__init__(*args, **kwargs)
+
+def _connection_class(connect_timeout, wait_timeout):
+    """A psycopg2 connection class whose waits are bounded (see ``_bounded_wait``)."""
+    from psycopg2.extensions import connection
+
+    class BoundedConnection(connection):
+        def __init__(self, *args, **kwargs):
+            self.wait_limit = connect_timeout
+            super().__init__(*args, **kwargs)
+            self.wait_limit = wait_timeout
+
+    return BoundedConnection
 
 
-def open_database(url, max_connections=32):
+def _bounded_wait(conn):
+    """psycopg2 wait callback: every round trip of a Patron connection ends within its ``wait_limit``.
+
+    statement_timeout only helps when the server answers; a stalled server or network would otherwise
+    hold the request (and its pool slot) forever. Past the limit the connection is closed and the
+    caller gets OperationalError (a 503 ``database-unavailable`` at the API).
+    """
+    import psycopg2
+    from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
+    limit = getattr(conn, "wait_limit", None)
+    deadline = time.monotonic() + limit if limit else None
+    poller = None
+    while True:
+        state = conn.poll()
+        if state == POLL_OK:
+            return
+        if poller is None:
+            poller = select.poll()
+        else:
+            poller.unregister(conn.fileno())
+        if state == POLL_READ:
+            poller.register(conn.fileno(), select.POLLIN)
+        elif state == POLL_WRITE:
+            poller.register(conn.fileno(), select.POLLOUT)
+        else:
+            raise psycopg2.OperationalError(f"bad poll state {state}")
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and (remaining <= 0 or not poller.poll(remaining * 1000)):
+            raise psycopg2.OperationalError(f"no answer from the database within {limit} s")
+        if remaining is None:
+            poller.poll()
+
+
+def open_database(url, max_connections=32, timeouts=(5, 30, 10)):
     """Open (lazily) the database named by a URL and bind the proxy to it.
 
     Args:
         url: ``sqlite:///path/to/file.db`` or ``postgresql://user@host:port/name``.
         max_connections: pool size for PostgreSQL.
+        timeouts: PostgreSQL (connect, statement, lock) timeouts in seconds; 0 = none for statement/lock.
+            Each round trip is also bounded on the client at statement + connect seconds, so a stalled
+            server cannot hold a request forever. Query parameters of the URL win (``connect_timeout``,
+            ``options=-c statement_timeout=...``).
 
     Returns:
         the peewee Database.
@@ -64,7 +179,7 @@ def open_database(url, max_connections=32):
     Raises:
         ConfigError: malformed or unsupported URL.
     """
-    cached = _opened.get((url, max_connections)) if isinstance(url, str) else None
+    cached = _opened.get((url, max_connections, tuple(timeouts))) if isinstance(url, str) else None
     if cached is not None:
         # the CLI and tests build several apps per process; one Database (and pool) per URL
         db.initialize(cached)
@@ -95,12 +210,30 @@ def open_database(url, max_connections=32):
         if parsed.password:
             kwargs["password"] = parsed.password
         kwargs.update(params)
+        connect_s, statement_s, lock_s = (int(t) for t in timeouts)
+        kwargs.setdefault("connect_timeout", connect_s)
+        options = kwargs.get("options", "")
+        if "statement_timeout" not in options:
+            options += f" -c statement_timeout={statement_s * 1000}"
+        if "lock_timeout" not in options:
+            options += f" -c lock_timeout={lock_s * 1000}"
+        kwargs["options"] = options.strip()
+        # a dead peer (host down, cable cut) is noticed in ~10 s instead of the kernel's 2 hours
+        kwargs.setdefault("keepalives", 1)
+        kwargs.setdefault("keepalives_idle", 5)
+        kwargs.setdefault("keepalives_interval", 2)
+        kwargs.setdefault("keepalives_count", 3)
+        import psycopg2.extensions
+        wait_s = (statement_s or 300) + int(kwargs["connect_timeout"])
+        kwargs["connection_factory"] = _connection_class(int(kwargs["connect_timeout"]), wait_s)
+        psycopg2.extensions.set_wait_callback(_bounded_wait)
+        # timeout: how long a request waits for a free pool slot before 503 (not the 30 s it was)
         database = _Pool(
             parsed.path.strip("/"), max_connections=max_connections, stale_timeout=300,
-            timeout=30, autorollback=True, **kwargs)
+            timeout=max(10, int(kwargs["connect_timeout"])), **kwargs)
     else:
         raise ConfigError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
-    _opened[(url, max_connections)] = database
+    _opened[(url, max_connections, tuple(timeouts))] = database
     db.initialize(database)
     return database
 

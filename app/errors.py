@@ -54,13 +54,38 @@ _HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "
                415: "unsupported-media-type", 429: "too-many-requests"}
 
 
+# Seconds a client is told to wait before retrying when the database is unavailable.
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable():
+    return Problem(503, "database-unavailable", "Database unavailable",
+                   "The database did not answer in time or refused the connection; retry later.")
+
+
 def register_error_handlers(app):
+    import peewee
+    from playhouse.pool import MaxConnectionsExceeded
+
     @app.errorhandler(Problem)
     def _problem(exc):
         resp = problem_response(exc)
         if getattr(exc, "replayed", False):  # a refusal stored under the Idempotency-Key
             resp.headers["Idempotent-Replayed"] = "true"
+        if exc.status in (429, 503) and exc.extra.get("retry_after"):
+            resp.headers["Retry-After"] = str(exc.extra["retry_after"])
         return resp
+
+    def _unavailable(exc):
+        # connection refused or timed out, statement/lock timeout, server gone, pool exhausted:
+        # the request may well succeed later, so say so instead of a 500
+        log.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).strip()[:200])
+        resp = problem_response(database_unavailable())
+        resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return resp
+
+    for cls in (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded):
+        app.register_error_handler(cls, _unavailable)
 
     @app.errorhandler(HTTPException)
     def _http(exc):

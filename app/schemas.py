@@ -1,8 +1,9 @@
 """JSON Schemas from schemas/: one referencing.Registry by $id, validators with every error listed."""
 import json
+import re
 from functools import lru_cache
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
 
 from app.config import ROOT
@@ -34,11 +35,92 @@ def get_schema(relpath):
     return registry()[schema_id(relpath)].contents
 
 
+def _is_integer(_checker, instance):
+    # jsonschema counts 100.0 as an integer; a JSON number is an integer only when written as one
+    # (``100``), so ``100.0``, ``1e2`` and ``99.99999999999999999`` (all floats once parsed) are refused.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+
+
 @lru_cache(maxsize=None)
 def validator(relpath):
     schema = get_schema(relpath)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, registry=registry())
+    return _Validator(schema, registry=registry())
+
+
+class MalformedJson(ValueError):
+    """A body that is not one JSON value (``code`` says why: malformed-json, duplicate-key)."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise MalformedJson("duplicate-key", f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _no_constants(name):
+    raise MalformedJson("malformed-json", f"{name} is not a JSON number")
+
+
+def loads(raw):
+    """Parse a JSON document strictly: duplicate keys and NaN/Infinity are refused (MalformedJson).
+
+    Numbers keep the form they were written in: ``100`` is an int, ``100.0`` and ``1e2`` are floats
+    (which the ``integer`` type of every schema refuses).
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedJson("malformed-json", "the body is not UTF-8") from None
+    try:
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except MalformedJson:
+        raise
+    except ValueError as exc:
+        raise MalformedJson("malformed-json", f"not valid JSON: {exc}") from None
+
+
+# Text PostgreSQL cannot store (NUL) or UTF-8 cannot encode (lone surrogates): refused for every
+# string of every body, so both engines answer the same 422 instead of one storing it and the other failing.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_errors(instance, raw=()):
+    """Errors (as errors_of) for every string or object key holding NUL or a lone surrogate.
+
+    Strings whose pointer starts with one of ``raw`` are left to their own reader (policy YAML).
+    """
+    out = []
+    stack = [(instance, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if _BAD_TEXT.search(value) and not path.startswith(tuple(raw) or ("\0",)):
+                out.append({"pointer": path, "validator": "text",
+                            "message": "NUL characters and lone surrogates are not allowed in text"})
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                child = path + "/" + str(k).replace("~", "~0").replace("/", "~1")
+                if _BAD_TEXT.search(k):
+                    out.append({"pointer": child, "validator": "text",
+                                "message": "NUL characters and lone surrogates are not allowed in names"})
+                stack.append((v, child))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}/{i}") for i, v in enumerate(value))
+    return sorted(out, key=lambda e: e["pointer"])
 
 
 def pointer(path):
@@ -47,8 +129,11 @@ def pointer(path):
 
 
 def errors_of(relpath, instance):
-    """Every validation error as {"pointer", "message", "validator"}, sorted by pointer."""
-    out = []
+    """Every validation error as {"pointer", "message", "validator"}, sorted by pointer.
+
+    Besides the schema, every string is checked for NUL and lone surrogates (``text_errors``).
+    """
+    out = text_errors(instance, get_schema(relpath).get("x-raw-text", ()))
     for err in validator(relpath).iter_errors(instance):
         out.append({"pointer": pointer(err.absolute_path), "message": err.message,
                     "validator": err.validator})

@@ -11,6 +11,8 @@ import requests
 from werkzeug.serving import make_server
 
 BACKEND = os.environ.get("PATRON_TEST_DATABASE", "sqlite")
+# webhook secrets of this session are encrypted under this key (worker processes get it too)
+TEST_SECRET_KEYS = "cGF0cm9uLXRlc3RzLXNlY3JldC1rZXktMzJieXRlcyE="  # base64 of b"patron-tests-secret-key-32bytes!"
 PG_URL = os.environ.get("PATRON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("PATRON_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # The rules engine of the test app; `-p tests.no_durable` (durable_rules unimportable) selects reference.
@@ -103,7 +105,12 @@ def app(database_url, tmp_path_factory):
     application = create_app({"DATABASE_URL": database_url, "REDIS_URL": None, "TESTING": True,
                               "RULES_ENGINE": RULES_ENGINE,
                               "LOG_LEVEL": os.environ.get("PATRON_TEST_LOG_LEVEL", "WARNING"),
-                              "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance"))})
+                              "INSTANCE_PATH": str(tmp_path_factory.mktemp("instance")),
+                              # receivers in tests listen on loopback; the refusal has its own test
+                              "WEBHOOK_ALLOW_PRIVATE": True,
+                              "SECRET_KEYS": TEST_SECRET_KEYS,
+                              # many validate/apply calls share the admin key; the limit has its own test
+                              "RATE_LIMIT_BURST": 100_000})
     upgrade()
     with application.app_context():
         policy.startup(application)

@@ -3,10 +3,11 @@ import functools
 import re
 
 from flask import g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing.converters import IntegerConverter
 
 from app.errors import Problem, validation_failed
-from app.schemas import errors_of
+from app.schemas import MalformedJson, errors_of, loads
 
 # Upper bound on integers accepted from JSON, so no arithmetic or column ever overflows.
 MAX_INT = 2**62
@@ -53,7 +54,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
               status=200, permission=None, response=None, problems=None, content=None, path=None,
-              readonly=False, allow_service=False, self_service=False, audit=None):
+              readonly=False, allow_service=False, self_service=False, audit=None, rate_limited=False):
     """Declare an API operation.
 
     Args:
@@ -86,6 +87,8 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         self_service: a staff session that must first change its password or enrol TOTP may call it.
         audit: the audit action of a successful unsafe request (default ``<blueprint>.<endpoint>``);
             ``False`` for an unsafe method that changes nothing (implied by ``readonly``).
+        rate_limited: an expensive route: each API key gets RATE_LIMIT_BURST calls at once, refilled at
+            RATE_LIMIT_PER_MINUTE (429 ``rate-limited`` with Retry-After beyond that).
     """
     def deco(view):
         @functools.wraps(view)
@@ -97,6 +100,11 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                 g.principal = auth.resolve(principal, request.headers, scope, permission, allow_service,
                                            self_service)
                 g.staff_no = g.principal.get("staff_no")
+                if rate_limited:
+                    from flask import current_app
+                    from app.platform import ratelimit
+                    ratelimit.take(view.__name__, f"{g.principal.get('kind')}:{g.principal.get('id')}",
+                                   current_app.config["RATE_LIMIT_PER_MINUTE"], current_app.config["RATE_LIMIT_BURST"])
             if idempotent in (True, "replay"):
                 idempotency_key()  # 428 before the body is even read: the contract does not depend on it
             if wrapper.operation["query"]:
@@ -121,7 +129,7 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                              "problems": dict(problems or {}), "content": dict(content or {}),
                              "path": dict(path or {}), "readonly": readonly,
                              "allow_service": allow_service, "self_service": self_service,
-                             "audit": audit}
+                             "audit": audit, "rate_limited": rate_limited}
         return wrapper
     return deco
 
@@ -178,6 +186,27 @@ def _check_ints(value, path=""):
             stack.extend((v, f"{path}/{i}", depth + 1) for i, v in enumerate(value))
 
 
+def _body_bytes():
+    """The body, at most MAX_CONTENT_LENGTH bytes (RequestEntityTooLarge beyond).
+
+    A chunked body has no Content-Length; werkzeug then silently cuts it at the limit, so it is read
+    here, one byte past the limit, to tell "too large" (413) from "malformed" (the cut JSON).
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=True)
+    stream, parts, size = request.environ["wsgi.input"], [], 0
+    while size <= limit:
+        part = stream.read(min(65536, limit + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(parts)
+
+
 def parse_body(schema_path):
     """The JSON request body, validated against ``schemas/<schema_path>``; raises Problem otherwise."""
     mimetype = request.mimetype or ""
@@ -185,12 +214,19 @@ def parse_body(schema_path):
         raise Problem(415, "unsupported-media-type", "Unsupported media type",
                       "Send the request body as application/json.")
     try:
-        data = request.get_json(silent=True, cache=True)
+        raw = _body_bytes()
+    except RequestEntityTooLarge:
+        raise Problem(413, "payload-too-large", "Payload too large",
+                      f"The request body is larger than {request.max_content_length} bytes.") from None
+    try:
+        data = loads(raw)
     except RecursionError:  # the JSON parser's own nesting limit
         raise Problem(400, "too-deeply-nested", "Too deeply nested",
                       f"JSON nested deeper than {MAX_DEPTH} levels.") from None
-    if data is None:
-        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.")
+    except MalformedJson as exc:
+        if exc.code == "duplicate-key":
+            raise Problem(400, "duplicate-key", "Duplicate key", f"{exc} (the body is ambiguous).") from None
+        raise Problem(400, "malformed-json", "Malformed JSON", "The request body is not valid JSON.") from None
     _check_ints(data)
     errors = errors_of(schema_path, data)
     if errors:

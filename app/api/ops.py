@@ -1,4 +1,7 @@
 """Operations: health, readiness, metrics, the OpenAPI document."""
+import threading
+import time
+
 from flask import Blueprint, current_app, jsonify
 
 from app import policy
@@ -7,7 +10,6 @@ from app.api.openapi import build
 from app.db import db
 from app.errors import Problem
 from app.metrics import render
-from app.platform import redis as platform_redis
 from app.platform import scheduler as scheduler_health
 from app.services.service import live as service_live
 
@@ -21,33 +23,111 @@ def healthz():
 
 
 @bp.get("/readyz")
-@operation("Database (and Redis, if configured) reachable", public=True, tags=["ops"],
+@operation("Database (and Redis, if configured) reachable; answers within 2 s", public=True, tags=["ops"],
            problems={503: "not-ready: a dependency is unreachable (the failing check is named)"})
 def readyz():
-    checks = {}
-    try:
-        db.execute_sql("SELECT 1").fetchone()
-        checks["database"] = "ok"
-    except Exception as exc:  # report, don't crash: readiness is exactly this question
-        checks["database"] = f"error: {type(exc).__name__}"
-    scheduler = None
-    if current_app.config.get("REDIS_URL"):
-        try:
-            conn = platform_redis.connection(current_app.config["REDIS_URL"])
-            conn.ping()
-            checks["redis"] = "ok"
-            scheduler = scheduler_health.health(conn, current_app.config.get("JOBS_QUEUE") or "default")
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-    else:
-        scheduler = scheduler_health.health()
+    app = current_app._get_current_object()
+    checks = app.extensions.setdefault("patron.readiness", Readiness()).checks(app)
+    scheduler = checks.pop("_scheduler", None)
+    if not app.config.get("REDIS_URL"):
+        scheduler = scheduler_health.health()  # this process's ticker: no I/O
     # a failing periodic-job scheduler does not stop this process serving: degraded, not unready
     checks["scheduler"] = f"degraded: {scheduler['error']}" if scheduler else "ok"
     checks["service_fanout"] = service_live.readiness()
-    checks["policy_version"] = policy.active_version()
+    checks["policy_version"] = policy.active_version()  # read now: an apply in this process shows at once
     if any(str(v).startswith("error") for v in checks.values()):
         raise Problem(503, "not-ready", "Not ready", "A dependency is unreachable.", checks=checks)
     return jsonify(status="degraded" if scheduler else "ready", checks=checks)
+
+
+class Readiness:
+    """Dependency checks with a deadline, run at most once at a time and shared by concurrent callers.
+
+    A hung database or Redis costs a caller at most ``DEADLINE`` seconds and never more than one
+    thread per dependency: callers arriving while a check runs wait for that same check, and while
+    a dependency's previous check is still hung, it is reported ``error: timeout`` at once instead of
+    being checked again. (No cache beyond that: a recovery shows on the next call.)
+    """
+    DEADLINE = 2.0
+    CACHE_SECONDS = 0.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._result = None  # (monotonic time, checks)
+        self._running = {}  # dependency -> Thread still running (possibly hung)
+        self._round = None  # threading.Event of the round in progress
+
+    def checks(self, app):
+        with self._lock:
+            now = time.monotonic()
+            if (self._result and now - self._result[0] < self.CACHE_SECONDS
+                    and self._result[2] == app.config.get("REDIS_URL")):
+                return dict(self._result[1])
+            done = self._round
+            if done is None:
+                done = self._round = threading.Event()
+                results = {}
+                threading.Thread(target=self._run, args=(app, done, results), daemon=True,
+                                 name="readyz").start()
+        done.wait(self.DEADLINE)
+        with self._lock:
+            if self._result and self._result[0] >= now and self._result[2] == app.config.get("REDIS_URL"):
+                return dict(self._result[1])
+            return {"database": "error: timeout"} | (
+                {"redis": "error: timeout"} if app.config.get("REDIS_URL") else {})
+
+    def _run(self, app, done, results):
+        deps = {"database": _check_database}
+        if app.config.get("REDIS_URL"):
+            deps["redis"] = _check_redis
+        threads = []
+        for name, fn in deps.items():
+            if self._running.get(name) is not None and self._running[name].is_alive():
+                results[name] = "error: timeout"  # the previous check of it has not come back yet
+                continue
+            t = threading.Thread(target=self._one, args=(app, name, fn, results), daemon=True,
+                                 name=f"readyz-{name}")
+            self._running[name] = t
+            t.start()
+            threads.append(t)
+        deadline = time.monotonic() + self.DEADLINE
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        checks = {name: results.get(name, "error: timeout") for name in deps}
+        if "_scheduler" in results:
+            checks["_scheduler"] = results["_scheduler"]
+        with self._lock:
+            self._result = (time.monotonic(), checks, app.config.get("REDIS_URL"))
+            self._round = None
+        done.set()
+
+    @staticmethod
+    def _one(app, name, fn, results):
+        try:
+            with app.app_context():
+                fn(app, results)
+            results[name] = "ok"
+        except Exception as exc:  # report, don't crash: readiness is exactly this question
+            results[name] = f"error: {type(exc).__name__}"
+
+
+def _check_database(app, results):
+    with db.connection_context():
+        db.execute_sql("SELECT 1").fetchone()
+        policy.active()  # adopts another process's activation (at most once a second)
+
+
+def _check_redis(app, results):
+    import redis
+    client = _REDIS.get(app.config["REDIS_URL"])
+    if client is None:  # its own client: 1 s socket timeouts instead of the job queue's 30 s
+        client = _REDIS[app.config["REDIS_URL"]] = redis.Redis.from_url(
+            app.config["REDIS_URL"], socket_connect_timeout=1, socket_timeout=1)
+    client.ping()
+    results["_scheduler"] = scheduler_health.health(client, app.config.get("JOBS_QUEUE") or "default")
+
+
+_REDIS = {}
 
 
 @bp.get("/metrics")

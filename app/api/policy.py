@@ -12,7 +12,7 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"], readonly=True)
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], readonly=True, rate_limited=True)
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -29,6 +29,7 @@ def _configured():
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
            tags=["policy"], idempotent="replay", permission="policy.apply", allow_service=True,
+           rate_limited=True,
            problems={422: "policy-invalid: every error with file, line, column and a pointer",
                      412: "precondition-failed: If-Match names another version than the active one"})
 def apply():

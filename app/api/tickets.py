@@ -205,7 +205,7 @@ def delete_webhook(webhook_id):
 @bp.get("/outbox/deliveries")
 @operation("Outbox deliveries, newest first", scope="admin", tags=["outbox"],
            query={"message_id": q("one message", "integer", minimum=1, maximum=2**63 - 1),
-                  "status": q("delivery status", enum=["pending", "delivered", "dead"]),
+                  "status": q("delivery status", enum=["pending", "delivered", "dead", "dropped"]),
                   "limit": q("page size", "integer", minimum=1, maximum=500, default=100)})
 def list_deliveries():
     status = request.args.get("status")

@@ -17,7 +17,7 @@ class OutboxMessage(BaseModel):
 class Webhook(BaseModel):
     name = pw.CharField(max_length=200)
     url = pw.CharField(max_length=1000)
-    secret = pw.CharField(max_length=200)
+    secret = pw.TextField()  # "fernet:<token>": encrypted at rest (app.platform.crypto)
     topics = pw.TextField(default="*")  # space separated patterns: "*", "ticket.*", "ticket.escalated"
     active = pw.BooleanField(default=True)
     created_at = pw.DateTimeField(default=clock.now)

@@ -4,18 +4,24 @@ import datetime as dt
 import fnmatch
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
+import re
 import secrets
+import socket
+import ssl
+import threading
 import time
-import urllib.error
-import urllib.request
+from urllib.parse import urlsplit
 
 from app.platform import clock
 from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
 
 from app.models.outbox import OutboxAttempt, OutboxDelivery, OutboxMessage, Webhook
+from app.platform import crypto
 from app.platform import sql as fastsql
 from app.platform.timefmt import iso
 
@@ -25,8 +31,12 @@ log = logging.getLogger(__name__)
 BACKOFF_SECONDS = (10, 30, 120, 600, 1800, 3600, 3600, 3600, 3600, 3600)
 MAX_ATTEMPTS = 12
 # A claimed delivery is invisible to other workers for this long; a crash mid-POST retries after it.
+# Deliveries are claimed one at a time, right before their POST, and a POST is cut off after
+# TIMEOUT_SECONDS in total: the lease always outlives the POST it covers, so lease timing never
+# makes a second worker post the same delivery.
 LEASE_SECONDS = 60
 TIMEOUT_SECONDS = 10
+assert TIMEOUT_SECONDS * 2 < LEASE_SECONDS
 
 
 def _dumps(value):
@@ -99,19 +109,99 @@ def _active_hooks():
 _HOOKS_SQL = {}
 
 
-def create_webhook(name, url, topics="*", secret=None):
-    """Register a webhook receiver; returns (Webhook, secret) — the secret signs every delivery."""
-    if not url.startswith(("http://", "https://")):
-        raise Problem(422, "invalid-url", "Invalid URL", "webhook URLs must be http:// or https://")
+def _allow_private(allow_private):
+    if allow_private is not None:
+        return allow_private
+    from flask import current_app, has_app_context
+    return bool(has_app_context() and current_app.config.get("WEBHOOK_ALLOW_PRIVATE"))
+
+
+def _private(address):
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _invalid_url(detail):
+    return Problem(422, "invalid-url", "Invalid URL", detail)
+
+
+def check_url(url, allow_private=None):
+    """A webhook URL's (scheme, host, port) or 422 ``invalid-url``.
+
+    http(s) only, a host, printable ASCII (no control characters or spaces: ``http.client`` refuses
+    them at delivery), and unless WEBHOOK_ALLOW_PRIVATE no loopback/private/link-local address or
+    ``localhost`` (names are resolved again before every POST, see ``_post``).
+    """
+    if not isinstance(url, str) or not re.fullmatch(r"[\x21-\x7e]{1,1000}", url):
+        raise _invalid_url("webhook URLs are printable ASCII without spaces or control characters "
+                           "(percent-encode the rest)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise _invalid_url(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise _invalid_url("webhook URLs must be http:// or https://")
+    host = parts.hostname
+    if not host or parts.username or parts.password:
+        raise _invalid_url("webhook URLs need a host (and no user:password@)")
+    if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]%]+", parts.netloc.rsplit("@", 1)[-1]):
+        raise _invalid_url(f"bad host {parts.netloc!r}")
+    if not _allow_private(allow_private):
+        try:
+            private = _private(host)
+        except ValueError:  # a name: only the obvious ones here; its addresses are checked per POST
+            private = host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost")
+        if private:
+            raise _invalid_url(f"{host} is a loopback/private address (set PATRON_WEBHOOK_ALLOW_PRIVATE=true "
+                               "to allow receivers on the local network)")
+    return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
+
+
+def create_webhook(name, url, topics="*", secret=None, allow_private=None):
+    """Register a webhook receiver; returns (Webhook, secret) — the secret signs every delivery.
+
+    The secret is stored encrypted (``app.platform.crypto``); it is shown once, here.
+    """
+    check_url(url, allow_private)
     secret = secret or secrets.token_urlsafe(24)
-    hook = Webhook.create(name=name, url=url, secret=secret, topics=topics or "*")
+    hook = Webhook.create(name=name, url=url, secret=crypto.encrypt(secret), topics=topics or "*")
     return hook, secret
 
 
+@transactional()
 def deactivate_webhook(webhook_id):
+    """Stop a webhook: its pending deliveries are dropped (status ``dropped``), none is posted again."""
     n = Webhook.update(active=False).where(Webhook.id == webhook_id).execute()
     if not n:
         raise not_found("webhook", webhook_id)
+    OutboxDelivery.update(status="dropped", last_error="webhook deactivated").where(
+        (OutboxDelivery.webhook == webhook_id) & (OutboxDelivery.status == "pending")).execute()
+
+
+def rotate_secrets():
+    """Re-encrypt every webhook secret under the first configured key.
+
+    Rotation: put the new key first in PATRON_SECRET_KEYS (keep the old one after it), restart, run
+    ``patron secrets rotate``, then drop the old key.
+
+    Returns:
+        (rows re-encrypted, ids of webhooks whose secret none of the configured keys opens).
+    """
+    changed, unreadable = 0, []
+    with db.connection_context():
+        for hook in Webhook.select(Webhook.id, Webhook.secret):
+            try:
+                new = crypto.rotate(hook.secret)
+            except ValueError:
+                unreadable.append(hook.id)
+                continue
+            if new != hook.secret:
+                Webhook.update(secret=new).where(Webhook.id == hook.id).execute()
+                changed += 1
+    return changed, unreadable
 
 
 def sign(secret, timestamp, body):
@@ -130,10 +220,16 @@ def _backoff(attempts, schedule):
 
 
 @transactional()
-def _claim(now, limit, lease_seconds):
+def _claim(now, limit, lease_seconds, skip=()):
+    # deliveries of a webhook deactivated meanwhile (or before this fix) are dropped, never claimed
+    inactive = Webhook.select(Webhook.id).where(Webhook.active == False)  # noqa: E712 - SQL
+    OutboxDelivery.update(status="dropped", last_error="webhook deactivated").where(
+        (OutboxDelivery.status == "pending") & OutboxDelivery.webhook.in_(inactive)).execute()
     query = (OutboxDelivery.select(OutboxDelivery.id)
              .where((OutboxDelivery.status == "pending") & (OutboxDelivery.next_attempt_at <= now))
              .order_by(OutboxDelivery.next_attempt_at, OutboxDelivery.id).limit(limit))
+    if skip:
+        query = query.where(OutboxDelivery.id.not_in(list(skip)))
     if is_postgres():
         query = query.for_update(skip_locked=True)
     ids = [d.id for d in query]
@@ -149,29 +245,64 @@ def _claim(now, limit, lease_seconds):
              "created_at": d.message.created_at, "payload": d.message.payload} for d in rows]
 
 
-def _post(item, timeout):
+def _post(item, timeout, allow_private=False):
+    """POST one delivery; (status or None, error or None, ms). Never raises: whatever goes wrong with
+    this receiver (bad URL, DNS, TLS, a hung or dribbling server) is this delivery's failed attempt.
+
+    The whole POST (connect, send, headers) is cut off after ``timeout`` seconds in total.
+    """
+    started = time.monotonic()
+    try:
+        status, error = _send(item, timeout, allow_private)
+    except Exception as exc:  # noqa: BLE001 - one receiver's failure must never stop the others
+        status, error = None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    return status, error, int((time.monotonic() - started) * 1000)
+
+
+def _send(item, timeout, allow_private):
     envelope = {"id": item["message_id"], "topic": item["topic"], "subject": item["subject"],
                 "created_at": iso(item["created_at"]), "data": json.loads(item["payload"])}
     body = _dumps(envelope).encode()
     ts = str(int(time.time()))
-    req = urllib.request.Request(item["url"], data=body, method="POST", headers={
-        "Content-Type": "application/json",
-        "User-Agent": "patron-outbox/1",
-        "Patron-Message-Id": str(item["message_id"]),
-        "Patron-Topic": item["topic"],
-        "Patron-Timestamp": ts,
-        "Patron-Delivery-Attempt": str(item["attempt"]),
-        "Patron-Signature": sign(item["secret"], ts, body),
-    })
-    started = time.monotonic()
+    scheme, host, port = check_url(item["url"], allow_private)
+    if not allow_private:  # the name may resolve somewhere private (or have been re-pointed there)
+        for *_, sockaddr in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP):
+            if _private(sockaddr[0]):
+                return None, f"refused: {host} resolves to a private address {sockaddr[0]}"
+    parts = urlsplit(item["url"])
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    # the socket timeout bounds each read; this bounds the whole POST (a receiver dribbling a byte
+    # every few seconds would otherwise outlive the lease)
+    cutoff = threading.Timer(timeout, _abort, args=(conn,))
+    cutoff.daemon = True
+    cutoff.start()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL is http(s) by creation check
-            status, error = resp.status, None
-    except urllib.error.HTTPError as exc:
-        status, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        status, error = None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-    return status, error, int((time.monotonic() - started) * 1000)
+        conn.request("POST", path, body=body, headers={
+            "Content-Type": "application/json",
+            "User-Agent": "patron-outbox/1",
+            "Patron-Message-Id": str(item["message_id"]),
+            "Patron-Topic": item["topic"],
+            "Patron-Timestamp": ts,
+            "Patron-Delivery-Attempt": str(item["attempt"]),
+            "Patron-Signature": sign(crypto.decrypt(item["secret"]), ts, body),
+        })
+        resp = conn.getresponse()
+        status = resp.status
+    finally:
+        cutoff.cancel()
+        conn.close()
+    return status, None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _abort(conn):
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 @transactional()
@@ -179,7 +310,7 @@ def _record(item, status, error, duration_ms, now, schedule, max_attempts):
     OutboxAttempt.create(delivery=item["id"], at=now, status_code=status, error=error, duration_ms=duration_ms)
     current = for_update(OutboxDelivery.select().where(OutboxDelivery.id == item["id"])).get()
     if current.status != "pending":
-        return current.status  # another worker's late success already settled it
+        return current.status  # settled meanwhile (e.g. dropped: its webhook was deactivated)
     if status is not None and 200 <= status < 300:
         OutboxDelivery.update(status="delivered", delivered_at=now, last_status=status, last_error=None) \
             .where(OutboxDelivery.id == item["id"]).execute()
@@ -193,7 +324,7 @@ def _record(item, status, error, duration_ms, now, schedule, max_attempts):
 
 
 def deliver_due(now=None, limit=100, lease_seconds=LEASE_SECONDS, timeout=TIMEOUT_SECONDS,
-                schedule=BACKOFF_SECONDS, max_attempts=MAX_ATTEMPTS):
+                schedule=BACKOFF_SECONDS, max_attempts=MAX_ATTEMPTS, allow_private=None):
     """Deliver every due pending delivery once (at-least-once overall; receivers dedupe by message id).
 
     Claims rows (a lease, so two workers never post the same delivery at once), posts outside any
@@ -203,20 +334,35 @@ def deliver_due(now=None, limit=100, lease_seconds=LEASE_SECONDS, timeout=TIMEOU
     Args:
         now: naive-UTC instant (default: the clock).
         limit: deliveries per call.
-        lease_seconds: how long a claim hides a delivery from other workers.
-        timeout: HTTP timeout per post.
+        lease_seconds: how long a claim hides a delivery from other workers (at least 2 x timeout + 5).
+        timeout: total seconds one POST may take.
         schedule: backoff seconds per attempt.
         max_attempts: attempts before a delivery is dead.
+        allow_private: post to private/loopback addresses (default: the WEBHOOK_ALLOW_PRIVATE setting).
 
     Returns:
         dict of counts: delivered, retry, dead.
     """
-    now = now or clock.now()
     counts = {"delivered": 0, "retry": 0, "dead": 0}
-    for item in _claim(now, limit, lease_seconds):
-        status, error, ms = _post(item, timeout)
-        outcome = _record(item, status, error, ms, now, schedule, max_attempts)
-        counts[outcome if outcome in counts else "delivered"] += 1
+    allow_private = _allow_private(allow_private)
+    lease_seconds = max(lease_seconds, 2 * timeout + 5)  # the lease outlives the POST it covers
+    seen = set()
+    for _ in range(limit):
+        # one claim per POST, taken just before it: the lease covers this POST only, not the
+        # whole batch behind it
+        claimed = _claim(now or clock.now(), 1, lease_seconds, skip=seen)
+        if not claimed:
+            break
+        item = claimed[0]
+        seen.add(item["id"])
+        status, error, ms = _post(item, timeout, allow_private)
+        try:
+            outcome = _record(item, status, error, ms, now or clock.now(), schedule, max_attempts)
+        except Exception:  # noqa: BLE001 - a delivery that cannot be recorded retries after its lease
+            log.exception("outbox delivery %s: recording the attempt failed", item["id"])
+            continue
+        if outcome in counts:
+            counts[outcome] += 1
         if error:
             log.info("outbox delivery %s to %s failed: %s", item["id"], item["url"], error)
     return counts

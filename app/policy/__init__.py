@@ -172,8 +172,11 @@ def apply(files, actor, note=None, if_match=None):
     ps, errors = check(files)
     if errors:
         raise PolicyInvalid(errors, ps.version)
-    previous, changed = store.save_and_activate(ps, actor, note, if_match=if_match)
-    _activate(ps)
+    # Storing and adopting under one lock: two concurrent applies in this process adopt in the order they
+    # were stored (the last stored wins here too), and a refresh cannot slip an older version in between.
+    with _lock:
+        previous, changed = store.save_and_activate(ps, actor, note, if_match=if_match)
+        _activate(ps)
     if changed:
         log.info("policy set %s activated by %s (was %s)", ps.version, actor, previous)
     return ApplyResult(ps.version, previous, changed)

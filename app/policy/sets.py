@@ -48,15 +48,24 @@ class PolicySet:
     Parsing never raises: problems are kept in ``load_errors`` (``validate()`` reports them all).
     """
 
-    def __init__(self, files):
+    def __init__(self, files, budget=None):
         self.files = dict(sorted(files.items()))
         self.version = content_hash(self.files)
         self.documents = {}
         self.marks = {}
         self.load_errors = []
+        self.budget_exhausted = False
         self._rulesets = {}
+        budget = self.budget = budget or loader.Budget()
         for name, text in self.files.items():
-            doc, marks, errs = loader.load(text, name)
+            try:
+                doc, marks, errs = loader.load(text, name, budget)
+            except loader.BudgetExhausted as exc:
+                file, line, col = getattr(exc, "where", (name, 1, 1))
+                self.load_errors.append(PolicyError(file, "$", f"{exc}; nothing after this point was read",
+                                                    "size", line, col))
+                self.budget_exhausted = True
+                break
             self.marks[name] = marks
             self.load_errors.extend(errs)
             if doc is None:
@@ -256,6 +265,15 @@ def validate(ps):
         list of PolicyError, sorted by file, line, column (empty = valid).
     """
     errors = list(ps.load_errors)
+    if ps.budget_exhausted:  # a set too costly to read is not worth checking further
+        return sorted(errors, key=lambda e: (e.file, e.line, e.col))
+
+    def over_budget(where):
+        # the same CPU allowance as parsing: a set that is cheap to read but costly to check stops too
+        if not ps.budget.over():
+            return False
+        errors.append(PolicyError(where, "$", f"{ps.budget.exhausted}; stopped checking here", "size", 1, 1))
+        return True
     if not ps.files:
         errors.append(PolicyError("-", "$", "a policy set needs at least one file", "required"))
     if len(ps.files) > MAX_FILES:
@@ -273,6 +291,8 @@ def validate(ps):
     valid_rulesets = []
     for kind, docs in ps.documents.items():
         for doc in docs:
+            if over_budget(doc["_file"]):
+                return sorted(errors, key=lambda e: (e.file, e.line, e.col, e.path, e.message))
             errs, ok = _schema_errors(ps, doc, known)
             errors.extend(errs)
             if ok and kind == "ruleset":
@@ -284,12 +304,16 @@ def validate(ps):
             if kind == "ruleset" and not doc["_file"].startswith("rules/"):
                 errors.append(ps.error(doc["_file"], ("kind",), "rulesets live under rules/", "kind"))
     valid_kinds -= bad_kinds
+    if over_budget("-"):
+        return sorted(errors, key=lambda e: (e.file, e.line, e.col, e.path, e.message))
     if not any(e.file.startswith("app/") for e in errors):
         errors.extend(_run_cross_checks(ps, valid_kinds))
     rs_errors = _ruleset_errors(ps, ps.get("ruleset"))
     errors.extend(rs_errors)
     if not rs_errors:
         for doc in valid_rulesets:
+            if over_budget(doc["_file"]):
+                break
             try:
                 engine.compiled(doc)
             except Exception as exc:  # noqa: BLE001 - compile failure is a reported error

@@ -354,7 +354,7 @@ def test_calls_open_and_update_a_complaint(app, api, floor):
     assert api.post("/v1/service/calls", json=call).json()["id"] == r.json()["id"]  # same call, same record
     follow = dict(call, external_ref=uid("call"), open_complaint=False, complaint_id=comp["id"])
     r = api.post("/v1/service/calls", json=follow)
-    assert r.status_code == 201 and r.json()["complaint"]["id"] == comp["id"]
+    assert r.status_code == 201 and r.json()["complaint"]["id"] == comp["id"], r.text
     assert len(r.json()["complaint"]["calls"]) == 2
     other = dict(follow, external_ref=uid("call"), user_id=uid("someone"))
     assert api.post("/v1/service/calls", json=other).json()["code"] == "complaint-of-another-user"

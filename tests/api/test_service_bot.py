@@ -16,7 +16,7 @@ def api(server, app):
 
 @pytest.fixture(scope="module")
 def entry(app, api):
-    editor, reviewer = new_agent(app, prefix="BE"), new_agent(app, prefix="BR")
+    editor, reviewer = new_agent(app, roles=("knowledge_keeper",), prefix="BE"), new_agent(app, roles=("supervisor",), prefix="BR")
     r = api.post("/v1/knowledge/entries", headers={"Patron-Act-As": editor}, json={
         "title": "注销账户", "category": "账户", "tags": ["注销", "账户"], "questions": ["怎么注销账号"],
         "body": "在【设置-账户与安全-注销账户】申请，注销后不可恢复。"})

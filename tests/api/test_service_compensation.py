@@ -50,7 +50,13 @@ def test_within_limit_replayed_above_limit_approved_and_past_budget_refused(api,
     assert red_packets(api, user) == 1500
     r = api.post(f"/v1/service/compensations/{pending['id']}/decision", json={"decision": "approve"},
                  headers={"Patron-Act-As": agent})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"  # an agent_l1 holds no compensation.approve
+    own = pay(api, boss, f"comp-{secrets.token_hex(6)}", user_id=user, amount_fen=25000, reason="quality")
+    assert own.status_code == 202, own.text  # above the supervisor's own limit
+    r = api.post(f"/v1/service/compensations/{own.json()['id']}/decision", json={"decision": "approve"},
+                 headers={"Patron-Act-As": boss})
     assert r.status_code == 403 and r.json()["code"] == "own-request"
+    assert red_packets(api, user) == 1500
     r = api.post(f"/v1/service/compensations/{pending['id']}/decision", json={"decision": "approve", "note": "同意"},
                  headers={"Patron-Act-As": boss})
     assert r.status_code == 200 and r.json()["state"] == "paid" and r.json()["decided_by"] == boss

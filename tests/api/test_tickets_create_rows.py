@@ -50,8 +50,9 @@ def test_complaint_create_rows(http, db_conn):
     created = json.loads(messages[1].payload)
     assert created["ticket_id"] == tid and created["state"] == "new" and created["user_status"] == "已受理"
     assert json.loads(messages[0].payload)["target"] == "department"
+    # one delivery, fanned out to the hook; dropped because the hook was deactivated above
     assert [(d.message_id, d.status) for d in OutboxDelivery.select().where(OutboxDelivery.webhook == hook.id)] == [
-        (messages[0].id, "pending")]
+        (messages[0].id, "dropped")]
     row = Ticket.get_by_id(tid)
     assert (row.state, row.priority, row.department, row.sla_calendar) == (
         "new", t["priority"], t["department"], t["sla"]["calendar"])

@@ -11,6 +11,7 @@ from app.models.outbox import OutboxDelivery
 from app.models.tickets import Ticket
 from app.platform import outbox
 from tests.api.test_outbox import Receiver
+from tests.conftest import TEST_SECRET_KEYS
 from tests.jobs.test_tickets_sla_watch import make_ticket, sla_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.redis
 
 
 def start_worker(database_url, redis_url, queue_name):
+    # the worker decrypts webhook secrets with the test app's key and posts to the loopback receiver
     env = dict(os.environ, PATRON_DATABASE_URL=database_url, PATRON_REDIS_URL=redis_url, PYTHONPATH=str(ROOT),
-               PATRON_LOG_LEVEL="WARNING")
+               PATRON_LOG_LEVEL="WARNING", PATRON_SECRET_KEYS=TEST_SECRET_KEYS, PATRON_WEBHOOK_ALLOW_PRIVATE="true")
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--burst", "--queues", queue_name],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -585,6 +585,11 @@ class Ctx:
         return self.at if self.at is not None else clock.now()
 
 
+# No sub-account of a customer ever holds more than this (2**53 minor units: exact in every JSON
+# client, and far from the 64-bit column's end, so no sum of postings can overflow it).
+MAX_BALANCE_MINOR = 2**53
+
+
 def _resolve_legs(ctx, jtype, legs):
     """Legs -> rows to post, with blocks and balance (sum zero per asset) checked; writes nothing
     except, on a system account's very first use, its shard rows."""
@@ -611,6 +616,10 @@ def _resolve_legs(ctx, jtype, legs):
                     raise Problem(409, "account-blocked", "Account blocked",
                                   f"credits to {acct.name()} are blocked", account=acct.name(), block="credit")
             asset = acct.asset
+            if leg.amount > 0 and acct.subs[leg.sub][1] + leg.amount > MAX_BALANCE_MINOR:
+                raise Problem(422, "balance-limit-exceeded", "Balance limit exceeded",
+                              f"{acct.name()}.{leg.sub} would hold more than {MAX_BALANCE_MINOR} minor units",
+                              account=acct.name(), sub=leg.sub, limit=MAX_BALANCE_MINOR)
             resolved.append((acct.subs[leg.sub][0], acct.id, acct.customer_id, leg.sub, asset, leg.amount, leg))
         per_asset[asset] = per_asset.get(asset, 0) + leg.amount
     if any(per_asset.values()):

@@ -8,7 +8,7 @@ from app.schemas import errors_of
 from app.services.ledger import core
 from app.services.ledger import lot_refunds
 from app.services.ledger.core import Ctx, Leg, account_ref, config, insufficient, post, system
-from app.services.ledger.reads import _hold_dict, _lot_dict, balances
+from app.services.ledger.reads import _hold_dict, _lot_dict, balances, hold_state
 from app.platform import timefmt
 
 
@@ -262,6 +262,10 @@ def op_settle_hold(ctx, body):
     """Frozen -> bank clearing for the settled part; the remainder goes back to available."""
     cfg = config()
     hold = _lock_hold(body["hold_id"], "withdraw")
+    if hold_state(hold, ctx.now()) == "expired":
+        raise Problem(409, "hold-expired", "Hold expired",
+                      f"hold {hold.id} expired at {timefmt.iso(hold.expires_at)}; its money goes back to available",
+                      expires_at=timefmt.iso(hold.expires_at))
     amount = body.get("amount", hold.remaining_minor)
     if amount > hold.remaining_minor:
         raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",

@@ -4,22 +4,38 @@ import datetime as dt
 from app.db import db
 from app.errors import Problem, validation_failed
 from app.models.ledger import LedgerAccount, LedgerCustomer, LedgerEntry, LedgerHold, LedgerJournal, LedgerLot
-from app.platform import timefmt
+from app.platform import clock, timefmt
 from app.services.ledger import core
 from app.services.ledger.core import config
 
 
+def hold_state(h, now=None):
+    """A hold's state at this instant: a withdrawal hold past its ``expires_at`` reads ``expired`` even
+    before the minute job has released it (the job only moves the money back; settling is refused)."""
+    if h.state == "held" and h.expires_at is not None and h.expires_at <= (now or clock.now()):
+        return "expired"
+    return h.state
+
+
+def lot_state(lot, now=None):
+    """A lot's state at this instant: past ``expires_at`` an open lot reads ``expired`` (and is neither
+    spendable nor counted) before the hourly job has moved its remainder to breakage."""
+    if lot.state == "open" and lot.expires_at is not None and lot.expires_at <= (now or clock.now()):
+        return "expired"
+    return lot.state
+
+
 def _hold_dict(h):
-    return {"id": h.id, "kind": h.kind, "state": h.state, "account_id": h.account_id,
+    return {"id": h.id, "kind": h.kind, "state": hold_state(h), "account_id": h.account_id,
             "amount": h.amount_minor, "remaining": h.remaining_minor, "settled": h.settled_minor,
             "reason": h.reason, "external_ref": h.external_ref, "journal_id": h.journal_id,
             "resolved_journal_id": h.resolved_journal_id, "expires_at": timefmt.iso(h.expires_at),
             "created_at": timefmt.iso(h.created_at), "resolved_at": timefmt.iso(h.resolved_at)}
 
 
-def _lot_dict(lot):
+def _lot_dict(lot, now=None):
     return {"id": lot.id, "asset": lot.asset, "amount": lot.amount_minor, "remaining": lot.remaining_minor,
-            "state": lot.state, "expires_at": timefmt.iso(lot.expires_at), "created_at": timefmt.iso(lot.created_at),
+            "state": lot_state(lot, now), "expires_at": timefmt.iso(lot.expires_at), "created_at": timefmt.iso(lot.created_at),
             "journal_id": lot.journal_id}
 
 
@@ -64,19 +80,34 @@ def balances(customer_external_ref):
         s_ = a["sub_accounts"]
         a["spendable"] = (s_.get("cashback", 0) + s_.get("available", 0)
                           + (a["overdraft_limit"] + s_["overdraft"] if "overdraft" in s_ else 0))
+    lot_accounts = [aid for aid, a in accounts.items() if cfg.is_lot_asset(a["asset"])]
+    if lot_accounts:
+        # spendable = what spend_lot would take now: unexpired lots only, by the clock at this read
+        live = dict(db.execute_sql(
+            "SELECT account_id, COALESCE(SUM(remaining_minor), 0) FROM ledger_lot "
+            f"WHERE account_id IN ({core.placeholders(len(lot_accounts))}) AND state = 'open' "
+            f"AND (expires_at IS NULL OR expires_at > {p}) GROUP BY account_id",
+            [*lot_accounts, clock.now()]).fetchall())
+        for aid in lot_accounts:
+            a = accounts[aid]
+            a["spendable"] = max(0, min(a["spendable"], int(live.get(aid, 0))))
     return {"customer": rows[0][0], "kind": rows[0][1], "accounts": list(accounts.values())}
 
 
 def lots(customer_external_ref, asset=None, include_closed=False):
-    """Open lots of a customer (optionally one asset), earliest-expiring first, with expires_at."""
+    """Open lots of a customer (optionally one asset), earliest-expiring first, with expires_at.
+
+    A lot past its expiry is not open, whether or not the expiry job has run yet.
+    """
     cust = _customer(customer_external_ref)
+    now = clock.now()
     q = LedgerLot.select().where(LedgerLot.customer == cust.id)
     if asset:
         q = q.where(LedgerLot.asset == asset)
     if not include_closed:
-        q = q.where(LedgerLot.state == "open")
+        q = q.where((LedgerLot.state == "open") & (LedgerLot.expires_at.is_null() | (LedgerLot.expires_at > now)))
     rows = sorted(q, key=lambda lot: (lot.expires_at is None, lot.expires_at or dt.datetime.min, lot.id))
-    return [_lot_dict(lot) for lot in rows]
+    return [_lot_dict(lot, now) for lot in rows]
 
 
 def holds(customer_external_ref, state=None):

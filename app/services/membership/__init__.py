@@ -107,6 +107,7 @@ def view(member_ref):
         "level": {"name": member.level, "index": cur_idx, "since": timefmt.iso(member.level_since),
                   "no_demotion_until": timefmt.iso(member.level_valid_until)},
         "growth": member.growth, "next_level": progress,
+        # lots come from ledger.lots(): expired ones are already left out, by the clock at this read
         "points": {"balance": sum(int(lot["remaining"] or 0) for lot in lots), "lots": lots},
         "paid": {"active": plan is not None, "plan": plan.get("code") if plan else None,
                  "plan_name": plan.get("name") if plan else None,

@@ -79,7 +79,7 @@ def _note_on_ticket(ticket_id, staff_no, text):
     if not ticket_id:
         return
     from app.services.service import tickets_port
-    tickets_port.note({"kind": "staff", "id": staff_no}, ticket_id, staff_no, text)
+    tickets_port.note({"kind": "staff", "id": staff_no, "staff_no": staff_no}, ticket_id, text)
 
 
 def issue(staff_no, body):

@@ -149,8 +149,8 @@ def log_call(principal, body):
                 raise Problem(409, "complaint-of-another-user", "Complaint of another user",
                               "a complaint belongs to exactly one user")
             ServiceComplaint.update(updated_at=clock.now()).where(ServiceComplaint.id == comp.id).execute()
-            if body.get("staff_no"):
-                tickets_port.note(principal, comp.ticket_id, body["staff_no"],
+            if principal.get("staff_no"):  # a note on the ticket is written by a person, never by a body field
+                tickets_port.note(principal, comp.ticket_id,
                                   f"电话记录 {body['external_ref']}：{body.get('summary', '')}（录音 {body.get('recording_ref')}）")
         elif body.get("open_complaint"):
             comp = _open(principal, body["user_id"], "call", body.get("category", "投诉"),

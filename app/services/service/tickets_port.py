@@ -13,10 +13,9 @@ def ticket_user(ticket_id):
     return tickets.get_ticket(ticket_id).user_id
 
 
-def note(principal, ticket_id, staff_no, text):
-    """An internal comment by a staff member on a ticket."""
-    tickets.comment(principal, ticket_id, {"author": staff_no, "author_kind": "staff", "visibility": "internal",
-                                           "body": text})
+def note(principal, ticket_id, text):
+    """An internal comment on a ticket by the person acting (the caller's identity)."""
+    tickets.comment(principal, ticket_id, {"author_kind": "staff", "visibility": "internal", "body": text})
 
 
 def open_tickets(user_id, limit=20):

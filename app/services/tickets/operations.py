@@ -296,6 +296,8 @@ def _act_assign(cfg, t, act, actor, now, pending=None):
 
 def _act_set_priority(cfg, t, act, actor, now, pending=None):
     before, t.priority = t.priority, act["priority"]
+    if before != t.priority:
+        tickets_sla.priority_changed(cfg, t, now)  # the new priority's targets, from now
     _event(t, actor, "priority", "priority", before, t.priority, version=cfg.version, rule="auto:set_priority",
            now=now, pending=pending)
     return {"priority": t.priority}

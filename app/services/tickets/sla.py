@@ -49,6 +49,22 @@ def _start_resolution(cfg, t, now, minutes):
     t.resolution_warn_at, t.resolution_due_at, t.resolution_check_at = warn, due, warn
 
 
+def priority_changed(cfg, t, now):
+    """A new priority: the clocks still running get that priority's targets, counted from this moment.
+
+    A paused ticket counts from the pause (``resume`` then moves the deadlines by the time paused).
+    Stopped clocks (responded, resolved, terminal) and recorded breaches stay as they are.
+    """
+    if t.terminal:
+        return
+    t.sla_calendar, targets = cfg.sla_target(t.category, t.priority)  # priorities may keep other hours
+    start_at = t.sla_paused_at or now
+    if t.response_metric:
+        _start_response(cfg, t, start_at, t.response_metric, targets[t.response_metric])
+    if t.resolved_at is None and t.resolution_due_at is not None:
+        _start_resolution(cfg, t, start_at, targets["resolution"])
+
+
 def responded(t, now):
     """Staff answered the user: the running response clock stops (first response is remembered)."""
     if not t.response_metric:
