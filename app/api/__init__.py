@@ -70,6 +70,8 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
             (``idempotency_key()`` + ``idempotency.run``); ``"replay"``: this decorator does, storing the
             view's status, JSON body and ETag, so a retry with the same key and body replays them.
             ``"body:<field>"``: idempotent by a client id in the body (e.g. ``event_id``), no header.
+            ``"no-replay"``: the answer is a one-time secret (a session token, a TOTP secret) that must never
+            be stored for a replay; a retry mints a new one and the unused one expires or is replaced.
         readonly: a POST that changes nothing (validate, explain, a quote); it needs no idempotency.
         status: success status code, for the document.
         permission: a staff permission (``access`` policy) the acting person must hold (a tuple: any of them);

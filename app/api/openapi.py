@@ -31,6 +31,7 @@ _COMMON = {"400": "Malformed JSON, or nested too deeply", "401": "Missing, unkno
            "422": "Body or query fails validation (every field listed with a JSON pointer)",
            "428": "Idempotency-Key header required",
            "409": "Idempotency-Key reused with another body, or a state conflict (see `code`)",
+           "429": "rate-limited: too many expensive calls for this key (see Retry-After)",
            "503": "The database or Redis is unreachable"}
 
 
@@ -143,6 +144,8 @@ def _responses(op, has_path_params):
         codes.update({c: _COMMON[c] for c in ("401", "403", "503")})
     if op["idempotent"] in (True, "replay"):
         codes.update({c: _COMMON[c] for c in ("409", "422", "428")})  # 422: a malformed key
+    if op.get("rate_limited"):
+        codes["429"] = _COMMON["429"]
     if has_path_params:
         codes["404"] = _COMMON["404"]
     if op["query"] or op["path"]:

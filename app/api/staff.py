@@ -51,7 +51,7 @@ def update_staff(staff_no):
 @bp.post("/staff/<staff_no>/password")
 @operation("Reset a staff member's password (given, or generated and returned once); the change is required "
            "at the next sign-in, the lock is lifted and every session ends", scope="admin",
-           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True)
+           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True, idempotent="replay")
 def reset_password(staff_no):
     return jsonify(identity.admin_reset(actor(g.principal), staff_no, g.body.get("password"),
                                         bool(g.body.get("reset_totp"))))
@@ -59,6 +59,6 @@ def reset_password(staff_no):
 
 @bp.post("/staff/<staff_no>/deactivate")
 @operation("Deactivate a staff member: every session ends at once, in every process", scope="admin", tags=TAGS,
-           permission="staff.admin", allow_service=True)
+           permission="staff.admin", allow_service=True, idempotent="replay")
 def deactivate(staff_no):
     return jsonify(identity.deactivate(actor(g.principal), staff_no))

@@ -2,9 +2,11 @@
 import re
 import uuid
 
-from tests.conftest import Http
+from tests.conftest import Http, create_staff, make_token
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+# Routes whose answer is a one-time secret (never stored for a replay; a retry mints a new one).
+NO_REPLAY = {("POST", "/v1/auth/login"), ("POST", "/v1/auth/refresh"), ("POST", "/v1/auth/totp/setup")}
 
 
 def _operations(app):
@@ -24,17 +26,25 @@ def test_every_state_changing_route_is_idempotent_or_declared_read_only(app):
         idem = op["idempotent"]
         if method == "PUT":
             continue  # sets a whole state: idempotent by HTTP semantics
+        if idem == "no-replay":  # answers with a one-time secret: only these, each reviewed
+            assert (method, url) in NO_REPLAY, f"{method} {url}: 'no-replay' is only for one-time secrets"
+            continue
         assert op["readonly"] or idem in (True, "replay") or (isinstance(idem, str) and idem.startswith("body:")), \
             f"{method} {url}: declare idempotent=True/'replay'/'body:<field>' or readonly=True"
 
 
 def test_every_route_that_takes_the_header_refuses_a_call_without_it(app, server, admin_token):
     http = Http(server, admin_token)
+    # routes only a person may take are called by an act-as key naming one who holds every permission
+    person = create_staff(http, "cs", ["supervisor", "admin", "knowledge_keeper", "finance_manager"], "conv")
+    acting = Http(server, make_token(["admin", "act-as"], name="conventions"))
+    acting.session.headers["Patron-Act-As"] = person
     checked = 0
     for method, url, op in _operations(app):
         if op["idempotent"] not in (True, "replay"):
             continue
-        r = http.request(method, url, json={}, key=False)
+        caller = acting if op["permission"] and not op["allow_service"] else http
+        r = caller.request(method, url, json={}, key=False)
         assert r.status_code == 428, (method, url, r.status_code, r.text[:300])
         assert r.json()["code"] == "idempotency-key-required"
         checked += 1
