@@ -63,7 +63,7 @@ def script_of(path):
     for line, mode, text in blocks(path):
         if mode == "skip":
             continue
-        text = text.replace(ORIGIN, "$PATRON_URL")
+        text = text.replace(ORIGIN, "$PATRON_TEST_URL")
         parts.append(f'echo "=== {path.name}:{line}" >&2')
         if mode == "expect-failure":
             # the commands of an error example must fail (curl: HTTP >= 400), and the script goes on
@@ -109,7 +109,7 @@ def _workdir(tmp_path):
 def test_doc_examples_run_against_a_fresh_demo(doc, demo_instance, tmp_path):
     if not any(mode != "skip" for _, mode, _ in blocks(doc)):
         return  # prose only; listed anyway, so a block added later runs without touching this test
-    env = {**demo_instance.env, "PATRON_KEY": demo_instance.key, "PATRON_URL": demo_instance.base}
+    env = {**demo_instance.env, "PATRON_KEY": demo_instance.key, "PATRON_TEST_URL": demo_instance.base}
     script = tmp_path / "doc.sh"
     script.write_text(script_of(doc), encoding="utf-8")
     before = _tracked_state()
