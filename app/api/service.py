@@ -25,8 +25,10 @@ def _respond(status, result):
 # --- users (through the app backend's key; the browser's live stream with the user token) -----------
 
 @bp.post("/conversations")
-@operation("A user asks for service: queued (or refused at once when the queue is at its cap)",
-           scope="service:write", body="api/service/request.json", tags=TAGS, status=201, idempotent="replay")
+@operation("A user asks for service: queued (or refused at once when the queue is at its cap); asking again "
+           "while a conversation is open answers it (200)",
+           scope="service:write", body="api/service/request.json", tags=TAGS, status=201,
+           idempotent="body:user_id")  # a refusal's decision row must outlive the 429, so no replay transaction
 def request_service():
     status, out = desk.request_service(g.body)
     return _respond(status, out)
