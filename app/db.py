@@ -253,6 +253,26 @@ def connection():
             db.close()
 
 
+@contextmanager
+def patient(seconds):
+    """Let this thread's (open) connection wait up to ``seconds`` per statement: the server's
+    statement_timeout and the client-side bound both (migrations, which wait for each other's lock and
+    may rewrite big tables). Restored afterwards."""
+    conn = db.connection()
+    before = getattr(conn, "wait_limit", None)
+    if is_postgres():
+        db.execute_sql("SET statement_timeout = %s", (f"{int(seconds)}s",))
+    if before is not None:
+        conn.wait_limit = seconds + 5
+    try:
+        yield
+    finally:
+        if before is not None:
+            conn.wait_limit = before
+        if is_postgres() and not conn.closed:
+            db.execute_sql("RESET statement_timeout")
+
+
 _sqlite_writer = threading.Lock()
 
 

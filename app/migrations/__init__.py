@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import peewee
 
-from app.db import db, write_transaction
+from app.db import db, patient, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,16 @@ def _upgrade_lock():
     if engine_of(db) != "postgres":
         yield  # SQLite: BEGIN IMMEDIATE per migration (see upgrade)
         return
-    # a session lock on this thread's connection, held across the per-migration transactions
-    db.execute_sql("SET lock_timeout = %s", (f"{LOCK_TIMEOUT_SECONDS}s",))
-    db.execute_sql("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-    try:
-        yield
-    finally:
-        db.execute_sql("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
-        db.execute_sql("RESET lock_timeout")
+    # a session lock on this thread's connection, held across the per-migration transactions; waiting
+    # for it (and a long migration) may outlast the default statement timeout
+    with patient(LOCK_TIMEOUT_SECONDS):
+        db.execute_sql("SET lock_timeout = %s", (f"{LOCK_TIMEOUT_SECONDS}s",))
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            db.execute_sql("RESET lock_timeout")
 
 
 def _record(name):
