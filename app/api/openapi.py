@@ -135,6 +135,11 @@ def _responses(op, has_path_params):
         content["application/json"] = {"schema": _schema_ref(op["response"]) if op["response"]
                                        else {"$ref": "#/components/schemas/Object"}}
     for media, description in op["content"].items():
+        if media == "text/event-stream":  # described per event (id, event, data), as SSE clients read it
+            content[media] = {"schema": {"type": "object", "description": description,
+                                         "properties": {"id": {"type": "string"}, "event": {"type": "string"},
+                                                        "data": {"type": "string"}, "retry": {"type": "integer"}}}}
+            continue
         content[media] = {"schema": {"type": "string", "description": description}}
     responses = {str(op["status"]): {"description": "Success", "content": content}}
     codes = {}

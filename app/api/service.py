@@ -28,7 +28,9 @@ def _respond(status, result):
 @operation("A user asks for service: queued (or refused at once when the queue is at its cap); asking again "
            "while a conversation is open answers it (200)",
            scope="service:write", body="api/service/request.json", tags=TAGS, status=201,
-           idempotent="body:user_id")  # a refusal's decision row must outlive the 429, so no replay transaction
+           idempotent="body:user_id",
+           problems={429: "queue-full: the group's queue is at its cap (nothing is created)",
+                     409: "outside-business-hours"})  # a refusal's decision row must outlive the 429, so no replay transaction
 def request_service():
     status, out = desk.request_service(g.body)
     return _respond(status, out)
