@@ -1,4 +1,5 @@
-"""Service-desk jobs: the presence sweep (timeouts told to users, auto-assignment) every few seconds.
+"""Service-desk jobs: the presence sweep (timeouts told to users, auto-assignment) every few seconds; the monitor
+(alert thresholds, floor gauges) every minute.
 
 RQ's cron (and the in-process ticker) fire once a minute; the tick's job loops inside the minute,
 sweeping every ``sweep_seconds`` of the service policy, and stops before the next tick. The tick is
@@ -9,7 +10,7 @@ import time
 
 from app.db import connection
 
-PERIODIC = [("jobs.service.sweep", "* * * * *")]
+PERIODIC = [("jobs.service.sweep", "* * * * *"), ("jobs.service.monitor", "* * * * *")]
 
 LOOP_SECONDS = 50  # leaves the rest of the minute so the next tick's loop never overlaps this one
 
@@ -42,3 +43,16 @@ def sweep(seconds=LOOP_SECONDS):
         if started + interval >= end:
             return totals
         time.sleep(max(0.0, started + interval - time.monotonic()))
+
+
+def monitor():
+    """Evaluate the monitoring thresholds once (alerts opened/recovered, webhooks through the outbox) and set the
+    floor gauges.
+
+    Returns:
+        {"opened": n, "recovered": n, "open": n}.
+    """
+    from app.services.service import monitoring
+    with connection():
+        out = monitoring.evaluate()
+    return {"opened": len(out["opened"]), "recovered": len(out["recovered"]), "open": out["open"]}

@@ -179,6 +179,33 @@ class ServiceAction(BaseModel):
     updated_at = pw.DateTimeField(default=clock.now)
 
 
+class ServiceAlert(BaseModel):
+    """One alert episode: a monitored value over its ``monitoring`` threshold (open) until it is back under (recovered)."""
+    rule = pw.CharField(max_length=200)  # the threshold's policy path, e.g. alerts.groups.vip.queue_length
+    metric = pw.CharField(max_length=64)  # queue_length | longest_wait_seconds | refusal_rate_percent | ...
+    scope = pw.CharField(max_length=64)  # a skill group code, or "*" for the whole desk
+    state = pw.CharField(max_length=16)  # open | recovered
+    threshold = pw.BigIntegerField()
+    value = pw.BigIntegerField()  # the value that opened the episode
+    peak = pw.BigIntegerField()  # the worst value seen while open
+    last_value = pw.BigIntegerField()
+    policy_version = pw.CharField(max_length=64)
+    opened_at = pw.DateTimeField()
+    evaluated_at = pw.DateTimeField()
+    recovered_at = pw.DateTimeField(null=True)
+    acknowledged_by = pw.CharField(max_length=64, null=True)
+    acknowledged_at = pw.DateTimeField(null=True)
+    acknowledge_note = pw.TextField(null=True)
+
+    class Meta:
+        indexes = ((("state", "opened_at"), False),)
+
+
+# one open episode per (metric, scope), whichever process evaluates
+ServiceAlert.add_index(ServiceAlert.index(ServiceAlert.metric, ServiceAlert.scope, unique=True,
+                                          where=(ServiceAlert.state == "open"), name="service_alert_one_open"))
+
+
 MODELS = [ServiceGroup, ServiceAgent, ServiceConversation, ServiceEvent, ServiceComplaint, ServiceCall,
           ServiceReview, ServiceNode, ServiceCompensation,
-          ServiceAction]
+          ServiceAction, ServiceAlert]

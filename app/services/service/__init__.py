@@ -4,8 +4,10 @@ Public interface (the API and jobs code against it):
     desk: request_service, take, dispatch, go_online/go_away/go_offline, heartbeats, transfer, close, csat, expire
     complaints: ticket_from_conversation, log_call, post_review
     live: subscribe/publish (fan-out), events
+    monitoring: floor (real-time floor view), evaluate (alerts), list_alerts, acknowledge
+    stats: statistics (per day, agent, group, channel), statistics_csv
 """
-from app.services.service import complaints, desk, live, policy  # noqa: F401
+from app.services.service import complaints, desk, live, monitoring, policy, stats  # noqa: F401
 
 
 # Staff permissions the service desk's routes check (service.serve/supervise and compensation.issue are
@@ -13,6 +15,8 @@ from app.services.service import complaints, desk, live, policy  # noqa: F401
 PERMISSIONS = {
     "service.serve": "customer service desk: go online, take users, message, close and transfer own sessions",
     "service.supervise": "customer service desk: see the floor, transfer or close any session",
+    "service.floor.view": "customer service monitoring: the real-time floor, statistics and alerts",
+    "service.alerts.manage": "customer service monitoring: acknowledge alerts, run the alert evaluation",
     "compensation.approve": "approve a red-packet compensation above the payer's limit",
     "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
     "order.return": "submit a return/exchange for the user (退换货) through the shop",
@@ -25,6 +29,7 @@ def register():
     routes check; called by app.contexts."""
     from app.platform import auth
     policy.register()
+    monitoring.register()
     auth.declare_permissions(PERMISSIONS)
 
 

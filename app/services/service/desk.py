@@ -187,27 +187,6 @@ def agent_view(staff_no):
     return agent_dict(a)
 
 
-def floor():
-    """The supervisor's floor: per group the queue length, longest wait, agents by state."""
-    cfg = current()
-    now = clock.now()
-    expire()
-    out = []
-    for code, g in cfg.groups.items():
-        queued = ServiceConversation.select().where((ServiceConversation.state == "queued")
-                                                    & (ServiceConversation.group == code))
-        oldest = queued.order_by(ServiceConversation.queued_at).first()
-        agents = list(ServiceAgent.select().where(ServiceAgent.groups.contains(f" {code} ")
-                                                  & (ServiceAgent.status != "offline")))
-        out.append({"group": code, "name": g["name"], "queue_cap": g["queue_cap"], "queued": queued.count(),
-                    "longest_wait_seconds": int((now - oldest.queued_at).total_seconds()) if oldest else 0,
-                    "serving": ServiceConversation.select().where((ServiceConversation.state == "serving")
-                                                                  & (ServiceConversation.group == code)).count(),
-                    "agents": {s: sum(1 for a in agents if a.status == s) for s in ("online", "away")},
-                    "agents_locked": sum(1 for a in agents if a.serving >= a.capacity)})
-    return {"policy_version": cfg.version, "assignment": cfg.assignment, "groups": out}
-
-
 def events_after(conv_id, after_seq, audience=("all", "user"), limit=500):
     q = (ServiceEvent.select().where((ServiceEvent.conversation == conv_id) & (ServiceEvent.seq > after_seq)
                                      & ServiceEvent.audience.in_(list(audience)))

@@ -138,6 +138,38 @@ def state_of(t, now=None):
     return t.sla_state
 
 
+def risk_counts(ticket_ids, now=None):
+    """How many of ``ticket_ids`` are near an SLA breach (a running clock past its warning, not yet due) and how
+    many are breached (a running clock past due), computed from the clock now, not from the watcher's record.
+
+    Args:
+        ticket_ids: ticket ids (finished and paused tickets count in neither).
+        now: the instant (default: the clock).
+
+    Returns:
+        {"at_risk": n, "breached": n}.
+    """
+    now = now or clock.now()
+    out = {"at_risk": 0, "breached": 0}
+    ids = sorted({int(i) for i in ticket_ids if i is not None})
+    for start in range(0, len(ids), 500):
+        rows = (Ticket.select(Ticket.response_metric, Ticket.response_warn_at, Ticket.response_due_at,
+                              Ticket.resolved_at, Ticket.resolution_warn_at, Ticket.resolution_due_at)
+                .where(Ticket.id.in_(ids[start:start + 500]) & (Ticket.terminal == False)  # noqa: E712
+                       & Ticket.sla_paused_at.is_null()))
+        for t in rows:
+            clocks = []
+            if t.response_metric and t.response_due_at is not None:
+                clocks.append((t.response_warn_at, t.response_due_at))
+            if t.resolved_at is None and t.resolution_due_at is not None:
+                clocks.append((t.resolution_warn_at, t.resolution_due_at))
+            if any(due <= now for _, due in clocks):
+                out["breached"] += 1
+            elif any(warn is not None and warn <= now for warn, _ in clocks):
+                out["at_risk"] += 1
+    return out
+
+
 _RAISE = pw.Case(Ticket.priority, [("P4", "P3"), ("P3", "P2"), ("P2", "P1")], "P1")
 
 

@@ -1,0 +1,192 @@
+"""Service statistics (统计): per business day and agent / skill group / channel, as JSON rows or CSV.
+
+A conversation counts on the business day (the service calendar's time zone) it entered the human
+queue, in the row of its group, channel and the agent who last served it (empty: nobody did).
+Definitions (docs/service-operations.md):
+- conversations: entered the queue; served: an agent was assigned at least once;
+- first_response_avg_seconds: queue entry -> the first agent message, over conversations that got one;
+- handling_avg_seconds: the first assignment -> close, over conversations an agent closed (resolved);
+- abandoned: the user left or timed out while queued (nobody serving); transferred: at least one transfer;
+- csat_avg: the mean survey score over rated conversations; compensation_fen: red packets paid on the
+  conversation; tickets_opened: conversations that became a ticket; qa_score: the QA hook (QA_SCORES).
+"""
+import datetime as dt
+import re
+
+from app.errors import validation_failed
+from app.models.service import ServiceCompensation, ServiceConversation, ServiceEvent
+from app.platform import calendar as calmath, clock, export
+from app.services.service.policy import current
+
+DIMENSIONS = ("agent", "group", "channel")
+MAX_DAYS = 366
+USER_GONE = ("user-timeout", "user-left", "user-disconnected")
+
+# The columns of a statistics row, in order (JSON keys and the CSV header): the one place to add a column.
+COLUMNS = ("day", "agent", "group", "channel", "conversations", "served", "first_response_avg_seconds",
+           "handling_avg_seconds", "abandoned", "abandonment_rate_percent", "transferred", "transfer_rate_percent",
+           "csat_count", "csat_avg", "compensation_fen", "tickets_opened", "qa_score")
+
+
+def _no_qa_scores(rows, start, end):
+    """No QA data yet: every row's ``qa_score`` is None (empty in CSV)."""
+    return {}
+
+
+# The QA hook: fn(rows, start_utc, end_utc) -> {row key (day, agent, group, channel): score}. The QA context
+# replaces it at wiring time with its own summary (``quality.score_summary``); statistics never invent QA data.
+QA_SCORES = [_no_qa_scores]
+
+
+def _day(text, pointer):
+    if not isinstance(text, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return None, {"pointer": pointer, "validator": "format", "message": "expected a date YYYY-MM-DD"}
+    try:
+        return dt.date.fromisoformat(text), None
+    except ValueError:
+        return None, {"pointer": pointer, "validator": "format", "message": "not a calendar date"}
+
+
+def parse_query(args, today=None):
+    """Validated (from, to, dimensions, group) from query parameters (422 lists every bad field).
+
+    ``from``/``to`` are business days, both inclusive (default: today); ``by`` a comma list of
+    agent, group, channel (default: all three; the day is always a dimension).
+    """
+    today = today or calmath.local_date(current().calendar, clock.now())
+    errors = []
+    start, err = _day(args.get("from"), "/query/from") if args.get("from") else (today, None)
+    errors += [err] if err else []
+    end, err = _day(args.get("to"), "/query/to") if args.get("to") else (start or today, None)
+    errors += [err] if err else []
+    if start and end and end < start:
+        errors.append({"pointer": "/query/to", "validator": "minimum", "message": "'to' is before 'from'"})
+    elif start and end and (end - start).days + 1 > MAX_DAYS:
+        errors.append({"pointer": "/query/to", "validator": "maximum", "message": f"at most {MAX_DAYS} days"})
+    raw_by = args.get("by")
+    dims = tuple(DIMENSIONS)
+    if raw_by is not None:
+        dims = tuple(d for d in raw_by.split(",") if d)
+        bad = [d for d in dims if d not in DIMENSIONS]
+        if bad or len(set(dims)) != len(dims):
+            errors.append({"pointer": "/query/by", "validator": "enum",
+                           "message": f"a comma list of {', '.join(DIMENSIONS)} (each once)"})
+    group = args.get("group")
+    if group is not None and group not in current().groups:
+        errors.append({"pointer": "/query/group", "validator": "enum", "message": "not a skill group"})
+    if errors:
+        raise validation_failed(errors)
+    return start, end, tuple(d for d in DIMENSIONS if d in dims), group
+
+
+def _avg(total, n):
+    return round(total / n, 1) if n else None
+
+
+def _pct(part, whole):
+    return round(100.0 * part / whole, 1) if whole else None
+
+
+def statistics(start, end, dims=DIMENSIONS, group=None):
+    """Rows of service statistics for the business days ``start``..``end`` (inclusive).
+
+    Args:
+        start, end: dates (business days in the service calendar's time zone).
+        dims: the dimensions besides the day (subset of agent, group, channel); the others are summed over
+            and come back as None.
+        group: only this skill group.
+
+    Returns:
+        {from, to, timezone, by, columns, items: [row], totals: row}; rows sorted by day then dimensions.
+    """
+    cfg = current()
+    cal = cfg.calendar
+    t0, t1 = calmath.day_start(cal, start), calmath.day_start(cal, end + dt.timedelta(days=1))
+    C = ServiceConversation
+    q = C.select().where(C.queued_at.is_null(False) & (C.queued_at >= t0) & (C.queued_at < t1))
+    if group:
+        q = q.where(C.group == group)
+    convs = list(q.order_by(C.id))
+    ids = [c.id for c in convs]
+    assigned, first_reply, transferred = {}, {}, set()
+    for chunk in range(0, len(ids), 500):
+        part = ids[chunk:chunk + 500]
+        E = ServiceEvent
+        for cid, kind, sender, at in (E.select(E.conversation, E.kind, E.sender, E.created_at)
+                                      .where(E.conversation.in_(part)
+                                             & E.kind.in_(["assigned", "transferred", "message"]))
+                                      .order_by(E.conversation, E.seq).tuples()):
+            if kind == "assigned":
+                assigned.setdefault(cid, at)
+            elif kind == "transferred":
+                transferred.add(cid)
+            elif sender == "agent":
+                first_reply.setdefault(cid, at)
+    paid = {}
+    for chunk in range(0, len(ids), 500):
+        S = ServiceCompensation
+        for cid, amount in (S.select(S.conversation_id, S.amount_fen)
+                            .where(S.conversation_id.in_(ids[chunk:chunk + 500]) & (S.state == "paid")).tuples()):
+            paid[cid] = paid.get(cid, 0) + int(amount)
+
+    acc = {}
+    for c in convs:
+        full = {"day": calmath.local_date(cal, c.queued_at).isoformat(), "agent": c.agent or "", "group": c.group,
+                "channel": c.channel}
+        key = (full["day"],) + tuple(full[d] if d in dims else None for d in DIMENSIONS)
+        a = acc.setdefault(key, {"n": 0, "served": 0, "fr_sum": 0, "fr_n": 0, "h_sum": 0, "h_n": 0, "abandoned": 0,
+                                 "transferred": 0, "csat_sum": 0, "csat_n": 0, "fen": 0, "tickets": 0})
+        _add(a, c, assigned.get(c.id), first_reply.get(c.id), c.id in transferred, paid.get(c.id, 0))
+    rows = [_row(key, a) for key, a in sorted(acc.items(), key=lambda kv: tuple("" if k is None else k
+                                                                               for k in kv[0]))]
+    total = {"n": 0, "served": 0, "fr_sum": 0, "fr_n": 0, "h_sum": 0, "h_n": 0, "abandoned": 0, "transferred": 0,
+             "csat_sum": 0, "csat_n": 0, "fen": 0, "tickets": 0}
+    for a in acc.values():
+        for k in total:
+            total[k] += a[k]
+    scores = {}
+    for hook in QA_SCORES:
+        scores.update(hook(rows, t0, t1) or {})
+    for r in rows:
+        r["qa_score"] = scores.get((r["day"], r["agent"], r["group"], r["channel"]))
+    return {"from": start.isoformat(), "to": end.isoformat(), "timezone": cal.timezone, "by": list(dims),
+            "group": group, "columns": list(COLUMNS), "items": rows,
+            "totals": _row((None, None, None, None), total)}
+
+
+def _add(a, c, assigned_at, replied_at, was_transferred, fen):
+    a["n"] += 1
+    if assigned_at is not None:
+        a["served"] += 1
+    if replied_at is not None:
+        a["fr_sum"] += (replied_at - c.queued_at).total_seconds()
+        a["fr_n"] += 1
+    if c.state == "closed" and c.close_reason == "resolved" and assigned_at is not None and c.closed_at:
+        a["h_sum"] += (c.closed_at - assigned_at).total_seconds()
+        a["h_n"] += 1
+    if c.state == "closed" and c.close_reason in USER_GONE and not c.agent:
+        a["abandoned"] += 1
+    if was_transferred:
+        a["transferred"] += 1
+    if c.csat_score is not None:
+        a["csat_sum"] += c.csat_score
+        a["csat_n"] += 1
+    a["fen"] += fen
+    if c.ticket_id is not None:
+        a["tickets"] += 1
+
+
+def _row(key, a):
+    day, agent, group, channel = key
+    return {"day": day, "agent": agent, "group": group, "channel": channel, "conversations": a["n"],
+            "served": a["served"], "first_response_avg_seconds": _avg(a["fr_sum"], a["fr_n"]),
+            "handling_avg_seconds": _avg(a["h_sum"], a["h_n"]), "abandoned": a["abandoned"],
+            "abandonment_rate_percent": _pct(a["abandoned"], a["n"]), "transferred": a["transferred"],
+            "transfer_rate_percent": _pct(a["transferred"], a["n"]), "csat_count": a["csat_n"],
+            "csat_avg": _avg(a["csat_sum"], a["csat_n"]), "compensation_fen": a["fen"],
+            "tickets_opened": a["tickets"], "qa_score": None}
+
+
+def statistics_csv(result):
+    """The rows of ``statistics(...)`` as CSV (UTF-8 with BOM, the COLUMNS header, empty cell for None)."""
+    return export.csv_text(COLUMNS, result["items"])
