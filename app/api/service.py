@@ -1,6 +1,5 @@
 """Customer-service HTTP API: users ask and talk (via the app backend), agents serve, live streams, complaints."""
 import json
-import time
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
@@ -295,27 +294,6 @@ def floor():
     return jsonify(monitoring.floor())
 
 
-def floor_frames(view_fn, wait, refresh_seconds, coalesce_seconds=1.0):
-    """SSE frames of the floor: one now, then one whenever a desk event (or ``refresh_seconds``) changes it.
-
-    A burst of desk events is coalesced: the floor is recomputed at most once per ``coalesce_seconds``.
-    """
-    last, n, computed = None, 0, 0.0
-    yield "retry: 2000\n\n"
-    while True:
-        gap = computed + coalesce_seconds - time.monotonic()
-        if gap > 0:
-            time.sleep(gap)
-        computed = time.monotonic()
-        view = view_fn()
-        body = {k: v for k, v in view.items() if k != "at"}
-        if body != last:
-            last, n = body, n + 1
-            yield f"id: {n}\nevent: floor\ndata: {json.dumps(view, ensure_ascii=False, separators=(',', ':'))}\n\n"
-        if not wait(refresh_seconds):
-            yield ": keep-alive\n\n"
-
-
 @bp.get("/floor/stream")
 @operation("The real-time floor as Server-Sent Events (event ``floor``): sent at once, then on every change",
            **FLOOR, tags=TAGS)
@@ -331,7 +309,7 @@ def floor_stream():
     def stream():
         try:
             with app.app_context():
-                yield from floor_frames(view, sub.wait, refresh)
+                yield from monitoring.floor_frames(view, sub.wait, refresh)
         finally:
             sub.close()
 

@@ -8,7 +8,9 @@ stays high, recovered once (``service.alert.recovered``) when it is back under t
 """
 import dataclasses
 import datetime as dt
+import json
 import logging
+import time
 
 import peewee as pw
 
@@ -229,6 +231,27 @@ def floor(now=None):
     view = floor_view(now)
     export_gauges(view)
     return view
+
+
+def floor_frames(view_fn, wait, refresh_seconds, coalesce_seconds=1.0):
+    """SSE frames of the floor: one now, then one whenever a desk event (or ``refresh_seconds``) changes it.
+
+    A burst of desk events is coalesced: the floor is recomputed at most once per ``coalesce_seconds``.
+    """
+    last, n, computed = None, 0, 0.0
+    yield "retry: 2000\n\n"
+    while True:
+        gap = computed + coalesce_seconds - time.monotonic()
+        if gap > 0:
+            time.sleep(gap)
+        computed = time.monotonic()
+        view = view_fn()
+        body = {k: v for k, v in view.items() if k != "at"}
+        if body != last:
+            last, n = body, n + 1
+            yield f"id: {n}\nevent: floor\ndata: {json.dumps(view, ensure_ascii=False, separators=(',', ':'))}\n\n"
+        if not wait(refresh_seconds):
+            yield ": keep-alive\n\n"
 
 
 # --- alerts ---------------------------------------------------------------------------------------
