@@ -21,27 +21,38 @@ def service_policy(app, **changes):
     """
     if not any(k.split(".")[0].split("__")[0] == "bot" for k in changes):
         changes["bot.enabled"] = False
+    with policy_variant(app, {"service.yaml": changes}) as docs:
+        yield docs["service.yaml"]
+
+
+@contextlib.contextmanager
+def policy_variant(app, edits):
+    """Apply the active set with files of ``policies/`` edited (``{"monitoring.yaml": {dotted key: value}}``).
+
+    Restores the set active before afterwards (variants nest). Yields {file name: the edited document}.
+    """
     from app import policy
     from app.db import db
     with app.app_context(), db.connection_context():
         files = dict(policy.active().files)  # restored afterwards: variants nest
-    key = next(k for k in files if k.endswith("policies/service.yaml"))
-    doc = yaml.safe_load(files[key])
-    for name, value in changes.items():
-        parts = name.replace("__", ".").split(".")
-        node = doc
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    variant = dict(files)
-    variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    variant, docs = dict(files), {}
+    for name, changes in edits.items():
+        key = next(k for k in files if k.endswith("policies/" + name))
+        doc = docs[name] = yaml.safe_load(files[key])
+        for dotted, value in changes.items():
+            parts = dotted.replace("__", ".").split(".")
+            node = doc
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+        variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     with app.app_context(), db.connection_context():
         try:
             policy.apply(variant, "tests")
         except policy.PolicyInvalid as exc:
             raise AssertionError("\n".join(str(e) for e in exc.errors)) from None
     try:
-        yield doc
+        yield docs
     finally:
         with app.app_context(), db.connection_context():
             policy.apply(files, "tests")

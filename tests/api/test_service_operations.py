@@ -1,7 +1,6 @@
 """Service operations over HTTP against the real server: the real-time floor (JSON, SSE, gauges), statistics of a
 scripted day asserted exactly (JSON and CSV bytes), and alert episodes (raised once, recovered once, one webhook
 each) for a scripted spike. Time is scripted with app.platform.clock; nothing sleeps."""
-import contextlib
 import datetime as dt
 import json
 import re
@@ -9,57 +8,26 @@ import secrets
 
 import pytest
 import requests
-import yaml
 
 from app.platform import clock
 from tests.api.test_outbox import Receiver
 from tests.conftest import Http, make_token
-from tests.service_factories import clean_floor, new_agent, read_sse, service_doc
+from tests.service_factories import clean_floor, new_agent, policy_variant, read_sse, service_doc
 
 OPS = {"name": "运营监控测试组", "department": "cs", "roles": ["agent_l1"], "queue_cap": 2,
        "on_agent_timeout": "requeue", "on_user_timeout": "close", "requeue_boost": 10, "ticket_category": "投诉"}
-
-
-@contextlib.contextmanager
-def policy_variant(app, service=None, monitoring=None):
-    """Apply the active set with service.yaml and monitoring.yaml edited (dict updates), restored afterwards."""
-    from app import policy
-    from app.db import db
-    with app.app_context(), db.connection_context():
-        files = dict(policy.active().files)
-    variant = dict(files)
-    for name, changes in (("service.yaml", service), ("monitoring.yaml", monitoring)):
-        if not changes:
-            continue
-        key = next(k for k in files if k.endswith("policies/" + name))
-        doc = yaml.safe_load(files[key])
-        for dotted, value in changes.items():
-            node, parts = doc, dotted.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-            node[parts[-1]] = value
-        variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
-    with app.app_context(), db.connection_context():
-        try:
-            policy.apply(variant, "tests")
-        except policy.PolicyInvalid as exc:
-            raise AssertionError("\n".join(str(e) for e in exc.errors)) from None
-    try:
-        yield
-    finally:
-        with app.app_context(), db.connection_context():
-            policy.apply(files, "tests")
 
 
 @pytest.fixture(scope="module")
 def ops_policy(app, server):
     # one skill group per test: tickets and agents of one test never count on another's floor
     groups = dict(service_doc(app)["groups"], ops=OPS, fl=OPS, sp=dict(OPS, queue_cap=10))
-    with policy_variant(app, service={"calendar": "always", "assignment": "pull", "bot.enabled": False,
-                                      "agent_timeout_seconds": 3600, "user_timeout_seconds": 3600,
-                                      "groups": groups},
-                        monitoring={"alerts.groups": {"sp": {"queue_length": 3, "abandonment_rate_percent": 100}},
-                                    "alerts.recover_below_percent": 80}):
+    with policy_variant(app, {"service.yaml": {"calendar": "always", "assignment": "pull", "bot.enabled": False,
+                                               "agent_timeout_seconds": 3600, "user_timeout_seconds": 3600,
+                                               "groups": groups},
+                              "monitoring.yaml": {"alerts.groups": {"sp": {"queue_length": 3,
+                                                                           "abandonment_rate_percent": 100}},
+                                                  "alerts.recover_below_percent": 80}}):
         yield
 
 
