@@ -38,7 +38,7 @@ class ServiceConversation(BaseModel):
     policy_version = pw.CharField(max_length=64)
     facts = pw.TextField(default="{}")
     topic = pw.TextField(default="")
-    queued_at = pw.DateTimeField(null=True)
+    queued_at = pw.DateTimeField(null=True, index=True)  # statistics and the floor's window read by it
     agent = pw.CharField(max_length=64, null=True, index=True)
     assigned_at = pw.DateTimeField(null=True)
     user_seen_at = pw.DateTimeField()
@@ -46,7 +46,7 @@ class ServiceConversation(BaseModel):
     token_hash = pw.CharField(max_length=64)
     last_seq = pw.IntegerField(default=0)
     requeues = pw.IntegerField(default=0)
-    closed_at = pw.DateTimeField(null=True)
+    closed_at = pw.DateTimeField(null=True, index=True)  # the floor: abandoned in the window, handled today
     close_reason = pw.CharField(max_length=32, null=True)
     close_category = pw.CharField(max_length=64, null=True)
     close_summary = pw.TextField(null=True)

@@ -171,10 +171,6 @@ def floor_view(now=None):
                             & C.queued_at.is_null(False) & (C.closed_at >= since) & (C.closed_at <= now))
                      .group_by(C.group).tuples())
     refused = _recent_refusals(codes, since, now)
-    tickets = {}
-    for group, ticket_id in (C.select(C.group, C.ticket_id).where(C.ticket_id.is_null(False)
-                                                                   & (C.created_at <= now)).tuples()):
-        tickets.setdefault(group, []).append(ticket_id)
     agents = list(ServiceAgent.select().order_by(ServiceAgent.staff_no))
     states = {a.staff_no: agent_state(a, cfg, now) for a in agents}
     handled = dict(C.select(C.closed_by, pw.fn.COUNT(C.id))
@@ -192,7 +188,8 @@ def floor_view(now=None):
         members = [a for a in agents if f" {code} " in a.groups]
         by_state = {s: sum(1 for a in members if states[a.staff_no] == s) for s in AGENT_STATES}
         n_req, n_ref = int(requests.get(code, 0)), refused.get(code, 0)
-        risk = tickets_port.sla_risk(tickets.get(code, ()), now)
+        risk = tickets_port.sla_risk(C.select(C.ticket_id).where((C.group == code) & C.ticket_id.is_null(False)
+                                                                 & (C.created_at <= now)), now)
         groups.append({
             "group": code, "name": g["name"], "queue_cap": g["queue_cap"], "queue_length": len(w),
             "longest_wait_seconds": max(w) if w else 0,

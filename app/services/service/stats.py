@@ -8,7 +8,7 @@ Definitions (docs/service-operations.md):
 - handling_avg_seconds: the first assignment -> close, over conversations an agent closed (resolved);
 - abandoned: the user left or timed out while queued (nobody serving); transferred: at least one transfer;
 - csat_avg: the mean survey score over rated conversations; compensation_fen: red packets paid on the
-  conversation; tickets_opened: conversations that became a ticket; qa_score: the QA hook (QA_SCORES).
+  conversation; tickets_opened: conversations that became a ticket; qa_score: the QA hook (qa_scores).
 """
 import datetime as dt
 import re
@@ -28,14 +28,11 @@ COLUMNS = ("day", "agent", "group", "channel", "conversations", "served", "first
            "csat_count", "csat_avg", "compensation_fen", "tickets_opened", "qa_score")
 
 
-def _no_qa_scores(rows, start, end):
-    """No QA data yet: every row's ``qa_score`` is None (empty in CSV)."""
+def qa_scores(rows, start, end):
+    """The QA hook: {(day, agent, group, channel) of a row: its QA score} for ``rows`` between the UTC instants
+    ``start`` and ``end``. No QA data yet: {} (every ``qa_score`` is None, an empty CSV cell). When the QA
+    context lands, this returns its ``quality.score_summary(...)`` (through a port); never invented here."""
     return {}
-
-
-# The QA hook: fn(rows, start_utc, end_utc) -> {row key (day, agent, group, channel): score}. The QA context
-# replaces it at wiring time with its own summary (``quality.score_summary``); statistics never invent QA data.
-QA_SCORES = [_no_qa_scores]
 
 
 def _day(text, pointer):
@@ -144,9 +141,7 @@ def statistics(start, end, dims=DIMENSIONS, group=None):
     for a in acc.values():
         for k in total:
             total[k] += a[k]
-    scores = {}
-    for hook in QA_SCORES:
-        scores.update(hook(rows, t0, t1) or {})
+    scores = qa_scores(rows, t0, t1)
     for r in rows:
         r["qa_score"] = scores.get((r["day"], r["agent"], r["group"], r["channel"]))
     return {"from": start.isoformat(), "to": end.isoformat(), "timezone": cal.timezone, "by": list(dims),

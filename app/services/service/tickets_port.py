@@ -25,5 +25,5 @@ def open_tickets(user_id, limit=20):
 
 
 def sla_risk(ticket_ids, now=None):
-    """{"at_risk": n, "breached": n} of these tickets' SLA clocks now (tickets.sla.risk_counts)."""
+    """{"at_risk": n, "breached": n} of these tickets' SLA clocks now (ids, or a select of ids; tickets.sla.risk_counts)."""
     return tickets_sla.risk_counts(ticket_ids, now)

@@ -139,35 +139,32 @@ def state_of(t, now=None):
 
 
 def risk_counts(ticket_ids, now=None):
-    """How many of ``ticket_ids`` are near an SLA breach (a running clock past its warning, not yet due) and how
-    many are breached (a running clock past due), computed from the clock now, not from the watcher's record.
+    """How many of the tickets ``ticket_ids`` are near an SLA breach (a running clock past its warning, not yet
+    due) and how many are breached (a running clock past due), from the clock now, not the watcher's record.
 
     Args:
-        ticket_ids: ticket ids (finished and paused tickets count in neither).
+        ticket_ids: a select of ticket ids (a subquery: only open, unpaused tickets are read), or ids.
         now: the instant (default: the clock).
 
     Returns:
         {"at_risk": n, "breached": n}.
     """
     now = now or clock.now()
-    out = {"at_risk": 0, "breached": 0}
-    ids = sorted({int(i) for i in ticket_ids if i is not None})
-    for start in range(0, len(ids), 500):
-        rows = (Ticket.select(Ticket.response_metric, Ticket.response_warn_at, Ticket.response_due_at,
-                              Ticket.resolved_at, Ticket.resolution_warn_at, Ticket.resolution_due_at)
-                .where(Ticket.id.in_(ids[start:start + 500]) & (Ticket.terminal == False)  # noqa: E712
-                       & Ticket.sla_paused_at.is_null()))
-        for t in rows:
-            clocks = []
-            if t.response_metric and t.response_due_at is not None:
-                clocks.append((t.response_warn_at, t.response_due_at))
-            if t.resolved_at is None and t.resolution_due_at is not None:
-                clocks.append((t.resolution_warn_at, t.resolution_due_at))
-            if any(due <= now for _, due in clocks):
-                out["breached"] += 1
-            elif any(warn is not None and warn <= now for warn, _ in clocks):
-                out["at_risk"] += 1
-    return out
+    if isinstance(ticket_ids, (list, tuple, set, frozenset)) and not ticket_ids:
+        return {"at_risk": 0, "breached": 0}
+    if isinstance(ticket_ids, (set, frozenset)):
+        ticket_ids = sorted(ticket_ids)
+    running_response = Ticket.response_metric.is_null(False) & Ticket.response_due_at.is_null(False)
+    running_resolution = Ticket.resolved_at.is_null() & Ticket.resolution_due_at.is_null(False)
+    breached = ((running_response & (Ticket.response_due_at <= now))
+                | (running_resolution & (Ticket.resolution_due_at <= now)))
+    warned = ((running_response & (Ticket.response_warn_at <= now))
+              | (running_resolution & (Ticket.resolution_warn_at <= now)))
+    base = (Ticket.id.in_(ticket_ids) & (Ticket.terminal == False)  # noqa: E712
+            & Ticket.sla_paused_at.is_null())
+    n_breached = Ticket.select().where(base & breached).count()
+    n_warned = Ticket.select().where(base & warned & ~breached).count()
+    return {"at_risk": n_warned, "breached": n_breached}
 
 
 _RAISE = pw.Case(Ticket.priority, [("P4", "P3"), ("P3", "P2"), ("P2", "P1")], "P1")
