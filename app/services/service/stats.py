@@ -10,22 +10,31 @@ Definitions (docs/service-operations.md):
 - csat_avg: the mean survey score over rated conversations; compensation_fen: red packets paid on the
   conversation; tickets_opened: conversations that became a ticket; qa_score: the QA hook (qa_scores).
 """
+import bisect
+import collections
 import datetime as dt
 import re
 
+import peewee as pw
+
+from app.db import db
 from app.errors import validation_failed
 from app.models.service import ServiceCompensation, ServiceConversation, ServiceEvent
 from app.platform import calendar as calmath, clock, export
+from app.services.service.monitoring import USER_GONE
 from app.services.service.policy import current
 
 DIMENSIONS = ("agent", "group", "channel")
-MAX_DAYS = 366
-USER_GONE = ("user-timeout", "user-left", "user-disconnected")
+MAX_DAYS = 92  # one request's cost stays bounded: a quarter at most (longer spans: several requests)
 
 # The columns of a statistics row, in order (JSON keys and the CSV header): the one place to add a column.
 COLUMNS = ("day", "agent", "group", "channel", "conversations", "served", "first_response_avg_seconds",
            "handling_avg_seconds", "abandoned", "abandonment_rate_percent", "transferred", "transfer_rate_percent",
            "csat_count", "csat_avg", "compensation_fen", "tickets_opened", "qa_score")
+
+
+_Conv = collections.namedtuple("_Conv", "id agent group channel queued_at state close_reason closed_at csat_score "
+                                        "ticket_id")
 
 
 def qa_scores(rows, start, end):
@@ -76,6 +85,13 @@ def parse_query(args, today=None):
     return start, end, tuple(d for d in DIMENSIONS if d in dims), group
 
 
+def _instant(value):
+    """A raw timestamp as naive UTC: SQLite gives text (also for MIN()), PostgreSQL a datetime."""
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value)
+    return value
+
+
 def _avg(total, n):
     return round(total / n, 1) if n else None
 
@@ -100,40 +116,45 @@ def statistics(start, end, dims=DIMENSIONS, group=None):
     cal = cfg.calendar
     t0, t1 = calmath.day_start(cal, start), calmath.day_start(cal, end + dt.timedelta(days=1))
     C = ServiceConversation
-    q = C.select().where(C.queued_at.is_null(False) & (C.queued_at >= t0) & (C.queued_at < t1))
+    q = (C.select(C.id, C.agent, C.group, C.channel, C.queued_at, C.state, C.close_reason, C.closed_at,
+                  C.csat_score, C.ticket_id)
+         .where(C.queued_at.is_null(False) & (C.queued_at >= t0) & (C.queued_at < t1)))
     if group:
         q = q.where(C.group == group)
-    convs = list(q.order_by(C.id))
-    ids = [c.id for c in convs]
+    # raw rows (peewee's per-field conversion costs more than the rest of the report): instants parsed here
+    convs = [_Conv(r[0], r[1], r[2], r[3], _instant(r[4]), r[5], r[6], _instant(r[7]), r[8], r[9])
+             for r in db.execute(q.order_by(C.id))]
+    in_range = q.select(C.id)  # the same conversations as a subquery: one query per table, not per chunk
+    E = ServiceEvent
+    firsts = (E.select(E.conversation, E.kind, pw.fn.MIN(E.created_at))
+              .where(E.conversation.in_(in_range)
+                     & (E.kind.in_(["assigned", "transferred"]) | ((E.kind == "message") & (E.sender == "agent"))))
+              .group_by(E.conversation, E.kind).tuples())
     assigned, first_reply, transferred = {}, {}, set()
-    for chunk in range(0, len(ids), 500):
-        part = ids[chunk:chunk + 500]
-        E = ServiceEvent
-        for cid, kind, sender, at in (E.select(E.conversation, E.kind, E.sender, E.created_at)
-                                      .where(E.conversation.in_(part)
-                                             & E.kind.in_(["assigned", "transferred", "message"]))
-                                      .order_by(E.conversation, E.seq).tuples()):
-            if kind == "assigned":
-                assigned.setdefault(cid, at)
-            elif kind == "transferred":
-                transferred.add(cid)
-            elif sender == "agent":
-                first_reply.setdefault(cid, at)
-    paid = {}
-    for chunk in range(0, len(ids), 500):
-        S = ServiceCompensation
-        for cid, amount in (S.select(S.conversation_id, S.amount_fen)
-                            .where(S.conversation_id.in_(ids[chunk:chunk + 500]) & (S.state == "paid")).tuples()):
-            paid[cid] = paid.get(cid, 0) + int(amount)
+    for cid, kind, at in firsts:
+        at = _instant(at)
+        if kind == "assigned":
+            assigned[cid] = at
+        elif kind == "transferred":
+            transferred.add(cid)
+        else:
+            first_reply[cid] = at
+    S = ServiceCompensation
+    paid = dict(S.select(S.conversation_id, pw.fn.SUM(S.amount_fen))
+                .where(S.conversation_id.in_(in_range) & (S.state == "paid"))
+                .group_by(S.conversation_id).tuples())
 
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    starts = [calmath.day_start(cal, d) for d in days]  # a conversation's day: bisect, not a zone per row
+    labels = [d.isoformat() for d in days]
     acc = {}
     for c in convs:
-        full = {"day": calmath.local_date(cal, c.queued_at).isoformat(), "agent": c.agent or "", "group": c.group,
-                "channel": c.channel}
+        full = {"day": labels[bisect.bisect_right(starts, c.queued_at) - 1], "agent": c.agent or "",
+                "group": c.group, "channel": c.channel}
         key = (full["day"],) + tuple(full[d] if d in dims else None for d in DIMENSIONS)
         a = acc.setdefault(key, {"n": 0, "served": 0, "fr_sum": 0, "fr_n": 0, "h_sum": 0, "h_n": 0, "abandoned": 0,
                                  "transferred": 0, "csat_sum": 0, "csat_n": 0, "fen": 0, "tickets": 0})
-        _add(a, c, assigned.get(c.id), first_reply.get(c.id), c.id in transferred, paid.get(c.id, 0))
+        _add(a, c, assigned.get(c.id), first_reply.get(c.id), c.id in transferred, int(paid.get(c.id) or 0))
     rows = [_row(key, a) for key, a in sorted(acc.items(), key=lambda kv: tuple("" if k is None else k
                                                                                for k in kv[0]))]
     total = {"n": 0, "served": 0, "fr_sum": 0, "fr_n": 0, "h_sum": 0, "h_n": 0, "abandoned": 0, "transferred": 0,
