@@ -59,7 +59,8 @@ class ServiceConversation(BaseModel):
     created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
-        indexes = ((("state", "group", "priority", "queued_at"), False),)
+        indexes = ((("state", "group", "priority", "queued_at"), False),
+                   (("group", "ticket_id"), False))  # the floor: tickets of a group (SLA at risk)
 
 
 # one open conversation per user, whichever process asks
