@@ -4,8 +4,10 @@ Public interface (the API and jobs code against it):
     desk: request_service, take, dispatch, go_online/go_away/go_offline, heartbeats, transfer, close, csat, expire
     complaints: ticket_from_conversation, log_call, post_review
     live: subscribe/publish (fan-out), events
+    quality: QA sampling, rubric scoring, acknowledgement/appeal, score_summary(date_from, date_to)
+    workforce: rosters, shifts, attendance, capacity_forecast(date_from, date_to), the escalation picker
 """
-from app.services.service import complaints, desk, live, policy  # noqa: F401
+from app.services.service import complaints, desk, live, policy, quality, workforce  # noqa: F401
 
 
 # Staff permissions the service desk's routes check (service.serve/supervise and compensation.issue are
@@ -17,6 +19,10 @@ PERMISSIONS = {
     "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
     "order.return": "submit a return/exchange for the user (退换货) through the shop",
     "order.cancel": "cancel an order for the user (取消订单) through the shop",
+    "qa.score": "score conversations and tickets for quality",
+    "qa.appeal": "acknowledge or appeal a quality score of one's own work",
+    "qa.manage": "run QA sampling, score any review, resolve appeals",
+    "roster.edit": "edit shifts and rosters",
 }
 
 
@@ -24,7 +30,10 @@ def register():
     """The service policy kind, its cross-check, required rulesets, engine actions and the permissions its
     routes check; called by app.contexts."""
     from app.platform import auth
+    from app.policy import kinds
     policy.register()
+    kinds.register("quality", cross_check=quality.cross_check)
+    kinds.register("workforce", cross_check=workforce.cross_check)
     auth.declare_permissions(PERMISSIONS)
 
 

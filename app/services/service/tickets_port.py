@@ -21,3 +21,10 @@ def note(principal, ticket_id, text):
 def open_tickets(user_id, limit=20):
     """The user's tickets that are not finished, newest first."""
     return tickets.list_tickets({"user_id": user_id, "open": True}, limit=limit)["items"]
+
+
+def ticket_brief(ticket_id):
+    """Who worked a ticket and where (404 when there is no such ticket): for a QA review of it."""
+    t = tickets.get_ticket(ticket_id)
+    return {"assignee": t.assignee, "created_by": t.created_by, "department": t.department, "channel": t.channel,
+            "created_at": t.created_at}
