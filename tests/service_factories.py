@@ -98,3 +98,30 @@ def read_sse(resp, until, limit=200):
         name, _, value = line.partition(":")
         cur[name] = value[1:] if value.startswith(" ") else value
     return out
+
+
+@contextlib.contextmanager
+def policy_files(app, changes):
+    """Apply the active set with whole sections of some files replaced: ``{"workforce.yaml": {"key": value}}``.
+
+    Restores the set active before afterwards (variants nest)."""
+    from app import policy
+    from app.db import db
+    with app.app_context(), db.connection_context():
+        files = dict(policy.active().files)
+    variant = dict(files)
+    for name, fields in changes.items():
+        key = next(k for k in files if k.endswith("policies/" + name))
+        doc = yaml.safe_load(files[key])
+        doc.update(fields)
+        variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    with app.app_context(), db.connection_context():
+        try:
+            policy.apply(variant, "tests")
+        except policy.PolicyInvalid as exc:
+            raise AssertionError("\n".join(str(e) for e in exc.errors)) from None
+    try:
+        yield
+    finally:
+        with app.app_context(), db.connection_context():
+            policy.apply(files, "tests")

@@ -256,7 +256,7 @@ def sample_day(day):
                 subject_kind="conversation", subject_id=f["id"], agent=f["agent"], group=f["group"],
                 channel=f["channel"], period=day.isoformat(), source="sample", stratum=name, inspector=inspector,
                 state="assigned", policy_version=cfg.version, rule=rule, created_at=now, updated_at=now)
-                .on_conflict_ignore().execute())
+                .on_conflict_ignore().as_rowcount().execute())  # rows inserted (not the last row id)
             if not n:
                 continue
             if inspector is not None:
@@ -336,7 +336,7 @@ def create_review(inspector, body):
             subject_kind=body["subject"], subject_id=body["id"], agent=agent, group=group, channel=channel,
             period=local_day(cfg, at).isoformat(), source="manual", stratum=None, inspector=inspector,
             state="assigned", policy_version=cfg.version, rule="manual", created_at=now, updated_at=now)
-            .on_conflict_ignore().execute())
+            .on_conflict_ignore().as_rowcount().execute())
         if not n:
             raise Problem(409, "already-reviewed", "Already reviewed",
                           f"{body['subject']} {body['id']} has a review already (one per subject)")

@@ -116,8 +116,12 @@ def _active_staff(staff_no):
 
 
 def _check_group(staff, group):
+    """A roster's group: a skill group the staff member's roles staff, or their own department (supervisors and
+    back-office staff have shifts too: an escalation goes to a supervisor on shift)."""
     from app.services.service.policy import current as service_config
     scfg = service_config()
+    if group == staff.department:
+        return
     scfg.group(group)
     if group not in scfg.groups_for(staff.role_list):
         raise Problem(422, "not-in-group", "Not in skill group",
@@ -475,7 +479,7 @@ def capacity_forecast(date_from, date_to=None, group=None):
     date_to = date_to or date_from
     items = shifts(date_from, date_to, group=group, cfg=cfg)
     roles = {s.staff_no: s.role_list for s in Staff.select().where(Staff.staff_no.in_({i["staff_no"] for i in items}))}
-    codes = [group] if group else sorted({i["group"] for i in items})
+    codes = [group] if group else sorted({i["group"] for i in items} & set(scfg.groups))
     out = {}
     for code in codes:
         rows = []
