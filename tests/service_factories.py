@@ -21,27 +21,38 @@ def service_policy(app, **changes):
     """
     if not any(k.split(".")[0].split("__")[0] == "bot" for k in changes):
         changes["bot.enabled"] = False
+
+    def edit(doc):
+        for name, value in changes.items():
+            parts = name.replace("__", ".").split(".")
+            node = doc
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = value
+    with _variant(app, {"service.yaml": edit}) as docs:
+        yield docs["service.yaml"]
+
+
+@contextlib.contextmanager
+def _variant(app, edits):
+    """Apply the active set with some policy files edited (``{"service.yaml": fn(doc)}``); restore it afterwards."""
     from app import policy
     from app.db import db
     with app.app_context(), db.connection_context():
         files = dict(policy.active().files)  # restored afterwards: variants nest
-    key = next(k for k in files if k.endswith("policies/service.yaml"))
-    doc = yaml.safe_load(files[key])
-    for name, value in changes.items():
-        parts = name.replace("__", ".").split(".")
-        node = doc
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    variant = dict(files)
-    variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    variant, docs = dict(files), {}
+    for name, edit in edits.items():
+        key = next(k for k in files if k.endswith("policies/" + name))
+        doc = docs[name] = yaml.safe_load(files[key])
+        edit(doc)
+        variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     with app.app_context(), db.connection_context():
         try:
             policy.apply(variant, "tests")
         except policy.PolicyInvalid as exc:
             raise AssertionError("\n".join(str(e) for e in exc.errors)) from None
     try:
-        yield doc
+        yield docs
     finally:
         with app.app_context(), db.connection_context():
             policy.apply(files, "tests")
@@ -102,26 +113,6 @@ def read_sse(resp, until, limit=200):
 
 @contextlib.contextmanager
 def policy_files(app, changes):
-    """Apply the active set with whole sections of some files replaced: ``{"workforce.yaml": {"key": value}}``.
-
-    Restores the set active before afterwards (variants nest)."""
-    from app import policy
-    from app.db import db
-    with app.app_context(), db.connection_context():
-        files = dict(policy.active().files)
-    variant = dict(files)
-    for name, fields in changes.items():
-        key = next(k for k in files if k.endswith("policies/" + name))
-        doc = yaml.safe_load(files[key])
-        doc.update(fields)
-        variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
-    with app.app_context(), db.connection_context():
-        try:
-            policy.apply(variant, "tests")
-        except policy.PolicyInvalid as exc:
-            raise AssertionError("\n".join(str(e) for e in exc.errors)) from None
-    try:
+    """Apply the active set with top-level keys of some files replaced: ``{"workforce.yaml": {"key": value}}``."""
+    with _variant(app, {name: (lambda doc, fields=fields: doc.update(fields)) for name, fields in changes.items()}):
         yield
-    finally:
-        with app.app_context(), db.connection_context():
-            policy.apply(files, "tests")

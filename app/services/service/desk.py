@@ -495,7 +495,8 @@ def _user_deadline(c, cfg):
     return d
 
 
-def _staff(staff_no):
+def active_staff(staff_no):
+    """The active staff member (422 ``unknown-staff`` otherwise)."""
     s = Staff.get_or_none(Staff.staff_no == staff_no)
     if s is None or not s.active:
         raise Problem(422, "unknown-staff", "Unknown staff member", f"no active staff member {staff_no!r}")
@@ -505,7 +506,7 @@ def _staff(staff_no):
 def go_online(staff_no, groups=None):
     """An agent goes online in the skill groups its roles staff (or a subset); capacity from policy."""
     cfg = current()
-    s = _staff(staff_no)
+    s = active_staff(staff_no)
     mine = cfg.groups_for(s.role_list)
     if not mine:
         raise Problem(403, "no-skill-group", "No skill group",

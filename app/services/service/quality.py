@@ -17,7 +17,7 @@ from app.errors import Problem, not_found
 from app.models.service import ServiceCompensation, ServiceConversation
 from app.models.service_ops import ServiceQaReview
 from app.models.staff import Staff
-from app.platform import calendar as calmath, clock
+from app.platform import clock
 from app.platform.timefmt import iso
 
 RULESET = "quality"
@@ -42,14 +42,9 @@ def current():
 
 
 def build(ps):
-    try:
-        doc = ps.one("quality")
-        cal_doc = ps.one("calendar")
-    except KeyError:
-        raise Problem(503, "policy-missing", "Policy missing",
-                      "the active policy set has no single 'quality' or 'calendar' policy") from None
-    return QualityConfig(version=ps.version, doc=doc,
-                         calendar=calmath.calendar_from_policy(cal_doc["calendars"][doc["calendar"]]))
+    from app.services.service.policy import with_calendar
+    doc, calendar = with_calendar(ps, "quality")
+    return QualityConfig(version=ps.version, doc=doc, calendar=calendar)
 
 
 def cross_check(ps):

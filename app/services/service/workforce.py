@@ -41,14 +41,9 @@ def current():
 
 
 def build(ps):
-    try:
-        doc = ps.one("workforce")
-        cal_doc = ps.one("calendar")
-    except KeyError:
-        raise Problem(503, "policy-missing", "Policy missing",
-                      "the active policy set has no single 'workforce' or 'calendar' policy") from None
-    return WorkforceConfig(version=ps.version, doc=doc,
-                           calendar=calmath.calendar_from_policy(cal_doc["calendars"][doc["calendar"]]))
+    from app.services.service.policy import with_calendar
+    doc, calendar = with_calendar(ps, "workforce")
+    return WorkforceConfig(version=ps.version, doc=doc, calendar=calendar)
 
 
 def cross_check(ps):
@@ -109,10 +104,8 @@ def _periods(raw, pointer):
 # --- rosters -----------------------------------------------------------------------------------------
 
 def _active_staff(staff_no):
-    s = Staff.get_or_none(Staff.staff_no == staff_no)
-    if s is None or not s.active:
-        raise Problem(422, "unknown-staff", "Unknown staff member", f"no active staff member {staff_no!r}")
-    return s
+    from app.services.service import desk  # desk logs presence through this module: imported when used
+    return desk.active_staff(staff_no)
 
 
 def _check_group(staff, group):
