@@ -116,3 +116,22 @@ def policy_files(app, changes):
     """Apply the active set with top-level keys of some files replaced: ``{"workforce.yaml": {"key": value}}``."""
     with _variant(app, {name: (lambda doc, fields=fields: doc.update(fields)) for name, fields in changes.items()}):
         yield
+
+
+def make_conversation(agent, closed_at, channel="app", category="咨询", csat=None, handle_seconds=300, group="general"):
+    """A closed conversation row an agent served (handled ``handle_seconds``, closed at ``closed_at``, naive UTC)."""
+    import datetime as dt
+    from app.models.service import ServiceConversation
+    assigned = closed_at - dt.timedelta(seconds=handle_seconds)
+    return ServiceConversation.create(
+        user_id=f"u-{secrets.token_hex(6)}", group=group, channel=channel, state="closed", priority=0,
+        policy_version="tests", facts="{}", topic="", queued_at=assigned, agent=agent, assigned_at=assigned,
+        user_seen_at=closed_at, token_hash="x", closed_at=closed_at, close_reason="resolved",
+        close_category=category, closed_by=agent, csat_score=csat, created_at=assigned).id
+
+
+def compensate(conv_id, agent):
+    """A paid red packet linked to the conversation (the QA stratum ``compensated``)."""
+    from app.models.service import ServiceCompensation
+    ServiceCompensation.create(user_id="u", staff_no=agent, amount_fen=500, reason="goodwill", conversation_id=conv_id,
+                               state="paid", business_date="2025-03-01", policy_version="tests", rule="tests")

@@ -196,7 +196,8 @@ def delete_shift_exception(exc_id):
 def shifts():
     lo, hi = _range(_today())
     items = workforce.shifts(lo, hi, _text("staff_no"), _text("group"))
-    return jsonify({"timezone": workforce.current().calendar.timezone, "items": [workforce.shift_dict(s) for s in items]})
+    return jsonify({"timezone": workforce.current().calendar.timezone,
+                    "items": [workforce.shift_dict(s) for s in items]})
 
 
 @bp.get("/attendance")

@@ -3,14 +3,14 @@ twice, reproducible), rubric scoring with a fatal item, the appeal flow, attenda
 going online outside a shift, the capacity forecast, escalation to the least-loaded supervisor on shift."""
 import datetime as dt
 import json
-import secrets
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from app.platform import clock
 from tests.conftest import Http, make_token
-from tests.service_factories import clean_floor, new_agent, policy_files, service_policy
+from tests.service_factories import (clean_floor, compensate, make_conversation, new_agent, policy_files,
+                                     service_policy)
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -61,22 +61,6 @@ def api(server):
 
 def as_(api, staff_no, method, path, json=None, params=None):
     return api.request(method, "/v1/service" + path, json=json, params=params, headers={"Patron-Act-As": staff_no})
-
-
-def make_conversation(agent, closed_at, channel="app", category="咨询", csat=None, handle_seconds=300, group="general"):
-    from app.models.service import ServiceConversation
-    assigned = closed_at - dt.timedelta(seconds=handle_seconds)
-    return ServiceConversation.create(
-        user_id=f"u-{secrets.token_hex(6)}", group=group, channel=channel, state="closed", priority=0,
-        policy_version="tests", facts="{}", topic="", queued_at=assigned, agent=agent, assigned_at=assigned,
-        user_seen_at=closed_at, token_hash="x", closed_at=closed_at, close_reason="resolved",
-        close_category=category, closed_by=agent, csat_score=csat, created_at=assigned).id
-
-
-def compensate(conv_id, agent):
-    from app.models.service import ServiceCompensation
-    ServiceCompensation.create(user_id="u", staff_no=agent, amount_fen=500, reason="goodwill", conversation_id=conv_id,
-                               state="paid", business_date="2025-03-01", policy_version="tests", rule="tests")
 
 
 # --- QA sampling ---------------------------------------------------------------------------------------
@@ -212,9 +196,20 @@ def test_rubric_scoring_and_fatal_item(app, api, floor, db_conn):
     ds = as_(api, inspector, "GET", f"/qa/reviews/{rev2['id']}/decisions").json()["items"]
     assert [(d["rule"], d["outcome"].get("score")) for d in ds] == [("manual", None), ("rubric.items.privacy", 0)]
     assert all(d["version"] == policy.active_version() for d in ds)
+    # a ticket is reviewed as its assignee's work
+    from app.models.tickets import Ticket
+    from tests.jobs.test_tickets_sla_watch import make_ticket
+    t = make_ticket(created_ago_minutes=1, department="cs")
+    Ticket.update(assignee=agent).where(Ticket.id == t.id).execute()
+    r = as_(api, inspector, "POST", "/qa/reviews", {"subject": "ticket", "id": t.id})
+    assert r.status_code == 201, r.text
+    rev3 = r.json()
+    assert (rev3["agent"], rev3["group"], rev3["subject"]) == (agent, "cs", {"kind": "ticket", "id": t.id})
+    assert as_(api, inspector, "POST", f"/qa/reviews/{rev3['id']}/score", {"items": RUBRIC_FULL}).json()["score"] == 100
+    assert as_(api, inspector, "POST", "/qa/reviews", {"subject": "ticket", "id": 10**12}).status_code == 404
     # the agent sees their own reviews only
     mine = as_(api, agent, "GET", "/qa/reviews").json()["items"]
-    assert {m["id"] for m in mine} == {rev["id"], rev2["id"]}
+    assert {m["id"] for m in mine} == {rev["id"], rev2["id"], rev3["id"]}
     assert as_(api, other_inspector, "GET", f"/qa/reviews/{rev['id']}").status_code == 200
 
 
@@ -422,9 +417,9 @@ def test_escalation_goes_to_the_least_loaded_supervisor_on_shift(app, api, floor
     from tests.jobs.test_tickets_sla_watch import make_ticket
     sched = new_agent(app, ("supervisor",), "ES")
     busy, idle, away = (new_agent(app, ("supervisor",), p) for p in ("EB", "EI", "EA"))
+    around_the_clock = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     for s in (busy, idle):
-        set_roster(api, sched, s, week={d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat",
-                                                                             "sun")}, group="cs", valid_from="2020-01-01")
+        set_roster(api, sched, s, week=around_the_clock, group="cs", valid_from="2020-01-01")
     now = clock.now()
     tickets_sla.watch(now=now)  # whatever else is due now is escalated first
     for _ in range(2):

@@ -166,7 +166,8 @@ def put_roster(actor, staff_no, group, body):
 
 def delete_roster(staff_no, group):
     with write_transaction():
-        n = ServiceRoster.delete().where((ServiceRoster.staff_no == staff_no) & (ServiceRoster.group == group)).execute()
+        n = (ServiceRoster.delete().where((ServiceRoster.staff_no == staff_no) & (ServiceRoster.group == group))
+             .execute())
     if not n:
         raise not_found("roster", f"{staff_no}/{group}")
     return {"deleted": True}
@@ -315,7 +316,6 @@ def on_shift(staff_nos, at, cfg=None, early_minutes=0):
 
 def check_online(staff_no, now):
     """Refuse going online outside a shift when the policy says so (409 ``outside-shift``); the refusal is logged."""
-    from app.services.service.policy import current as service_config  # noqa: F401  (same set)
     try:
         cfg = current()
     except Problem:
