@@ -380,7 +380,7 @@ def score(actor, review_id, body, manager=False):
     total, rule = compute_score(cfg, body["items"], fatal)
     with write_transaction():
         r = get(review_id)
-        if r.inspector != actor and not manager:
+        if r.inspector not in (None, actor) and not manager:  # unassigned (no inspector existed): the scorer takes it
             raise Problem(403, "not-your-review", "Not your review", f"review {review_id} is assigned to {r.inspector}")
         if r.agent == actor:
             raise Problem(409, "own-work", "Own work", "an inspector does not review their own work")

@@ -308,7 +308,8 @@ def on_shift(staff_nos, at, cfg=None, early_minutes=0):
     day = local_day(cfg, at)
     early = dt.timedelta(minutes=early_minutes)
     found = set()
-    for s in shifts(day - dt.timedelta(days=1), day + dt.timedelta(days=1), cfg=cfg):
+    only = next(iter(staff_nos)) if len(staff_nos) == 1 else None
+    for s in shifts(day - dt.timedelta(days=1), day + dt.timedelta(days=1), staff_no=only, cfg=cfg):
         if s["staff_no"] in staff_nos and s["start_at"] - early <= at < s["end_at"]:
             found.add(s["staff_no"])
     return found
