@@ -27,24 +27,28 @@ def service_policy(app, **changes):
 
 @contextlib.contextmanager
 def policy_variant(app, edits):
-    """Apply the active set with files of ``policies/`` edited (``{"monitoring.yaml": {dotted key: value}}``).
+    """Apply the active set with files of ``policies/`` edited and restore it afterwards (variants nest).
 
-    Restores the set active before afterwards (variants nest). Yields {file name: the edited document}.
+    ``edits``: {file name: {dotted key: value}} or {file name: fn(doc) editing the parsed document in place}.
+    Yields {file name: the edited document}.
     """
     from app import policy
     from app.db import db
     with app.app_context(), db.connection_context():
         files = dict(policy.active().files)  # restored afterwards: variants nest
     variant, docs = dict(files), {}
-    for name, changes in edits.items():
+    for name, edit in edits.items():
         key = next(k for k in files if k.endswith("policies/" + name))
         doc = docs[name] = yaml.safe_load(files[key])
-        for dotted, value in changes.items():
-            parts = dotted.replace("__", ".").split(".")
-            node = doc
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-            node[parts[-1]] = value
+        if callable(edit):
+            edit(doc)
+        else:
+            for dotted, value in edit.items():
+                parts = dotted.replace("__", ".").split(".")
+                node = doc
+                for p in parts[:-1]:
+                    node = node.setdefault(p, {})
+                node[parts[-1]] = value
         variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     with app.app_context(), db.connection_context():
         try:
@@ -109,3 +113,29 @@ def read_sse(resp, until, limit=200):
         name, _, value = line.partition(":")
         cur[name] = value[1:] if value.startswith(" ") else value
     return out
+
+
+@contextlib.contextmanager
+def policy_files(app, changes):
+    """Apply the active set with top-level keys of some files replaced: ``{"workforce.yaml": {"key": value}}``."""
+    with policy_variant(app, {name: (lambda doc, fields=fields: doc.update(fields)) for name, fields in changes.items()}):
+        yield
+
+
+def make_conversation(agent, closed_at, channel="app", category="咨询", csat=None, handle_seconds=300, group="general"):
+    """A closed conversation row an agent served (handled ``handle_seconds``, closed at ``closed_at``, naive UTC)."""
+    import datetime as dt
+    from app.models.service import ServiceConversation
+    assigned = closed_at - dt.timedelta(seconds=handle_seconds)
+    return ServiceConversation.create(
+        user_id=f"u-{secrets.token_hex(6)}", group=group, channel=channel, state="closed", priority=0,
+        policy_version="tests", facts="{}", topic="", queued_at=assigned, agent=agent, assigned_at=assigned,
+        user_seen_at=closed_at, token_hash="x", closed_at=closed_at, close_reason="resolved",
+        close_category=category, closed_by=agent, csat_score=csat, created_at=assigned).id
+
+
+def compensate(conv_id, agent):
+    """A paid red packet linked to the conversation (the QA stratum ``compensated``)."""
+    from app.models.service import ServiceCompensation
+    ServiceCompensation.create(user_id="u", staff_no=agent, amount_fen=500, reason="goodwill", conversation_id=conv_id,
+                               state="paid", business_date="2025-03-01", policy_version="tests", rule="tests")

@@ -6,8 +6,11 @@ Public interface (the API and jobs code against it):
     live: subscribe/publish (fan-out), events
     monitoring: floor (real-time floor view), evaluate (alerts), list_alerts, acknowledge
     stats: statistics (per day, agent, group, channel), statistics_csv
+    quality: QA sampling, rubric scoring, acknowledgement/appeal, score_summary(date_from, date_to)
+    workforce: rosters, shifts, attendance, capacity_forecast(date_from, date_to), the escalation picker
 """
-from app.services.service import complaints, desk, live, monitoring, policy, stats  # noqa: F401
+from app.services.service import (complaints, desk, live, monitoring, policy, quality, stats,  # noqa: F401
+                                  workforce)
 
 
 # Staff permissions the service desk's routes check (service.serve/supervise and compensation.issue are
@@ -21,6 +24,10 @@ PERMISSIONS = {
     "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
     "order.return": "submit a return/exchange for the user (退换货) through the shop",
     "order.cancel": "cancel an order for the user (取消订单) through the shop",
+    "qa.score": "score conversations and tickets for quality",
+    "qa.appeal": "acknowledge or appeal a quality score of one's own work",
+    "qa.manage": "run QA sampling, score any review, resolve appeals",
+    "roster.edit": "edit shifts and rosters",
 }
 
 
@@ -28,8 +35,11 @@ def register():
     """The service policy kind, its cross-check, required rulesets, engine actions and the permissions its
     routes check; called by app.contexts."""
     from app.platform import auth
+    from app.policy import kinds
     policy.register()
     monitoring.register()
+    kinds.register("quality", cross_check=quality.cross_check)
+    kinds.register("workforce", cross_check=workforce.cross_check)
     auth.declare_permissions(PERMISSIONS)
 
 

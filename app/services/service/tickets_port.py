@@ -27,3 +27,10 @@ def open_tickets(user_id, limit=20):
 def sla_risk(ticket_ids, now=None):
     """{"at_risk": n, "breached": n} of these tickets' SLA clocks now (ids, or a select of ids; tickets.sla.risk_counts)."""
     return tickets_sla.risk_counts(ticket_ids, now)
+
+
+def ticket_brief(ticket_id):
+    """Who worked a ticket and where (404 when there is no such ticket): for a QA review of it."""
+    t = tickets.get_ticket(ticket_id)
+    return {"assignee": t.assignee, "created_by": t.created_by, "department": t.department, "channel": t.channel,
+            "created_at": t.created_at}
