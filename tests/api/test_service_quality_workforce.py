@@ -417,11 +417,12 @@ def test_escalation_goes_to_the_least_loaded_supervisor_on_shift(app, api, floor
     from tests.jobs.test_tickets_sla_watch import make_ticket
     sched = new_agent(app, ("supervisor",), "ES")
     busy, idle, away = (new_agent(app, ("supervisor",), p) for p in ("EB", "EI", "EA"))
+    now = clock.now()
+    # whatever earlier tests left due is escalated first, before these two are on shift (else it lands on them)
+    tickets_sla.watch(now=now)
     around_the_clock = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     for s in (busy, idle):
         set_roster(api, sched, s, week=around_the_clock, group="cs", valid_from="2020-01-01")
-    now = clock.now()
-    tickets_sla.watch(now=now)  # whatever else is due now is escalated first
     for _ in range(2):
         t = make_ticket(created_ago_minutes=1, department="cs")
         Ticket.update(assignee=busy).where(Ticket.id == t.id).execute()
