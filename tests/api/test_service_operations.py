@@ -206,10 +206,10 @@ def test_statistics_of_a_scripted_day_json_and_csv(app, svc, scripted):
 
 
 def test_statistics_query_is_validated(svc, scripted):
-    r = svc.get("/v1/service/stats", params={"from": "2026-02-30", "to": "x", "by": "agent,day", "group": "nope",
+    r = svc.get("/v1/service/stats", params={"from": "2026-02-30", "to": "x", "by": "agent,day", "group": "g",
                                               "format": "xml"})
     assert r.status_code == 422 and r.json()["code"] == "validation-failed"
-    r = svc.get("/v1/service/stats", params={"from": "2026-02-30", "to": "x", "by": "agent,day", "group": "nope"})
+    r = svc.get("/v1/service/stats", params={"from": "2026-02-30", "to": "x", "by": "agent,day", "group": "No Group"})
     assert r.status_code == 422
     assert sorted(e["pointer"] for e in r.json()["errors"]) == ["/query/by", "/query/from", "/query/group",
                                                                 "/query/to"]
