@@ -260,6 +260,12 @@ def test_appeal_flow_and_score_summary(app, api, floor, db_conn):
     assert r.status_code == 200 and row in r.json()["items"]
     by_agent = quality.score_summary("2025-05-06", "2025-05-06", by=("agent",))
     assert {"agent": agent, **{k: v for k, v in row.items() if k not in ("agent", "group", "day")}} in by_agent
+    # the statistics' qa_score column is that average, for the agent's row of the day (and per channel)
+    for by in ("agent", "agent,channel"):
+        r = api.get("/v1/service/stats", params={"from": "2025-05-06", "to": "2025-05-06", "by": by})
+        assert r.status_code == 200, r.text
+        [mine] = [s for s in r.json()["items"] if s["agent"] == agent]
+        assert mine["qa_score"] == round((95 + 100 + 90) / 3, 2) and mine["conversations"] == 3, mine
 
 
 # --- rosters, attendance, online outside a shift, forecast ---------------------------------------------

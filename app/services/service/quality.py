@@ -475,7 +475,7 @@ def decisions_of(review_id):
 # --- summaries -----------------------------------------------------------------------------------------
 
 def score_summary(date_from, date_to, by=("agent", "group", "day")):
-    """QA scores per agent / group / day over local dates [date_from, date_to] (the statistics read this).
+    """QA scores per agent / group / channel / day over local dates [date_from, date_to] (the statistics read this).
 
     Counts every review whose subject belongs to a day in the range (``date``: the local day the conversation
     closed or the ticket was created); the score is the final one (after an amended appeal).
@@ -483,7 +483,7 @@ def score_summary(date_from, date_to, by=("agent", "group", "day")):
     Args:
         date_from: first local date (datetime.date or ``YYYY-MM-DD``).
         date_to: last local date, inclusive.
-        by: the keys to group by, any of ``agent``, ``group``, ``day`` (default all three).
+        by: the keys to group by, any of ``agent``, ``group``, ``channel``, ``day`` (default agent, group, day).
 
     Returns:
         list of {agent?, group?, day?, reviews, scored, average_score (float, 2 places, None if none scored),
@@ -493,7 +493,7 @@ def score_summary(date_from, date_to, by=("agent", "group", "day")):
     pass_score = cfg.doc["rubric"].get("pass_score", 0)
     lo, hi = str(date_from), str(date_to)
     rows = ServiceQaReview.select().where((ServiceQaReview.period >= lo) & (ServiceQaReview.period <= hi))
-    keys = {"agent": "agent", "group": "group", "day": "period"}
+    keys = {"agent": "agent", "group": "group", "channel": "channel", "day": "period"}
     out = {}
     for r in rows:
         k = tuple(getattr(r, keys[name]) or "" for name in by)

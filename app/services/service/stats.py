@@ -37,11 +37,20 @@ _Conv = collections.namedtuple("_Conv", "id agent group channel queued_at state 
                                         "ticket_id")
 
 
-def qa_scores(rows, start, end):
-    """The QA hook: {(day, agent, group, channel) of a row: its QA score} for ``rows`` between the UTC instants
-    ``start`` and ``end``. No QA data yet: {} (every ``qa_score`` is None, an empty CSV cell). When the QA
-    context lands, this returns its ``quality.score_summary(...)`` (through a port); never invented here."""
-    return {}
+def qa_scores(start, end, dims):
+    """{(day, agent, group, channel): average QA score} over local dates [start, end] from the QA reviews
+    (``quality.score_summary``), keyed like the statistics' rows: a dimension not grouped by is None.
+
+    A review counts on the local day its conversation closed (or its ticket was created); a row's other columns
+    count conversations on the day they were queued, so an overnight conversation's score sits on the next day.
+    """
+    from app.services.service import quality
+    by = ("day",) + tuple(d for d in DIMENSIONS if d in dims)
+    out = {}
+    for r in quality.score_summary(start, end, by=by):
+        key = (r["day"],) + tuple((r[d] or "") if d in dims else None for d in DIMENSIONS)
+        out[key] = r["average_score"]
+    return out
 
 
 def _day(text, pointer):
@@ -162,7 +171,7 @@ def statistics(start, end, dims=DIMENSIONS, group=None):
     for a in acc.values():
         for k in total:
             total[k] += a[k]
-    scores = qa_scores(rows, t0, t1)
+    scores = qa_scores(start, end, dims)
     for r in rows:
         r["qa_score"] = scores.get((r["day"], r["agent"], r["group"], r["channel"]))
     return {"from": start.isoformat(), "to": end.isoformat(), "timezone": cal.timezone, "by": list(dims),
