@@ -13,7 +13,7 @@ from app.services.service import complaints, desk, live, policy  # noqa: F401
 PERMISSIONS = {
     "service.serve": "customer service desk: go online, take users, message, close and transfer own sessions",
     "service.supervise": "customer service desk: see the floor, transfer or close any session",
-    "compensation.approve": "approve a red-packet compensation above the payer's limit",
+    "compensation.approve": "approve a red-packet compensation above the payer's limit (its approval ticket)",
     "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
     "order.return": "submit a return/exchange for the user (退换货) through the shop",
     "order.cancel": "cancel an order for the user (取消订单) through the shop",
@@ -21,10 +21,12 @@ PERMISSIONS = {
 
 
 def register():
-    """The service policy kind, its cross-check, required rulesets, engine actions and the permissions its
-    routes check; called by app.contexts."""
+    """The service policy kind, its cross-check, required rulesets, engine actions, the ticket workflow actions
+    it provides and the permissions its routes check; called by app.contexts."""
     from app.platform import auth
+    from app.services.service import compensation, tickets_port
     policy.register()
+    tickets_port.provide_actions(compensation.pay_on_approval, compensation.refuse_on_rejection)
     auth.declare_permissions(PERMISSIONS)
 
 
