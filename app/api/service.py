@@ -414,6 +414,45 @@ def shop_order(order_no):
     return jsonify(connectors.lookup("get_order", order_no))
 
 
+@bp.get("/shop/users/<user_id>/orders")
+@operation("A user's recent orders in the shop (cached briefly)", scope="service:read", tags=TAGS,
+           query={"limit": "1-50 (default 10)"})
+def shop_user_orders(user_id):
+    from app.services.service import connectors
+    return jsonify(items=connectors.lookup("list_orders", user_id, _limit(10, 50)))
+
+
+@bp.get("/shop/users/<user_id>")
+@operation("Look up a user in the shop (cached briefly)", scope="service:read", tags=TAGS)
+def shop_user(user_id):
+    from app.services.service import connectors
+    return jsonify(connectors.lookup("get_user", user_id))
+
+
+@bp.get("/shop/products/<sku>")
+@operation("Look up a product in the shop (cached briefly)", scope="service:read", tags=TAGS)
+def shop_product(sku):
+    from app.services.service import connectors
+    return jsonify(connectors.lookup("get_product", sku))
+
+
+@bp.get("/shop/promotions")
+@operation("The shop's current promotions (cached briefly)", scope="service:read", tags=TAGS)
+def shop_promotions():
+    from app.services.service import connectors
+    return jsonify(items=connectors.lookup("promotions"))
+
+
+def _limit(default, most):
+    from app.errors import validation_failed
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise validation_failed([{"pointer": "/query/limit", "validator": "range", "message": f"1-{most}"}])
+    return int(raw)
+
+
 @bp.get("/customers/<user_id>")
 @operation("The customer view for the agent: member level and benefits, service benefits, balances, recent orders, "
            "open tickets, recent conversations (a failing part is listed in errors)", scope="service:read",
