@@ -73,7 +73,7 @@ def test_within_limit_paid_at_once_and_replayed_once(api, app):
     assert red_packets(api, user) == 1500
 
 
-def test_above_limit_is_an_approval_step_on_a_ticket_that_pays_once(api, app):
+def test_above_limit_is_an_approval_step_on_a_ticket_that_pays_once(api, app, admin_token, server):
     agent = new_agent(app, roles=("agent_l1",), prefix="CA")
     boss = new_agent(app, roles=("supervisor",), prefix="CS")
     user = f"cu-{secrets.token_hex(4)}"
@@ -128,6 +128,10 @@ def test_above_limit_is_an_approval_step_on_a_ticket_that_pays_once(api, app):
     assert d.status_code == 200, d.text
     rules = [x["rule"] for x in d.json()["decisions"]]
     assert "tickets:compensation_approval.paid.on_enter" in rules and "compensation.limit_fen_by_role.agent_l1" in rules
+    audit = Http(server, admin_token).get("/v1/audit", params={"subject": f"service:compensation:{pending['id']}"})
+    assert audit.status_code == 200, audit.text
+    actions = sorted(a["action"] for a in audit.json()["items"])
+    assert actions == ["compensation.approved", "compensation.requested"]
 
 
 def test_approval_rejected_pays_nothing_and_approvers_are_checked(api, app):
