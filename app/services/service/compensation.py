@@ -8,8 +8,6 @@ approve enters a state whose ``pay_compensation`` action pays it once (the appro
 and is within their own limit), its reject enters one whose ``refuse_compensation`` pays nothing. Past the
 daily budget it is refused. Every outcome records the policy version and the rule, and is audited.
 """
-import csv
-import io
 
 import datetime as dt
 
@@ -19,7 +17,7 @@ from app.db import is_postgres
 from app.errors import Problem, not_found
 from app.models.service import ServiceCompensation
 from app.models.staff import Staff
-from app.platform import audit, calendar as calmath, clock, timefmt
+from app.platform import audit, calendar as calmath, clock, export, timefmt
 from app.services.service.policy import current
 
 
@@ -276,9 +274,4 @@ CSV_FIELDS = ("staff_no", "reason", "paid_count", "paid_fen", "pending_count", "
 
 def report_csv(day):
     """The report as CSV with a UTF-8 BOM (Excel opens Chinese text right)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_FIELDS)
-    for item in report(day)["items"]:
-        w.writerow([item[f] for f in CSV_FIELDS])
-    return "\ufeff" + buf.getvalue()
+    return export.csv_text(CSV_FIELDS, report(day)["items"])

@@ -1,6 +1,7 @@
 """The service context's only door to tickets: open a ticket, check whose it is, add an internal note, and the
 workflow actions the service context provides (a compensation paid or refused by its approval ticket)."""
 from app.services import tickets
+from app.services.tickets import sla as tickets_sla
 
 
 def open_ticket(principal, body):
@@ -28,3 +29,15 @@ def provide_actions(pay, refuse):
     """The tickets workflow's ``pay_compensation`` (needs ``compensation.approve``) and ``refuse_compensation``."""
     tickets.register_action("pay_compensation", pay, permission="compensation.approve")
     tickets.register_action("refuse_compensation", refuse)
+
+
+def sla_risk(ticket_ids, now=None):
+    """{"at_risk": n, "breached": n} of these tickets' SLA clocks now (ids, or a select of ids; tickets.sla.risk_counts)."""
+    return tickets_sla.risk_counts(ticket_ids, now)
+
+
+def ticket_brief(ticket_id):
+    """Who worked a ticket and where (404 when there is no such ticket): for a QA review of it."""
+    t = tickets.get_ticket(ticket_id)
+    return {"assignee": t.assignee, "created_by": t.created_by, "department": t.department, "channel": t.channel,
+            "created_at": t.created_at}
