@@ -30,6 +30,8 @@ DEFAULTS = {
     "SHOP_TIMEOUT_SECONDS": 3,   # per attempt
     "SHOP_RETRIES": 2,           # attempts after the first, with exponential back-off
     "SHOP_CACHE_SECONDS": 30,    # lookups are cached this long (actions never are)
+    "SHOP_BREAKER_FAILURES": 5,  # failed attempts in a row that open the circuit breaker
+    "SHOP_BREAKER_COOLDOWN_SECONDS": 30,  # open this long, then one trial call (half-open)
     # PostgreSQL: seconds to wait for a connection, a statement and a row lock before giving up
     "DB_CONNECT_TIMEOUT": 5,
     "DB_STATEMENT_TIMEOUT": 30,
@@ -53,7 +55,7 @@ _ENV_NOT_SETTINGS_PREFIXES = ("PATRON_TEST_", "PATRON_BENCH_")
 # Settings whose env value must be parsed rather than taken as a string.
 _INT = {"MAX_CONTENT_LENGTH", "DB_MAX_CONNECTIONS", "JOB_RUN_RETENTION_DAYS", "DB_CONNECT_TIMEOUT",
         "DB_STATEMENT_TIMEOUT", "DB_LOCK_TIMEOUT", "RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_BURST", "SHOP_RETRIES",
-        "SHOP_CACHE_SECONDS"}
+        "SHOP_CACHE_SECONDS", "SHOP_BREAKER_FAILURES", "SHOP_BREAKER_COOLDOWN_SECONDS"}
 _INT_MIN = {"MAX_CONTENT_LENGTH": 1024, "DB_MAX_CONNECTIONS": 1, "JOB_RUN_RETENTION_DAYS": 1,
             "DB_CONNECT_TIMEOUT": 1, "DB_STATEMENT_TIMEOUT": 0, "DB_LOCK_TIMEOUT": 0,
             "RATE_LIMIT_PER_MINUTE": 1, "RATE_LIMIT_BURST": 1}

@@ -1,7 +1,11 @@
 """Factories shared by the service-desk tests: policy variants, agents, a clean floor, SSE reading."""
+import collections
 import contextlib
 import json
 import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
@@ -113,6 +117,79 @@ def read_sse(resp, until, limit=200):
         name, _, value = line.partition(":")
         cur[name] = value[1:] if value.startswith(" ") else value
     return out
+
+
+class FakeShop:
+    """A tiny shop over HTTP on an ephemeral loopback port (threaded http.server), scripted per request.
+
+    GET /orders/{no}, /users/{id}, /users/{id}/orders, /products/{sku}, /promotions read the dicts below;
+    POST /orders/{no}/{action} dedupes by Idempotency-Key (as a real shop would). ``script`` (POSTs) and
+    ``get_script`` (GETs) hold one step per request: "fail" (500), "slow" (apply, then answer after the
+    client's timeout), "ok"; empty means ok. ``gets`` counts GETs by path; ``posts`` counts POSTs.
+    """
+
+    def __init__(self, token="s3cret"):
+        self.script, self.get_script = [], []
+        self.effects = {}  # Idempotency-Key -> effect
+        self.posts = 0
+        self.gets = collections.Counter()
+        self.orders, self.users, self.products = {}, {}, {}
+        self.promotions = []
+        shop = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _find(self, path):
+                parts = path.split("?", 1)[0].strip("/").split("/")
+                if parts == ["promotions"]:
+                    return shop.promotions
+                if len(parts) == 3 and parts[0] == "users" and parts[2] == "orders":
+                    return [o for o in shop.orders.values() if o.get("user_id") == parts[1]]
+                table = {"orders": shop.orders, "users": shop.users, "products": shop.products}.get(parts[0])
+                return table.get(parts[1]) if table is not None and len(parts) == 2 else None
+
+            def do_GET(self):
+                shop.gets[self.path] += 1
+                if self.headers.get("X-Shop-Token") != token:
+                    return self._send(401, {"error": "token"})
+                step = shop.get_script.pop(0) if shop.get_script else "ok"
+                if step == "fail":
+                    return self._send(500, {"error": "boom"})
+                if step == "slow":
+                    time.sleep(1.5)
+                found = self._find(self.path)
+                self._send(404, {"error": "not found"}) if found is None else self._send(200, found)
+
+            def do_POST(self):
+                shop.posts += 1
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                step = shop.script.pop(0) if shop.script else "ok"
+                if step == "fail":
+                    return self._send(500, {"error": "boom"})
+                key = self.headers["Idempotency-Key"]
+                effect = shop.effects.setdefault(key, {"ref": f"SHOP-{len(shop.effects) + 1}", "path": self.path,
+                                                       "params": body})
+                if step == "slow":
+                    time.sleep(1.5)  # applied, but the answer comes after the client's timeout
+                self._send(200, effect)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @contextlib.contextmanager

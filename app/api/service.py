@@ -413,7 +413,8 @@ def post_review():
 # --- compensation (红包赔付) ---------------------------------------------------------------------------
 
 @bp.post("/compensations")
-@operation("Pay a user a red packet (201 paid; 202 above my limit: waits for approval; 409 past my daily budget)",
+@operation("Pay a user a red packet (201 paid; 202 above my limit: an approval ticket decides it, see "
+           "approval_ticket_id; 409 past my daily budget)",
            scope="service:write", permission="compensation.issue", body="api/service/compensation.json",
            idempotent=True, tags=TAGS, status=201)
 def issue_compensation():
@@ -421,7 +422,7 @@ def issue_compensation():
     key = idempotency_key()
     body = dict(g.body, _staff_no=g.staff_no)  # the same key from another agent is another request
     status, result, _ = idempotency.run(g.principal["id"], key, "service.compensate", body,
-                                        lambda: _issued(compensation.issue(g.staff_no, g.body)), status_code=201)
+                                        lambda: _issued(compensation.issue(g.principal, g.body)), status_code=201)
     status = result.pop("_status", status)
     resp = _respond(status, result)
     if status >= 400:
@@ -440,23 +441,15 @@ def get_compensation(comp_id):
     return jsonify(compensation.get(comp_id))
 
 
-@bp.post("/compensations/<int:comp_id>/decision")
-@operation("Approve (pay) or reject a compensation above its requester's limit", scope="service:write",
-           permission="compensation.approve", body="api/service/compensation_decision.json", tags=TAGS)
-def decide_compensation(comp_id):
-    from app.db import transactional
-    return jsonify(transactional()(compensation.decide)(g.staff_no, comp_id, g.body["decision"] == "approve",
-                                                        g.body.get("note")))
-
-
 @bp.get("/compensations/report")
 @operation("Compensation of one day by agent and reason (JSON, or CSV with a UTF-8 BOM: format=csv)",
-           scope="service:read", tags=TAGS, query={"date": "YYYY-MM-DD (default: today, UTC)", "format": "json | csv"})
+           scope="service:read", tags=TAGS,
+           query={"date": "YYYY-MM-DD, a business day (default: today in the business time zone)",
+                  "format": "json | csv"})
 def compensation_report():
     import re
     from app.errors import validation_failed
-    from app.platform import clock
-    day = request.args.get("date") or clock.now().date().isoformat()
+    day = request.args.get("date") or compensation.business_date()
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
         raise validation_failed([{"pointer": "/query/date", "validator": "format", "message": "YYYY-MM-DD"}])
     if request.args.get("format") == "csv":
@@ -498,6 +491,45 @@ def get_action(action_id):
 def shop_order(order_no):
     from app.services.service import connectors
     return jsonify(connectors.lookup("get_order", order_no))
+
+
+@bp.get("/shop/users/<user_id>/orders")
+@operation("A user's recent orders in the shop (cached briefly)", scope="service:read", tags=TAGS,
+           query={"limit": "1-50 (default 10)"})
+def shop_user_orders(user_id):
+    from app.services.service import connectors
+    return jsonify(items=connectors.lookup("list_orders", user_id, _limit(10, 50)))
+
+
+@bp.get("/shop/users/<user_id>")
+@operation("Look up a user in the shop (cached briefly)", scope="service:read", tags=TAGS)
+def shop_user(user_id):
+    from app.services.service import connectors
+    return jsonify(connectors.lookup("get_user", user_id))
+
+
+@bp.get("/shop/products/<sku>")
+@operation("Look up a product in the shop (cached briefly)", scope="service:read", tags=TAGS)
+def shop_product(sku):
+    from app.services.service import connectors
+    return jsonify(connectors.lookup("get_product", sku))
+
+
+@bp.get("/shop/promotions")
+@operation("The shop's current promotions (cached briefly)", scope="service:read", tags=TAGS)
+def shop_promotions():
+    from app.services.service import connectors
+    return jsonify(items=connectors.lookup("promotions"))
+
+
+def _limit(default, most):
+    from app.errors import validation_failed
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise validation_failed([{"pointer": "/query/limit", "validator": "range", "message": f"1-{most}"}])
+    return int(raw)
 
 
 @bp.get("/customers/<user_id>")

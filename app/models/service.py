@@ -137,7 +137,8 @@ class ServiceNode(BaseModel):
 
 
 class ServiceCompensation(BaseModel):
-    """A red packet (红包赔付) an agent pays a user: paid within the agent's limits, else waits for approval."""
+    """A red packet (红包赔付) an agent pays a user: paid within the agent's limits, else waits for the approval
+    step of its own ticket (``approval_ticket_id``; the tickets workflow pays or refuses it)."""
     user_id = pw.CharField(max_length=200, index=True)
     staff_no = pw.CharField(max_length=64)
     amount_fen = pw.BigIntegerField()
@@ -146,13 +147,14 @@ class ServiceCompensation(BaseModel):
     conversation_id = pw.BigIntegerField(null=True)
     ticket_id = pw.BigIntegerField(null=True)
     state = pw.CharField(max_length=16)  # paid | pending_approval | rejected
-    business_date = pw.CharField(max_length=10)  # the agent's budget day (UTC date)
+    business_date = pw.CharField(max_length=10)  # the agent's budget day (local date in the business time zone)
     policy_version = pw.CharField(max_length=64)
     rule = pw.CharField(max_length=200)
     journal_id = pw.BigIntegerField(null=True)
     decided_by = pw.CharField(max_length=64, null=True)
     decided_at = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=clock.now)
+    approval_ticket_id = pw.BigIntegerField(null=True, unique=True)
 
     class Meta:
         indexes = ((("staff_no", "business_date"), False), (("business_date", "state"), False))

@@ -95,6 +95,11 @@ def _to_local(cal, utc_naive):
     return utc_naive.replace(tzinfo=dt.timezone.utc).astimezone(cal.tz)
 
 
+def local_date(cal, utc_naive):
+    """The calendar's local date (its business day) at a naive-UTC instant."""
+    return _to_local(cal, utc_naive).date()
+
+
 def _to_utc(local):
     return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
 

@@ -1,65 +1,13 @@
 """Acting for the user against a fake HTTP order service (in the test, on an ephemeral port) that fails, times
 out, then recovers: exactly one effect in the shop; policy limits refuse before anything is sent."""
 import datetime as dt
-import json
 import secrets
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from app.platform import clock, timefmt
 from tests.conftest import Http, make_token
-from tests.service_factories import new_agent
-
-
-class FakeShop:
-    """Orders; POST /orders/{no}/{action} dedupes by Idempotency-Key (as a real shop would)."""
-
-    def __init__(self):
-        self.script = []  # per POST: "fail" (500), "slow" (apply, then answer too late), "ok"
-        self.effects = {}  # Idempotency-Key -> effect
-        self.posts = 0
-        self.orders = {}
-        shop = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                assert self.headers.get("X-Shop-Token") == "s3cret"
-                no = self.path.rsplit("/", 1)[-1]
-                if no in shop.orders:
-                    self._send(200, shop.orders[no])
-                else:
-                    self._send(404, {"error": "no such order"})
-
-            def do_POST(self):
-                shop.posts += 1
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                step = shop.script.pop(0) if shop.script else "ok"
-                if step == "fail":
-                    return self._send(500, {"error": "boom"})
-                key = self.headers["Idempotency-Key"]
-                effect = shop.effects.setdefault(key, {"ref": f"SHOP-{len(shop.effects) + 1}", "path": self.path,
-                                                       "params": body})
-                if step == "slow":
-                    time.sleep(1.5)  # applied, but the answer comes after the client's timeout
-                self._send(200, effect)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+from tests.service_factories import FakeShop, new_agent
 
 
 @pytest.fixture()

@@ -301,7 +301,7 @@ def test_stats_json_and_csv(http, people):
 
 def test_workflows_departments_staff(http, people):
     wf = http.get("/v1/ticket-workflows").json()
-    assert set(wf["categories"]) == {"物流/配送", "退换货", "退款争议", "发票", "商品质量", "账户/会员", "投诉"}
+    assert set(wf["categories"]) == {"物流/配送", "退换货", "退款争议", "发票", "商品质量", "账户/会员", "投诉", "赔付审批"}
     depts = {d["code"] for d in http.get("/v1/departments").json()["items"]}
     assert {"cs", "finance", "logistics"} <= depts
     r = http.post("/v1/staff", json={"staff_no": uid("s"), "name": "x", "department": "nope", "roles": ["agent_l1"]})

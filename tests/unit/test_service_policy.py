@@ -38,3 +38,13 @@ def test_schema_refuses_a_negative_cap_and_an_unknown_timeout_outcome(app):
         doc["groups"]["general"].update(queue_cap=-1, on_agent_timeout="explode")
     errors = _check(app, edit)
     assert any("queue_cap" in e for e in errors) and any("on_agent_timeout" in e for e in errors), errors
+
+
+def test_the_compensation_approval_category_exists_and_its_workflow_pays_and_refuses(app):
+    errors = _check(app, lambda doc: doc["compensation"].update(approval_category="不存在"))
+    assert any("$.compensation.approval_category: unknown ticket category '不存在'" in e for e in errors), errors
+    errors = _check(app, lambda doc: doc["compensation"].update(approval_category="投诉"))
+    for action in ("pay_compensation", "refuse_compensation"):
+        assert any("$.compensation.approval_category" in e and action in e for e in errors), (action, errors)
+    errors = _check(app, lambda doc: doc["compensation"].pop("approval_category"))
+    assert any("approval_category" in e for e in errors), errors

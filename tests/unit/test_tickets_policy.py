@@ -40,7 +40,7 @@ def test_sample_policies_pass_cross_checks():
 
 def test_sample_has_all_categories_and_a_two_level_approval():
     tickets = by_kind(load_sample(), "tickets")
-    assert set(tickets["categories"]) == {"物流/配送", "退换货", "退款争议", "发票", "商品质量", "账户/会员", "投诉"}
+    assert set(tickets["categories"]) == {"物流/配送", "退换货", "退款争议", "发票", "商品质量", "账户/会员", "投诉", "赔付审批"}
     levels = {t["approval"]["level"] for t in tickets["workflows"]["refund_dispute"]["transitions"]
               if t.get("approval")}
     assert levels == {1, 2}

@@ -221,7 +221,12 @@ def search(text, limit=10, category=None, tag=None):
     """Published entries ranked by BM25 for ``text`` (Chinese is tokenised with jieba)."""
     hits = index().search(text, limit=limit, category=category, tag=tag)
     return [{"id": d.entry_id, "version": d.version, "title": d.title, "category": d.category, "tags": d.tags,
-             "body": d.body, "score": round(s, 4), "coverage": round(c, 4)} for d, s, c in hits]
+             "body": d.body, "score": round(s, 4), "coverage": round(c, 4), "matched": m} for d, s, c, m in hits]
+
+
+def known_share(text):
+    """The share of the text's character bigrams the published knowledge contains (a bot confidence feature)."""
+    return round(index().known_share(text), 4)
 
 
 def last_user_text(conversation_id):

@@ -104,8 +104,15 @@ class Index:
             s += self.idf(t) * f * (K1 + 1) / (f + K1 * (1 - B + B * doc.length / self.avgdl))
         return s
 
+    def known_share(self, text):
+        """The share of the query's character bigrams that occur anywhere in the knowledge (0..1): low for a
+        question about something the knowledge never mentions (the weather, a film), whatever its words."""
+        grams = {t for t in tokens(text) if t.startswith("#")}
+        return sum(1 for t in grams if t in self.df) / len(grams) if grams else 0.0
+
     def search(self, text, limit=10, category=None, tag=None):
-        """Ranked hits ``(doc, score, coverage)``; coverage is the share of the query's weight the doc matches."""
+        """Ranked hits ``(doc, score, coverage, matched)``: coverage is the share of the query's word weight the
+        doc matches, matched the number of the query's distinct tokens (words and bigrams) it contains."""
         q = list(dict.fromkeys(tokens(text)))
         if not q:
             return []
@@ -124,7 +131,7 @@ class Index:
             s = self.score(d, q)
             if s > 0:
                 covered = sum(w for t, w in weights.items() if t in d.terms)
-                hits.append((d, s, covered / total if total else 0.0))
+                hits.append((d, s, covered / total if total else 0.0, sum(1 for t in q if t in d.terms)))
         hits.sort(key=lambda h: (-h[1], h[0].entry_id))
         return hits[:limit]
 

@@ -20,7 +20,7 @@ PERMISSIONS = {
     "service.supervise": "customer service desk: see the floor, transfer or close any session",
     "service.floor.view": "customer service monitoring: the real-time floor, statistics and alerts",
     "service.alerts.manage": "customer service monitoring: acknowledge alerts, run the alert evaluation",
-    "compensation.approve": "approve a red-packet compensation above the payer's limit",
+    "compensation.approve": "approve a red-packet compensation above the payer's limit (its approval ticket)",
     "order.invoice": "reissue an invoice for the user (补开发票) through the shop",
     "order.return": "submit a return/exchange for the user (退换货) through the shop",
     "order.cancel": "cancel an order for the user (取消订单) through the shop",
@@ -32,11 +32,13 @@ PERMISSIONS = {
 
 
 def register():
-    """The service policy kind, its cross-check, required rulesets, engine actions and the permissions its
-    routes check; called by app.contexts."""
+    """The service policy kind, its cross-check, required rulesets, engine actions, the ticket workflow actions
+    it provides and the permissions its routes check; called by app.contexts."""
     from app.platform import auth
     from app.policy import kinds
+    from app.services.service import compensation, tickets_port
     policy.register()
+    tickets_port.provide_actions(compensation.pay_on_approval, compensation.refuse_on_rejection)
     monitoring.register()
     kinds.register("quality", cross_check=quality.cross_check)
     kinds.register("workforce", cross_check=workforce.cross_check)

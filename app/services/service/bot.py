@@ -7,11 +7,18 @@ policy's threshold is a failed turn, and ``max_failed_turns`` failed turns hand 
 the conversation in its group's queue and gives the agent the transcript and the reason.
 """
 import json
+import math
 import re
 
 _PUNCT = re.compile(r"[\s，。！？、,.!?~～…:：;；\"'“”‘’()（）【】\[\]]+")
 
-DEFAULTS = {"enabled": False, "name": "智能助手", "confidence_threshold": 0.3, "max_failed_turns": 2,
+# How sure the bot is that the published knowledge answers a question: a logistic model over two ranking
+# features, fitted on the tune half of bench/bot/faq.jsonl (its even lines; `bench/bot/bench.py --fit` refits
+# and prints these) and reported on the other half. The threshold that turns it into answer / hand-over is
+# policy (bot.confidence_threshold).
+CALIBRATION = {"bias": -3.17, "log_matched": 2.83, "known_share": 1.63}
+
+DEFAULTS = {"enabled": False, "name": "智能助手", "confidence_threshold": 0.25, "max_failed_turns": 2,
             "handover_phrases": ["转人工", "人工客服", "人工服务", "找人工", "要人工", "真人客服", "人工"],
             "greeting": "您好，我是智能助手，请描述您的问题；需要人工服务请回复“转人工”。",
             "fallback": "抱歉，我没有理解您的问题，可以换个说法描述一下吗？需要人工服务请回复“转人工”。"}
@@ -47,26 +54,31 @@ def decide(text, bot, failed_before):
     if wants_human(text, bot["handover_phrases"]):
         return {"action": "handover", "reason": "user-asked", "confidence": None, "hits": []}
     hits = entries.search(text, limit=3) if text else []
-    confidence = confidence_of(hits)
-    brief = [{"id": h["id"], "title": h["title"], "score": h["score"], "coverage": h["coverage"]} for h in hits]
+    feats = features(hits, entries.known_share(text) if text else 0.0)
+    confidence = confidence_of(feats)
+    brief = [{"id": h["id"], "title": h["title"], "score": h["score"], "coverage": h["coverage"],
+              "matched": h["matched"]} for h in hits]
+    out = {"confidence": confidence, "features": feats, "hits": brief}
     if hits and confidence >= float(bot["confidence_threshold"]):
-        return {"action": "answer", "reason": "confident", "confidence": confidence, "hits": brief,
-                "entry": hits[0]}
+        return dict(out, action="answer", reason="confident", entry=hits[0])
     if failed_before + 1 >= int(bot["max_failed_turns"]):
-        return {"action": "handover", "reason": "low-confidence", "confidence": confidence, "hits": brief}
-    return {"action": "clarify", "reason": "low-confidence", "confidence": confidence, "hits": brief}
+        return dict(out, action="handover", reason="low-confidence")
+    return dict(out, action="clarify", reason="low-confidence")
 
 
-def confidence_of(hits):
-    """How sure the bot is of the top hit (0..1): the share of the question it covers, less when the
-    second hit is nearly as good (an ambiguous question)."""
-    if not hits:
-        return 0.0
-    top = hits[0]
-    margin = 1.0
-    if len(hits) > 1 and top["score"] > 0:
-        margin = min(1.0, 0.5 + (top["score"] - hits[1]["score"]) / top["score"])
-    return round(top["coverage"] * margin, 4)
+def features(hits, known_share):
+    """The ranking features the confidence reads, both independent of the size of the knowledge: how much
+    of the question the best entry matches (log of 1 + its matched words and bigrams) and how much of the
+    question's wording the knowledge knows at all (share of its bigrams found anywhere)."""
+    return {"log_matched": round(math.log1p(hits[0]["matched"]), 4) if hits else 0.0,
+            "known_share": round(known_share, 4)}
+
+
+def confidence_of(feats, weights=None):
+    """P(the knowledge answers this question) from ``features`` under ``CALIBRATION`` (0..1)."""
+    w = weights or CALIBRATION
+    z = w["bias"] + sum(w[name] * value for name, value in feats.items())
+    return round(1.0 / (1.0 + math.exp(-z)), 4)
 
 
 def failed_turns(conv_id):

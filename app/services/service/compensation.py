@@ -1,11 +1,14 @@
 """Compensation (红包赔付): an agent pays a user red packets through the ledger, within policy limits.
 
 The service policy's ``compensation`` section gives the reason codes, the per-role limit of one payment
-and the per-role daily budget of an agent. Within both the red packet is paid at once (ledger
-``grant_lot``, exactly once); above the payment limit it waits for the approval of someone with
-``compensation.approve`` (not the requester; within their own limit), which is noted on the ticket; past
-the daily budget it is refused. Every outcome records the policy version and the rule, and is audited.
+and the per-role daily budget of an agent (counted per business day, in the service calendar's time zone).
+Within both the red packet is paid at once (ledger ``grant_lot``, exactly once). Above the payment limit
+it becomes an approval step on a ticket of ``approval_category`` (the tickets workflow): the workflow's
+approve enters a state whose ``pay_compensation`` action pays it once (the approver is not the requester
+and is within their own limit), its reject enters one whose ``refuse_compensation`` pays nothing. Past the
+daily budget it is refused. Every outcome records the policy version and the rule, and is audited.
 """
+
 import datetime as dt
 
 import peewee as pw
@@ -14,8 +17,9 @@ from app.db import is_postgres
 from app.errors import Problem, not_found
 from app.models.service import ServiceCompensation
 from app.models.staff import Staff
-from app.platform import audit, clock, export, timefmt
+from app.platform import audit, calendar as calmath, clock, export, timefmt
 from app.services.service.policy import current
+
 
 def settings(cfg=None):
     cfg = cfg or current()
@@ -39,8 +43,10 @@ def _role_value(doc, name, staff):
     return max(values) if values else (None, None)
 
 
-def _day(now):
-    return now.date().isoformat()
+def business_date(now=None, cfg=None):
+    """The business day (YYYY-MM-DD in the service calendar's time zone) at ``now`` (default: the clock)."""
+    cfg = cfg or current()
+    return calmath.local_date(cfg.calendar, now or clock.now()).isoformat()
 
 
 def _used_today(staff_no, day):
@@ -52,6 +58,7 @@ def _used_today(staff_no, day):
 def view(c):
     return {"id": c.id, "user_id": c.user_id, "staff_no": c.staff_no, "amount_fen": c.amount_fen,
             "reason": c.reason, "note": c.note, "conversation_id": c.conversation_id, "ticket_id": c.ticket_id,
+            "approval_ticket_id": c.approval_ticket_id,
             "state": c.state, "business_date": c.business_date, "policy_version": c.policy_version, "rule": c.rule,
             "journal_id": c.journal_id, "decided_by": c.decided_by,
             "decided_at": timefmt.iso(c.decided_at) if c.decided_at else None,
@@ -72,24 +79,44 @@ def _decide(rule, subject, inputs, outcome, version):
     return decisions.record("service", version, rule, subject, inputs, outcome)
 
 
-def _note_on_ticket(ticket_id, staff_no, text):
+def _note_on_ticket(principal, ticket_id, text):
     """A note on the ticket (the tickets context's public comment function), when there is one."""
     if not ticket_id:
         return
     from app.services.service import tickets_port
-    tickets_port.note({"kind": "staff", "id": staff_no, "staff_no": staff_no}, ticket_id, text)
+    tickets_port.note(principal, ticket_id, text)
 
 
-def issue(staff_no, body):
-    """Pay (or ask approval for) a red packet; runs inside the caller's idempotent transaction.
+def _open_approval(principal, c, doc, reasons):
+    """The approval ticket of a payment above the payer's limit (the tickets workflow decides it)."""
+    from app.services.service import complaints, tickets_port
+    yuan = f"{c.amount_fen / 100:.2f}"
+    body = {"category": doc["approval_category"], "title": f"红包赔付审批：{yuan} 元（{reasons[c.reason]}）",
+            "body": (f"客服 {c.staff_no} 申请向用户 {c.user_id} 发放红包 {yuan} 元，原因：{reasons[c.reason]}"
+                     + (f"；说明：{c.note}" if c.note else "") + f"。超出单笔限额，审批通过后发放。[compensation {c.id}]"),
+            "user_id": c.user_id, "source": "agent", "amount_fen": c.amount_fen, "tags": ["compensation"]}
+    if c.conversation_id:
+        body["conversation_ref"] = complaints.transcript_ref(c.conversation_id)
+    return tickets_port.open_ticket(principal, body)
+
+
+def issue(principal, body):
+    """Pay a red packet, or put it up for approval on a ticket; runs inside the caller's idempotent transaction.
+
+    Args:
+        principal: the acting staff member (session or act-as key; ``staff_no`` set).
+        body: validated compensation body (schemas/api/service/compensation.json).
 
     Returns:
-        (status, body): 201 paid, 202 waiting for approval (a compensation view); 409 the problem
-        ``daily-budget-exceeded`` (nothing is paid; the refusal is recorded and audited).
+        (status, body): 201 paid, 202 waiting for the approval ticket (a compensation view with
+        ``approval_ticket_id``); 409 the problem ``daily-budget-exceeded`` (nothing is paid; the refusal is
+        recorded and audited).
 
     Raises:
-        Problem: 422 ``unknown-reason``; 403 ``no-compensation-limit`` (no role with a limit).
+        Problem: 422 ``unknown-reason``; 403 ``no-compensation-limit`` (no role with a limit); 409
+            ``ticket-of-another-user``.
     """
+    staff_no = principal["staff_no"]
     cfg = current()
     doc = settings(cfg)
     now = clock.now()
@@ -97,17 +124,23 @@ def issue(staff_no, body):
     if body["reason"] not in reasons:
         raise Problem(422, "unknown-reason", "Unknown reason", f"no compensation reason {body['reason']!r}",
                       allowed=sorted(reasons))
+    if body.get("ticket_id"):
+        from app.services.service import tickets_port
+        if tickets_port.ticket_user(body["ticket_id"]) != body["user_id"]:
+            raise Problem(409, "ticket-of-another-user", "Ticket of another user",
+                          f"ticket {body['ticket_id']} belongs to another user")
     staff = _staff(staff_no, lock=True)  # serialises one agent's budget checks on PostgreSQL
     limit, limit_role = _role_value(doc, "limit_fen_by_role", staff)
     budget, budget_role = _role_value(doc, "daily_budget_fen_by_role", staff)
     if limit is None or budget is None:
         raise Problem(403, "no-compensation-limit", "No compensation limit",
                       "none of your roles has a compensation limit in the service policy")
-    day = _day(now)
+    day = business_date(now, cfg)
     used = _used_today(staff_no, day)
     amount = body["amount_fen"]
     inputs = {"staff_no": staff_no, "amount_fen": amount, "reason": body["reason"], "limit_fen": limit,
-              "limit_role": limit_role, "budget_fen": budget, "budget_role": budget_role, "used_today_fen": used}
+              "limit_role": limit_role, "budget_fen": budget, "budget_role": budget_role, "used_today_fen": used,
+              "business_date": day}
     subject = f"service:user:{body['user_id']}"
     if used + amount > budget:
         _decide(f"compensation.daily_budget_fen_by_role.{budget_role}", subject, inputs,
@@ -115,8 +148,9 @@ def issue(staff_no, body):
         audit.record(f"staff:{staff_no}", "compensation.refused", subject, **inputs)
         # returned, not raised: the refusal's decision and audit rows commit (and the key replays it)
         return 409, Problem(409, "daily-budget-exceeded", "Daily budget exceeded",
-                            f"this would bring today's compensation to {used + amount} fen; your daily budget is "
-                            f"{budget}", budget_fen=budget, used_today_fen=used).to_dict()
+                            f"this would bring compensation on business day {day} to {used + amount} fen; your "
+                            f"daily budget is {budget}", budget_fen=budget, used_today_fen=used,
+                            business_date=day).to_dict()
     over = amount > limit
     rule = (f"compensation.limit_fen_by_role.{limit_role}" if over
             else f"compensation.daily_budget_fen_by_role.{budget_role}")
@@ -125,49 +159,85 @@ def issue(staff_no, body):
                                    conversation_id=body.get("conversation_id"), ticket_id=body.get("ticket_id"),
                                    state="pending_approval" if over else "paid", business_date=day,
                                    policy_version=cfg.version, rule=rule, created_at=now)
-    if not over:
+    if over:
+        c.approval_ticket_id = _open_approval(principal, c, doc, reasons)
+    else:
         c.journal_id = _pay(c, doc, f"staff:{staff_no}")
-        c.save()
-    _decide(rule, f"service:compensation:{c.id}", inputs, {"state": c.state, "journal_id": c.journal_id},
-            cfg.version)
+    c.save()
+    _decide(rule, f"service:compensation:{c.id}", inputs,
+            {"state": c.state, "journal_id": c.journal_id, "approval_ticket_id": c.approval_ticket_id}, cfg.version)
     audit.record(f"staff:{staff_no}", "compensation.paid" if not over else "compensation.requested",
-                 f"service:compensation:{c.id}", user_id=c.user_id, amount_fen=amount, reason=c.reason)
-    _note_on_ticket(c.ticket_id, staff_no,
+                 f"service:compensation:{c.id}", user_id=c.user_id, amount_fen=amount, reason=c.reason,
+                 approval_ticket_id=c.approval_ticket_id)
+    _note_on_ticket(principal, c.ticket_id,
                     f"红包赔付 {amount / 100:.2f} 元（{reasons[c.reason]}）"
-                    + ("，超出单笔限额，待审批" if over else "，已发放") + f" [compensation {c.id}]")
+                    + (f"，超出单笔限额，待审批（工单 {c.approval_ticket_id}）" if over else "，已发放")
+                    + f" [compensation {c.id}]")
     return (202 if over else 201), view(c)
 
 
-def decide(staff_no, comp_id, approve, note=None):
-    """Approve (pay) or reject a compensation waiting for approval; the approver is not the requester."""
+def _held(ticket_id):
+    """The compensation waiting for this approval ticket, locked (None when the ticket holds none)."""
+    q = ServiceCompensation.select().where(ServiceCompensation.approval_ticket_id == ticket_id)
+    return (q.for_update() if is_postgres() else q).first()
+
+
+def pay_on_approval(ticket_id, staff_no, actor, policy_version, rule, now):
+    """Ticket action ``pay_compensation``: the approval ticket was approved; pay its red packet once.
+
+    Runs in the transition's transaction (the tickets workflow runs each entry's actions once). The approver
+    is not the requester and is within their own per-payment limit; else a Problem refuses the transition.
+
+    Returns:
+        {"compensation_id", "state", "journal_id"} (the ticket's action record).
+    """
+    c = _held(ticket_id)
+    if c is None:
+        return {"compensation_id": None}
+    if c.state != "pending_approval":
+        return {"compensation_id": c.id, "state": c.state, "journal_id": c.journal_id}
     cfg = current()
     doc = settings(cfg)
-    q = ServiceCompensation.select().where(ServiceCompensation.id == comp_id)
-    c = (q.for_update() if is_postgres() else q).first()
-    if c is None:
-        raise not_found("compensation", comp_id)
-    if c.state != "pending_approval":
-        raise Problem(409, "not-pending", "Not pending", f"compensation {comp_id} is {c.state}")
-    if c.staff_no == staff_no:
-        raise Problem(403, "own-request", "Own request", "a compensation is approved by someone other than its requester")
-    approver = _staff(staff_no)
-    limit, role = _role_value(doc, "limit_fen_by_role", approver)
-    if approve and (limit is None or c.amount_fen > limit):
+    if staff_no == c.staff_no:
+        raise Problem(403, "own-request", "Own request",
+                      "a compensation is approved by someone other than its requester")
+    limit, role = (None, None) if staff_no is None else _role_value(doc, "limit_fen_by_role", _staff(staff_no))
+    if limit is None or c.amount_fen > limit:
         raise Problem(403, "above-your-limit", "Above your limit",
                       f"{c.amount_fen} fen is above your approval limit ({limit})", limit_fen=limit)
-    now = clock.now()
-    c.state, c.decided_by, c.decided_at = ("paid" if approve else "rejected"), staff_no, now
-    if approve:
-        c.journal_id = _pay(c, doc, f"staff:{staff_no}")
+    c.state, c.decided_by, c.decided_at = "paid", staff_no, now
+    c.policy_version, c.rule = policy_version, f"tickets:{rule}"
+    c.journal_id = _pay(c, doc, actor)
     c.save()
-    _decide(f"compensation.limit_fen_by_role.{role}" if approve else "compensation.approval",
-            f"service:compensation:{c.id}", {"approver": staff_no, "amount_fen": c.amount_fen, "limit_fen": limit},
-            {"state": c.state, "journal_id": c.journal_id}, cfg.version)
-    audit.record(f"staff:{staff_no}", f"compensation.{'approved' if approve else 'rejected'}",
-                 f"service:compensation:{c.id}", amount_fen=c.amount_fen, note=note)
-    _note_on_ticket(c.ticket_id, staff_no, f"红包赔付 [compensation {c.id}] {'已审批发放' if approve else '已驳回'}"
-                    + (f"：{note}" if note else ""))
-    return view(c)
+    _decide(c.rule, f"service:compensation:{c.id}",
+            {"approver": staff_no, "amount_fen": c.amount_fen, "approver_limit_fen": limit,
+             "approver_limit_rule": f"compensation.limit_fen_by_role.{role}", "approval_ticket_id": ticket_id},
+            {"state": c.state, "journal_id": c.journal_id}, policy_version)
+    audit.record(actor, "compensation.approved", f"service:compensation:{c.id}", amount_fen=c.amount_fen,
+                 approval_ticket_id=ticket_id, journal_id=c.journal_id)
+    _note_on_ticket({"kind": "staff", "id": staff_no, "staff_no": staff_no}, c.ticket_id if staff_no else None,
+                    f"红包赔付 [compensation {c.id}] 已审批发放（工单 {ticket_id}）")
+    return {"compensation_id": c.id, "state": c.state, "journal_id": c.journal_id}
+
+
+def refuse_on_rejection(ticket_id, staff_no, actor, policy_version, rule, now):
+    """Ticket action ``refuse_compensation``: the approval ticket was rejected; nothing is paid."""
+    c = _held(ticket_id)
+    if c is None:
+        return {"compensation_id": None}
+    if c.state != "pending_approval":
+        return {"compensation_id": c.id, "state": c.state}
+    c.state, c.decided_by, c.decided_at = "rejected", staff_no, now
+    c.policy_version, c.rule = policy_version, f"tickets:{rule}"
+    c.save()
+    _decide(c.rule, f"service:compensation:{c.id}", {"approver": staff_no, "amount_fen": c.amount_fen,
+                                                     "approval_ticket_id": ticket_id},
+            {"state": c.state}, policy_version)
+    audit.record(actor, "compensation.rejected", f"service:compensation:{c.id}", amount_fen=c.amount_fen,
+                 approval_ticket_id=ticket_id)
+    _note_on_ticket({"kind": "staff", "id": staff_no, "staff_no": staff_no}, c.ticket_id if staff_no else None,
+                    f"红包赔付 [compensation {c.id}] 已驳回（工单 {ticket_id}）")
+    return {"compensation_id": c.id, "state": c.state}
 
 
 def get(comp_id):

@@ -2,8 +2,11 @@
 
 ``connector()`` is the built-in demo store (the embedded default) or an HTTP connector (``SHOP_URL``):
 every call has a timeout, failed calls are retried with exponential back-off, and a circuit breaker
-stops calling a shop that keeps failing (for ``BREAKER_COOLDOWN`` seconds). Lookups are cached briefly;
-actions are never cached and carry an ``Idempotency-Key`` so a retried call has exactly one effect.
+per base URL stops calling a shop that keeps failing: after ``SHOP_BREAKER_FAILURES`` failed attempts in
+a row it opens (calls are refused at once, without reaching the shop) for ``SHOP_BREAKER_COOLDOWN_SECONDS``,
+then half-opens (one trial call; the others are still refused): the trial's success closes it, its failure
+opens it again. Lookups are cached for ``SHOP_CACHE_SECONDS``; actions are never cached and carry an
+``Idempotency-Key`` so a retried call has exactly one effect. Both clocks read the platform clock.
 """
 import datetime as dt
 import http.client
@@ -17,8 +20,6 @@ import urllib.request
 from app.errors import Problem
 from app.platform import clock, timefmt
 
-BREAKER_FAILURES = 5      # consecutive failed calls that open the breaker
-BREAKER_COOLDOWN = 30.0   # seconds it stays open before one trial call
 BACKOFF_BASE = 0.2        # seconds before the first retry (doubles each time)
 
 
@@ -83,23 +84,46 @@ class DemoStore:
 
 
 class _Breaker:
+    """closed -> (``failures`` failed attempts in a row) open -> (``cooldown`` seconds) half_open -> one trial:
+    success closes, failure opens again. Times come from the platform clock."""
+
     def __init__(self):
-        self.failures, self.opened_at, self.lock = 0, None, threading.Lock()
+        self.failures, self.opened_at, self.trial = 0, None, False
+        self.lock = threading.Lock()
 
-    def check(self, base):
-        with self.lock:
-            if self.opened_at is not None and time.monotonic() - self.opened_at < BREAKER_COOLDOWN:
-                raise ConnectorUnavailable(f"the shop at {base} failed {self.failures} times in a row; "
-                                           f"calls resume in {BREAKER_COOLDOWN:.0f} s", circuit="open")
+    def state(self, cooldown):
+        if self.opened_at is None:
+            return "closed"
+        if (clock.now() - self.opened_at).total_seconds() < cooldown:
+            return "open"
+        return "half_open"
 
-    def record(self, ok):
+    def enter(self, base, cooldown):
+        """Admit a call (the half-open trial included), or refuse it at once while open or during a trial."""
         with self.lock:
+            state = self.state(cooldown)
+            if state == "closed":
+                return
+            if state == "half_open" and not self.trial:
+                self.trial = True
+                return
+            left = cooldown - (clock.now() - self.opened_at).total_seconds()
+            raise ConnectorUnavailable(
+                f"the shop at {base} failed {self.failures} times in a row; "
+                + (f"calls resume in {max(left, 0):.0f} s" if state == "open" else "a trial call is under way"),
+                circuit=state)
+
+    def record(self, ok, limit):
+        """The outcome of one attempt; True when the breaker is (now) open."""
+        with self.lock:
+            was_trial, self.trial = self.trial, False
             if ok:
                 self.failures, self.opened_at = 0, None
-            else:
-                self.failures += 1
-                if self.failures >= BREAKER_FAILURES:
-                    self.opened_at = time.monotonic()
+                return False
+            self.failures += 1
+            if was_trial or self.failures >= limit:
+                self.opened_at = clock.now()
+            return self.opened_at is not None
 
 
 _breakers = {}
@@ -112,14 +136,16 @@ class HttpConnector:
 
     name = "http"
 
-    def __init__(self, base_url, auth_header="Authorization", token=None, timeout=3.0, retries=2):
+    def __init__(self, base_url, auth_header="Authorization", token=None, timeout=3.0, retries=2,
+                 breaker_failures=5, breaker_cooldown=30.0):
         self.base = base_url.rstrip("/")
         self.auth_header, self.token, self.timeout, self.retries = auth_header, token, float(timeout), int(retries)
+        self.breaker_failures, self.breaker_cooldown = int(breaker_failures), float(breaker_cooldown)
         with _breakers_lock:
             self.breaker = _breakers.setdefault(self.base, _Breaker())
 
     def _call(self, method, path, body=None, key=None):
-        self.breaker.check(self.base)
+        self.breaker.enter(self.base, self.breaker_cooldown)
         headers = {"Accept": "application/json"}
         if self.token:
             headers[self.auth_header] = self.token
@@ -137,21 +163,25 @@ class HttpConnector:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     out = json.loads(resp.read() or b"null")
-                self.breaker.record(True)
+                self.breaker.record(True, self.breaker_failures)
                 return out
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
-                    self.breaker.record(True)
+                    self.breaker.record(True, self.breaker_failures)
                     raise Problem(404, "not-found-in-shop", "Not found in the shop", f"{method} {path}: 404") from None
                 if exc.code < 500 and exc.code != 429:
-                    self.breaker.record(True)
+                    self.breaker.record(True, self.breaker_failures)
                     raise ConnectorError(f"{method} {path}: the shop answered {exc.code}", shop_status=exc.code) from None
                 last = f"HTTP {exc.code}"
             except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
-            self.breaker.record(False)
-        raise ConnectorUnavailable(f"{method} {path}: no answer after {self.retries + 1} attempts ({last})",
-                                   attempts=self.retries + 1)
+            if self.breaker.record(False, self.breaker_failures):
+                attempt += 1
+                break  # open now: no more attempts against a shop that keeps failing
+        else:
+            attempt = self.retries + 1
+        raise ConnectorUnavailable(f"{method} {path}: no answer after {attempt} attempt(s) ({last})",
+                                   attempts=attempt)
 
     def get_order(self, order_no):
         return self._call("GET", f"/orders/{urllib.parse.quote(order_no, safe='')}")
@@ -184,16 +214,17 @@ def connector():
     if not cfg.get("SHOP_URL"):
         return _demo
     return HttpConnector(cfg["SHOP_URL"], cfg.get("SHOP_AUTH_HEADER") or "Authorization", cfg.get("SHOP_AUTH_TOKEN"),
-                         cfg.get("SHOP_TIMEOUT_SECONDS", 3), cfg.get("SHOP_RETRIES", 2))
+                         cfg.get("SHOP_TIMEOUT_SECONDS", 3), cfg.get("SHOP_RETRIES", 2),
+                         cfg.get("SHOP_BREAKER_FAILURES", 5), cfg.get("SHOP_BREAKER_COOLDOWN_SECONDS", 30))
 
 
 def lookup(kind, *args):
     """A cached lookup (``get_order``, ``list_orders``, ``get_product``, ``promotions``, ``get_user``)."""
     from flask import current_app
     conn = connector()
-    ttl = float(current_app.config.get("SHOP_CACHE_SECONDS", 30))
+    ttl = dt.timedelta(seconds=float(current_app.config.get("SHOP_CACHE_SECONDS", 30)))
     key = (conn.name, getattr(conn, "base", None), kind, args)
-    now = time.monotonic()
+    now = clock.now()
     with _cache_lock:
         hit = _cache.get(key)
         if hit and hit[0] > now:
@@ -202,7 +233,7 @@ def lookup(kind, *args):
     with _cache_lock:
         if len(_cache) > 5000:
             _cache.clear()
-        _cache[key] = (now + ttl, value)
+        _cache[key] = (clock.now() + ttl, value)
     return value
 
 

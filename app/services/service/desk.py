@@ -801,7 +801,7 @@ def _bot_turn(conv, message, now):
     if d["action"] == "answer":
         hit = d["entry"]
         entries.use(hit["id"], "bot", conv.id, with_view=False)
-        _decide("bot.confidence_threshold", subject, {"text": text, "hits": d["hits"]},
+        _decide("bot.confidence_threshold", subject, {"text": text, "hits": d["hits"], "features": d["features"]},
                 {"answer": hit["id"], "confidence": d["confidence"]}, cfg.version)
         return [live.append(conv, "message", "bot", {"type": "text", "text": hit["body"], "entry_id": hit["id"],
                                                     "title": hit["title"], "confidence": d["confidence"]}, now=now)]
@@ -818,7 +818,7 @@ def _bot_turn(conv, message, now):
                                                     "text": f"{g['name']}排队已满，请稍后再试。"}, now=now)]
     ServiceConversation.update(state="queued", queued_at=now).where(ServiceConversation.id == conv.id).execute()
     conv.state = "queued"
-    _decide(rule, subject, {"text": text, "hits": d["hits"]},
+    _decide(rule, subject, {"text": text, "hits": d["hits"], "features": d.get("features")},
             {"handover": d["reason"], "group": conv.group, "confidence": d["confidence"]}, cfg.version)
     return [live.append(conv, "handover", "system", {"reason": d["reason"], "confidence": d["confidence"],
                                                      "transcript": bot.transcript_lines(conv.id)},

@@ -83,6 +83,28 @@ def _first(ps, kind):
     return docs[0] if docs else None
 
 
+def _approval_category_errors(f, category, tickets):
+    """The compensation approval category exists, and its workflow's initial state is an approval step whose
+    approve leads to a state that pays (pay_compensation) and whose reject to one that refuses."""
+    where = f"{f}: $.compensation.approval_category"
+    cat = (tickets.get("categories") or {}).get(category)
+    if cat is None:
+        return [f"{where}: unknown ticket category {category!r}"]
+    wf = (tickets.get("workflows") or {}).get(cat.get("workflow")) or {}
+    states = wf.get("states") or {}
+    found = {"approve": set(), "reject": set()}
+    for tr in wf.get("transitions") or ():
+        decision = (tr.get("approval") or {}).get("decision")
+        if decision in found and wf.get("initial") in (tr.get("from") or ()):
+            found[decision] |= {a.get("action") for a in (states.get(tr.get("to")) or {}).get("on_enter") or ()}
+    errors = []
+    for decision, action in (("approve", "pay_compensation"), ("reject", "refuse_compensation")):
+        if action not in found[decision]:
+            errors.append(f"{where}: workflow {cat.get('workflow')!r} of {category!r} has no {decision} step from "
+                          f"its initial state into a state running {action}")
+    return errors
+
+
 def cross_check(ps):
     """Errors in the service policy against the rest of the set, all at once.
 
@@ -122,6 +144,9 @@ def cross_check(ps):
             if g.get("ticket_category") is not None and g["ticket_category"] not in cats:
                 errors.append(f"{f}: $.groups.{code}.ticket_category: unknown ticket category "
                               f"{g['ticket_category']!r}")
+        comp = doc.get("compensation") or {}
+        if comp.get("approval_category") is not None:
+            errors += _approval_category_errors(f, comp["approval_category"], tickets)
     benefits = _first(ps, "benefits")
     if benefits is not None:
         bf = benefits.get("_file", "policies/benefits.yaml")

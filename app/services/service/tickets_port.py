@@ -1,4 +1,5 @@
-"""The service context's only door to tickets: open a ticket, check whose it is, add an internal note."""
+"""The service context's only door to tickets: open a ticket, check whose it is, add an internal note, and the
+workflow actions the service context provides (a compensation paid or refused by its approval ticket)."""
 from app.services import tickets
 from app.services.tickets import sla as tickets_sla
 
@@ -22,6 +23,12 @@ def note(principal, ticket_id, text):
 def open_tickets(user_id, limit=20):
     """The user's tickets that are not finished, newest first."""
     return tickets.list_tickets({"user_id": user_id, "open": True}, limit=limit)["items"]
+
+
+def provide_actions(pay, refuse):
+    """The tickets workflow's ``pay_compensation`` (needs ``compensation.approve``) and ``refuse_compensation``."""
+    tickets.register_action("pay_compensation", pay, permission="compensation.approve")
+    tickets.register_action("refuse_compensation", refuse)
 
 
 def sla_risk(ticket_ids, now=None):

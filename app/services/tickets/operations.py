@@ -226,7 +226,7 @@ def _least_loaded(role, department):
     return min(candidates, key=lambda s: (load.get(s, 0), s))
 
 
-def run_actions(cfg, t, actions, trigger, actor, now, pending=None, by=None):
+def run_actions(cfg, t, actions, trigger, actor, now, pending=None, by=None, staff_no=None):
     """Run auto actions once each: (ticket, trigger:index) is unique, so a retry or replay is a no-op.
 
     A ``compensate`` action runs once per ticket, state and asset, whatever the trigger (re-entering the
@@ -244,9 +244,10 @@ def run_actions(cfg, t, actions, trigger, actor, now, pending=None, by=None):
             key = f"compensate:{t.workflow}.{t.state}:{act['asset']}"
         else:
             key = f"{trigger}:{i}:{act['action']}"
+        run_one = _ACTIONS.get(act["action"], _act_external)
+        params = dict(act, _key=key.replace(":", "-"), _by=by, _staff_no=staff_no)
         if pending is not None:
-            result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-"), _by=by), actor, now,
-                                             pending=pending)
+            result = run_one(cfg, t, params, actor, now, pending=pending)
             pending.runs.append({"ticket": t.id, "key": key, "action": act["action"], "params": _dumps(act),
                                  "result": _dumps(result), "at": now})
             continue
@@ -255,7 +256,7 @@ def run_actions(cfg, t, actions, trigger, actor, now, pending=None, by=None):
                 run = TicketActionRun.create(ticket=t.id, key=key, action=act["action"], params=_dumps(act), at=now)
         except pw.IntegrityError:
             continue
-        result = _ACTIONS[act["action"]](cfg, t, dict(act, _key=key.replace(":", "-"), _by=by), actor, now)
+        result = run_one(cfg, t, params, actor, now)
         TicketActionRun.update(result=_dumps(result)).where(TicketActionRun.id == run.id).execute()
 
 
@@ -329,6 +330,36 @@ def _act_compensate(cfg, t, act, actor, now, pending=None):
 
 _ACTIONS = {"notify": _act_notify, "assign": _act_assign, "set_priority": _act_set_priority,
             "add_tag": _act_add_tag, "compensate": _act_compensate}
+
+# Auto actions another context provides (e.g. the service context settles a red packet held for this ticket's
+# approval): name -> (function, permission the person taking the transition needs). Filled by register_action
+# from that context's register() (explicit wiring; nothing registers itself on import).
+_EXTERNAL = {}
+
+
+def register_action(name, fn, permission=None):
+    """Let a workflow state's ``on_enter`` run ``fn`` of another context, once per ticket and entry.
+
+    Args:
+        name: the action name the tickets policy uses (schemas/policies/tickets.json lists it).
+        fn: ``fn(ticket_id=, staff_no=, actor=, policy_version=, rule=, now=)`` -> JSON-able result; runs in
+            the transition's transaction (a Problem it raises refuses the whole transition).
+        permission: a permission the person taking a transition into such a state must hold.
+    """
+    _EXTERNAL[name] = (fn, permission)
+
+
+def _act_external(cfg, t, act, actor, now, pending=None):
+    entry = _EXTERNAL.get(act["action"])
+    if entry is None:
+        raise Problem(503, "action-unavailable", "Action unavailable",
+                      f"no context provides the ticket action {act['action']!r}")
+    rule = f"{t.workflow}.{t.state}.on_enter"
+    result = entry[0](ticket_id=t.id, staff_no=act.get("_staff_no"), actor=act.get("_by") or actor,
+                      policy_version=cfg.version, rule=rule, now=now)
+    _event(t, actor, "action", None, None, act["action"], detail=result, version=cfg.version, rule=rule, now=now,
+           pending=pending)
+    return result
 
 
 # --- create ---------------------------------------------------------------------------------------
@@ -484,6 +515,8 @@ def _check_actor(cfg, t, tr, principal):
     s = _person(principal)
     entering = cfg.state(t.workflow, tr["to"])
     pays = any(a.get("action") == "compensate" for a in entering.get("on_enter") or ())
+    extra = [_EXTERNAL[a["action"]][1] for a in entering.get("on_enter") or ()
+             if a.get("action") in _EXTERNAL and _EXTERNAL[a["action"]][1]]
     if s is None:
         if tr.get("roles") or tr.get("same_department") or tr.get("approval"):
             raise _staff_required(f"transition {tr['name']!r}")
@@ -491,6 +524,7 @@ def _check_actor(cfg, t, tr, principal):
     needed = [f"ticket.approve.l{tr['approval']['level']}"] if tr.get("approval") else ["ticket.transition"]
     if pays:
         needed.append("compensation.issue")
+    needed += [p for p in extra if p not in needed]
     for permission in needed:
         auth.require_permission(principal, permission)
     if tr.get("roles") and not set(tr["roles"]) & set(s.role_list):
@@ -567,7 +601,7 @@ def _apply_transition(cfg, t, tr, staff, comment, now, principal):
     if old_st.get("user_status") != new_st.get("user_status"):
         _notice(t, "status", f"工单状态更新：{new_st.get('user_status')}", now)
     run_actions(cfg, t, new_st.get("on_enter") or [], f"enter:{tr['to']}:{ev.id}", "system:workflow", now,
-                by=caller)
+                by=caller, staff_no=staff.staff_no if staff else None)
     t.save()
     audit.record(caller, "ticket.approval" if approval else "ticket.transition", f"ticket:{t.id}", before=before,
                  after={"state": t.state, "assignee": t.assignee, "department": t.department},
