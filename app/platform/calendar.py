@@ -96,7 +96,7 @@ def _to_local(cal, utc_naive):
 
 
 def local_date(cal, utc_naive):
-    """The calendar's local date (its business day) at a naive-UTC instant."""
+    """The calendar's local date (its business day: statistics, budgets) at a naive-UTC instant."""
     return _to_local(cal, utc_naive).date()
 
 
@@ -217,11 +217,6 @@ def is_open(cal, at_utc):
     for open_utc, close_utc in _open_intervals(cal, at_utc):
         return open_utc <= at_utc < close_utc
     return False  # pragma: no cover
-
-
-def local_date(cal, utc_naive):
-    """The calendar day (in the calendar's time zone) an instant falls on: the business day of statistics."""
-    return _to_local(cal, utc_naive).date()
 
 
 def day_start(cal, day):

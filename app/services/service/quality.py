@@ -17,7 +17,7 @@ from app.errors import Problem, not_found
 from app.models.service import ServiceCompensation, ServiceConversation
 from app.models.service_ops import ServiceQaReview
 from app.models.staff import Staff
-from app.platform import clock
+from app.platform import calendar as calmath, clock
 from app.platform.timefmt import iso
 
 RULESET = "quality"
@@ -102,12 +102,11 @@ def cross_check(ps):
 # --- sampling ------------------------------------------------------------------------------------------
 
 def _utc(cfg, day, days=0):
-    local = dt.datetime.combine(day + dt.timedelta(days=days), dt.time(0)).replace(tzinfo=cfg.calendar.tz)
-    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return calmath.day_start(cfg.calendar, day + dt.timedelta(days=days))
 
 
 def local_day(cfg, at):
-    return at.replace(tzinfo=dt.timezone.utc).astimezone(cfg.calendar.tz).date()
+    return calmath.local_date(cfg.calendar, at)
 
 
 def _facts(c, compensated):
