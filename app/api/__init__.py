@@ -66,6 +66,8 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                                    current_app.config["RATE_LIMIT_PER_MINUTE"], current_app.config["RATE_LIMIT_BURST"])
             if body:
                 g.body = parse_body(body)
+            if not public and audit is not False:
+                g.audit_action = audit or request.endpoint  # for audit.request_row
             result = view(*args, **kwargs)
             if not public and audit is not False and request.method in UNSAFE_METHODS:
                 from flask import current_app

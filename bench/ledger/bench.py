@@ -63,8 +63,8 @@ with app.app_context(), db.connection_context():
 
 
 class Server:
-    def __init__(self, url, workers, threads):
-        self.url, self.port = url, free_port()
+    def __init__(self, url, workers, threads, port=None):
+        self.url, self.port = url, port or free_port()
         self.token = patron(url, "apikey", "create", "--name", "bench", "--scopes", "ledger:write").strip()
         env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING", "PATRON_TICKER": "false"}
         env.pop("PATRON_REDIS_URL", None)
@@ -211,6 +211,8 @@ def main():
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the bench database")
+    ap.add_argument("--port", type=int, default=None,
+                    help="port of the server (the SQLite server uses port+1); default: any free port")
     args = ap.parse_args()
     secs = args.seconds
     dbname = f"bench_ledger_{os.getpid()}"
@@ -223,7 +225,7 @@ def main():
         patron(url, "db", "upgrade")
         ids = seed(url)
         psql("ANALYZE", dbname)  # fresh tables: give the planner statistics (pgbench uses the same database)
-        server = Server(url, args.workers, args.threads)
+        server = Server(url, args.workers, args.threads, args.port)
         try:
             load(server, "hot", 4, 1)  # warm-up (connections, caches)
             pgbench(dbname, ids, 4, 1)
@@ -243,7 +245,7 @@ def main():
             surl = f"sqlite:///{tmp}/bench.db"
             patron(surl, "db", "upgrade")
             seed(surl)
-            server = Server(surl, 1, 8)
+            server = Server(surl, 1, 8, args.port and args.port + 1)
             try:
                 load(server, "hot", 4, 1)
                 for run in range(args.runs):

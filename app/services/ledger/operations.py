@@ -508,13 +508,14 @@ def _validate(op, body):
 
 
 def execute(op, body, actor, idempotency_key=None, client="internal", validated=False, journal_key=None,
-            at=None):
+            at=None, audit_row=False):
     """Run one operation exactly once per (client, key); returns (status, result, replayed).
 
     The contract is ``app.platform.idempotency.run``'s: a success or a business refusal is stored under
     the key and replayed. ``journal_key`` (batch items without their own key) labels the journal only:
     the batch's own idempotency record already makes the whole batch exactly-once. ``at`` (naive UTC
     or ISO 8601) is the instant the operation's time decisions use; default ``app.platform.clock.now()``.
+    ``audit_row``: the HTTP request's audit row is written in the operation's transaction (one commit).
     """
     if isinstance(at, str):
         at = timefmt.parse(at, "/at")
@@ -531,7 +532,8 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
         return result
 
     digest = idempotency.digest(operation, body)
-    return idempotency.run(client, idempotency_key, operation, body, run, status_of(op), request_digest=digest)
+    return idempotency.run(client, idempotency_key, operation, body, run, status_of(op), request_digest=digest,
+                           audit_row=audit_row)
 
 
 def apply_operation(op, body, actor, idempotency_key=None, client="internal", at=None):
