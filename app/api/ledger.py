@@ -74,7 +74,7 @@ def batch():
 
 
 @bp.post("/customers")
-@operation("Create a customer (idempotent) and open its accounts per the assets policy",
+@operation("Create a customer (idempotent) and open its accounts per the ledger policy",
            scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201)
 def create_customer():
     result = ledger.ensure_customer(g.body["external_ref"], g.body.get("kind", "user"))

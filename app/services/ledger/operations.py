@@ -27,7 +27,7 @@ def retry_counts():
 
 
 def ensure_customer(external_ref, kind="user"):
-    """Create the customer (if new) and open the accounts its kind gets under the assets policy.
+    """Create the customer (if new) and open the accounts its kind gets under the ledger policy.
 
     Idempotent: calling it again only opens accounts the policy added since.
 
@@ -41,7 +41,7 @@ def ensure_customer(external_ref, kind="user"):
     cfg = config()
     if kind not in cfg.customer_kinds:
         raise Problem(422, "unknown-customer-kind", "Unknown customer kind",
-                      f"customer kind {kind!r} is not defined in the assets policy",
+                      f"customer kind {kind!r} is not defined in the ledger policy",
                       known=sorted(cfg.customer_kinds))
     if external_ref == core.SYSTEM_CUSTOMER:
         raise Problem(422, "reserved-customer", "Reserved customer", "this reference is reserved")
