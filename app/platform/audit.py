@@ -31,7 +31,9 @@ def _request_context():
 
 def record(actor, action, subject=None, *, before=None, after=None, staff_no=None, credential=None,
            policy_version=None, **detail):
-    """Append one audit row (call inside the transaction of the change it describes); returns its id.
+    """Append one audit row (call inside the transaction of the change it describes).
+
+    Inside ``app.platform.sql.deferred()`` the row is written with the block's other writes, at its end.
 
     In a request, the request id, the acting person and credential (from ``g.principal``) and the active
     policy version are filled in, and the request's automatic row is suppressed.
@@ -56,11 +58,10 @@ def record(actor, action, subject=None, *, before=None, after=None, staff_no=Non
     if policy_version is None:
         from app import policy
         policy_version = policy.active_version()
-    return sql.insert_one(AuditLog, {"at": clock.now(), "actor": actor, "action": action, "subject": subject,
-                                     "detail": _dumps(detail) if detail else None, "request_id": request_id,
-                                     "staff_no": staff_no, "credential": credential,
-                                     "policy_version": policy_version, "before": _dumps(before),
-                                     "after": _dumps(after)})
+    sql.insert_later(AuditLog, {"at": clock.now(), "actor": actor, "action": action, "subject": subject,
+                                "detail": _dumps(detail) if detail else None, "request_id": request_id,
+                                "staff_no": staff_no, "credential": credential, "policy_version": policy_version,
+                                "before": _dumps(before), "after": _dumps(after)})
 
 
 def request_audited():

@@ -17,7 +17,7 @@ import peewee as pw
 
 from app.db import db, transactional
 from app.errors import Problem
-from app.platform import audit, clock
+from app.platform import audit, clock, sql
 
 # Problem codes never stored under a key: the request was not decided, so a retry runs again.
 UNSTORED = frozenset({"validation-failed", "idempotency-key-reused", "idempotency-key-required",
@@ -92,7 +92,7 @@ def lookup(client, key, request_digest):
 
 def _save(client, key, operation, request_digest, status, result):
     response = json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str)
-    db.execute_sql(_sql()[1], (client, key, operation, request_digest, status, response, clock.now()))
+    sql.statement(_sql()[1], (client, key, operation, request_digest, status, response, clock.now()))
 
 
 def run(client, key, operation, body, fn, status_code=200, prepare=None, request_digest=None, audit_row=False):
@@ -133,12 +133,17 @@ def run(client, key, operation, body, fn, status_code=200, prepare=None, request
 
     audited_before = audit.request_audited() if audit_row else None
 
-    def call_audited():
-        if not audit_row:
-            return call()
-        audit.set_request_audited(audited_before)  # a retried transaction wrote (and lost) the row: again
+    def call_audited(save=False):
+        if audit_row:
+            audit.set_request_audited(audited_before)  # a retried transaction wrote (and lost) the row: again
         result = call()
-        audit.request_row(status_code, result)
+        # the request's audit row and the idempotency record go to the database together (sql.deferred:
+        # one statement on PostgreSQL); nothing reads them back in this transaction
+        with sql.deferred():
+            if audit_row:
+                audit.request_row(status_code, result)
+            if save:
+                _save(client, key, operation, request_digest, status_code, result)
         return result
 
     def get_ready():
@@ -151,14 +156,9 @@ def run(client, key, operation, body, fn, status_code=200, prepare=None, request
     if db.in_transaction():
         return _run_inside(client, key, operation, request_digest, call, status_code, get_ready)
 
-    def attempt():
-        result = call_audited()
-        _save(client, key, operation, request_digest, status_code, result)
-        return result
-
     try:
         get_ready()
-        return status_code, transactional()(attempt)(), False
+        return status_code, transactional()(call_audited)(save=True), False
     except pw.IntegrityError:
         # This key (or a unique key the operation writes) was committed first, by an earlier call or
         # a concurrent twin: ours rolled back. Replay what was stored.
