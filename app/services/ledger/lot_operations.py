@@ -172,21 +172,6 @@ def op_refund_lot_spend(ctx, body):
                                          "refundable_after": remaining - amount}}
 
 
-def refundable(spend_journal_id):
-    """What is left to refund of a recorded lot spend (0 when unknown)."""
-    p = core.param()
-    row = db.execute_sql(f"SELECT COALESCE(SUM(amount_minor - refunded_minor), 0) FROM ledger_lot_use "
-                         f"WHERE journal_id = {p}", (spend_journal_id,)).fetchone()
-    return int(row[0] or 0)
-
-
-def over_refunded():
-    """Lot uses refunded beyond what they paid (a reconciliation check; empty when clean)."""
-    return [{"lot_use_id": r[0], "journal_id": r[1], "amount": int(r[2]), "refunded": int(r[3])}
-            for r in db.execute_sql("SELECT id, journal_id, amount_minor, refunded_minor FROM ledger_lot_use "
-                                    "WHERE refunded_minor > amount_minor OR refunded_minor < 0").fetchall()]
-
-
 def op_expire_lot(ctx, body):
     """Move an expired lot's remainder to breakage (run by the expiry job)."""
     cfg = config()
