@@ -13,6 +13,18 @@ def _app(args=None):
     return create_app(overrides)
 
 
+def open_app(args):
+    """For a command's whole run: the app with its context pushed, this thread's connection open and the
+    active policy set loaded (the process ends with the command)."""
+    from app import policy
+    from app.db import db
+    app = _app(args)
+    app.app_context().push()
+    db.connect(reuse_if_open=True)
+    policy.startup(app)
+    return app
+
+
 def cmd_db_upgrade(args):
     app = _app(args)
     from app.migrations import upgrade

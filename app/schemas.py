@@ -2,6 +2,7 @@
 import json
 import re
 from functools import lru_cache
+from urllib.parse import urldefrag, urljoin
 
 from jsonschema import Draft202012Validator, validators
 from referencing import Registry, Resource
@@ -46,11 +47,43 @@ _Validator = validators.extend(
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
+def _inline(node, base, stack=()):
+    """``node`` with every ``$ref`` replaced by what it points at, resolved once here instead of on every
+    validation (the registry lookup cost more than the checks themselves on a hot API path).
+
+    A reference that recurses (the condition language) stays a ``$ref``, made absolute, for the registry to
+    resolve. Siblings of a ``$ref`` apply together with it (2020-12), hence ``allOf`` where there are any.
+    """
+    if isinstance(node, list):
+        return [_inline(v, base, stack) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in ("$ref", "const", "enum", "examples", "default"):
+            out[key] = value
+        elif key in ("properties", "patternProperties", "$defs", "dependentSchemas"):
+            out[key] = {k: _inline(v, base, stack) for k, v in value.items()} if isinstance(value, dict) else value
+        else:
+            out[key] = _inline(value, base, stack)
+    ref = out.get("$ref")
+    if not isinstance(ref, str):
+        return out
+    target = urljoin(base, ref)
+    if target in stack:
+        out["$ref"] = target
+        return out
+    resolved = registry().resolver(base_uri=base).lookup(ref)
+    inner = _inline(resolved.contents, urldefrag(target)[0], stack + (target,))
+    del out["$ref"]
+    return {**out, "allOf": out.get("allOf", []) + [inner]} if out else inner
+
+
 @lru_cache(maxsize=None)
 def validator(relpath):
     schema = get_schema(relpath)
     Draft202012Validator.check_schema(schema)
-    return _Validator(schema, registry=registry())
+    return _Validator(_inline(schema, schema_id(relpath)), registry=registry())
 
 
 class MalformedJson(ValueError):

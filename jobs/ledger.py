@@ -43,17 +43,32 @@ def _instant(at):
     return timefmt.parse(at, "/at") if isinstance(at, str) else at
 
 
-def _expire(op, ids, key_prefix, at):
+# What each expiry job moves: the ledger operation, its body's id field, and the due rows (by id) at an instant.
+EXPIRIES = {
+    "hold": ("expire_hold", "hold_id", lambda now: LedgerHold.select(LedgerHold.id).where(
+        (LedgerHold.state == "held") & (LedgerHold.kind == "withdraw") & (LedgerHold.expires_at <= now))
+        .order_by(LedgerHold.id)),
+    "lot": ("expire_lot", "lot_id", lambda now: LedgerLot.select(LedgerLot.id).where(
+        (LedgerLot.state == "open") & (LedgerLot.expires_at <= now)).order_by(LedgerLot.id)),
+}
+
+
+def _expire_due(what, limit, at):
+    """Run the expiry operation once for each due row (at most ``limit``, by id); returns how many moved."""
     from app.services import ledger
+    op, field, due = EXPIRIES[what]
+    now = _instant(at)
     done = 0
-    for ident in ids:
-        body = {"hold_id": ident} if op == "expire_hold" else {"lot_id": ident}
-        try:
-            # The deterministic key makes a rerun (or a racing worker) a replay, not a second journal.
-            ledger.execute(op, body, "system", idempotency_key=f"{key_prefix}:{ident}", client="system", at=at)
-            done += 1
-        except Problem as exc:  # resolved meanwhile (settled, spent): nothing to expire
-            log.info("%s %s skipped: %s", op, ident, exc.code)
+    with connection():
+        ids = [row.id for row in due(now).limit(limit)]
+        for ident in ids:
+            try:
+                # The deterministic key makes a rerun (or a racing worker) a replay, not a second journal.
+                ledger.execute(op, {field: ident}, "system", idempotency_key=f"{op.replace('_', '-')}:{ident}",
+                               client="system", at=now)
+                done += 1
+            except Problem as exc:  # resolved meanwhile (settled, spent): nothing to expire
+                log.info("%s %s skipped: %s", op, ident, exc.code)
     return done
 
 
@@ -68,13 +83,7 @@ def expire_holds(limit=BATCH, at=None):
     Returns:
         number of holds expired.
     """
-    now = _instant(at)
-    with connection():
-        ids = [h.id for h in LedgerHold.select(LedgerHold.id)
-               .where((LedgerHold.state == "held") & (LedgerHold.kind == "withdraw")
-                      & (LedgerHold.expires_at <= now))
-               .order_by(LedgerHold.id).limit(limit)]
-        return _expire("expire_hold", ids, "expire-hold", now)
+    return _expire_due("hold", limit, at)
 
 
 @job(retries=2)  # each expiry is keyed (expire-lot:<id>): safe to repeat
@@ -88,9 +97,4 @@ def expire_lots(limit=BATCH, at=None):
     Returns:
         number of lots expired.
     """
-    now = _instant(at)
-    with connection():
-        ids = [lot.id for lot in LedgerLot.select(LedgerLot.id)
-               .where((LedgerLot.state == "open") & (LedgerLot.expires_at <= now))
-               .order_by(LedgerLot.id).limit(limit)]
-        return _expire("expire_lot", ids, "expire-lot", now)
+    return _expire_due("lot", limit, at)

@@ -2,11 +2,15 @@
 import functools
 import re
 
-from flask import g, request
+from flask import current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing.converters import IntegerConverter
 
 from app.errors import Problem, validation_failed
+# aliased: app.api.auth and app.api.audit are this package's own modules (blueprints)
+from app.platform import audit as audit_log
+from app.platform import auth as platform_auth
+from app.platform import ratelimit
 from app.schemas import MalformedJson, errors_of, loads
 
 # Upper bound on integers accepted from JSON, so no arithmetic or column ever overflows.
@@ -53,23 +57,20 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if not public:
-                from app.platform import auth
-                principal = auth.authenticate(request.headers.get("Authorization"), request)
+                principal = platform_auth.authenticate(request.headers.get("Authorization"), request)
                 g.principal = principal  # who failed authorisation is still logged
-                g.principal = auth.resolve(principal, request.headers, scope, permission, allow_service,
+                g.principal = platform_auth.resolve(principal, request.headers, scope, permission, allow_service,
                                            self_service)
                 g.staff_no = g.principal.get("staff_no")
                 if rate_limited:
-                    from flask import current_app
-                    from app.platform import ratelimit
                     ratelimit.take(view.__name__, f"{g.principal.get('kind')}:{g.principal.get('id')}",
                                    current_app.config["RATE_LIMIT_PER_MINUTE"], current_app.config["RATE_LIMIT_BURST"])
             if body:
                 g.body = parse_body(body)
+            if not public and audit is not False:
+                g.audit_action = audit or request.endpoint  # for audit.request_row
             result = view(*args, **kwargs)
             if not public and audit is not False and request.method in UNSAFE_METHODS:
-                from flask import current_app
-                from app.platform import audit as audit_log
                 result = current_app.make_response(result)
                 audit_log.from_response(audit or request.endpoint, kwargs, result)
             return result

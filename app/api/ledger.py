@@ -42,7 +42,7 @@ def _ref(ref):
 def _make_view(op):
     def view():
         status, result, replayed = ledger.execute(op, g.body, actor(g.principal), idempotency_key(),
-                                                  client=_client(), validated=True)
+                                                  client=_client(), validated=True, audit_row=True)
         return _respond(status, result, replayed)
     view.__name__ = f"op_{op}"
     view.__doc__ = f"Ledger operation {op}."
@@ -68,12 +68,13 @@ def batch():
     body = g.body
     status, result, replayed = idempotency.run(
         _client(), key, "ledger.batch", body,
-        lambda: ledger.apply_batch(body["operations"], actor(g.principal), client=_client(), batch_key=key))
+        lambda: ledger.apply_batch(body["operations"], actor(g.principal), client=_client(), batch_key=key),
+        audit_row=True)
     return _respond(status, result, replayed)
 
 
 @bp.post("/customers")
-@operation("Create a customer (idempotent) and open its accounts per the assets policy",
+@operation("Create a customer (idempotent) and open its accounts per the ledger policy",
            scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201)
 def create_customer():
     result = ledger.ensure_customer(g.body["external_ref"], g.body.get("kind", "user"))

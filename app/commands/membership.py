@@ -2,19 +2,9 @@
 import json
 import sys
 
+from app.cli import open_app as _ctx  # the command's app: context pushed, connection open, policy loaded
+
 JOBS = ("deduct_growth", "renew_plans", "issue_coupons")
-
-
-def _ctx(args):
-    from app import policy
-    from app.cli import _app
-    from app.db import db
-    app = _app(args)
-    ctx = app.app_context()
-    ctx.push()
-    db.connect(reuse_if_open=True)
-    policy.startup(app)
-    return app
 
 
 def _print(obj):

@@ -4,17 +4,7 @@ import os
 import sys
 import time
 
-
-def _ctx(args):
-    from app import policy
-    from app.cli import _app
-    from app.db import db
-    app = _app(args)
-    ctx = app.app_context()
-    ctx.push()
-    db.connect(reuse_if_open=True)
-    policy.startup(app)
-    return app
+from app.cli import open_app as _ctx  # the command's app: context pushed, connection open, policy loaded
 
 
 class Bar:

@@ -1,14 +1,15 @@
 """Audit log: one append-only row per state change, naming the actor (person and/or credential), the request,
 the policy version in force and a before/after summary.
 
-One hook point: ``app.api.operation`` records every successful state-changing request (``from_response``);
-services record explicitly (``record``) where they know a before/after summary, inside the transaction of
+One hook point: ``app.api.operation`` records every successful state-changing request (``from_response``,
+or ``request_row`` inside the operation's own transaction where the operation asks for it); services record
+explicitly (``record``) where they know a before/after summary, inside the transaction of
 the change, and the hook then adds nothing for that request.
 """
 import json
 
 from app.models.core import AuditLog
-from app.platform import clock, export
+from app.platform import clock, export, sql
 
 MAX_SUMMARY_TEXT = 200
 # never copied from a response into the log (a webhook's signing secret, a generated password, tokens)
@@ -30,6 +31,8 @@ def _request_context():
 def record(actor, action, subject=None, *, before=None, after=None, staff_no=None, credential=None,
            policy_version=None, **detail):
     """Append one audit row (call inside the transaction of the change it describes).
+
+    Inside ``app.platform.sql.deferred()`` the row is written with the block's other writes, at its end.
 
     In a request, the request id, the acting person and credential (from ``g.principal``) and the active
     policy version are filled in, and the request's automatic row is suppressed.
@@ -54,10 +57,23 @@ def record(actor, action, subject=None, *, before=None, after=None, staff_no=Non
     if policy_version is None:
         from app import policy
         policy_version = policy.active_version()
-    return AuditLog.create(at=clock.now(), actor=actor, action=action, subject=subject,
-                           detail=_dumps(detail) if detail else None, request_id=request_id, staff_no=staff_no,
-                           credential=credential, policy_version=policy_version, before=_dumps(before),
-                           after=_dumps(after))
+    sql.insert_later(AuditLog, {"at": clock.now(), "actor": actor, "action": action, "subject": subject,
+                                "detail": _dumps(detail) if detail else None, "request_id": request_id,
+                                "staff_no": staff_no, "credential": credential, "policy_version": policy_version,
+                                "before": _dumps(before), "after": _dumps(after)})
+
+
+def request_audited():
+    """Whether this request's row is written already (None outside a request)."""
+    g = _request_context()
+    return None if g is None else bool(g.get("audited"))
+
+
+def set_request_audited(value):
+    """Reset the flag (``request_audited``'s value) when the transaction that wrote the row rolled back."""
+    g = _request_context()
+    if g is not None and value is not None:
+        g.audited = value
 
 
 def suppress():
@@ -95,16 +111,38 @@ def from_response(action, view_args, response):
             or response.headers.get("Idempotent-Replayed") == "true":
         return None
     from app.db import write_transaction
-    from app.platform import auth
     body = response.get_json(silent=True) if response.mimetype == "application/json" else None
+    with write_transaction():
+        return _request_row(g, action, view_args, body, response.status_code)
+
+
+_PLAIN = (str, int, float, bool, type(None), dict, list)
+
+
+def request_row(status, result):
+    """The request hook's row, written now by the operation itself inside its own transaction.
+
+    The same row ``from_response`` would write after the response (same action, subject, summary and
+    status), but in the operation's commit instead of a second transaction of its own. A no-op outside
+    a request, for an already audited request or a result whose summary only the JSON response has
+    (a top-level value that is not plain JSON).
+    """
+    g = _request_context()
+    if g is None or g.get("audited") or status >= 400 or not g.get("audit_action") \
+            or not isinstance(result, dict) or not all(isinstance(v, _PLAIN) for v in result.values()):
+        return None
+    from flask import request
+    return _request_row(g, g.audit_action, request.view_args, result, status)
+
+
+def _request_row(g, action, view_args, body, status):
+    from app.platform import auth
     subject = None
     if view_args:  # /tickets/<ticket_id>/comments -> ticket:42, like the explicit rows' subjects
         subject = ",".join(f"{_noun(k)}:{v}" for k, v in view_args.items())[:200]
     elif isinstance(body, dict) and isinstance(body.get("id"), (int, str)):
         subject = f"{action.split('.')[0]}:{body['id']}"
-    with write_transaction():
-        return record(auth.actor(g.get("principal")), action, subject, after=_summary(body),
-                      status=response.status_code)
+    return record(auth.actor(g.get("principal")), action, subject, after=_summary(body), status=status)
 
 
 def _iso(value):

@@ -17,7 +17,7 @@ import peewee as pw
 
 from app.db import db, transactional
 from app.errors import Problem
-from app.platform import clock
+from app.platform import audit, clock, sql
 
 # Problem codes never stored under a key: the request was not decided, so a retry runs again.
 UNSTORED = frozenset({"validation-failed", "idempotency-key-reused", "idempotency-key-required",
@@ -92,10 +92,10 @@ def lookup(client, key, request_digest):
 
 def _save(client, key, operation, request_digest, status, result):
     response = json.dumps(result, separators=(",", ":"), ensure_ascii=False, default=str)
-    db.execute_sql(_sql()[1], (client, key, operation, request_digest, status, response, clock.now()))
+    sql.statement(_sql()[1], (client, key, operation, request_digest, status, response, clock.now()))
 
 
-def run(client, key, operation, body, fn, status_code=200, prepare=None, request_digest=None):
+def run(client, key, operation, body, fn, status_code=200, prepare=None, request_digest=None, audit_row=False):
     """Run ``fn`` once per (client, key), in one transaction with the record of its answer.
 
     Outside a transaction the call is optimistic: no lookup first. The record's unique (client, key)
@@ -115,6 +115,8 @@ def run(client, key, operation, body, fn, status_code=200, prepare=None, request
         prepare: optional callable run before the write transaction (e.g. rules that must not hold
             SQLite's write lock); its Problems count as the operation's.
         request_digest: ``digest(operation, body)`` when the caller has it already.
+        audit_row: write the request's audit row (``audit.request_row``) in the operation's transaction
+            instead of a second transaction after the response (only when this call owns the transaction).
 
     Returns:
         (status_code, result, replayed).
@@ -129,24 +131,34 @@ def run(client, key, operation, body, fn, status_code=200, prepare=None, request
     def call():
         return fn() if prepare is None else fn(prepared["value"])
 
+    audited_before = audit.request_audited() if audit_row else None
+
+    def call_audited(save=False):
+        if audit_row:
+            audit.set_request_audited(audited_before)  # a retried transaction wrote (and lost) the row: again
+        result = call()
+        # the request's audit row and the idempotency record go to the database together (sql.deferred:
+        # one statement on PostgreSQL); nothing reads them back in this transaction
+        with sql.deferred():
+            if audit_row:
+                audit.request_row(status_code, result)
+            if save:
+                _save(client, key, operation, request_digest, status_code, result)
+        return result
+
     def get_ready():
         if prepare is not None:
             prepared["value"] = prepare()
 
     if key is None:
         get_ready()
-        return status_code, transactional()(call)(), False
+        return status_code, transactional()(call_audited)(), False
     if db.in_transaction():
         return _run_inside(client, key, operation, request_digest, call, status_code, get_ready)
 
-    def attempt():
-        result = call()
-        _save(client, key, operation, request_digest, status_code, result)
-        return result
-
     try:
         get_ready()
-        return status_code, transactional()(attempt)(), False
+        return status_code, transactional()(call_audited)(save=True), False
     except pw.IntegrityError:
         # This key (or a unique key the operation writes) was committed first, by an earlier call or
         # a concurrent twin: ours rolled back. Replay what was stored.

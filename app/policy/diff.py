@@ -37,30 +37,28 @@ def _walk(a, b, path, out):
     if a == b:
         return
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in a:
-            if k not in b:
-                out.append(("removed", f"{path}.{k}", a[k], None))
-        for k in b:
-            if k not in a:
-                out.append(("added", f"{path}.{k}", None, b[k]))
-            else:
-                _walk(a[k], b[k], f"{path}.{k}", out)
+        _walk_keys(a, b, lambda k: f"{path}.{k}", out)
         return
     if isinstance(a, list) and isinstance(b, list):
         ka, kb = _keyed(a), _keyed(b)
         if ka is not None and kb is not None:
-            for k in ka:
-                if k not in kb:
-                    out.append(("removed", f"{path}[{k}]", ka[k], None))
-            for k in kb:
-                if k not in ka:
-                    out.append(("added", f"{path}[{k}]", None, kb[k]))
-                else:
-                    _walk(ka[k], kb[k], f"{path}[{k}]", out)
+            _walk_keys(ka, kb, lambda k: f"{path}[{k}]", out)
             if [x for x in ka if x in kb] != [x for x in kb if x in ka]:
                 out.append(("changed", f"{path} (order)", list(ka), list(kb)))
             return
     out.append(("changed", path, a, b))
+
+
+def _walk_keys(a, b, where, out):
+    """Compare two mappings key by key (``where(key)`` names a key's path)."""
+    for k in a:
+        if k not in b:
+            out.append(("removed", where(k), a[k], None))
+    for k in b:
+        if k not in a:
+            out.append(("added", where(k), None, b[k]))
+        else:
+            _walk(a[k], b[k], where(k), out)
 
 
 def _docs(ps):

@@ -9,17 +9,29 @@ log = logging.getLogger(__name__)
 _checks = {}  # kind -> [callable(policy_set) -> list]
 
 
-def register(kind, cross_check=None):
+_former = {}  # an earlier name of a kind -> its name now
+
+
+def register(kind, cross_check=None, formerly=()):
     """Register a kind's cross-file check (idempotent; several checks per kind are allowed).
 
     Args:
         kind: the policy kind (``schemas/policies/<kind>.json`` must exist for files of it to be valid).
         cross_check: ``fn(policy_set) -> list`` of PolicyError (strings ``"file: $.path: message"`` and
             ``(file, path, message)`` tuples are accepted too). None just declares the kind.
+        formerly: earlier names of the kind. A file declaring one (a policy version stored before the
+            rename) is read as this kind; its text, and so its version (the content hash), is unchanged.
     """
+    for old in formerly:
+        _former[old] = kind
     fns = _checks.setdefault(kind, [])
     if cross_check is not None and cross_check not in fns:
         fns.append(cross_check)
+
+
+def current_name(kind):
+    """The kind's name now (``kind`` itself unless it was renamed, see ``register(formerly=...)``)."""
+    return _former.get(kind, kind)
 
 
 def registered():

@@ -75,6 +75,8 @@ class PolicySet:
                 continue
             doc["_file"] = name
             kind = doc.get("kind")
+            if isinstance(kind, str) and kinds.current_name(kind) != kind:
+                kind = doc["kind"] = kinds.current_name(kind)  # a renamed kind, e.g. assets -> ledger
             self.documents.setdefault(kind if isinstance(kind, str) else None, []).append(doc)
             if kind == "ruleset" and isinstance(doc.get("name"), str):
                 self._rulesets.setdefault(doc["name"], doc)

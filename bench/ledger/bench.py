@@ -63,8 +63,8 @@ with app.app_context(), db.connection_context():
 
 
 class Server:
-    def __init__(self, url, workers, threads):
-        self.url, self.port = url, free_port()
+    def __init__(self, url, workers, threads, port=None):
+        self.url, self.port = url, port or free_port()
         self.token = patron(url, "apikey", "create", "--name", "bench", "--scopes", "ledger:write").strip()
         env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING", "PATRON_TICKER": "false"}
         env.pop("PATRON_REDIS_URL", None)
@@ -159,7 +159,8 @@ def pgbench(db, ids, clients, seconds):
     args = ["pgbench", "-n", "-f", str(ROOT / "bench/ledger/consume.sql"), "-c", str(clients),
             "-j", str(min(clients, 2)), "-T", str(max(1, int(round(seconds)))),
             "-D", f"ncust={CUSTOMERS}", "-D", f"sysacct={ids['sysacct']}", "-D", f"syscust={ids['syscust']}",
-            "-D", f"sysbase={ids['sysbase']}", "-D", f"amount={AMOUNT}", f"{PG}/{db}"]
+            "-D", f"sysbase={ids['sysbase']}", "-D", f"amount={AMOUNT}", "-D", f"keyid='{ids['keyid']}'",
+            f"{PG}/{db}"]
     out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr + out.stdout)
@@ -210,24 +211,32 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--skip-sqlite", action="store_true")
+    ap.add_argument("--skip-postgres", action="store_true", help="only the SQLite rows")
     ap.add_argument("--keep", action="store_true", help="keep the bench database")
+    ap.add_argument("--port", type=int, default=None,
+                    help="port of the server (the SQLite server uses port+1); default: any free port")
     args = ap.parse_args()
     secs = args.seconds
     dbname = f"bench_ledger_{os.getpid()}"
     psql(f"CREATE DATABASE {dbname}")
     url = f"{PG}/{dbname}"
     rows = {}  # name -> list of (rate, p50, p95, p99, errors)
+    load_before = os.getloadavg()
     clean = []
     tmp = tempfile.mkdtemp(prefix="bench-ledger-")
     try:
-        patron(url, "db", "upgrade")
-        ids = seed(url)
-        psql("ANALYZE", dbname)  # fresh tables: give the planner statistics (pgbench uses the same database)
-        server = Server(url, args.workers, args.threads)
+        server = None
+        if not args.skip_postgres:
+            patron(url, "db", "upgrade")
+            ids = seed(url)
+            psql("ANALYZE", dbname)  # fresh tables: give the planner statistics (pgbench uses the same database)
+            server = Server(url, args.workers, args.threads, args.port)
+            ids["keyid"] = server.token.split("_")[1]  # pgbench reads the same API key row per transaction
         try:
-            load(server, "hot", 4, 1)  # warm-up (connections, caches)
-            pgbench(dbname, ids, 4, 1)
-            for run in range(args.runs):
+            if server is not None:
+                load(server, "hot", 4, 1)  # warm-up (connections, caches)
+                pgbench(dbname, ids, 4, 1)
+            for run in range(args.runs if server is not None else 0):
                 print(f"run {run + 1}/{args.runs} (PostgreSQL)", file=sys.stderr)
                 for c in (1, 4, 16):
                     tps, lat, failed = pgbench(dbname, ids, c, secs)
@@ -238,12 +247,13 @@ def main():
                 rows.setdefault("HTTP GET balances c=4", []).append(load(server, "read", 4, secs))
                 clean.append(("postgres", run) + reconcile(url))
         finally:
-            server.stop()
+            if server is not None:
+                server.stop()
         if not args.skip_sqlite:
             surl = f"sqlite:///{tmp}/bench.db"
             patron(surl, "db", "upgrade")
             seed(surl)
-            server = Server(surl, 1, 8)
+            server = Server(surl, 1, 8, args.port and args.port + 1)
             try:
                 load(server, "hot", 4, 1)
                 for run in range(args.runs):
@@ -259,7 +269,7 @@ def main():
         if not args.keep:
             psql(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
         shutil.rmtree(tmp, ignore_errors=True)
-    report(rows, clean, args)
+    report(rows, clean, args, (load_before, os.getloadavg()))
     return 0 if all(ok for _, _, ok, _ in clean) else 1
 
 
@@ -268,12 +278,13 @@ def med(values):
     return statistics.median(values) if values else None
 
 
-def report(rows, clean, args):
+def report(rows, clean, args, loads):
     m = {name: tuple(med([r[i] for r in runs]) for i in range(5)) for name, runs in rows.items()}
     fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
     print(f"\nLedger benchmark: median of {args.runs} run(s) x {args.seconds:g}s; server `patron serve --workers "
           f"{args.workers} --threads {args.threads}` (gunicorn), clients are separate processes on the same "
-          f"{os.cpu_count()}-core machine.\n")
+          f"{os.cpu_count()}-core machine; load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in loads[0])} "
+          f"at the start, {'/'.join(f'{x:.1f}' for x in loads[1])} at the end.\n")
     print(f"| {'scenario':<32} | {'postings/s':>10} | {'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
     print(f"|{'-' * 34}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
     for name, (rate, p50, p95, p99, err) in m.items():

@@ -1,11 +1,16 @@
 -- pgbench reference: the SQL shape of one POST /v1/ledger/consume (cash available -> a platform shard),
--- statement for statement as app/services/ledger.py + ledger_core.py issue it. Variables set by bench.py with -D:
+-- statement for statement as the request issues it (app.platform.auth, app.services.ledger.core,
+-- app.platform.audit + app.platform.idempotency). Variables set by bench.py with -D:
 --   ncust (customers bench-1..ncust), sysacct/syscust/sysbase (platform_revenue CNY account, its
---   customer row and first shard row id; the 16 shard rows have consecutive ids), amount.
+--   customer row and first shard row id; the 16 shard rows have consecutive ids), amount, keyid (the
+--   bench's API key id, quoted).
 \set c random(1, :ncust)
 \set shard random(0, 15)
 \set k random(1, 4611686018427387903)
+-- 1. the API key, read per request (app.platform.auth: no cache, a revoked key is refused at once)
+SELECT name, secret_hash, scopes, revoked_at FROM api_key WHERE key_id = :keyid LIMIT 1;
 -- (no idempotency lookup first: app.platform.idempotency is optimistic outside a transaction)
+-- (Patron sends BEGIN with the first statement, app.db._Pool; pgbench sends it on its own)
 BEGIN;
 -- 2. lock the customer's sub-account rows in id order (resolving the account by reference on the way)
 SELECT max(s.id) FILTER (WHERE s.sub = 'available') AS avail, max(s.account_id) AS acct, max(s.customer_id) AS cust,
@@ -36,7 +41,12 @@ WITH j AS (INSERT INTO ledger_journal (type, client, idempotency_key, external_r
                                        refunded_cashback_minor, refunded_available_minor, refunded_overdraft_minor)
            SELECT j.id, :acct, :sysacct, :amount, 0, :amount, 0, 0, 0, 0 FROM j)
 SELECT j.id, u.id, u.balance_minor FROM j CROSS JOIN u;
--- 4. the idempotency record (a response of about the size the API stores), app.platform.idempotency._save
+-- 4. the request's audit row and the idempotency record (a response of about the size the API stores) in one
+--    statement, as app.platform.sql.deferred writes them (app.platform.idempotency.run, audit.request_row)
+WITH w0 AS (INSERT INTO audit_log ("at", actor, action, subject, detail, request_id, staff_no, credential, policy_version,
+                                   "before", "after")
+            VALUES (now(), 'api_key:pgbench', 'ledger.consume', NULL, '{"status":201}', md5(:k::text), NULL,
+                    'api_key:pgbench', 'pgbench', NULL, '{"operation":"consume","journal":{"id":1}}'))
 INSERT INTO idempotency_record (client, "key", operation, request_digest, status_code, response, created_at)
 VALUES ('pgbench', 'pg-' || :client_id || '-' || :k, 'ledger.consume', md5(:k::text) || md5(:c::text), 201,
         repeat('x', 740), now());

@@ -52,7 +52,7 @@ def test_credit_limit_refusal_is_stored(http):
     assert http.post("/v1/ledger/customers", json={"external_ref": cref, "kind": "user"}).status_code == 201
     accounts = http.get(f"/v1/ledger/customers/{cref}/balances").json()["accounts"]
     if not any(a["account_type"] == "credit" for a in accounts):
-        pytest.fail("the sample assets policy gives users a credit account")
+        pytest.fail("the sample ledger policy gives users a credit account")
     key = ref("k")
     body = {"customer": cref, "amount": 10 ** 12}
     first = http.post("/v1/ledger/credit-draw", json=body, key=key)

@@ -258,3 +258,32 @@ def test_cli_reconcile_exits_zero_when_clean(database_url):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok    snapshot_equals_entries" in out.stdout
+
+
+def test_each_operation_writes_one_audit_row_in_its_own_commit(http, customer):
+    """The request's audit row is written inside the operation's transaction: one row per success,
+    none for a replay or a refusal, and a batch is one row."""
+    def rows(action):
+        r = http.get("/v1/audit", params={"action": action, "limit": 1000})
+        assert r.status_code == 200, r.text
+        return [row for row in r.json()["items"] if (row["after"] or {}).get("journal", {}).get("id") in journals]
+    journals = set()
+    key = ref("k")
+    body = {"customer": customer, "amount": 10}
+    r = http.post("/v1/ledger/recharge", json={"customer": customer, "amount": 100}, key=ref("k"))
+    assert r.status_code == 201, r.text
+    first = http.post("/v1/ledger/consume", json=body, key=key)
+    assert first.status_code == 201, first.text
+    journals.add(first.json()["journal"]["id"])
+    assert http.post("/v1/ledger/consume", json=body, key=key).headers.get("Idempotent-Replayed") == "true"
+    refused = http.post("/v1/ledger/consume", json={"customer": customer, "amount": 10**9}, key=ref("k"))
+    assert refused.status_code == 409, refused.text
+    (row,) = rows("ledger.consume")
+    assert row["after"] == {"operation": "consume", "journal": {"id": first.json()["journal"]["id"]}}
+    assert row["detail"] == {"status": 201} and row["policy_version"]
+    assert row["credential"] and row["credential"].startswith("api_key:")
+    before = {r_["id"] for r_ in http.get("/v1/audit", params={"action": "ledger.batch", "limit": 1000}).json()["items"]}
+    batch = http.post("/v1/ledger/batch", json={"operations": [{"op": "consume", "body": body}] * 3}, key=ref("b"))
+    assert batch.status_code == 200 and batch.json()["succeeded"] == 3, batch.text
+    after = http.get("/v1/audit", params={"action": "ledger.batch", "limit": 1000}).json()["items"]
+    assert len([r_ for r_ in after if r_["id"] not in before]) == 1

@@ -2,7 +2,7 @@
 import datetime as dt
 
 from app.services import ledger
-from app.services.ledger import lot_refunds
+from app.services.ledger import lot_operations
 from tests.membership_factories import frozen_clock, order, post, uid  # noqa: F401
 
 UTC = dt.timezone.utc
@@ -17,7 +17,7 @@ def _cash(member, fen):
 def _clean():
     rep = ledger.reconcile()
     assert rep["ok"], {k: v for k, v in rep["checks"].items() if not v["ok"]}
-    assert lot_refunds.over_refunded() == []
+    assert lot_operations.over_refunded() == []
 
 
 def _points_lots(http, m):

@@ -9,12 +9,12 @@ import pytest
 from tests.conftest import make_token
 
 BAD = {
-    "nul": "kind: assets\nname: a\x00b\n",
-    "control": "kind: assets\nname: a\x03b\n",
-    "u+fffe": "kind: assets\nname: a\ufffeb\n",
-    "lone-surrogate": "kind: assets\nname: a\ud800b\n",
-    "deep-flow": "kind: assets\nx: " + "[" * 5000 + "\n",
-    "deep-block": "kind: assets\nx:\n" + "".join("  " * i + "- \n" for i in range(200)),
+    "nul": "kind: ledger\nname: a\x00b\n",
+    "control": "kind: ledger\nname: a\x03b\n",
+    "u+fffe": "kind: ledger\nname: a\ufffeb\n",
+    "lone-surrogate": "kind: ledger\nname: a\ud800b\n",
+    "deep-flow": "kind: ledger\nx: " + "[" * 5000 + "\n",
+    "deep-block": "kind: ledger\nx:\n" + "".join("  " * i + "- \n" for i in range(200)),
 }
 
 

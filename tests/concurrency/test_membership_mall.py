@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.services import ledger
-from app.services.ledger import lot_refunds
+from app.services.ledger import lot_operations
 from tests.conftest import Http
 from tests.membership_factories import order, post, uid
 
@@ -81,7 +81,7 @@ def test_sixteen_concurrent_redemptions(http, server, admin_token, db_conn, flas
 
     rep = ledger.reconcile()
     assert rep["ok"], {k: v for k, v in rep["checks"].items() if not v["ok"]}
-    assert lot_refunds.over_refunded() == []
+    assert lot_operations.over_refunded() == []
 
 
 def test_sixteen_concurrent_refunds_never_exceed_the_order(http, server, admin_token, db_conn):
@@ -111,4 +111,4 @@ def test_sixteen_concurrent_refunds_never_exceed_the_order(http, server, admin_t
     assert all(p["refunded_units"] <= p["units"] for p in parts.values())
     rep = ledger.reconcile()
     assert rep["ok"], {k: v for k, v in rep["checks"].items() if not v["ok"]}
-    assert lot_refunds.over_refunded() == []
+    assert lot_operations.over_refunded() == []

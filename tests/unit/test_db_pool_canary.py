@@ -1,4 +1,5 @@
-"""Canary: app.db._Pool re-implements parts of peewee's pool (to never hold a lock across a connect).
+"""Canary: app.db._Pool re-implements parts of peewee's pool (to never hold a lock across a connect) and
+defers BEGIN to the transaction's first statement.
 
 If peewee changes these internals, this fails and says which one, before production finds out.
 """
@@ -17,6 +18,12 @@ KNOWN = {
     "PooledDatabase._close": (pool.PooledDatabase._close, "b9db459a7d239240"),
     "_PooledPostgresqlDatabase._is_closed": (pool._PooledPostgresqlDatabase._is_closed, "772be26e6312a97e"),
     "_PooledPostgresqlDatabase._can_reuse": (pool._PooledPostgresqlDatabase._can_reuse, "bafe0ea039004aac"),
+    # _Pool's deferred BEGIN: peewee begins with a BEGIN of its own, ends with COMMIT/ROLLBACK, and runs
+    # every statement through _execute_cursor
+    "PostgresqlDatabase.begin": (peewee.PostgresqlDatabase.begin, "44f4de109b212bde"),
+    "Database.commit": (peewee.Database.commit, "80b71aac6683d4ea"),
+    "Database.rollback": (peewee.Database.rollback, "c56a4a97c1be9c86"),
+    "Database._execute_cursor": (peewee.Database._execute_cursor, "a6b9a9acfcd73cf3"),
 }
 
 

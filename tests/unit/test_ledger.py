@@ -26,12 +26,12 @@ def _iso(delta):
 # --------------------------------------------------------------------------- policy
 
 
-def test_assets_policy_validates_against_its_schema_and_cross_checks():
+def test_ledger_policy_validates_against_its_schema_and_cross_checks():
     from jsonschema import Draft202012Validator
 
     from app.services.ledger.core import cross_check
-    schema = json.loads((ROOT / "schemas/policies/assets.json").read_text())
-    doc = yaml.safe_load((ROOT / "policies/assets.yaml").read_text())
+    schema = json.loads((ROOT / "schemas/policies/ledger.json").read_text())
+    doc = yaml.safe_load((ROOT / "policies/ledger.yaml").read_text())
     Draft202012Validator.check_schema(schema)
     assert list(Draft202012Validator(schema).iter_errors(doc)) == []
     assert cross_check(doc) == []
@@ -39,7 +39,7 @@ def test_assets_policy_validates_against_its_schema_and_cross_checks():
 
 def test_cross_check_names_every_unknown_reference():
     from app.services.ledger.core import cross_check
-    doc = yaml.safe_load((ROOT / "policies/assets.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "policies/ledger.yaml").read_text())
     doc["account_types"]["cash"]["asset"] = "USD"
     doc["customer_kinds"]["user"]["accounts"].append("gold")
     doc["routes"]["consume_to"] = "nowhere"
@@ -411,18 +411,18 @@ def test_batch_items_see_each_others_effects_and_a_late_failure_aborts_all(ledge
     assert_reconciled([cref])
 
 
-def test_assets_cross_check_is_registered_with_the_policy_engine():
+def test_ledger_cross_check_is_registered_with_the_policy_engine():
     from app.policy import kinds
     from app.services.ledger import core as ledger_core
     import app.services.ledger  # noqa: F401  (registers on import)
-    assert ledger_core.cross_check_set in kinds.registered()["assets"]
+    assert ledger_core.cross_check_set in kinds.registered()["ledger"]
 
     class FakeSet:
         def get(self, kind):
-            return [{"_file": "policies/assets.yaml", "assets": {"CNY": {"scale": 2}},
+            return [{"_file": "policies/ledger.yaml", "assets": {"CNY": {"scale": 2}},
                      "account_types": {"cash": {"asset": "USD", "sub_accounts": ["available"]}}}]
     assert ledger_core.cross_check_set(FakeSet()) == [
-        ("policies/assets.yaml", "$.account_types.cash.asset", "unknown asset 'USD'")]
+        ("policies/ledger.yaml", "$.account_types.cash.asset", "unknown asset 'USD'")]
 
 
 def test_ledger_jobs_run_through_the_job_runner(ledger):

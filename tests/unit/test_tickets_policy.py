@@ -23,7 +23,7 @@ class FakeSet:
 def load_sample():
     docs = []
     for rel in ("policies/tickets.yaml", "policies/staff.yaml", "policies/sla.yaml", "policies/calendar.yaml",
-                "rules/ticket_routing.yaml", "rules/ticket_priority.yaml", "policies/assets.yaml"):
+                "rules/ticket_routing.yaml", "rules/ticket_priority.yaml", "policies/ledger.yaml"):
         doc = yaml.safe_load((ROOT / rel).read_text(encoding="utf-8"))
         doc["_file"] = rel
         docs.append(doc)

@@ -18,9 +18,9 @@ __all__ = ["INTERNAL_OPERATIONS", "MAX_BATCH", "OPERATIONS", "apply_batch", "app
 
 
 def register():
-    """The ledger's policy kind (``assets``) and its cross-check; called once by app.contexts."""
-    kinds.register("assets", cross_check=core.cross_check_set)
-    kinds.require("assets")
+    """The ledger's policy kind (``ledger``, formerly ``assets``) and its cross-check; called once by app.contexts."""
+    kinds.register("ledger", cross_check=core.cross_check_set, formerly=("assets",))
+    kinds.require("ledger")
     from app.platform import auth
     auth.declare_permissions(PERMISSIONS)
 

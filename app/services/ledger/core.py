@@ -1,4 +1,4 @@
-"""Ledger mechanics: the assets policy, account resolution, row locking in one global order, posting journals."""
+"""Ledger mechanics: the ledger policy, account resolution, row locking in one global order, posting journals."""
 import datetime as dt
 import json
 import logging
@@ -28,7 +28,7 @@ CUSTOMER_SUBS = ("available", "cashback", "frozen", "overdraft")
 
 @dataclass
 class AssetsConfig:
-    """The `assets` policy, compiled for lookups."""
+    """The `ledger` policy, compiled for lookups."""
     version: str
     assets: dict
     account_types: dict
@@ -42,7 +42,7 @@ class AssetsConfig:
         spec = self.account_types.get(name)
         if spec is None:
             raise Problem(422, "unknown-account-type", "Unknown account type",
-                          f"account type {name!r} is not defined in the assets policy",
+                          f"account type {name!r} is not defined in the ledger policy",
                           known=sorted(self.account_types))
         return spec
 
@@ -58,19 +58,19 @@ class AssetsConfig:
     def system_code(self, code, asset):
         if asset not in self.system.get(code, ()):
             raise Problem(422, "unknown-system-account", "Unknown system account",
-                          f"system account {code!r} does not hold asset {asset!r} in the assets policy")
+                          f"system account {code!r} does not hold asset {asset!r} in the ledger policy")
         return code
 
     def lot_route(self, asset, what):
         route = (self.routes.get("lots") or {}).get(asset)
         if not route:
             raise Problem(422, "not-a-lot-asset", "Not a lot asset",
-                          f"asset {asset!r} has no lot routes in the assets policy")
+                          f"asset {asset!r} has no lot routes in the ledger policy")
         return route[what]
 
 
 def _compile(ps):
-    doc = ps.one("assets")
+    doc = ps.one("ledger")
     return AssetsConfig(
         version=ps.version,
         assets=doc["assets"],
@@ -84,8 +84,8 @@ def _compile(ps):
 
 
 def config():
-    """The compiled `assets` policy of the active policy set (once per policy version)."""
-    return policy.derived("ledger.assets", _compile)
+    """The compiled `ledger` policy of the active policy set (once per policy version)."""
+    return policy.derived("ledger.policy", _compile)
 
 
 def policy_version():
@@ -93,7 +93,7 @@ def policy_version():
 
 
 def cross_check(doc, *_args, **_kwargs):
-    """Cross-checks of an `assets` policy document: every name it uses is defined. Returns messages."""
+    """Cross-checks of a `ledger` policy document: every name it uses is defined. Returns messages."""
     errors = []
     assets = doc.get("assets") or {}
     types = doc.get("account_types") or {}
@@ -140,9 +140,9 @@ def cross_check(doc, *_args, **_kwargs):
 
 
 def cross_check_set(policy_set):
-    """The policy engine's hook: cross-checks of every `assets` document, as (file, path, message)."""
+    """The policy engine's hook: cross-checks of every `ledger` document, as (file, path, message)."""
     out = []
-    for doc in policy_set.get("assets"):
+    for doc in policy_set.get("ledger"):
         for text in cross_check(doc):
             path, _, message = text.partition(": ")
             out.append((doc.get("_file"), path, message))
@@ -458,7 +458,7 @@ def ensure_system_accounts():
 def clear_caches():
     with _system_lock:
         _system_cache.clear()
-    policy.forget_derived("ledger.assets")
+    policy.forget_derived("ledger.policy")
 
 
 # --------------------------------------------------------------------------- posting

@@ -1,14 +1,14 @@
 """Ledger operations: customers and accounts, the exactly-once operations (recharge ... lots), the batch."""
 from app.db import for_update, is_postgres
 from app.errors import Problem, validation_failed
-from app.models.ledger import LedgerAccount, LedgerConsume, LedgerCustomer, LedgerHold, LedgerLot
+from app.models.ledger import LedgerAccount, LedgerConsume, LedgerCustomer, LedgerHold
 from app.platform import audit, idempotency
 from app.policy import decisions
 from app.schemas import errors_of
 from app.services.ledger import core
-from app.services.ledger import lot_refunds
+from app.services.ledger import lot_operations
 from app.services.ledger.core import Ctx, Leg, account_ref, config, insufficient, post, system
-from app.services.ledger.reads import _hold_dict, _lot_dict, balances, hold_state
+from app.services.ledger.reads import _hold_dict, balances, hold_state
 from app.platform import timefmt
 
 
@@ -27,7 +27,7 @@ def retry_counts():
 
 
 def ensure_customer(external_ref, kind="user"):
-    """Create the customer (if new) and open the accounts its kind gets under the assets policy.
+    """Create the customer (if new) and open the accounts its kind gets under the ledger policy.
 
     Idempotent: calling it again only opens accounts the policy added since.
 
@@ -41,7 +41,7 @@ def ensure_customer(external_ref, kind="user"):
     cfg = config()
     if kind not in cfg.customer_kinds:
         raise Problem(422, "unknown-customer-kind", "Unknown customer kind",
-                      f"customer kind {kind!r} is not defined in the assets policy",
+                      f"customer kind {kind!r} is not defined in the ledger policy",
                       known=sorted(cfg.customer_kinds))
     if external_ref == core.SYSTEM_CUSTOMER:
         raise Problem(422, "reserved-customer", "Reserved customer", "this reference is reserved")
@@ -409,87 +409,15 @@ def op_credit_repay(ctx, body):
     return {"journal": j}
 
 
-def op_grant_lot(ctx, body):
-    cfg = config()
-    asset = body["asset"]
-    if not cfg.is_lot_asset(asset):
-        raise Problem(422, "not-a-lot-asset", "Not a lot asset", f"{asset} is not held in lots")
-    expires_at = timefmt.parse(body.get("expires_at"), "/expires_at")
-    (acct,) = core.lock_accounts([core.customer_account_for_asset(body["customer"], asset)])
-    src = cfg.system_code(body.get("source") or cfg.lot_route(asset, "issue_from"), asset)
-    j = post(ctx, "lot_grant", [Leg(system(src, asset), "main", -body["amount"]),
-                                Leg(acct, "available", body["amount"])], rule=f"routes.lots.{asset}.issue_from")
-    lot = LedgerLot.create(account=acct.id, customer=acct.customer_id, asset=asset, amount_minor=body["amount"],
-                           remaining_minor=body["amount"], expires_at=expires_at, journal=j["id"],
-                           created_at=ctx.now())
-    return {"journal": j, "lot": _lot_dict(lot)}
-
-
-def op_spend_lot(ctx, body):
-    """Drain open lots earliest-expiring first (lots never expiring last); expired lots are not spendable."""
-    cfg = config()
-    asset = body["asset"]
-    if not cfg.is_lot_asset(asset):
-        raise Problem(422, "not-a-lot-asset", "Not a lot asset", f"{asset} is not held in lots")
-    ref = core.customer_account_for_asset(body["customer"], asset)
-    (pre,) = core.read_accounts([ref])
-    # Lock order: lots (by id) before balance rows, the same in every lot operation.
-    lots = list(for_update(LedgerLot.select().where((LedgerLot.account == pre.id) & (LedgerLot.state == "open"))
-                           .order_by(LedgerLot.id)))
-    (acct,) = core.lock_accounts(account_ids=[pre.id])
-    now = ctx.now()
-    live = sorted((lot for lot in lots if lot.expires_at is None or lot.expires_at > now),
-                  key=lambda lot: (lot.expires_at is None, lot.expires_at or now, lot.id))
-    spendable = min(sum(lot.remaining_minor for lot in live), acct.balance("available"))
-    amount = body["amount"]
-    if amount > spendable:
-        raise insufficient(amount, spendable, acct.name())
-    dst = cfg.system_code(body.get("to") or cfg.lot_route(asset, "spend_to"), asset)
-    j = post(ctx, "lot_spend", [Leg(acct, "available", -amount), Leg(system(dst, asset), "main", amount)],
-             rule=f"routes.lots.{asset}.spend_to; earliest expiry first")
-    used, left = [], amount
-    for lot in live:
-        if left == 0:
-            break
-        take = min(left, lot.remaining_minor)
-        left -= take
-        lot.remaining_minor -= take
-        lot.state = "spent" if lot.remaining_minor == 0 else "open"
-        LedgerLot.update(remaining_minor=lot.remaining_minor, state=lot.state).where(LedgerLot.id == lot.id).execute()
-        used.append({"lot_id": lot.id, "amount": take, "expires_at": timefmt.iso(lot.expires_at)})
-    return {"journal": j, "lots_used": used}
-
-
-def op_expire_lot(ctx, body):
-    """Move an expired lot's remainder to breakage (run by the expiry job)."""
-    cfg = config()
-    lot = for_update(LedgerLot.select().where(LedgerLot.id == body["lot_id"])).first()
-    if lot is None:
-        raise Problem(404, "lot-not-found", "Lot not found", f"lot {body['lot_id']} does not exist")
-    if lot.state != "open" or lot.remaining_minor == 0:
-        raise Problem(409, "lot-not-open", "Lot not open", f"lot {lot.id} is {lot.state}", state=lot.state)
-    if lot.expires_at is None or lot.expires_at > ctx.now():
-        raise Problem(409, "lot-not-expired", "Lot not expired", f"lot {lot.id} has not expired")
-    (acct,) = core.lock_accounts(account_ids=[lot.account_id])
-    dst = cfg.system_code(cfg.lot_route(lot.asset, "expire_to"), lot.asset)
-    ctx.allow_blocked = True
-    j = post(ctx, "lot_expire", [Leg(acct, "available", -lot.remaining_minor),
-                                 Leg(system(dst, lot.asset), "main", lot.remaining_minor)],
-             rule=f"routes.lots.{lot.asset}.expire_to")
-    LedgerLot.update(remaining_minor=0, state="expired").where(LedgerLot.id == lot.id).execute()
-    lot.state, lot.remaining_minor = "expired", 0
-    return {"journal": j, "lot": _lot_dict(lot)}
-
-
 OPERATIONS = {
     "recharge": op_recharge, "transfer": op_transfer, "withdraw": op_withdraw,
     "settle_hold": op_settle_hold, "release_hold": op_release_hold, "consume": op_consume,
     "refund": op_refund, "freeze": op_freeze, "unfreeze": op_unfreeze, "block": op_block,
     "unblock": op_unblock, "settlement": op_settlement, "credit_draw": op_credit_draw,
-    "credit_repay": op_credit_repay, "grant_lot": op_grant_lot, "spend_lot": op_spend_lot,
+    "credit_repay": op_credit_repay,
 }
-OPERATIONS.update(lot_refunds.OPERATIONS)  # recorded lot spends and their refunds
-INTERNAL_OPERATIONS = {"expire_hold": op_expire_hold, "expire_lot": op_expire_lot}
+OPERATIONS.update(lot_operations.OPERATIONS)  # grants, spends, refunds of lot assets
+INTERNAL_OPERATIONS = {"expire_hold": op_expire_hold, **lot_operations.INTERNAL_OPERATIONS}
 NO_JOURNAL = {"block", "unblock"}
 
 
@@ -508,13 +436,14 @@ def _validate(op, body):
 
 
 def execute(op, body, actor, idempotency_key=None, client="internal", validated=False, journal_key=None,
-            at=None):
+            at=None, audit_row=False):
     """Run one operation exactly once per (client, key); returns (status, result, replayed).
 
     The contract is ``app.platform.idempotency.run``'s: a success or a business refusal is stored under
     the key and replayed. ``journal_key`` (batch items without their own key) labels the journal only:
     the batch's own idempotency record already makes the whole batch exactly-once. ``at`` (naive UTC
     or ISO 8601) is the instant the operation's time decisions use; default ``app.platform.clock.now()``.
+    ``audit_row``: the HTTP request's audit row is written in the operation's transaction (one commit).
     """
     if isinstance(at, str):
         at = timefmt.parse(at, "/at")
@@ -531,7 +460,8 @@ def execute(op, body, actor, idempotency_key=None, client="internal", validated=
         return result
 
     digest = idempotency.digest(operation, body)
-    return idempotency.run(client, idempotency_key, operation, body, run, status_of(op), request_digest=digest)
+    return idempotency.run(client, idempotency_key, operation, body, run, status_of(op), request_digest=digest,
+                           audit_row=audit_row)
 
 
 def apply_operation(op, body, actor, idempotency_key=None, client="internal", at=None):

@@ -4,7 +4,7 @@ import json
 from app.db import db
 from app.platform import clock
 from app.models.ledger import LedgerAccount, LedgerCustomer, LedgerReconciliation
-from app.services.ledger import core
+from app.services.ledger import core, lot_operations
 from app.platform import timefmt
 
 MAX_ROWS = 100  # drift rows listed per check (the count is always exact)
@@ -131,8 +131,7 @@ def reconcile(customers=None, store=False):
                  f"{'AND account_id ' + in_ids if ids else ''}", ids or [])
     check("refunds_within_consume", over, lambda r: {"consume_id": r[0], "amount": int(r[1])})
 
-    from app.services.ledger.lot_refunds import over_refunded
-    check("lot_refunds_within_spend", over_refunded() if ids is None else [],
+    check("lot_refunds_within_spend", lot_operations.over_refunded() if ids is None else [],
           lambda r: r)  # a refund of a recorded lot spend never gives back more than a lot paid
 
     counts = dict(journals=_rows("SELECT COUNT(*) FROM ledger_journal")[0][0],

@@ -132,7 +132,7 @@ def cross_check(ps):
     staff = (_docs(ps, "staff") or [None])[0]
     sla = (_docs(ps, "sla") or [None])[0]
     cal = (_docs(ps, "calendar") or [None])[0]
-    assets = (_docs(ps, "assets") or [None])[0]
+    assets = (_docs(ps, "ledger") or [None])[0]
     if tickets is None:
         return errors
     tf = tickets.get("_file", "policies/tickets.yaml")
