@@ -341,6 +341,40 @@ def test_conversation_becomes_complaint_with_ticket_carrying_transcript(app, api
     assert tr["conversation"]["ticket_id"] == t.id and [e["kind"] for e in tr["events"]][-1] == "ticket"
 
 
+def test_conversation_linked_to_an_existing_ticket_of_the_same_user(app, api, server, floor, db_conn):
+    """An agent links the conversation to a ticket the user already has: no second ticket, the ticket now carries
+    the transcript reference (and the link is in its history); another user's ticket or an unknown one is refused."""
+    from app.models.tickets import Ticket
+    tickets_api = Http(server, make_token(["tickets:write", "tickets:read"], "service-link-tests"))
+    a, user, conv, token = _serving(app, api)
+    r = tickets_api.post("/v1/tickets", json={"category": "物流/配送", "title": "快递一直没到", "user_id": user},
+                         headers={"Idempotency-Key": f"link-{user}"})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    assert Ticket.get_by_id(tid).conversation_ref is None
+    other = tickets_api.post("/v1/tickets", json={"category": "物流/配送", "title": "别人的工单", "user_id": uid()},
+                             headers={"Idempotency-Key": f"link-other-{user}"}).json()["id"]
+    before = Ticket.select().count()
+    r = act(api, a, "POST", f"/conversations/{conv['id']}/ticket", {"category": "物流/配送", "ticket_id": other})
+    assert r.status_code == 409 and r.json()["type"].endswith("ticket-of-another-user"), r.text
+    r = act(api, a, "POST", f"/conversations/{conv['id']}/ticket", {"category": "物流/配送", "ticket_id": 10 ** 9})
+    assert r.status_code == 404, r.text
+    r = act(api, a, "POST", f"/conversations/{conv['id']}/ticket", {"category": "物流/配送", "ticket_id": tid})
+    assert r.status_code == 201, r.text
+    comp = r.json()
+    assert comp["ticket_id"] == tid and comp["user_id"] == user and comp["conversation_id"] == conv["id"]
+    assert Ticket.select().count() == before  # linked, not created
+    t = Ticket.get_by_id(tid)
+    assert t.conversation_ref == comp["transcript_ref"]
+    hist = tickets_api.get(f"/v1/tickets/{tid}/history").json()
+    assert any(e["kind"] == "conversation_linked" for e in hist["items"]), hist
+    view = api.get(f"/v1/service/conversations/{conv['id']}").json()
+    assert view["ticket_id"] == tid and view["complaint_id"] == comp["id"]
+    told = _user_told(server, conv, token, "ticket")
+    assert told["data"]["body"]["ticket_id"] == tid
+    assert api.get(f"/v1/service/complaints/{comp['id']}").json()["ticket_id"] == tid
+
+
 def test_calls_open_and_update_a_complaint(app, api, floor):
     user = uid("caller")
     staff = new_agent(app)

@@ -1,4 +1,4 @@
-"""The service context's only door to tickets: open a ticket, check whose it is, add an internal note."""
+"""The service context's only door to tickets: open a ticket, check whose it is, link a conversation, add an internal note."""
 from app.services import tickets
 
 
@@ -11,6 +11,11 @@ def open_ticket(principal, body):
 def ticket_user(ticket_id):
     """The user a ticket belongs to (404 when there is no such ticket)."""
     return tickets.get_ticket(ticket_id).user_id
+
+
+def link_conversation(ticket_id, conversation_ref, actor):
+    """An existing ticket carries a conversation's transcript reference (kept if it carries one already)."""
+    tickets.link_conversation(ticket_id, conversation_ref, actor)
 
 
 def note(principal, ticket_id, text):

@@ -183,6 +183,19 @@ def _event(t, actor, kind, field=None, before=None, after=None, detail=None, ver
     return TicketEvent.create(**row)
 
 
+def link_conversation(ticket_id, conversation_ref, actor):
+    """An existing ticket takes on a conversation (service desk): it carries the transcript reference from now on.
+
+    A ticket that already carries another conversation keeps it; the link is in its history either way.
+    """
+    t = get_ticket(ticket_id)
+    before = t.conversation_ref
+    if before is None:
+        Ticket.update(conversation_ref=conversation_ref, updated_at=clock.now()).where(
+            (Ticket.id == t.id) & Ticket.conversation_ref.is_null()).execute()
+    _event(t, actor, "conversation_linked", "conversation_ref", before, conversation_ref)
+
+
 def _ticket_payload(t, cfg):
     st = cfg.state(t.workflow, t.state)
     return {"ticket_id": t.id, "category": t.category, "state": t.state, "user_status": st.get("user_status"),
