@@ -727,7 +727,7 @@ def expire(staff_no=None, conversation_id=None):
         & ((ServiceAgent.heartbeat_at < now - cfg.agent_timeout)
            | (ServiceAgent.left_at.is_null(False) & (ServiceAgent.left_at < now - cfg.grace))))
     cq = ServiceConversation.select(ServiceConversation.id).where(
-        ServiceConversation.state.in_(OPEN)
+        (ServiceConversation.state != "closed")  # the open states, as the partial due-time indexes read them
         & ((ServiceConversation.user_seen_at < now - cfg.user_timeout)
            | (ServiceConversation.user_left_at.is_null(False) & (ServiceConversation.user_left_at < now - cfg.grace))))
     if staff_no is not None or conversation_id is not None:

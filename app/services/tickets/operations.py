@@ -77,6 +77,8 @@ def list_tickets(filters, cursor=None, limit=50):
     for name, value in filters.items():
         if name == "open":
             q = q.where(Ticket.terminal == (value not in ("true", "1", True)))
+        elif name == "sla" and value is not None:
+            q = q.where(tickets_sla.state_expr() == value)  # from the clock, as each ticket reads it
         elif value is not None:
             q = q.where(LIST_FILTERS[name] == value)
     if cursor is not None:
