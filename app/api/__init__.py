@@ -82,6 +82,22 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
     return deco
 
 
+def check_request_text():
+    """Every route, before anything else: query parameters, path segments and headers with a control
+    character, NUL or a lone surrogate are a 400 ``invalid-characters`` naming each (never a 500 from a
+    database or a parser further on). Bodies are checked by their schema (``parse_body``)."""
+    from app.schemas import param_errors
+    pairs = [(f"/query/{k}", k, v) for k, vs in request.args.lists() for v in vs]
+    pairs += [(f"/path/{k}", k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
+    pairs.append(("/path", "path", request.path))
+    pairs += [(f"/header/{k}", k, v) for k, v in request.headers.items()]
+    errors = param_errors(pairs)
+    if errors:
+        raise Problem(400, "invalid-characters", "Invalid characters",
+                      "control characters, NUL and lone surrogates are not allowed in query parameters, "
+                      "paths or headers", errors=errors)
+
+
 # Deeper JSON than this is refused before validation (recursion in the parser or validator would 500).
 MAX_DEPTH = 32
 
