@@ -89,6 +89,7 @@ def statements_of_one_take(app, staff_no):
     from app.services.service import desk
     with app.app_context(), connection():
         desk.go_online(staff_no)
+        desk._staff_name(staff_no)  # cached per process after an agent's first take, as in the racing processes
         with counted_statements() as statements:
             conv = desk.take(staff_no)
         assert conv is not None
