@@ -309,3 +309,27 @@ def test_cli_piped_to_a_closed_reader_exits_quietly(database_url):
     proc.stdout.close()  # the reader is gone before the first line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_postgres_sessions_get_connect_statement_and_lock_timeouts_by_default_and_configurable(app):
+    """Hardening #9 item 2: every PostgreSQL session of the app has a connect, statement and lock timeout by
+    default, and each is configurable (checked on the session itself, in both runs)."""
+    from app import create_app
+    from app.config import load_config
+    from app.db import db, open_database
+    defaults = load_config(app.instance_path, {"DATABASE_URL": PG_URL})
+    assert defaults["DB_CONNECT_TIMEOUT"] > 0 and defaults["DB_STATEMENT_TIMEOUT"] > 0 and defaults["DB_LOCK_TIMEOUT"] > 0
+    try:
+        for override in ({}, {"DB_CONNECT_TIMEOUT": 4, "DB_STATEMENT_TIMEOUT": 7, "DB_LOCK_TIMEOUT": 3}):
+            papp = create_app({"DATABASE_URL": PG_URL, "REDIS_URL": None, "TESTING": True, "LOG_LEVEL": "ERROR",
+                               "INSTANCE_PATH": app.instance_path, **override})
+            want = {k: override.get(k, defaults[k]) for k in ("DB_CONNECT_TIMEOUT", "DB_STATEMENT_TIMEOUT",
+                                                              "DB_LOCK_TIMEOUT")}
+            with papp.app_context(), db.connection_context():
+                assert db.execute_sql("SHOW statement_timeout").fetchone()[0] == f"{want['DB_STATEMENT_TIMEOUT']}s"
+                assert db.execute_sql("SHOW lock_timeout").fetchone()[0] == f"{want['DB_LOCK_TIMEOUT']}s"
+                dsn = db.connection().get_dsn_parameters()
+                assert dsn["connect_timeout"] == str(want["DB_CONNECT_TIMEOUT"]), dsn
+    finally:
+        open_database(app.config["DATABASE_URL"], app.config["DB_MAX_CONNECTIONS"], timeouts=(
+            app.config["DB_CONNECT_TIMEOUT"], app.config["DB_STATEMENT_TIMEOUT"], app.config["DB_LOCK_TIMEOUT"]))
