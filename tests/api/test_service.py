@@ -148,6 +148,25 @@ def test_rule2_lock_closes_on_take_and_opens_when_finished(app, api, floor):
     assert take(api, a)["user_id"] == u2
 
 
+def test_an_away_agent_keeps_its_user_and_is_offered_nobody_new(app, api, floor):
+    a = new_agent(app)
+    online(api, a)
+    u1, u2 = uid(), uid()
+    assert ask(api, u1).status_code == 201
+    c1 = take(api, a)
+    r = act(api, a, "POST", "/away")
+    assert r.status_code == 200 and r.json()["status"] == "away"
+    assert [c["user_id"] for c in r.json()["serving"]] == [u1]  # kept
+    c2 = ask(api, u2).json()["conversation"]
+    assert act(api, a, "POST", f"/conversations/{c1['id']}/close", {"category": "咨询"}).status_code == 200
+    assert me(api, a)["lock"] == "open"
+    r = act(api, a, "POST", "/take")
+    assert r.status_code == 409 and r.json()["code"] == "agent-away"
+    assert api.get(f"/v1/service/conversations/{c2['id']}").json()["state"] == "queued"
+    online(api, a)
+    assert take(api, a)["user_id"] == u2
+
+
 def test_rule2_auto_assignment_offers_only_agents_whose_lock_is_open(app, api, floor):
     a = new_agent(app)
     with service_policy(app, assignment="auto"):
@@ -416,6 +435,23 @@ def test_agent_routes_need_a_staff_identity(api, floor):
 def test_readyz_reports_fanout(server):
     r = requests.get(server + "/readyz", timeout=30)
     assert r.status_code == 200 and r.json()["checks"]["service_fanout"] in ("local", "redis")
+
+
+def test_readyz_warns_when_several_processes_stream_without_redis(app, server, db_conn, monkeypatch):
+    """Several processes need Redis for live fan-out: /readyz says so when it sees another local-mode process."""
+    from app.models.service import ServiceNode
+    from app.services.service import live
+    monkeypatch.setitem(app.config, "REDIS_URL", None)
+    live.touch_node(force=True)
+    ServiceNode.delete().where(ServiceNode.node_id != live.NODE_ID).execute()
+    assert requests.get(server + "/readyz", timeout=30).json()["checks"]["service_fanout"] == "local"
+    other = f"other-process-{secrets.token_hex(3)}"
+    ServiceNode.insert(node_id=other, mode="local", seen_at=clock.now()).execute()
+    try:
+        fanout = requests.get(server + "/readyz", timeout=30).json()["checks"]["service_fanout"]
+        assert fanout.startswith("warning: 2 processes") and "PATRON_REDIS_URL" in fanout, fanout
+    finally:
+        ServiceNode.delete().where(ServiceNode.node_id == other).execute()
 
 
 def test_membership_service_benefit_sends_a_diamond_member_to_the_dedicated_queue(app, api, floor, db_conn):
