@@ -37,6 +37,18 @@ def _queue_users(app, n):
         return {c.id: c for c in ServiceConversation.select().where(ServiceConversation.state == "queued")}
 
 
+def _race(go, results_q, procs):
+    """Start the race, collect one result per process, reap the processes."""
+    try:
+        go.set()
+        return [results_q.get(timeout=300) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+
+
 def test_sixteen_agent_processes_race_over_a_thousand_waiting_users(app, database_url):
     from app.db import db
     from app.models.policy import Decision
@@ -48,17 +60,9 @@ def test_sixteen_agent_processes_race_over_a_thousand_waiting_users(app, databas
         queued = _queue_users(app, USERS)
         assert len(queued) == USERS
         from tests.concurrency.service_agent import start_agents
-        go, results_q, procs = start_agents(database_url, staff)
-        try:
-            started = time.monotonic()
-            go.set()
-            results = [results_q.get(timeout=300) for _ in staff]
-            elapsed = time.monotonic() - started
-        finally:
-            for p in procs:
-                p.join(10)
-                if p.is_alive():
-                    p.kill()
+        started = time.monotonic()
+        results = _race(*start_agents(database_url, staff))
+        elapsed = time.monotonic() - started
         assert [r["error"] for r in results if "error" in r] == []
         served = [row[0] for r in results for row in r["served"]]
         assert len(served) == USERS and set(served) == set(queued)  # every user once, nobody twice
@@ -100,15 +104,7 @@ def test_auto_assignment_across_processes_never_double_assigns(app, database_url
         staff = [new_agent(app, prefix="AU") for _ in range(AUTO_AGENTS)]
         queued = _queue_users(app, AUTO_USERS)
         assert len(queued) == AUTO_USERS
-        go, results_q, procs = start_auto(database_url, staff, AUTO_DISPATCHERS)
-        try:
-            go.set()
-            results = [results_q.get(timeout=300) for _ in procs]
-        finally:
-            for p in procs:
-                p.join(10)
-                if p.is_alive():
-                    p.kill()
+        results = _race(*start_auto(database_url, staff, AUTO_DISPATCHERS))
         assert [r["error"] for r in results if "error" in r] == []
         agents = [r for r in results if r["staff_no"] is not None]
         served = [cid for r in agents for cid in r["served"]]
