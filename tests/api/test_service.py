@@ -318,6 +318,24 @@ def test_vip_goes_ahead_of_ordinary_users(app, api, floor):
     assert d[1]["rule"] == "pull" and d[1]["outcome"]["assigned_to"] == a
 
 
+def test_a_paid_member_goes_ahead_of_a_gold_level_and_an_ordinary_user(app, api, floor):
+    ordinary, gold, paid = uid("plain"), uid("gold"), uid("paid")
+    c1 = ask(api, ordinary).json()["conversation"]
+    c2 = ask(api, gold, user={"level": "金牌"}).json()["conversation"]
+    c3 = ask(api, paid, user={"paid": True}).json()["conversation"]
+    assert c3["priority_rule"] == "paid_member" and c3["priority"] > c2["priority"] > c1["priority"]
+    assert c3["queue"]["position"] == 1
+    assert api.get(f"/v1/service/conversations/{c1['id']}").json()["queue"]["position"] == 3
+    a = new_agent(app)
+    online(api, a)
+    served = []
+    for _ in range(3):
+        c = take(api, a)
+        served.append(c["user_id"])
+        assert act(api, a, "POST", f"/conversations/{c['id']}/close", {"category": "咨询"}).status_code == 200
+    assert served == [paid, gold, ordinary]
+
+
 def test_sse_delivers_in_order_and_resumes_from_last_event_id(app, api, server, floor):
     a, user, conv, token = _serving(app, api)
     for i in range(5):
