@@ -138,10 +138,10 @@ def _raw_head(server, method, path, extra_header=b""):
     return int(data.split(b" ", 2)[1])
 
 
-def test_control_characters_in_query_path_and_headers_are_400_on_every_route(app, server, admin_token):
+def test_control_characters_in_query_path_and_headers_are_422_on_every_route(app, server, admin_token):
     """Hardening #9 item 8 beyond bodies: on every route and method, a query parameter (name or value), a path
-    segment or a header holding NUL or another control character is a clear 400 ``invalid-characters`` before
-    authentication or the database — never a 500 (PostgreSQL refuses NUL) and never silently accepted."""
+    segment or a header holding NUL or another control character is a 422 ``validation-failed`` naming it, before
+    authentication or the database, as in a body — never a 500 (PostgreSQL refuses NUL), never accepted."""
     import requests
     routes = _routes(app)
     assert len(routes) > 100
@@ -151,7 +151,7 @@ def test_control_characters_in_query_path_and_headers_are_400_on_every_route(app
         for params in ({"q": "a\x00b"}, {"at\x01": "1"}, {"q": "line\nbreak"}):
             r = requests.request(method, server + path, params=params, headers=auth, timeout=30, stream=True)
             try:
-                if r.status_code != 400 or r.json().get("code") != "invalid-characters":
+                if r.status_code != 422 or r.json().get("code") != "validation-failed":
                     bad.append((method, path, params, r.status_code))
             finally:
                 r.close()
@@ -162,11 +162,13 @@ def test_control_characters_in_query_path_and_headers_are_400_on_every_route(app
                     seg[i] = "a%00b"
             r = requests.request(method, server + "/".join(seg), headers=auth, timeout=30, stream=True)
             try:
-                if r.status_code != 400:
+                if r.status_code != 422:
                     bad.append((method, "/".join(seg), "path", r.status_code))
             finally:
                 r.close()
         status = _raw_head(server, method, path, b"Idempotency-Key: a\x01b\r\n")
-        if status != 400:
+        if status != 422:
             bad.append((method, path, "header", status))
     assert bad == []
+    r = requests.get(server + "/v1/tickets", params={"q": "a\x00b"}, headers=auth, timeout=30)
+    assert [e["pointer"] for e in r.json()["errors"]] == ["/query/q"], r.text
