@@ -48,6 +48,8 @@ def create_app(test_config=None):
         if not db.is_closed():
             db.close()
 
+    from app.api import check_request_text
+    app.before_request(check_request_text)  # first: hostile text never reaches auth or the database
     app.before_request(open_connection)
     app.teardown_request(close_connection)
     logs.install_request_logging(app)

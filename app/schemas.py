@@ -131,6 +131,22 @@ def loads(raw):
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
+# Query parameters, path segments and headers carry no free text with line breaks: every control
+# character but TAB is refused there as well (besides NUL and lone surrogates).
+_BAD_PARAM = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+
+
+def param_errors(pairs):
+    """Errors (as errors_of) for each (pointer, name, value) of a query/path/header holding a control character,
+    NUL or a lone surrogate (``/query/<name>``, ``/path/<name>``, ``/header/<name>``)."""
+    out = []
+    for pointer, name, value in pairs:
+        if _BAD_PARAM.search(name) or _BAD_PARAM.search(value):
+            out.append({"pointer": pointer, "validator": "text",
+                        "message": f"control characters, NUL and lone surrogates are not allowed in {name!r}"})
+    return out
+
+
 def text_errors(instance, raw=()):
     """Errors (as errors_of) for every string or object key holding NUL or a lone surrogate.
 

@@ -17,7 +17,6 @@ QUEUE = "default"
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 RUNNER = "jobs.runner.execute"
 # Every module of job functions, listed (one per context); their PERIODIC lists are the cron table.
-# service last: its tick loops inside the minute, and the in-process ticker runs due jobs one after another
 MODULES = ("ledger", "membership", "outbox", "platform", "simulation", "tickets", "service")
 # Other modules whose functions may run as jobs; empty in the product. A test suite lists its own
 # job module here (monkeypatch, or its worker launcher) so workers accept paths into it.

@@ -1,24 +1,28 @@
-"""Service-desk jobs: the presence sweep (timeouts told to users, auto-assignment) every few seconds; the monitor
-(alert thresholds, floor gauges) every minute; QA sampling hourly.
+"""Service-desk jobs: the presence sweep (timeouts materialised and told, then auto-assignment) every minute; the
+monitor (alert thresholds, floor gauges) every minute; QA sampling hourly.
 
-RQ's cron (and the in-process ticker) fire once a minute; the tick's job loops inside the minute,
-sweeping every ``sweep_seconds`` of the service policy, and stops before the next tick. The tick is
-claimed in ``job_run``, so one loop runs at a time however many workers or tickers there are.
-State never waits for the sweep: every read and action applies the timeouts due by then.
+One quick pass per tick: the due agents and users are found with indexed queries over the live rows
+(``service_agent.heartbeat_at``/``left_at`` where not offline, ``service_conversation.user_seen_at``/
+``user_left_at`` where not closed), and only those are acted on, so a run with nothing due is a few
+index lookups. It never holds the in-process ticker or an RQ worker for longer than that.
+State never waits for the sweep: every read and action applies the timeouts due by then, and each live
+stream applies its own on every keep-alive (``heartbeat_seconds``), so users hear of a timeout within a
+keep-alive; the sweep catches whoever is not connected.
 """
-import time
-
 from app.db import connection
+from jobs import job
 
-# qa_sample first: the sweep's tick loops for most of the minute
 PERIODIC = [("jobs.service.qa_sample", "20 * * * *"), ("jobs.service.monitor", "* * * * *"),
             ("jobs.service.sweep", "* * * * *")]
 
-LOOP_SECONDS = 50  # leaves the rest of the minute so the next tick's loop never overlaps this one
 
+@job(timeout=120)
+def sweep():
+    """One pass: every due agent/user timeout applied and told, then free agents offered the queue heads.
 
-def sweep_once():
-    """One sweep: every due agent/user timeout applied and told, then free agents offered the queue heads."""
+    Returns:
+        {"agents": n, "users": n, "assigned": n}.
+    """
     from app.services.service import desk
     with connection():
         out = desk.expire()
@@ -26,27 +30,7 @@ def sweep_once():
         return out
 
 
-def sweep(seconds=LOOP_SECONDS):
-    """Sweep repeatedly for ``seconds`` (every ``sweep_seconds`` of the policy).
-
-    Returns:
-        totals: agents and users timed out, users assigned, sweeps run.
-    """
-    from app.services.service.policy import current
-    totals = {"agents": 0, "users": 0, "assigned": 0, "sweeps": 0}
-    end = time.monotonic() + seconds
-    while True:
-        started = time.monotonic()
-        for k, v in sweep_once().items():
-            totals[k] += v
-        totals["sweeps"] += 1
-        with connection():
-            interval = current().seconds("sweep_seconds", 3)
-        if started + interval >= end:
-            return totals
-        time.sleep(max(0.0, started + interval - time.monotonic()))
-
-
+@job(timeout=120)
 def monitor():
     """Evaluate the monitoring thresholds once (alerts opened/recovered, webhooks through the outbox) and set the
     floor gauges.
@@ -60,6 +44,7 @@ def monitor():
     return {"opened": len(out["opened"]), "recovered": len(out["recovered"]), "open": out["open"]}
 
 
+@job(timeout=600)
 def qa_sample(date=None):
     """Draw the QA sample of one local day (default: yesterday in the quality calendar's zone).
 

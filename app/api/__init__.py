@@ -83,6 +83,21 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
     return deco
 
 
+def check_request_text():
+    """Every route, before anything else: query parameters, path segments and headers with a control
+    character, NUL or a lone surrogate are a 422 ``validation-failed`` naming each (``/query/<name>``,
+    ``/path/<name>``, ``/header/<name>``) — never a 500 from a database or a parser further on, the same
+    answer as such text in a body (checked by its schema in ``parse_body``)."""
+    from app.schemas import param_errors
+    pairs = [(f"/query/{k}", k, v) for k, vs in request.args.lists() for v in vs]
+    pairs += [(f"/path/{k}", k, v) for k, v in (request.view_args or {}).items() if isinstance(v, str)]
+    pairs.append(("/path", "path", request.path))
+    pairs += [(f"/header/{k}", k, v) for k, v in request.headers.items()]
+    errors = param_errors(pairs)
+    if errors:
+        raise validation_failed(errors)
+
+
 # Deeper JSON than this is refused before validation (recursion in the parser or validator would 500).
 MAX_DEPTH = 32
 

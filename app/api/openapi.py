@@ -21,7 +21,7 @@ PROBLEM_SCHEMA = {
 # Problems every operation of a kind can answer, so clients see them in the document.
 _COMMON = {"400": "Malformed request", "401": "Missing, unknown or revoked API key",
            "403": "API key lacks the scope", "413": "Request body too large",
-           "415": "Body is not application/json", "422": "Body fails its JSON Schema (every field listed)",
+           "415": "Body is not application/json", "422": "Body fails its JSON Schema, or control characters in the query, path or headers (every field listed)",
            "428": "Idempotency-Key header required", "409": "Idempotency-Key reused with another body"}
 
 
@@ -91,9 +91,9 @@ def build(app):
         item = paths.setdefault(_path(rule.rule), {})
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             responses = {str(op["status"]): {"description": "Success"}}
-            codes = []
+            codes = ["422"]  # every route: control characters in query, path or headers (check_request_text)
             if op["body"]:
-                codes += ["400", "413", "415", "422"]
+                codes += ["400", "413", "415"]
             if not op["public"]:
                 codes += ["401", "403"]
             if op["idempotent"]:

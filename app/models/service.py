@@ -67,6 +67,17 @@ class ServiceConversation(BaseModel):
 ServiceConversation.add_index(ServiceConversation.index(
     ServiceConversation.user_id, unique=True, where=(ServiceConversation.state != "closed"),
     name="service_conversation_one_open"))
+# the sweep's due-timeout queries read only live rows (m0523)
+ServiceConversation.add_index(ServiceConversation.index(
+    ServiceConversation.user_seen_at, where=(ServiceConversation.state != "closed"),
+    name="service_conversation_open_user_seen_at"))
+ServiceConversation.add_index(ServiceConversation.index(
+    ServiceConversation.user_left_at, where=(ServiceConversation.state != "closed"),
+    name="service_conversation_open_user_left_at"))
+ServiceAgent.add_index(ServiceAgent.index(
+    ServiceAgent.heartbeat_at, where=(ServiceAgent.status != "offline"), name="service_agent_live_heartbeat_at"))
+ServiceAgent.add_index(ServiceAgent.index(
+    ServiceAgent.left_at, where=(ServiceAgent.status != "offline"), name="service_agent_live_left_at"))
 
 
 class ServiceEvent(BaseModel):

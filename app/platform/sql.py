@@ -71,6 +71,28 @@ def insert(model, rows, returning=None):
     return cursor.fetchall() if returning else None
 
 
+def insert_one_with(model, row, other_model, other_row):
+    """INSERT ``row`` (returning its id) and ``other_row`` of another table: one round trip on PostgreSQL
+    (``WITH o AS (INSERT ...) INSERT ... RETURNING id``), two local statements on SQLite.
+
+    For hot paths that write a row and its companion (an event and the decision that explains it).
+    """
+    if not is_postgres():
+        insert(other_model, [other_row])
+        return insert_one(model, row)
+    other_names, other_params = _values(other_model, [other_row])
+    names, params = _values(model, [row])
+    key = (type(db.obj), "with", model, names, other_model, other_names)
+    sql = _sql.get(key)
+    if sql is None:
+        sql = (f'WITH "o" AS ({_insert_sql(other_model, other_names, 1, ())}) '
+               + _insert_sql(model, names, 1, ("id",)))
+        if len(_sql) > 512:
+            _sql.clear()
+        _sql[key] = sql
+    return db.execute_sql(sql, other_params + params).fetchone()[0]
+
+
 def _returning_ok():
     return is_postgres() or sqlite3.sqlite_version_info >= (3, 35)
 

@@ -103,3 +103,72 @@ def test_balance_limit_is_a_documented_422_not_an_overflow(http, customer):
     cash = next(a for a in http.get(f"/v1/ledger/customers/{customer}/balances").json()["accounts"]
                 if a["account_type"] == "cash")
     assert cash["sub_accounts"]["available"] == big
+
+
+def _is_int(rule, arg):
+    return type(rule._converters[arg]).__name__ in ("IntegerConverter", "Int64Converter")
+
+
+def _routes(app):
+    """Every (method, path) the app serves, path arguments filled with harmless values (int 1, else "x")."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        args = {a: 1 if _is_int(rule, a) else "x" for a in rule.arguments}
+        path = rule.build(args, append_unknown=False)[1]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, path, rule))
+    return out
+
+
+def _raw_head(server, method, path, extra_header=b""):
+    """One request with exact bytes on the wire (http.client refuses control characters in headers)."""
+    import socket
+    u = urlsplit(server)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n".encode()
+                  + extra_header + b"\r\n")
+        data = b""
+        while b"\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+def test_control_characters_in_query_path_and_headers_are_422_on_every_route(app, server, admin_token):
+    """Hardening #9 item 8 beyond bodies: on every route and method, a query parameter (name or value), a path
+    segment or a header holding NUL or another control character is a 422 ``validation-failed`` naming it, before
+    authentication or the database, as in a body — never a 500 (PostgreSQL refuses NUL), never accepted."""
+    import requests
+    routes = _routes(app)
+    assert len(routes) > 100
+    bad = []
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    for method, path, rule in routes:
+        for params in ({"q": "a\x00b"}, {"at\x01": "1"}, {"q": "line\nbreak"}):
+            r = requests.request(method, server + path, params=params, headers=auth, timeout=30, stream=True)
+            try:
+                if r.status_code != 422 or r.json().get("code") != "validation-failed":
+                    bad.append((method, path, params, r.status_code))
+            finally:
+                r.close()
+        for arg in [a for a in rule.arguments if not _is_int(rule, a)]:
+            seg = path.split("/")
+            for i, part in enumerate(rule.rule.split("/")):
+                if part == f"<{arg}>" or part.endswith(f":{arg}>"):
+                    seg[i] = "a%00b"
+            r = requests.request(method, server + "/".join(seg), headers=auth, timeout=30, stream=True)
+            try:
+                if r.status_code != 422:
+                    bad.append((method, "/".join(seg), "path", r.status_code))
+            finally:
+                r.close()
+        status = _raw_head(server, method, path, b"Idempotency-Key: a\x01b\r\n")
+        if status != 422:
+            bad.append((method, path, "header", status))
+    assert bad == []
+    r = requests.get(server + "/v1/tickets", params={"q": "a\x00b"}, headers=auth, timeout=30)
+    assert [e["pointer"] for e in r.json()["errors"]] == ["/query/q"], r.text

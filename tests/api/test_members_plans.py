@@ -130,3 +130,26 @@ def test_cancel_keeps_benefits_until_period_end_then_expires(app, http, db_conn,
     frozen_clock(dt.datetime(2026, 7, 1, tzinfo=UTC))
     assert http.get(f"/v1/members/{m}").json()["paid"]["active"] is False
     assert http.post(f"/v1/members/{m}/subscriptions/cancel").status_code == 404
+
+
+def test_plan_period_end_is_read_from_the_clock_without_the_job(app, http, db_conn, frozen_clock):
+    """Hardening #9 item 13: past the paid period's end a cancelled subscription reads expired and the member is no
+    longer paid — before any renew/expire job has run; the job then only records it."""
+    from app.models.membership import Subscription
+    m = uid("paid")
+    _recharge(m, 1500)
+    frozen_clock(dt.datetime(2026, 6, 1, tzinfo=UTC))
+    assert http.post(f"/v1/members/{m}/subscriptions", json={"plan": "yule_monthly"}, key=uid("k")).status_code == 201
+    assert http.post(f"/v1/members/{m}/subscriptions/cancel").status_code == 200
+    subs = lambda: http.get(f"/v1/members/{m}/subscriptions").json()["subscriptions"][0]  # noqa: E731
+    assert subs()["status"] == "cancelled" and http.get(f"/v1/members/{m}").json()["paid"]["active"] is True
+    end = Subscription.get(Subscription.member_ref == m).current_end
+    frozen_clock(end.replace(tzinfo=UTC) + dt.timedelta(seconds=1))  # no job runs
+    s1 = subs()
+    assert (s1["status"], s1["ended_at"], s1["renews_at"]) == ("expired", s1["current_period"]["end"], None)
+    view = http.get(f"/v1/members/{m}").json()["paid"]
+    assert view["active"] is False and view["subscription"] is None
+    assert Subscription.get(Subscription.member_ref == m).status == "cancelled"  # nothing materialised yet
+    assert http.post(f"/v1/members/{m}/subscriptions/cancel").status_code == 404
+    assert _renew(app, end.replace(tzinfo=UTC) + dt.timedelta(seconds=2))["expired"] == 1  # the job records it
+    assert subs()["status"] == "expired"

@@ -148,6 +148,25 @@ def test_rule2_lock_closes_on_take_and_opens_when_finished(app, api, floor):
     assert take(api, a)["user_id"] == u2
 
 
+def test_an_away_agent_keeps_its_user_and_is_offered_nobody_new(app, api, floor):
+    a = new_agent(app)
+    online(api, a)
+    u1, u2 = uid(), uid()
+    assert ask(api, u1).status_code == 201
+    c1 = take(api, a)
+    r = act(api, a, "POST", "/away")
+    assert r.status_code == 200 and r.json()["status"] == "away"
+    assert [c["user_id"] for c in r.json()["serving"]] == [u1]  # kept
+    c2 = ask(api, u2).json()["conversation"]
+    assert act(api, a, "POST", f"/conversations/{c1['id']}/close", {"category": "咨询"}).status_code == 200
+    assert me(api, a)["lock"] == "open"
+    r = act(api, a, "POST", "/take")
+    assert r.status_code == 409 and r.json()["code"] == "agent-away"
+    assert api.get(f"/v1/service/conversations/{c2['id']}").json()["state"] == "queued"
+    online(api, a)
+    assert take(api, a)["user_id"] == u2
+
+
 def test_rule2_auto_assignment_offers_only_agents_whose_lock_is_open(app, api, floor):
     a = new_agent(app)
     with service_policy(app, assignment="auto"):
@@ -299,6 +318,24 @@ def test_vip_goes_ahead_of_ordinary_users(app, api, floor):
     assert d[1]["rule"] == "pull" and d[1]["outcome"]["assigned_to"] == a
 
 
+def test_a_paid_member_goes_ahead_of_a_gold_level_and_an_ordinary_user(app, api, floor):
+    ordinary, gold, paid = uid("plain"), uid("gold"), uid("paid")
+    c1 = ask(api, ordinary).json()["conversation"]
+    c2 = ask(api, gold, user={"level": "金牌"}).json()["conversation"]
+    c3 = ask(api, paid, user={"paid": True}).json()["conversation"]
+    assert c3["priority_rule"] == "paid_member" and c3["priority"] > c2["priority"] > c1["priority"]
+    assert c3["queue"]["position"] == 1
+    assert api.get(f"/v1/service/conversations/{c1['id']}").json()["queue"]["position"] == 3
+    a = new_agent(app)
+    online(api, a)
+    served = []
+    for _ in range(3):
+        c = take(api, a)
+        served.append(c["user_id"])
+        assert act(api, a, "POST", f"/conversations/{c['id']}/close", {"category": "咨询"}).status_code == 200
+    assert served == [paid, gold, ordinary]
+
+
 def test_sse_delivers_in_order_and_resumes_from_last_event_id(app, api, server, floor):
     a, user, conv, token = _serving(app, api)
     for i in range(5):
@@ -339,6 +376,40 @@ def test_conversation_becomes_complaint_with_ticket_carrying_transcript(app, api
     assert r2.json()["id"] == comp["id"]  # one complaint, one ticket
     tr = api.get(comp["transcript_ref"]).json()
     assert tr["conversation"]["ticket_id"] == t.id and [e["kind"] for e in tr["events"]][-1] == "ticket"
+
+
+def test_conversation_linked_to_an_existing_ticket_of_the_same_user(app, api, server, floor, db_conn):
+    """An agent links the conversation to a ticket the user already has: no second ticket, the ticket now carries
+    the transcript reference (and the link is in its history); another user's ticket or an unknown one is refused."""
+    from app.models.tickets import Ticket
+    tickets_api = Http(server, make_token(["tickets:write", "tickets:read"], "service-link-tests"))
+    a, user, conv, token = _serving(app, api)
+    r = tickets_api.post("/v1/tickets", json={"category": "物流/配送", "title": "快递一直没到", "user_id": user},
+                         headers={"Idempotency-Key": f"link-{user}"})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    assert Ticket.get_by_id(tid).conversation_ref is None
+    other = tickets_api.post("/v1/tickets", json={"category": "物流/配送", "title": "别人的工单", "user_id": uid()},
+                             headers={"Idempotency-Key": f"link-other-{user}"}).json()["id"]
+    before = Ticket.select().count()
+    r = act(api, a, "POST", f"/conversations/{conv['id']}/ticket", {"category": "物流/配送", "ticket_id": other})
+    assert r.status_code == 409 and r.json()["type"].endswith("ticket-of-another-user"), r.text
+    r = act(api, a, "POST", f"/conversations/{conv['id']}/ticket", {"category": "物流/配送", "ticket_id": 10 ** 9})
+    assert r.status_code == 404, r.text
+    r = act(api, a, "POST", f"/conversations/{conv['id']}/ticket", {"category": "物流/配送", "ticket_id": tid})
+    assert r.status_code == 201, r.text
+    comp = r.json()
+    assert comp["ticket_id"] == tid and comp["user_id"] == user and comp["conversation_id"] == conv["id"]
+    assert Ticket.select().count() == before  # linked, not created
+    t = Ticket.get_by_id(tid)
+    assert t.conversation_ref == comp["transcript_ref"]
+    hist = tickets_api.get(f"/v1/tickets/{tid}/history").json()
+    assert any(e["kind"] == "conversation_linked" for e in hist["items"]), hist
+    view = api.get(f"/v1/service/conversations/{conv['id']}").json()
+    assert view["ticket_id"] == tid and view["complaint_id"] == comp["id"]
+    told = _user_told(server, conv, token, "ticket")
+    assert told["data"]["body"]["ticket_id"] == tid
+    assert api.get(f"/v1/service/complaints/{comp['id']}").json()["ticket_id"] == tid
 
 
 def test_calls_open_and_update_a_complaint(app, api, floor):
@@ -382,6 +453,23 @@ def test_agent_routes_need_a_staff_identity(api, floor):
 def test_readyz_reports_fanout(server):
     r = requests.get(server + "/readyz", timeout=30)
     assert r.status_code == 200 and r.json()["checks"]["service_fanout"] in ("local", "redis")
+
+
+def test_readyz_warns_when_several_processes_stream_without_redis(app, server, db_conn, monkeypatch):
+    """Several processes need Redis for live fan-out: /readyz says so when it sees another local-mode process."""
+    from app.models.service import ServiceNode
+    from app.services.service import live
+    monkeypatch.setitem(app.config, "REDIS_URL", None)
+    live.touch_node(force=True)
+    ServiceNode.delete().where(ServiceNode.node_id != live.NODE_ID).execute()
+    assert requests.get(server + "/readyz", timeout=30).json()["checks"]["service_fanout"] == "local"
+    other = f"other-process-{secrets.token_hex(3)}"
+    ServiceNode.insert(node_id=other, mode="local", seen_at=clock.now()).execute()
+    try:
+        fanout = requests.get(server + "/readyz", timeout=30).json()["checks"]["service_fanout"]
+        assert fanout.startswith("warning: 2 processes") and "PATRON_REDIS_URL" in fanout, fanout
+    finally:
+        ServiceNode.delete().where(ServiceNode.node_id == other).execute()
 
 
 def test_membership_service_benefit_sends_a_diamond_member_to_the_dedicated_queue(app, api, floor, db_conn):

@@ -35,7 +35,7 @@ def test_worker_sweep_times_out_agent_and_user_hears_it_over_redis(app, server, 
             read_sse(resp, lambda e: e["event"] == "assigned")
             time.sleep(2.5)  # the agent's heartbeats stop
             with app.app_context():
-                ref = jobs.enqueue("jobs.service.sweep", seconds=1)
+                ref = jobs.enqueue("jobs.service.sweep")
             env = dict(os.environ, PATRON_DATABASE_URL=database_url, PATRON_REDIS_URL=redis_url,
                        PYTHONPATH=str(ROOT), PATRON_LOG_LEVEL="WARNING")
             worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--burst", "--queues", jobs_queue],
@@ -55,8 +55,65 @@ def test_worker_sweep_times_out_agent_and_user_hears_it_over_redis(app, server, 
     clean_floor(app)
 
 
-def test_sweep_inline_runs_for_its_window(app, db_conn):
+def test_sweep_is_one_pass_that_never_waits(app, db_conn, monkeypatch):
+    """The sweep acts on what is due and returns: it never sleeps inside its run (it used to loop ~50 s)."""
     from jobs import service as service_jobs
-    started = time.monotonic()
-    out = service_jobs.sweep(seconds=0)
-    assert out["sweeps"] == 1 and time.monotonic() - started < 10
+
+    def no_sleep(seconds):
+        raise AssertionError(f"the sweep waited {seconds} s inside its run")
+    monkeypatch.setattr(time, "sleep", no_sleep)
+    out = service_jobs.sweep()
+    assert set(out) == {"agents", "users", "assigned"}
+
+
+@pytest.mark.parametrize("sweep_first", [True, False])
+def test_in_process_ticker_runs_other_jobs_every_minute_with_the_sweep_scheduled(app, db_conn, monkeypatch, sweep_first):
+    """The embedded default's ticker thread, over six simulated minutes: every minute's tick runs the sweep AND the
+    other every-minute jobs. Time is simulated: the loop's wait and any sleep inside a job advance the clock by what
+    they would have waited, so a job that holds the ticker for most of a minute makes it miss the next minute."""
+    import datetime as dt
+    import uuid
+
+    import jobs
+    from jobs import runner
+    from app.models.jobs import JobRun
+    from app.platform import clock
+    assert ("jobs.service.sweep", "* * * * *") in jobs.periodic_jobs()
+    other = ("tests.jobs.test_jobs.tick_fake", "* * * * *")
+    periodic = [("jobs.service.sweep", "* * * * *"), other] if sweep_first else [other, ("jobs.service.sweep", "* * * * *")]
+    base = (dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+            + dt.timedelta(minutes=10 + uuid.uuid4().int % 10 ** 5))
+    now = [base + dt.timedelta(seconds=1)]
+
+    def advance(seconds):
+        now[0] += dt.timedelta(seconds=seconds)
+        clock.set_now(now[0].replace(tzinfo=None))
+
+    minutes = 6
+
+    class SimulatedStop:  # the ticker loop's wait until the next minute, in simulated time
+        waits = 0
+
+        def is_set(self):
+            return self.waits >= minutes
+
+        def wait(self, seconds):
+            self.waits += 1
+            advance(seconds)
+
+        def set(self):
+            self.waits = minutes
+
+    clock.set_now(now[0].replace(tzinfo=None))
+    monkeypatch.setattr(time, "sleep", advance)
+    try:
+        ticker = runner.Ticker(app, periodic=periodic, clock=lambda: now[0], grace=2)
+        ticker._stop = SimulatedStop()
+        ticker._loop()
+    finally:
+        clock.set_now(None)
+    for m in range(minutes):
+        key = runner.tick_key(base + dt.timedelta(minutes=m))
+        for path, _ in periodic:
+            row = JobRun.get_or_none((JobRun.job == path) & (JobRun.run_key == key))
+            assert row is not None and row.status == "succeeded", (path, key, row and row.status)

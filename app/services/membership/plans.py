@@ -41,15 +41,32 @@ def _period_end(cfg, plan, start):
     return mp.to_utc(mp.add_months(mp.local(cfg, start), int(plan["period_months"])))
 
 
-def subscription_dict(sub):
+def status_at(sub, at=None):
+    """(status, ended_at) of a subscription now, from the clock: a live one whose paid period is over reads as
+    ``expired`` (no renewal wanted) or ``lapsed`` (every renewal attempt failed) at once — the job only records
+    it. An auto-renewing one whose renewal is still to be tried stays ``active`` (the renewal starts at the
+    period end); the member is not paid meanwhile, since no paid period is in force (``active_plan``)."""
+    at = at or clock.now()
+    if sub.status in LIVE and sub.current_end <= at:
+        if sub.status == "active" and sub.auto_renew:
+            if sub.renew_attempts < int(mp.current().renewal.get("max_attempts", 2)):
+                return sub.status, sub.ended_at
+            return "lapsed", sub.current_end
+        return "expired", sub.current_end
+    return sub.status, sub.ended_at
+
+
+def subscription_dict(sub, at=None):
     if sub is None:
         return None
-    return {"subscription_id": sub.id, "member_id": sub.member_ref, "plan": sub.plan, "status": sub.status,
+    status, ended_at = status_at(sub, at)
+    return {"subscription_id": sub.id, "member_id": sub.member_ref, "plan": sub.plan, "status": status,
             "auto_renew": sub.auto_renew, "current_period": {"start": timefmt.iso(sub.current_start),
                                                              "end": timefmt.iso(sub.current_end)},
-            "renews_at": timefmt.iso(sub.current_end) if sub.status == "active" and sub.auto_renew else None,
-            "renew_attempts": sub.renew_attempts, "next_attempt_at": timefmt.iso(sub.next_attempt_at),
-            "last_failure": sub.last_failure, "ended_at": timefmt.iso(sub.ended_at),
+            "renews_at": timefmt.iso(sub.current_end) if status == "active" and sub.auto_renew else None,
+            "renew_attempts": sub.renew_attempts,
+            "next_attempt_at": timefmt.iso(sub.next_attempt_at) if status in LIVE else None,
+            "last_failure": sub.last_failure, "ended_at": timefmt.iso(ended_at),
             "policy_version": sub.policy_version}
 
 

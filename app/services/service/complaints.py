@@ -80,6 +80,8 @@ def _open(principal, user_id, source, category, title, body, channel, created_by
         existing = ServiceComplaint.get_or_none(ServiceComplaint.ticket_id == ticket_id)
         if existing is not None:
             return existing
+        if conversation_id:
+            tickets_port.link_conversation(ticket_id, transcript_ref(conversation_id), created_by)
     return ServiceComplaint.create(user_id=user_id, source=source, category=category, summary=body[:5000],
                                    conversation_id=conversation_id, ticket_id=ticket_id, policy_version=version,
                                    rule=rule, created_by=created_by, created_at=now, updated_at=now)

@@ -326,37 +326,43 @@ def request_service(body):
 
 # --- assignment (rule 2) -------------------------------------------------------------------------
 
-def _head(cfg, groups, now):
-    """The first user of the queue in ``groups``: highest priority, then longest waiting (skipping rows another
-    transaction is taking right now on PostgreSQL; SQLite has one writer)."""
-    marks = ", ".join("?" * len(groups))
-    return (fastsql.rows(ServiceConversation,
-                         'SELECT * FROM "service_conversation" WHERE "state" = \'queued\' AND "group" IN (' + marks + ')'
-                         ' AND "user_seen_at" >= ? AND ("user_left_at" IS NULL OR "user_left_at" >= ?)'
-                         ' ORDER BY "priority" DESC, "queued_at", "id" LIMIT 1' + _lock_sql(skip=True),
-                         (*groups, now - cfg.user_timeout, now - cfg.grace)) or [None])[0]
+_HEAD = ('SELECT "id" FROM "service_conversation" WHERE "state" = \'queued\' AND "group" IN ({marks})'
+         ' AND "user_seen_at" >= ? AND ("user_left_at" IS NULL OR "user_left_at" >= ?)'
+         ' ORDER BY "priority" DESC, "queued_at", "id" LIMIT 1')
 
 
-def _assign(cfg, conv, agent, now, how):
-    """Give ``conv`` to ``agent`` (both locked): the agent's lock closes when it reaches capacity."""
-    n = fastsql.execute('UPDATE "service_agent" SET "serving" = "serving" + 1, "last_assigned_at" = ?, "updated_at" = ?'
-                        ' WHERE "id" = ? AND "serving" < "capacity"', (now, now, agent.id)).rowcount
-    if n != 1:  # never one agent locked twice: the guard is in the UPDATE itself
-        raise Problem(409, "agent-locked", "Agent busy", f"agent {agent.staff_no} is at capacity")
-    n = fastsql.execute('UPDATE "service_conversation" SET "state" = \'serving\', "agent" = ?, "assigned_at" = ?'
-                        ' WHERE "id" = ? AND "state" = \'queued\'', (agent.staff_no, now, conv.id)).rowcount
-    if n != 1:  # never two agents for one user
-        raise Problem(409, "not-queued", "Not queued", f"conversation {conv.id} is no longer queued")
+def _claim_head(cfg, groups, staff_no, now):
+    """Give the first user of the queue in ``groups`` (highest priority, then longest waiting) to ``staff_no``, in
+    one statement: the head is locked with ``SKIP LOCKED`` on PostgreSQL (a row another transaction is taking is
+    passed over; SQLite has one writer) and the UPDATE re-checks it is still queued — never two agents for one
+    user. The conversation's event counter moves on by one for the ``assigned`` event.
+
+    Returns:
+        the conversation (as it is now), or None when nobody is waiting.
+    """
+    head = _HEAD.format(marks=", ".join("?" * len(groups))) + _lock_sql(skip=True)
+    found = fastsql.rows(ServiceConversation,
+                         'UPDATE "service_conversation" SET "state" = \'serving\', "agent" = ?, "assigned_at" = ?,'
+                         ' "last_seq" = "last_seq" + 1 WHERE "id" = (' + head + ') AND "state" = \'queued\''
+                         ' RETURNING *', (staff_no, now, *groups, now - cfg.user_timeout, now - cfg.grace))
+    return found[0] if found else None
+
+
+def _log_assignment(cfg, conv, agent, serving_before, now, how):
+    """The decision and the user's ``assigned`` event of an assignment just made (one round trip on PostgreSQL)."""
+    from app.policy import decisions as dlog
+    from app.models.policy import Decision
     waited = int((now - conv.queued_at).total_seconds())
-    _decide(how, f"service:conversation:{conv.id}",
-            {"group": conv.group, "priority": conv.priority, "agent_serving": agent.serving,
-             "agent_capacity": agent.capacity, "waited_seconds": waited},
-            {"assigned_to": agent.staff_no, "group": conv.group}, cfg.version)
-    conv.agent, conv.state, conv.assigned_at = agent.staff_no, "serving", now
+    decision = dlog.row("service", cfg.version, how, f"service:conversation:{conv.id}",
+                        {"group": conv.group, "priority": conv.priority, "agent_serving": serving_before,
+                         "agent_capacity": agent.capacity, "waited_seconds": waited},
+                        {"assigned_to": agent.staff_no, "group": conv.group})
     name = _staff_name(agent.staff_no)
-    return [live.append(conv, "assigned", "system", {"text": f"客服 {name} 为您服务", "agent": agent.staff_no,
-                                                     "agent_name": name, "how": how, "waited_seconds": waited},
-                        staff_no=agent.staff_no, now=now)]
+    body = {"text": f"客服 {name} 为您服务", "agent": agent.staff_no, "agent_name": name, "how": how,
+            "waited_seconds": waited}
+    event_id = live.insert_with(conv, "assigned", "system", body, staff_no=agent.staff_no, now=now,
+                                also=(Decision, decision))
+    return [live.event_of(conv, event_id, conv.last_seq, "assigned", "system", body, "all", agent.staff_no, now)]
 
 
 def _stale(cfg, agent, now):
@@ -364,8 +370,16 @@ def _stale(cfg, agent, now):
     return agent.status == "offline" or (deadline is not None and deadline <= now)
 
 
+class _NobodyWaiting(Exception):
+    """Rolls back a take's agent update when the queue turned out empty."""
+
+
 def take(staff_no):
     """An agent takes the next user of its groups (pull): the highest priority, then the longest waiting.
+
+    The hot path is four statements: the agent's UPDATE (its guards — online, fresh heartbeat, lock open —
+    in the WHERE, the row locked first), the head's UPDATE (SKIP LOCKED), one INSERT of the decision and
+    the event, COMMIT. Only a refusal reads the agent again to say why.
 
     Returns:
         the conversation dict, or None when nobody is waiting.
@@ -378,22 +392,30 @@ def take(staff_no):
     @transactional()
     def attempt():
         now = clock.now()
-        agent = _agent_row(staff_no)
-        if agent is None or agent.status == "offline":
-            raise Problem(409, "agent-offline", "Agent offline", "go online first")
-        if _stale(cfg, agent, now):
-            return "stale", None
-        if agent.status != "online":
-            raise Problem(409, "agent-away", "Agent away", "an agent who is away is offered nobody")
-        if agent.serving >= agent.capacity:
+        found = fastsql.rows(ServiceAgent,
+                             'UPDATE "service_agent" SET "serving" = "serving" + 1, "last_assigned_at" = ?,'
+                             ' "updated_at" = ? WHERE "staff_no" = ? AND ' + _FREE + ' RETURNING *',
+                             (now, now, staff_no, now - cfg.agent_timeout, now - cfg.grace))
+        if not found:  # refused: say why (nothing was changed)
+            agent = _agent_row(staff_no)
+            if agent is None or agent.status == "offline":
+                raise Problem(409, "agent-offline", "Agent offline", "go online first")
+            if _stale(cfg, agent, now):
+                return "stale", None
+            if agent.status != "online":
+                raise Problem(409, "agent-away", "Agent away", "an agent who is away is offered nobody")
             return "locked", agent
-        conv = _head(cfg, agent.groups.split(), now)
+        agent = found[0]
+        conv = _claim_head(cfg, agent.groups.split(), staff_no, now)
         if conv is None:
-            return None, []
-        return conv, _assign(cfg, conv, agent, now, "pull")
+            raise _NobodyWaiting()
+        return conv, _log_assignment(cfg, conv, agent, agent.serving - 1, now, "pull")
 
     for retry in (True, False):
-        conv, evs = attempt()
+        try:
+            conv, evs = attempt()
+        except _NobodyWaiting:
+            return None
         if conv == "stale":
             agent_gone(staff_no, "agent-timeout")
             raise Problem(409, "agent-offline", "Agent offline",
@@ -406,7 +428,7 @@ def take(staff_no):
                           f"finish your current user first ({evs.serving}/{evs.capacity} served)")
         break
     live.publish(evs)
-    return conversation_dict(conv, cfg) if conv else None
+    return conversation_dict(conv, cfg)
 
 
 _FREE = ('"status" = \'online\' AND "serving" < "capacity" AND "heartbeat_at" >= ?'
@@ -422,10 +444,15 @@ def _offer(cfg, agent_id):
                              + _lock_sql(skip=True), (agent_id, now - cfg.agent_timeout, now - cfg.grace))
         if not found:
             return []
-        conv = _head(cfg, found[0].groups.split(), now)
+        agent = found[0]
+        conv = _claim_head(cfg, agent.groups.split(), agent.staff_no, now)
         if conv is None:
             return []
-        return _assign(cfg, conv, found[0], now, "auto")
+        n = fastsql.execute('UPDATE "service_agent" SET "serving" = "serving" + 1, "last_assigned_at" = ?,'
+                            ' "updated_at" = ? WHERE "id" = ? AND "serving" < "capacity"', (now, now, agent.id)).rowcount
+        if n != 1:  # never one agent locked twice: the guard is in the UPDATE itself (the row is ours)
+            raise Problem(409, "agent-locked", "Agent busy", f"agent {agent.staff_no} is at capacity")
+        return _log_assignment(cfg, conv, agent, agent.serving, now, "auto")
     evs = attempt()
     live.publish(evs)
     return bool(evs)
@@ -718,7 +745,7 @@ def expire(staff_no=None, conversation_id=None):
         & ((ServiceAgent.heartbeat_at < now - cfg.agent_timeout)
            | (ServiceAgent.left_at.is_null(False) & (ServiceAgent.left_at < now - cfg.grace))))
     cq = ServiceConversation.select(ServiceConversation.id).where(
-        ServiceConversation.state.in_(OPEN)
+        (ServiceConversation.state != "closed")  # the open states, as the partial due-time indexes read them
         & ((ServiceConversation.user_seen_at < now - cfg.user_timeout)
            | (ServiceConversation.user_left_at.is_null(False) & (ServiceConversation.user_left_at < now - cfg.grace))))
     if staff_no is not None or conversation_id is not None:

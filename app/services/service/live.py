@@ -51,8 +51,24 @@ def append(conv, kind, sender, body, audience="all", staff_no=None, now=None):
     row = {"conversation": conv.id, "seq": conv.last_seq, "kind": kind, "sender": sender, "audience": audience,
            "staff_no": staff_no if staff_no is not None else conv.agent, "body": _dumps(body), "created_at": now}
     event_id = fastsql.insert_one(ServiceEvent, row)
-    return {"id": event_id, "conversation_id": conv.id, "seq": conv.last_seq, "kind": kind, "sender": sender,
-            "audience": audience, "staff_no": row["staff_no"], "body": json.loads(row["body"]), "at": now.isoformat() + "Z"}
+    return event_of(conv, event_id, conv.last_seq, kind, sender, body, audience, row["staff_no"], now)
+
+
+def insert_with(conv, kind, sender, body, staff_no, now, also, audience="all"):
+    """Write the event numbered ``conv.last_seq`` (the caller already moved the counter, e.g. in the UPDATE that
+    changed the conversation) together with ``also`` = (model, row), the decision explaining it, in one round
+    trip; returns the event id."""
+    from app.models.service import ServiceEvent
+    from app.platform import sql as fastsql
+    row = {"conversation": conv.id, "seq": conv.last_seq, "kind": kind, "sender": sender, "audience": audience,
+           "staff_no": staff_no, "body": _dumps(body), "created_at": now}
+    return fastsql.insert_one_with(ServiceEvent, row, also[0], also[1])
+
+
+def event_of(conv, event_id, seq, kind, sender, body, audience, staff_no, now):
+    """An event as the JSON clients see, from what was written (no read back)."""
+    return {"id": event_id, "conversation_id": conv.id, "seq": seq, "kind": kind, "sender": sender,
+            "audience": audience, "staff_no": staff_no, "body": json.loads(_dumps(body)), "at": now.isoformat() + "Z"}
 
 
 # --- fan-out -------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The service context's only door to tickets: open a ticket, check whose it is, add an internal note, and the
-workflow actions the service context provides (a compensation paid or refused by its approval ticket)."""
+"""The service context's only door to tickets: open a ticket, check whose it is, link a conversation, add an internal
+note, and the workflow actions the service context provides (a compensation paid or refused by its approval ticket)."""
 from app.services import tickets
 from app.services.tickets import sla as tickets_sla
 
@@ -13,6 +13,11 @@ def open_ticket(principal, body):
 def ticket_user(ticket_id):
     """The user a ticket belongs to (404 when there is no such ticket)."""
     return tickets.get_ticket(ticket_id).user_id
+
+
+def link_conversation(ticket_id, conversation_ref, actor):
+    """An existing ticket carries a conversation's transcript reference (kept if it carries one already)."""
+    tickets.link_conversation(ticket_id, conversation_ref, actor)
 
 
 def note(principal, ticket_id, text):

@@ -77,6 +77,8 @@ def list_tickets(filters, cursor=None, limit=50):
     for name, value in filters.items():
         if name == "open":
             q = q.where(Ticket.terminal == (value not in ("true", "1", True)))
+        elif name == "sla" and value is not None:
+            q = q.where(tickets_sla.state_expr() == value)  # from the clock, as each ticket reads it
         elif value is not None:
             q = q.where(LIST_FILTERS[name] == value)
     if cursor is not None:
@@ -181,6 +183,19 @@ def _event(t, actor, kind, field=None, before=None, after=None, detail=None, ver
         pending.events.append(row)
         return None
     return TicketEvent.create(**row)
+
+
+def link_conversation(ticket_id, conversation_ref, actor):
+    """An existing ticket takes on a conversation (service desk): it carries the transcript reference from now on.
+
+    A ticket that already carries another conversation keeps it; the link is in its history either way.
+    """
+    t = get_ticket(ticket_id)
+    before = t.conversation_ref
+    if before is None:
+        Ticket.update(conversation_ref=conversation_ref, updated_at=clock.now()).where(
+            (Ticket.id == t.id) & Ticket.conversation_ref.is_null()).execute()
+    _event(t, actor, "conversation_linked", "conversation_ref", before, conversation_ref)
 
 
 def _ticket_payload(t, cfg):

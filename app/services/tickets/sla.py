@@ -135,8 +135,38 @@ def stopped(t):
 
 
 def state_of(t, now=None):
-    """``ok`` | ``warning`` | ``breached`` as the watcher last recorded it."""
-    return t.sla_state
+    """``ok`` | ``warning`` | ``breached`` now, from the clock (the watcher only records and escalates it).
+
+    A running clock (not paused, ticket not terminal) past its warning or due instant is ``warning`` or
+    ``breached`` at once, whether or not the watcher has run since; a recorded state never goes back.
+    """
+    now = now or clock.now()
+    stored = t.sla_state or "ok"
+    if stored == "breached" or t.sla_paused_at is not None or t.terminal:
+        return stored
+    running = []
+    if t.response_metric:
+        running.append((t.response_warn_at, t.response_due_at))
+    if t.resolved_at is None:
+        running.append((t.resolution_warn_at, t.resolution_due_at))
+    if any(due is not None and due <= now for _, due in running):
+        return "breached"
+    if stored == "warning" or any(warn is not None and warn <= now for warn, _ in running):
+        return "warning"
+    return stored
+
+
+def state_expr(now=None):
+    """``state_of`` as an SQL expression (list filters and counts agree with what a ticket reads)."""
+    now = now or clock.now()
+    live = Ticket.sla_paused_at.is_null() & (Ticket.terminal == False)  # noqa: E712
+    resp = Ticket.response_metric.is_null(False)
+    res = Ticket.resolved_at.is_null()
+    breached = (Ticket.sla_state == "breached") | (live & (
+        (resp & (Ticket.response_due_at <= now)) | (res & (Ticket.resolution_due_at <= now))))
+    warning = (Ticket.sla_state == "warning") | (live & (
+        (resp & (Ticket.response_warn_at <= now)) | (res & (Ticket.resolution_warn_at <= now))))
+    return pw.Case(None, [(breached, "breached"), (warning, "warning")], "ok")
 
 
 def risk_counts(ticket_ids, now=None):
@@ -286,7 +316,7 @@ def _assign_escalations(cfg, role, breached, now):
 def describe(t):
     """The SLA part of a ticket's JSON."""
     return {
-        "calendar": t.sla_calendar, "state": t.sla_state, "paused": t.sla_paused_at is not None,
+        "calendar": t.sla_calendar, "state": state_of(t), "paused": t.sla_paused_at is not None,
         "escalation_level": t.escalation_level,
         "response": {"metric": t.response_metric, "warn_at": iso(t.response_warn_at),
                      "due_at": iso(t.response_due_at), "breached": t.response_breached},

@@ -9,6 +9,7 @@ from app.platform import clock
 from app.platform.timefmt import iso
 
 from app.models.tickets import Ticket
+from app.services.tickets import sla as tickets_sla
 
 AGE_BUCKETS = (("lt_1h", 3600), ("1h_4h", 4 * 3600), ("4h_24h", 86400), ("1d_3d", 3 * 86400),
                ("3d_7d", 7 * 86400), ("ge_7d", None))
@@ -98,8 +99,8 @@ def stats(start=None, end=None, now=None):
         out["sla"][f"by_{dim}"] = compliance(DIMENSIONS[dim])
     overall = compliance().get(None) or {}
     out["sla"]["overall"] = overall
-    out["sla"]["breached_open"] = Ticket.select().where(open_ & (Ticket.sla_state == "breached")).count()
-    out["sla"]["warning_open"] = Ticket.select().where(open_ & (Ticket.sla_state == "warning")).count()
+    out["sla"]["breached_open"] = Ticket.select().where(open_ & (tickets_sla.state_expr() == "breached")).count()
+    out["sla"]["warning_open"] = Ticket.select().where(open_ & (tickets_sla.state_expr() == "warning")).count()
     out["times"] = {k: overall.get(k) for k in ("first_response_avg_secs", "resolution_avg_secs",
                                                   "resolution_avg_business_secs")}
     return out
