@@ -4,12 +4,12 @@ from app.models.staff import Staff
 from app.services.tickets import routing as tickets_routing, staff
 from app.services.tickets.operations import (LIST_FILTERS, add_attachment, allowed_transitions, approvals, approve,
                                              assign, attachments, comment, comments, create, facts_of, get,
-                                             get_ticket, history, list_tickets, notices, serialize, transition,
-                                             user_view, workflows)
+                                             get_ticket, history, list_tickets, new_ticket, notices, route, serialize,
+                                             transition, user_view, workflows)
 
 __all__ = ["LIST_FILTERS", "add_attachment", "allowed_transitions", "approvals", "approve", "assign", "attachments",
-           "comment", "comments", "create", "facts_of", "get", "get_ticket", "history", "list_tickets", "notices",
-           "register", "seed_demo", "serialize", "transition", "user_view", "workflows"]
+           "comment", "comments", "create", "facts_of", "get", "get_ticket", "history", "list_tickets", "new_ticket",
+           "notices", "register", "route", "seed_demo", "serialize", "transition", "user_view", "workflows"]
 
 
 def seed_demo():
