@@ -12,15 +12,11 @@ from app.services.membership import late
 from app.services.membership import plans
 from app.services.membership import points
 from app.services.membership import policy as mp
-from app.services.membership.state import LIVE
+from app.services.membership.state import LIVE, canonical  # noqa: F401  (canonical: the stored body)
 from app.platform import sql as fastsql
 from app.platform import timefmt
 
 MAX_BATCH = 500
-
-
-def canonical(event):
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _digest(event):
@@ -96,18 +92,17 @@ def apply(cfg, event, digest, actor, at, member, late_booking=None, st=LIVE):
               "level": {"level": member.level, "changed": change is not None, "change": change}}
     if late_booking:
         result["late"] = late_booking
-    st.store_event(dict(event_id=event["event_id"], member_ref=member_ref, type=event["type"],
-                        occurred_at=at, amount_fen=event.get("amount_fen"),
-                        order_ref=event.get("order_ref"), channel=event.get("channel"),
-                        body=canonical(event), digest=digest, paid_at_event=plan is not None,
-                        policy_version=cfg.version,
-                        result=json.dumps(result, ensure_ascii=False, separators=(",", ":"))))
+    st.store_event(event, digest, at, plan is not None, cfg.version, result)
     return result
 
 
-def process(cfg, event, actor, st):
-    """One member event against a simulation's state (no transaction): the live ``_process`` unchanged."""
-    return _process(cfg, event, _digest(event), actor, st)
+def process(cfg, event, actor, st, digest=None):
+    """One member event against a simulation's state (no transaction): the live ``_process`` unchanged.
+
+    ``digest``: the body's fingerprint when the caller has one (the simulation hashes the canonical line it
+    read), else the idempotency digest.
+    """
+    return _process(cfg, event, digest or _digest(event), actor, st)
 
 
 def ingest(event, actor, cfg=None):

@@ -31,8 +31,6 @@ def after_payment(cfg, member, event, result, at, actor, st=LIVE):
     of growth, points and cashback (a refund of 0 fen: the earlier refunds are already stored). The stored
     result of the payment event is updated so a replay answers the same.
     """
-    import json
-
     from app.services.membership import benefits, growth, plans, points
     if event["type"] != "order_paid" or not event.get("order_ref"):
         return result
@@ -55,5 +53,5 @@ def after_payment(cfg, member, event, result, at, actor, st=LIVE):
         "rule": RULE_REFUND_FIRST, "refunded_fen": refunded, "growth": g, "points": p, "cashback": c})
     result["level"] = {"level": member.level, "changed": result["level"]["changed"] or change is not None,
                        "change": change or result["level"]["change"]}
-    st.update_event_result(event["event_id"], json.dumps(result, ensure_ascii=False, separators=(",", ":")))
+    st.update_event_result(event["event_id"], result)
     return result

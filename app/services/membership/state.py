@@ -6,6 +6,7 @@ written once, against the methods of a *state*; it never runs SQL itself. ``LIVE
 (``app.services.simulation.memory.MemoryState``) to the very same functions. A method here says what the
 decisions need, not how the tables look: add one to both states, never a shortcut in a decision.
 """
+import json
 from types import SimpleNamespace
 
 import peewee as pw
@@ -20,6 +21,15 @@ from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
 
 LIVE_SUBSCRIPTION = ("active", "cancelled")
+
+
+def _json(value, sort_keys=False):
+    return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical(event):
+    """An event body as stored: compact JSON, keys sorted."""
+    return _json(event, sort_keys=True)
 
 
 class Counter:
@@ -120,11 +130,16 @@ class LiveState:
         row = fastsql.select_one(MemberEvent, ("event_id", "digest", "result"), {"event_id": event_id})
         return None if row is None else SimpleNamespace(event_id=row[0], digest=row[1], result=row[2])
 
-    def store_event(self, values):
-        fastsql.insert_later(MemberEvent, values)
+    def store_event(self, event, digest, at, paid, version, result):
+        """The event verbatim (simulation input, replays by event id) with the result it got."""
+        fastsql.insert_later(MemberEvent, dict(
+            event_id=event["event_id"], member_ref=event["member_id"], type=event["type"], occurred_at=at,
+            amount_fen=event.get("amount_fen"), order_ref=event.get("order_ref"), channel=event.get("channel"),
+            body=canonical(event), digest=digest, paid_at_event=paid, policy_version=version,
+            result=_json(result)))
 
-    def update_event_result(self, event_id, result_json):
-        MemberEvent.update(result=result_json).where(MemberEvent.event_id == event_id).execute()
+    def update_event_result(self, event_id, result):
+        MemberEvent.update(result=_json(result)).where(MemberEvent.event_id == event_id).execute()
 
     def order_totals(self, order_ref, member_ref):
         """(paid_fen, refunded_fen) of an order from the stored events of the member."""

@@ -132,16 +132,15 @@ class MemoryState:
             return None
         return SimpleNamespace(event_id=event_id, digest=digest, result='{"replayed": true}')
 
-    def store_event(self, values):
-        self.events[values["event_id"]] = values["digest"]
-        order_ref = values.get("order_ref")
-        if order_ref and values["amount_fen"] is not None:
-            typ = values["type"]
-            if typ in ("order_paid", "order_refunded"):
-                slot = self.orders.setdefault((values["member_ref"], order_ref), [0, 0])
-                slot[0 if typ == "order_paid" else 1] += int(values["amount_fen"])
+    def store_event(self, event, digest, at, paid, version, result):
+        self.events[event["event_id"]] = digest
+        order_ref = event.get("order_ref")
+        typ = event["type"]
+        if order_ref and event.get("amount_fen") is not None and typ in ("order_paid", "order_refunded"):
+            slot = self.orders.setdefault((event["member_id"], order_ref), [0, 0])
+            slot[0 if typ == "order_paid" else 1] += int(event["amount_fen"])
 
-    def update_event_result(self, event_id, result_json):
+    def update_event_result(self, event_id, result):
         pass
 
     def order_totals(self, order_ref, member_ref):

@@ -1,5 +1,6 @@
 """One replay: one policy set over one partition of members, member state in memory, the membership context's decision functions run at the simulated clock, periodic work at its dates."""
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -44,7 +45,10 @@ class Replay:
         from app.migrations import upgrade
         self.tmp = tempfile.mkdtemp(prefix="patron-sim-", dir=self.workdir)
         url = "sqlite:///" + os.path.join(self.tmp, "replay.db")
-        self.app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING", "TICKER": False})
+        # The reference evaluator: in-process per-event evaluation is cheaper there than through durable_rules
+        # (both engines give the same answers; see app/engine).
+        self.app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING", "TICKER": False,
+                               "RULES_ENGINE": "reference"})
         self.ctx = self.app.app_context()
         self.ctx.push()
         upgrade()
@@ -181,7 +185,7 @@ class Replay:
                 self._ticket(body, at, in_window)
             else:
                 discount = self._discount(body, at) if in_window and typ == "order_paid" else None
-                result = events.process(cfg, body, ACTOR, st)
+                result = events.process(cfg, body, ACTOR, st, rec.get("_digest"))
                 if in_window and not result.get("replayed"):
                     self.acc.event(result, discount)
         except Problem as exc:
@@ -433,11 +437,16 @@ class Accumulator:
 
 
 def read_partition(path):
-    """The records of a partition file written by the planner (one JSON object a line, ``_at`` ISO)."""
+    """The records of a partition file written by the planner (one JSON object a line, ``_at`` ISO).
+
+    ``_digest``: a fingerprint of the record's body (its canonical text after ``_at`` and ``_seq``), what
+    idempotency by event id compares when an event id comes again.
+    """
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             rec = json.loads(line)
             rec["_at"] = dt.datetime.fromisoformat(rec["_at"])
+            rec["_digest"] = hashlib.blake2b(line.split(",", 2)[2].encode(), digest_size=16).hexdigest()
             yield rec
 
 
