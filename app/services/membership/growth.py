@@ -50,9 +50,7 @@ def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max", st=
     Each cut names the cap, its window, its limit, what was already used and how much it removed.
     """
     cuts, touched = [], []
-    for cap in caps:
-        if not _cap_matches(cap, event):
-            continue
+    for cap in cfg.matching_caps(prefix, caps, event, _cap_matches):
         window = mp.window_key(cfg, at, cap.get("window", "day"))
         row = st.counter(scope, f"{prefix}:{cap['name']}", window)
         limit = int(cap[max_field])

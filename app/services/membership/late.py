@@ -31,12 +31,12 @@ def after_payment(cfg, member, event, result, at, actor, st=LIVE):
     of growth, points and cashback (a refund of 0 fen: the earlier refunds are already stored). The stored
     result of the payment event is updated so a replay answers the same.
     """
-    from app.services.membership import benefits, growth, plans, points
     if event["type"] != "order_paid" or not event.get("order_ref"):
         return result
     paid, refunded = st.order_totals(event["order_ref"], member.member_ref)
     if refunded <= 0:
         return result
+    from app.services.membership import benefits, growth, plans, points
     synthetic = {"event_id": f"{event['event_id']}:refund-before-payment", "type": "order_refunded",
                  "member_id": member.member_ref, "order_ref": event["order_ref"], "amount_fen": 0}
     plan = plans.active_plan(cfg, member.member_ref, at, st)

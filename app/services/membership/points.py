@@ -132,7 +132,7 @@ def _earn(cfg, member, event, facts, at, plan, actor, st):
             if cuts:
                 reason += "; capped by " + ", ".join(f"{c['cap']} (-{c['cut']})" for c in cuts)
             st.points_award(dict(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
-                                          cut=amount - granted, cuts=json.dumps(cuts), event_id=event["event_id"],
+                                          cut=amount - granted, cuts=cuts, event_id=event["event_id"],
                                           order_ref=event.get("order_ref"), rule=match.rule, policy_version=version,
                                           reason=reason, expires_at=expires_at, journal=journal, at=at))
             st.decision(cfg.points_ruleset, version, match.rule, f"member:{member.member_ref}",
@@ -165,7 +165,7 @@ def _clawback(cfg, member, event, at, actor, st=LIVE):
     if cuts:
         reason += f"; only {take} available"
     st.points_award(dict(member_ref=member.member_ref, entry_key=key, kind="clawback", points=-take,
-                         cut=due - take, cuts=json.dumps(cuts), event_id=event["event_id"], order_ref=order_ref,
+                         cut=due - take, cuts=cuts, event_id=event["event_id"], order_ref=order_ref,
                          rule="points.refund_clawback", policy_version=cfg.version, reason=reason,
                          journal=journal, at=at), later=False)
     st.decision("points", cfg.version, "refund_clawback", f"member:{member.member_ref}",

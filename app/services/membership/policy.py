@@ -45,6 +45,24 @@ class Config:
         self.catalogue = {b["name"]: b for b in self.benefits.get("catalogue") or []}
         self.by_level = self.benefits.get("levels") or {}
         self.by_plan = self.benefits.get("plans") or {}
+        self._caps = {}
+        self._last_day = (None, None)
+
+    def matching_caps(self, prefix, caps, event, matches):
+        """The caps of ``caps`` (a list of this Config) that apply to an event's type and channel, worked out
+        once per (prefix, type, channel) with ``matches``: caps read nothing else of the event."""
+        key = (prefix, event["type"], event.get("channel"))
+        got = self._caps.get(key)
+        if got is None:
+            got = self._caps[key] = [cap for cap in caps if matches(cap, event)]
+        return got
+
+    def local_date(self, instant):
+        """The policy-zone calendar date of a naive UTC instant (the last answer is kept: an event asks often)."""
+        last = self._last_day
+        if last[0] != instant:
+            last = self._last_day = (instant, local(self, instant).date())
+        return last[1]
 
     def level_for(self, growth):
         """(level name, index) of the highest level whose threshold ``growth`` reaches."""
@@ -91,7 +109,7 @@ def to_utc(aware):
 
 def window_key(cfg, instant, window):
     """The cap window an instant falls in, in the policy time zone: day, week (ISO) or month."""
-    d = local(cfg, instant).date()
+    d = cfg.local_date(instant)
     if window == "day":
         return d.isoformat()
     if window == "week":

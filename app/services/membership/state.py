@@ -178,6 +178,8 @@ class LiveState:
     # ---- points -------------------------------------------------------------------------------
 
     def points_award(self, values, later=True):
+        if "cuts" in values:
+            values = dict(values, cuts=json.dumps(values["cuts"]))
         if later:
             fastsql.insert_later(PointsAward, values)
         else:

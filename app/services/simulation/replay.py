@@ -8,6 +8,10 @@ import random
 import shutil
 import tempfile
 
+from app.errors import Problem
+from app.services.membership import benefits, events, growth, paid, plans, points
+from app.services.membership import policy as mp
+
 log = logging.getLogger(__name__)
 
 ACTOR = "system:simulation"
@@ -58,7 +62,6 @@ class Replay:
         policy.startup(self.app)  # engine configured, active-set provider installed (the configured files)
         policy.apply(self.files, ACTOR, note="simulation replay")
         random.seed(0)  # the budget shard walk starts at a random shard: same run, same counters
-        from app.services.membership import policy as mp
         self.cfg = mp.current()
         return self
 
@@ -119,8 +122,6 @@ class Replay:
 
     def _daily(self, t):
         """The periodic jobs of one business day, in the order the cron table runs them."""
-        from app.services.membership import growth, plans
-        from app.services.membership import policy as mp
         cfg, st = self.cfg, self.st
         st.forget_days_before(mp.window_key(cfg, t, "day"))
         expired = st.expire_lots(t)
@@ -134,8 +135,6 @@ class Replay:
 
     def _coupons(self, t):
         """The monthly coupon job: each member's coupon benefits in force, once per benefit and month."""
-        from app.services.membership import benefits, plans
-        from app.services.membership import policy as mp
         cfg, st = self.cfg, self.st
         month = mp.window_key(cfg, t, "month")
         if month != self.coupon_month:  # a new month: every member may be due
@@ -162,11 +161,12 @@ class Replay:
                     self.acc.coupon(item)
 
     def _one(self, rec, at):
-        from app.errors import Problem
-        from app.services.membership import events, plans, points
         typ = rec.get("type")
         in_window = at >= self.start
-        body = {k: v for k, v in rec.items() if not k.startswith("_")}
+        digest = rec.pop("_digest", None)
+        seq = rec.pop("_seq", None)
+        body = rec
+        del rec["_at"]
         cfg, st = self.cfg, self.st
         try:
             if typ == "points_redeemed":
@@ -177,7 +177,7 @@ class Replay:
                 if plan is None:
                     raise Problem(422, "unknown-plan", "Unknown plan", f"plan {body['plan']!r} is not offered")
                 plans.subscribe_in(cfg, body["member_id"], plan, "external",
-                                   body.get("payment_ref") or f"sim-{body['member_id']}-{rec['_seq']}",
+                                   body.get("payment_ref") or f"sim-{body['member_id']}-{seq}",
                                    bool(body.get("auto_renew", True)), ACTOR, at, st)
             elif typ == "plan_cancelled":
                 plans.cancel_in(body["member_id"], at, st)
@@ -185,7 +185,7 @@ class Replay:
                 self._ticket(body, at, in_window)
             else:
                 discount = self._discount(body, at) if in_window and typ == "order_paid" else None
-                result = events.process(cfg, body, ACTOR, st, rec.get("_digest"))
+                result = events.process(cfg, body, ACTOR, st, digest)
                 if in_window and not result.get("replayed"):
                     self.acc.event(result, discount)
         except Problem as exc:
@@ -194,7 +194,6 @@ class Replay:
 
     def _discount(self, body, at):
         """The discount the member's benefits give this order at checkout (the checkout's own rules)."""
-        from app.services.membership import benefits, paid, plans
         cfg, st = self.cfg, self.st
         ref = body["member_id"]
         m = st.members.get(ref)
@@ -206,7 +205,6 @@ class Replay:
 
     def _ticket(self, body, at, in_window):
         from app.services import tickets
-        from app.services.membership import plans
         from app.services.tickets import policy as tickets_policy
         cfg, st = self.cfg, self.st
         create = dict(body["ticket"])
@@ -301,7 +299,6 @@ class Ticks:
     """The instants periodic work happens at: daily jobs at local midnight, month starts, the window start."""
 
     def __init__(self, cfg, start, end):
-        from app.services.membership import policy as mp
         self.cfg, self.mp = cfg, mp
         self.start, self.end = start, end
         self.next_day = None
@@ -437,16 +434,18 @@ class Accumulator:
 
 
 def read_partition(path):
-    """The records of a partition file written by the planner (one JSON object a line, ``_at`` ISO).
+    """The records of a partition file written by the planner (``<instant>\t<sequence>\t<record JSON>`` lines).
 
-    ``_digest``: a fingerprint of the record's body (its canonical text after ``_at`` and ``_seq``), what
-    idempotency by event id compares when an event id comes again.
+    ``_digest``: a fingerprint of the record's text, what idempotency by event id compares when an event
+    id comes again (the live path compares a digest of the body).
     """
     with open(path, encoding="utf-8") as fh:
         for line in fh:
-            rec = json.loads(line)
-            rec["_at"] = dt.datetime.fromisoformat(rec["_at"])
-            rec["_digest"] = hashlib.blake2b(line.split(",", 2)[2].encode(), digest_size=16).hexdigest()
+            at, seq, text = line.split("\t", 2)
+            rec = json.loads(text)
+            rec["_at"] = dt.datetime.fromisoformat(at)
+            rec["_seq"] = int(seq)
+            rec["_digest"] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
             yield rec
 
 
