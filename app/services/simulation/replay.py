@@ -43,26 +43,32 @@ class Replay:
     # ---- setup --------------------------------------------------------------------------------
 
     def open(self):
-        """Create, migrate and activate the throwaway database (SQLite, no journal, no fsync: it is discarded)."""
+        """Make the policy set the active one in this (worker) process and compile it once.
+
+        The set's files are written to a scratch folder that the app is configured with; the scratch
+        SQLite database has no tables, so ``policy.startup`` activates the files (already checked by the
+        runner) and nothing is stored anywhere.
+        """
         from app import create_app, policy
-        from app.db import db
-        from app.migrations import upgrade
         self.tmp = tempfile.mkdtemp(prefix="patron-sim-", dir=self.workdir)
-        url = "sqlite:///" + os.path.join(self.tmp, "replay.db")
+        for rel, text in self.files.items():
+            path = os.path.join(self.tmp, "set", rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
         # The reference evaluator: in-process per-event evaluation is cheaper there than through durable_rules
         # (both engines give the same answers; see app/engine).
-        self.app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING", "TICKER": False,
-                               "RULES_ENGINE": "reference"})
+        self.app = create_app({"DATABASE_URL": "sqlite:///" + os.path.join(self.tmp, "empty.db"), "REDIS_URL": None,
+                               "LOG_LEVEL": "WARNING", "TICKER": False, "RULES_ENGINE": "reference",
+                               "POLICY_DIR": os.path.join(self.tmp, "set", "policies"),
+                               "RULES_DIR": os.path.join(self.tmp, "set", "rules")})
         self.ctx = self.app.app_context()
         self.ctx.push()
-        upgrade()
-        db.connect(reuse_if_open=True)
-        db.execute_sql("PRAGMA journal_mode=OFF")
-        db.execute_sql("PRAGMA synchronous=OFF")
-        policy.startup(self.app)  # engine configured, active-set provider installed (the configured files)
-        policy.apply(self.files, ACTOR, note="simulation replay")
+        policy.startup(self.app)  # engine configured, the configured files active
         random.seed(0)  # the budget shard walk starts at a random shard: same run, same counters
         self.cfg = mp.current()
+        if self.cfg.version != policy.PolicySet(self.files).version:
+            raise RuntimeError(f"simulation: active set {self.cfg.version} is not the replayed set")
         return self
 
     def close(self):
