@@ -2,7 +2,7 @@
 beside the live event path's rate (events.ingest on the default SQLite settings) measured in the same run.
 
 Usage:  .venv/bin/python bench/simulation/bench.py [--members 100000] [--days 365] [--seed 1]
-                                                   [--partitions 2] [--workers 2] [--live 500] [--runs 3]
+                                                   [--partitions 1] [--workers 2] [--live 500] [--runs 3]
 
 The SPEC target is 1,000,000 member events for 100,000 members over a simulated year in <= 60 s and <= 2 GB.
 `--members 100000 --days 365` generates about that many records (see docs/simulation.md for the distributions).
@@ -144,7 +144,7 @@ def main():
     ap.add_argument("--members", type=int, default=100000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--partitions", type=int, default=2, help="member partitions (each replayed per policy set)")
+    ap.add_argument("--partitions", type=int, default=1, help="member partitions (each replayed per policy set)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes at a time")
     ap.add_argument("--live", type=int, default=500, help="member events for the live-path reference")
     ap.add_argument("--runs", type=int, default=3, help="runs; the table shows each and the median")

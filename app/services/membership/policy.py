@@ -46,6 +46,7 @@ class Config:
         self.by_level = self.benefits.get("levels") or {}
         self.by_plan = self.benefits.get("plans") or {}
         self._caps = {}
+        self._expiry_by_day = {}
         self._last_day = (None, None)
 
     def matching_caps(self, prefix, caps, event, matches):
@@ -139,6 +140,17 @@ def points_expiry(cfg, earned_at):
     exp = cfg.points.get("expiry")
     if not exp:
         return None
+    by_day = getattr(cfg, "_expiry_by_day", None)
+    if by_day is None or exp["mode"] == "rolling_months":
+        return _expiry(cfg, exp, earned_at)
+    day = cfg.local_date(earned_at)  # year-end modes: the answer depends on the local date only
+    got = by_day.get(day)
+    if got is None:
+        got = by_day[day] = _expiry(cfg, exp, earned_at)
+    return got
+
+
+def _expiry(cfg, exp, earned_at):
     loc = local(cfg, earned_at)
     mode = exp["mode"]
     after = int(exp.get("years_after", 0))
