@@ -212,7 +212,9 @@ def test_simulation_equals_live(app, db_conn, tmp_path):
     assert got == live
     assert sim["baseline"]["member_states"] == live
     assert sum(m["growth"] for m in live.values()) > 0 and any(m["points"] for m in live.values())
-    assert live[prefix + "m0000001"]["growth"] >= 4500  # x1.5 while paid
+    from app.models.membership import GrowthEntry
+    paid_order = GrowthEntry.get((GrowthEntry.event_id == prefix + "x-o1-paid") & (GrowthEntry.kind == "earn"))
+    assert paid_order.delta == 4500  # 3,000 yuan x1.5 while the plan was paid
 
 
 def test_ticket_replay_routing_and_sla(app, tmp_path):
