@@ -45,17 +45,16 @@ class MemoryState:
         self._ids = itertools.count(1)
         self.counters = {}  # window -> {(scope, cap): Counter}
         self.events = {}  # event_id -> digest (idempotency by event id)
-        self.orders = {}  # (member, order) -> [paid, refunded]
-        self.growth_orders = {}  # (member, order) -> [earned, clawed back]
-        self.points_orders = {}
-        self.cashback_orders = {}
+        # (member, order) -> [paid, refunded, growth earned, growth clawed back, points earned, points clawed
+        # back, cashback earned, cashback clawed back]: one record per order
+        self.orders = {}
         self.deducted = {}  # member -> last deduction instant
         self.deduct_keys = set()
         self.keep_earned = cfg.deduction.get("method") in ("weighted_window", "reset")
         self.earned = {}  # member -> [(at, delta)] (only for deductions that read earnings by date)
-        self.lots = {}  # member -> [[expires_at, remaining, seq]]
-        self.expiring = []  # heap of (expires_at, seq, lot)
-        self._lot_seq = itertools.count(1)
+        self.lots = {}  # member -> {expires_at: remaining}
+        self.expiring = []  # heap of expiry instants
+        self.expiring_by = {}  # expiry instant -> members holding points that expire then
         self.cash = {}  # member -> cash.available
         self.cashback = {}  # member -> cash.cashback
         self.redemptions = {}
@@ -137,15 +136,23 @@ class MemoryState:
         order_ref = event.get("order_ref")
         typ = event["type"]
         if order_ref and event.get("amount_fen") is not None and typ in ("order_paid", "order_refunded"):
-            slot = self.orders.setdefault((event["member_id"], order_ref), [0, 0])
-            slot[0 if typ == "order_paid" else 1] += int(event["amount_fen"])
+            self._order(event["member_id"], order_ref)[0 if typ == "order_paid" else 1] += int(event["amount_fen"])
 
     def update_event_result(self, event_id, result):
         pass
 
-    def order_totals(self, order_ref, member_ref):
+    def _order(self, member_ref, order_ref):
         slot = self.orders.get((member_ref, order_ref))
-        return (slot[0], slot[1]) if slot else (0, 0)
+        if slot is None:
+            slot = self.orders[(member_ref, order_ref)] = [0, 0, 0, 0, 0, 0, 0, 0]
+        return slot
+
+    def _pair(self, member_ref, order_ref, i):
+        slot = self.orders.get((member_ref, order_ref))
+        return (slot[i], slot[i + 1]) if slot else (0, 0)
+
+    def order_totals(self, order_ref, member_ref):
+        return self._pair(member_ref, order_ref, 0)
 
     # ---- growth journal ---------------------------------------------------------------------------
 
@@ -160,17 +167,16 @@ class MemoryState:
             self.deduct_keys.add(values["entry_key"])
             return
         if values.get("order_ref"):
-            slot = self.growth_orders.setdefault((ref, values["order_ref"]), [0, 0])
+            slot = self._order(ref, values["order_ref"])
             if kind == "earn":
-                slot[0] += values["delta"]
+                slot[2] += values["delta"]
             else:
-                slot[1] += values["cut"] - values["delta"]
+                slot[3] += values["cut"] - values["delta"]
         if self.keep_earned:
             self.earned.setdefault(ref, []).append((at, values["delta"]))
 
     def growth_of_order(self, member_ref, order_ref):
-        slot = self.growth_orders.get((member_ref, order_ref))
-        return (slot[0], slot[1]) if slot else (0, 0)
+        return self._pair(member_ref, order_ref, 2)
 
     def last_deduction(self, member_ref):
         return self.deducted.get(member_ref)
@@ -191,61 +197,65 @@ class MemoryState:
             tot[1] += values.get("cut") or 0
         order_ref = values.get("order_ref")
         if order_ref and kind in ("earn", "clawback"):
-            slot = self.points_orders.setdefault((values["member_ref"], order_ref), [0, 0])
+            slot = self._order(values["member_ref"], order_ref)
             if kind == "earn":
-                slot[0] += values["points"]
+                slot[4] += values["points"]
             else:
-                slot[1] += values["cut"] - values["points"]
+                slot[5] += values["cut"] - values["points"]
 
     def points_of_order(self, member_ref, order_ref):
-        slot = self.points_orders.get((member_ref, order_ref))
-        return (slot[0], slot[1]) if slot else (0, 0)
+        return self._pair(member_ref, order_ref, 4)
 
     def grant_points(self, cfg, member_ref, points, expires_at, key, actor, memo):
-        seq = next(self._lot_seq)
-        lot = [expires_at, points, seq]
-        self.lots.setdefault(member_ref, []).append(lot)
+        """A points lot; lots of one member with the same expiry are kept as one (spent, expired and counted
+        alike: earliest expiry first, all at once at their date)."""
+        lots = self.lots.get(member_ref)
+        if lots is None:
+            lots = self.lots[member_ref] = {}
+        lots[expires_at] = lots.get(expires_at, 0) + points
         if expires_at is not None:
-            heapq.heappush(self.expiring, (expires_at, seq, lot))
+            holders = self.expiring_by.get(expires_at)
+            if holders is None:
+                holders = self.expiring_by[expires_at] = set()
+                heapq.heappush(self.expiring, expires_at)
+            holders.add(member_ref)
         return None
 
     def _live_lots(self, member_ref, now):
-        return [lot for lot in self.lots.get(member_ref, ()) if lot[1] > 0 and (lot[0] is None or lot[0] > now)]
+        return [(exp, left) for exp, left in self.lots.get(member_ref, {}).items()
+                if left > 0 and (exp is None or exp > now)]
 
     def spend_points(self, cfg, member_ref, points, key, actor, memo):
         """Earliest expiry first, never-expiring lots last (the ledger's spend_lot)."""
         now = clock.now()
-        live = sorted(self._live_lots(member_ref, now), key=lambda lot: (lot[0] is None, lot[0] or now, lot[2]))
-        spendable = sum(lot[1] for lot in live)
+        live = sorted(self._live_lots(member_ref, now), key=lambda lot: (lot[0] is None, lot[0] or now))
+        spendable = sum(left for _, left in live)
         if points > spendable:
             raise _insufficient(points, spendable, f"{member_ref}:points")
-        left = points
-        for lot in live:
+        lots, left = self.lots[member_ref], points
+        for exp, have in live:
             if left == 0:
                 break
-            take = min(left, lot[1])
-            lot[1] -= take
+            take = min(left, have)
+            lots[exp] = have - take
             left -= take
-        lots = self.lots[member_ref]
-        if len(lots) > 8:
-            lots[:] = [lot for lot in lots if lot[1] > 0]
         return None
 
     def points_balance(self, cfg, member_ref):
-        return sum(lot[1] for lot in self._live_lots(member_ref, clock.now()))
+        return sum(left for _, left in self._live_lots(member_ref, clock.now()))
 
     def expire_lots(self, at):
         """Expire every lot whose expiry is <= ``at`` (the ledger's expiry job); returns the points expired."""
         out = 0
-        while self.expiring and self.expiring[0][0] <= at:
-            _, _, lot = heapq.heappop(self.expiring)
-            out += lot[1]
-            lot[1] = 0
+        while self.expiring and self.expiring[0] <= at:
+            exp = heapq.heappop(self.expiring)
+            for ref in self.expiring_by.pop(exp):
+                out += self.lots[ref].pop(exp, 0)
         return out
 
     def outstanding(self, at, member_ref=None):
         refs = [member_ref] if member_ref is not None else self.lots
-        return sum(lot[1] for ref in refs for lot in self.lots.get(ref, ()) if lot[0] is None or lot[0] > at)
+        return sum(left for ref in refs for exp, left in self.lots.get(ref, {}).items() if exp is None or exp > at)
 
     def redemption(self, redemption_id):
         return self.redemptions.get(redemption_id)
@@ -260,15 +270,14 @@ class MemoryState:
     # ---- cashback -----------------------------------------------------------------------------------
 
     def cashback_award(self, values):
-        slot = self.cashback_orders.setdefault((values["member_ref"], values["order_ref"]), [0, 0])
+        slot = self._order(values["member_ref"], values["order_ref"])
         if values["kind"] == "earn":
-            slot[0] += values["amount_fen"]
+            slot[6] += values["amount_fen"]
         else:
-            slot[1] += values["cut"] - values["amount_fen"]
+            slot[7] += values["cut"] - values["amount_fen"]
 
     def cashback_of_order(self, member_ref, order_ref):
-        slot = self.cashback_orders.get((member_ref, order_ref))
-        return (slot[0], slot[1]) if slot else (0, 0)
+        return self._pair(member_ref, order_ref, 6)
 
     def credit_cashback(self, member_ref, amount, key, actor, memo):
         self.cashback[member_ref] = self.cashback.get(member_ref, 0) + amount

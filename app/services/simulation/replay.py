@@ -451,7 +451,7 @@ def read_partition(path):
             rec = json.loads(text)
             rec["_at"] = dt.datetime.fromisoformat(at)
             rec["_seq"] = int(seq)
-            rec["_digest"] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+            rec["_digest"] = hashlib.blake2b(text.encode(), digest_size=16).digest()
             yield rec
 
 
