@@ -107,7 +107,7 @@ class CompiledRuleset:
         if engine == "reference":
             if self.mode == "first":  # short-circuit: stop at the first rule in firing order
                 preds = self.reference.preds
-                for i in self.order:
+                for i in self.reference.candidates(facts, ordered=True):
                     if preds[i](facts):
                         return [i]
                 return []

@@ -136,12 +136,55 @@ def fields(cond, out=None):
     return out
 
 
+def required_eq(cond):
+    """{field: string} that a condition requires by an ``eq`` leaf on a top-level field (itself or in its ``all``)."""
+    if "field" in cond:
+        if cond["op"] == "eq" and isinstance(cond.get("value"), str) and "." not in cond["field"]:
+            return {cond["field"]: cond["value"]}
+        return {}
+    out = {}
+    for c in cond.get("all", ()):
+        for k, v in required_eq(c).items():
+            out.setdefault(k, v)
+    return out
+
+
 class ReferenceRuleset:
-    """A ruleset compiled to Python closures; ``fire(facts)`` -> indexes of matching rules."""
+    """A ruleset compiled to Python closures; ``fire(facts)`` -> indexes of matching rules.
+
+    Rules are indexed by the top-level field most of them require equal to a string (typically ``type``):
+    a rule that requires another value of that field cannot match, so it is not evaluated. Answers are
+    those of evaluating every rule.
+    """
 
     def __init__(self, doc):
         self.doc = doc
-        self.preds = [compile_condition(r["when"]) for r in doc["rules"]]
+        rules = doc["rules"]
+        self.preds = [compile_condition(r["when"]) for r in rules]
+        self.order = sorted(range(len(rules)), key=lambda i: (-rules[i].get("priority", 0), i))
+        needs = [required_eq(r["when"]) for r in rules]
+        counts = {}
+        for need in needs:
+            for k in need:
+                counts[k] = counts.get(k, 0) + 1
+        self.key = max(sorted(counts), key=counts.__getitem__) if counts and max(counts.values()) > 1 else None
+        self.free = [i for i in range(len(rules)) if self.key not in needs[i]]
+        self.by_value = {}
+        for value in {n[self.key] for n in needs if self.key in n}:
+            self.by_value[value] = [i for i in range(len(rules)) if needs[i].get(self.key, value) == value]
+        rank = {i: r for r, i in enumerate(self.order)}
+        self.free_ordered = sorted(self.free, key=rank.__getitem__)
+        self.by_value_ordered = {v: sorted(ix, key=rank.__getitem__) for v, ix in self.by_value.items()}
+
+    def candidates(self, facts, ordered=False):
+        """Indexes of the rules that can match ``facts`` (file order, or firing order when ``ordered``)."""
+        if self.key is None:
+            return self.order if ordered else range(len(self.preds))
+        x = facts.get(self.key) if isinstance(facts, dict) else None
+        if ordered:
+            return self.by_value_ordered.get(x, self.free_ordered) if isinstance(x, str) else self.free_ordered
+        return self.by_value.get(x, self.free) if isinstance(x, str) else self.free
 
     def fire(self, facts):
-        return [i for i, p in enumerate(self.preds) if p(facts)]
+        preds = self.preds
+        return [i for i in self.candidates(facts) if preds[i](facts)]

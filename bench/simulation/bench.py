@@ -1,8 +1,8 @@
-"""Simulation benchmark: a synthetic year replayed against baseline and candidate; records/s, wall time, peak memory,
+"""Simulation benchmark: a synthetic year replayed against baseline and candidate; events/s, wall time, peak memory,
 beside the live event path's rate (events.ingest on the default SQLite settings) measured in the same run.
 
 Usage:  .venv/bin/python bench/simulation/bench.py [--members 100000] [--days 365] [--seed 1]
-                                                   [--partitions 1] [--workers 2] [--live 2000]
+                                                   [--partitions 1] [--workers 2] [--live 500] [--runs 3]
 
 The SPEC target is 1,000,000 member events for 100,000 members over a simulated year in <= 60 s and <= 2 GB.
 `--members 100000 --days 365` generates about that many records (see docs/simulation.md for the distributions).
@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -98,19 +99,58 @@ def live_rate(records, limit):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def candidate_folder(tmp):
+    """The repository's policies with one change (铜牌's yearly deduction 200 -> 800): two different replays."""
+    folder = os.path.join(tmp, "candidate")
+    shutil.copytree(ROOT / "policies", os.path.join(folder, "policies"))
+    shutil.copytree(ROOT / "rules", os.path.join(folder, "rules"))
+    path = os.path.join(folder, "policies", "membership.yaml")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    assert "{铜牌: 200," in text
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text.replace("{铜牌: 200,", "{铜牌: 800,"))
+    return folder
+
+
+def one_run(args, path, n, head, end, tmp, candidate):
+    """Live-path reference then the simulation, in the same run; returns the figures."""
+    from app import create_app
+    from app.services import simulation
+    live_n, live_wall, live_cpu = live_rate(head, args.live)
+    app = create_app({"DATABASE_URL": "sqlite:///" + os.path.join(tmp, "host.db"), "REDIS_URL": None,
+                      "LOG_LEVEL": "WARNING"})
+    mem = PeakMemory()
+    mem.start()
+    t0 = time.perf_counter()
+    cpu0 = os.times()
+    with app.app_context():
+        rep, _ = simulation.simulate({"candidate": candidate, "baseline": str(ROOT), "events": path,
+                                      "from": "2025-01-01", "to": end, "partitions": args.partitions,
+                                      "workers": args.workers, "workdir": tmp})
+    wall = time.perf_counter() - t0
+    cpu1 = os.times()
+    mem.stop.set()
+    mem.join()
+    cpu = (cpu1.user + cpu1.system + cpu1.children_user + cpu1.children_system) - (
+        cpu0.user + cpu0.system + cpu0.children_user + cpu0.children_system)
+    return {"wall": wall, "cpu": cpu, "peak_mb": mem.peak_kb / 1024, "live_rate": live_n / live_wall,
+            "live_cpu_ms": live_cpu / live_n * 1000, "live_n": live_n, "load": os.getloadavg()[0],
+            "members": rep["baseline"]["members"], "replayed": rep["baseline"]["events_replayed"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=100000)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--partitions", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--live", type=int, default=2000, help="member events for the live-path reference")
+    ap.add_argument("--partitions", type=int, default=1, help="member partitions (each replayed per policy set)")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes at a time")
+    ap.add_argument("--live", type=int, default=500, help="member events for the live-path reference")
+    ap.add_argument("--runs", type=int, default=3, help="runs; the table shows each and the median")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     os.chdir(ROOT)
-    from app import create_app
-    from app.services import simulation
     from app.services.simulation import sources
     tmp = tempfile.mkdtemp(prefix="patron-bench-sim-")
     try:
@@ -120,44 +160,34 @@ def main():
         gen_s = time.perf_counter() - t0
         with open(path, encoding="utf-8") as fh:
             head = [json.loads(next(fh)) for _ in range(min(n, args.live * 2))]
-        live_n, live_wall, live_cpu = live_rate(head, args.live)
-        print(f"generated {n:,} records in {gen_s:.1f} s; live path {live_n / live_wall:,.0f} events/s "
-              f"({live_n} events, {live_cpu / live_n * 1000:.2f} CPU ms each); simulating...", flush=True)
         end = (dt.date(2025, 1, 1) + dt.timedelta(days=args.days)).isoformat()
-        app = create_app({"DATABASE_URL": "sqlite:///" + os.path.join(tmp, "host.db"), "REDIS_URL": None,
-                          "LOG_LEVEL": "WARNING"})
-        mem = PeakMemory()
-        mem.start()
-        t0 = time.perf_counter()
-        cpu0 = os.times()
-        with app.app_context():
-            rep, _ = simulation.simulate({"candidate": str(ROOT), "baseline": str(ROOT), "events": path,
-                                          "from": "2025-01-01", "to": end, "partitions": args.partitions,
-                                          "workers": args.workers})
-        wall = time.perf_counter() - t0
-        cpu1 = os.times()
-        mem.stop.set()
-        mem.join()
-        child_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
-        replayed = 2 * n
-        rows = [
-            ("records (members x days)", f"{n:,} ({args.members:,} x {args.days})", ""),
-            ("generate", f"{gen_s:.1f} s", ""),
-            ("simulation wall (baseline + candidate)", f"{wall:.1f} s", "target <= 60 s for 1,000,000"),
-            ("simulation records/s (both replays)", f"{replayed / wall:,.0f}", ""),
-            ("simulation CPU s per 1,000 records", f"{child_cpu / replayed * 1000:.2f}", ""),
-            ("peak memory (all processes)", f"{mem.peak_kb / 1024:,.0f} MB", "target <= 2,048 MB"),
-            ("live path events/s (ingest, 1 process)", f"{live_n / live_wall:,.0f}", f"{live_n} events"),
-            ("live path CPU s per 1,000 events", f"{live_cpu / live_n * 1000:.2f}", ""),
-            ("simulation / live rate (per process)", f"{(replayed / wall) / max(1, min(args.workers, 2)) / (live_n / live_wall):.2f}x", ""),
-        ]
-        w = max(len(r[0]) for r in rows) + 2
-        print(f"{'measure':<{w}}{'value':>22}  note")
-        for label, value, note in rows:
-            print(f"{label:<{w}}{value:>22}  {note}")
-        print(f"\nbaseline: {rep['baseline']['members']:,} members, growth earned {rep['baseline']['growth']['earned']:,}, "
-              f"points issued {rep['baseline']['points']['issued']:,}; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} CPUs")
+        candidate = candidate_folder(tmp)
+        print(f"generated {n:,} records ({args.members:,} members x {args.days} days) in {gen_s:.1f} s; "
+              f"{args.runs} runs of: live path ({args.live} events, 1 process) then the simulation "
+              f"(baseline = repository policies, candidate = 铜牌 deduction 800; {args.partitions} partitions, "
+              f"{args.workers} workers)", flush=True)
+        runs = []
+        head_row = (f"{'run':>4} {'sim wall s':>10} {'events/s':>9} {'CPU s':>7} {'peak MB':>8} "
+                    f"{'live ev/s':>9} {'live CPU ms':>11} {'sim/live':>9} {'load':>5}")
+        print(head_row, flush=True)
+
+        def row(label, r):
+            rate = n / r["wall"]
+            print(f"{label:>4} {r['wall']:>10.1f} {rate:>9,.0f} {r['cpu']:>7.1f} {r['peak_mb']:>8,.0f} "
+                  f"{r['live_rate']:>9,.1f} {r['live_cpu_ms']:>11.2f} {rate / r['live_rate']:>8,.0f}x "
+                  f"{r['load']:>5.1f}", flush=True)
+        for k in range(args.runs):
+            r = one_run(args, path, n, head, end, tmp, candidate)
+            runs.append(r)
+            row(str(k + 1), r)
+        med = {key: statistics.median(r[key] for r in runs) for key in ("wall", "cpu", "peak_mb", "live_rate",
+                                                                        "live_cpu_ms", "load")}
+        row("med", med)
+        print(f"\nevents/s = history records / simulation wall time (each record is replayed twice: baseline and "
+              f"candidate; planning, workers and the merged report included). Targets for 1,000,000 records: "
+              f"<= 60 s wall, <= 2,048 MB peak (all processes). sim/live = simulation events/s over the live "
+              f"path's events/s. CPU s = this process and its workers. {runs[-1]['members']:,} members replayed; "
+              f"load = 1-minute load average at the end of the run on {os.cpu_count()} CPUs.")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

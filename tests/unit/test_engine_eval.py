@@ -213,3 +213,34 @@ def test_large_in_lists_and_combinatorial_rules_compile_and_agree():
         for eng in ENGINES:
             got = [m.rule for m in engine.evaluate("t_big", facts, policy_set=ps, engine=eng).matches]
             assert got == want, (eng, facts)
+
+
+def test_reference_index_skips_only_rules_that_cannot_match():
+    """Rules indexed by the string a top-level field must equal: same matches as evaluating every rule."""
+    import itertools
+    import random
+    doc = {"name": "idx", "mode": "all", "rules": [
+        {"name": "a", "priority": 1, "when": {"field": "type", "op": "eq", "value": "order_paid"}},
+        {"name": "b", "priority": 5, "when": {"all": [{"field": "type", "op": "eq", "value": "sign_in"},
+                                                      {"field": "n", "op": "gte", "value": 2}]}},
+        {"name": "c", "when": {"any": [{"field": "type", "op": "eq", "value": "share"},
+                                       {"field": "n", "op": "lt", "value": 0}]}},
+        {"name": "d", "priority": 9, "when": {"field": "n", "op": "exists", "value": True}},
+        {"name": "e", "when": {"all": [{"field": "type", "op": "eq", "value": "sign_in"},
+                                       {"field": "type", "op": "eq", "value": "share"}]}},
+        {"name": "f", "when": {"field": "type", "op": "eq", "value": "order_paid"}, "priority": 3},
+    ]}
+    ref = lang.ReferenceRuleset(doc)
+    assert ref.key == "type"
+    rng = random.Random(7)
+    types = ["order_paid", "sign_in", "share", "other", 5, None, True, ["sign_in"]]
+    for t, n in itertools.product(types, [None, -1, 0, 2, 3.5, "2"]):
+        facts = {k: v for k, v in (("type", t), ("n", n)) if v is not None or rng.random() < 0.5}
+        every = [i for i, p in enumerate(ref.preds) if p(facts)]
+        assert ref.fire(facts) == every, facts
+        ordered = [i for i in ref.order if ref.preds[i](facts)]
+        assert [i for i in ref.candidates(facts, ordered=True) if ref.preds[i](facts)] == ordered, facts
+    first = dict(doc, name="idx-first", mode="first")
+    comp = engine.CompiledRuleset(first)
+    assert [comp.rules[i]["name"] for i in comp.fire({"type": "sign_in", "n": 2}, "reference")] == ["d"]
+    assert [comp.rules[i]["name"] for i in comp.fire({"type": "order_paid"}, "reference")] == ["f"]

@@ -142,7 +142,19 @@ def test_simulation_equals_live(app, db_conn, tmp_path):
     from app.services.simulation.replay import Ticks
     import jobs.ledger as jl
     prefix = f"eq{secrets.token_hex(3)}-"
-    records = sources.generate(12, 240, 3, start="2019-06-01")
+    records = sources.generate(12, 240, 3, start="2019-06-01") + [
+        # a paid plan (growth x1.5 while it lasts; the renewal finds no balance and the plan lapses)
+        {"type": "plan_subscribed", "member_id": "m0000001", "plan": "yule_monthly", "payment_ref": "x-pay",
+         "auto_renew": True, "occurred_at": "2019-06-03T12:00:00+08:00"},
+        {"event_id": "x-o1-paid", "member_id": "m0000001", "type": "order_paid", "amount_fen": 300000,
+         "order_ref": "x-o1", "channel": "app", "occurred_at": "2019-06-10T12:00:00+08:00"},
+        # a refund that arrives before its payment
+        {"event_id": "x-o2-refund", "member_id": "m0000002", "type": "order_refunded", "amount_fen": 20000,
+         "order_ref": "x-o2", "occurred_at": "2019-07-01T12:00:00+08:00"},
+        {"event_id": "x-o2-paid", "member_id": "m0000002", "type": "order_paid", "amount_fen": 80000,
+         "order_ref": "x-o2", "channel": "app", "occurred_at": "2019-07-02T12:00:00+08:00"},
+    ]
+    records.sort(key=lambda r: timefmt.parse(r["occurred_at"], "/occurred_at", offset_required=True))
     for r in records:
         for key in ("member_id", "event_id", "order_ref", "redemption_id", "payment_ref"):
             if key in r:
@@ -200,6 +212,9 @@ def test_simulation_equals_live(app, db_conn, tmp_path):
     assert got == live
     assert sim["baseline"]["member_states"] == live
     assert sum(m["growth"] for m in live.values()) > 0 and any(m["points"] for m in live.values())
+    from app.models.membership import GrowthEntry
+    paid_order = GrowthEntry.get((GrowthEntry.event_id == prefix + "x-o1-paid") & (GrowthEntry.kind == "earn"))
+    assert paid_order.delta == 4500  # 3,000 yuan x1.5 while the plan was paid
 
 
 def test_ticket_replay_routing_and_sla(app, tmp_path):
@@ -225,3 +240,25 @@ def test_ticket_replay_routing_and_sla(app, tmp_path):
     assert b["sla"][prio]["first_response"] == {"measured": 1, "breached": 1}
     assert c["sla"][prio]["first_response"] == {"measured": 1, "breached": 0}
     assert rep["diff"]["tickets"]["sla"][prio]["first_response"]["breached"] == -1
+
+
+def test_repeated_event_ids_and_refund_by_hand(app, tmp_path):
+    """An event id seen again: the same body is a replay (counted once), another body is refused (409); a
+    partial refund claws back its share of growth and points and demotes."""
+    order = {"event_id": "D-1", "member_id": "D", "type": "order_paid", "amount_fen": 100000, "order_ref": "OD1",
+             "channel": "app", "occurred_at": "2024-07-01T10:00:00+08:00"}
+    records = [order, dict(order), dict(order, amount_fen=5),
+               {"event_id": "D-2", "member_id": "D", "type": "order_refunded", "amount_fen": 50000,
+                "order_ref": "OD1", "occurred_at": "2024-07-05T10:00:00+08:00"}]
+    folder = _candidate(tmp_path)
+    with app.app_context():
+        rep, rows = simulation.simulate({"candidate": folder, "baseline": folder, "events": _write(tmp_path, records),
+                                         "from": "2024-06-01", "to": "2024-08-01", "workers": 2})
+    b = rep["baseline"]
+    assert b["refused"] == {"order_paid:event-id-reused": 1}
+    assert b["growth"] == {"earned": 1000, "clawed_back": 500, "deducted": 0, "cut_by_caps": 0}
+    assert (b["points"]["issued"], b["points"]["clawed_back"], b["points"]["outstanding"]) == (1000, 500, 500)
+    assert (b["levels"]["promotions"], b["levels"]["demotions"]) == (1, 1)
+    assert rows == [{"member_id": "D", "baseline_level": "注册", "candidate_level": "注册", "baseline_growth": 500,
+                     "candidate_growth": 500, "baseline_points": 500, "candidate_points": 500}]
+    assert sim_report.is_zero(rep["diff"])

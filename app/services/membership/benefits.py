@@ -3,14 +3,14 @@ import datetime as dt
 
 import peewee as pw
 
-from app.db import db, for_update, transactional
+from app.db import for_update, transactional
 from app.errors import Problem
-from app.models.membership import CashbackAward, CouponGrant, Member, PlanPeriod
+from app.models.membership import CouponGrant, Member, PlanPeriod
 from app.platform import clock
-from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
-from app.services.membership.growth import clawback_target, order_totals
+from app.services.membership.growth import clawback_target
 from app.services.membership.plans import active_plan
+from app.services.membership.state import LIVE
 
 
 def benefits_in_force(cfg, level, plan):
@@ -65,16 +65,8 @@ def _eligible_subtotal(item, cart):
                if not cats or i.get("category") in cats)
 
 
-def checkout(cfg, member, plan, cart):
-    """What a cart gets from the member's benefits; read-only.
-
-    The single best discount applies (discounts do not stack); fee waivers and usable coupons are
-    listed; points to earn are estimated on the payable amount with the points ruleset and the
-    multiplier in force (before earning caps, which depend on the day's usage).
-    """
-    items = benefits_in_force(cfg, member["level"], plan)
-    subtotal = sum(int(i["price_fen"]) * int(i.get("quantity", 1)) for i in cart["items"])
-    shipping = int(cart.get("shipping_fen", 0))
+def cart_discounts(cfg, items, cart):
+    """The discount benefits among ``items`` that a cart qualifies for, best first; only the best is applied."""
     discounts = []
     for item in items:
         if item["type"] != "discount":
@@ -91,7 +83,21 @@ def checkout(cfg, member, plan, cart):
     applied = discounts[:1]
     for d in discounts:
         d["applied"] = d in applied
-    discount_total = sum(d["amount_fen"] for d in applied)
+    return discounts
+
+
+def checkout(cfg, member, plan, cart):
+    """What a cart gets from the member's benefits; read-only.
+
+    The single best discount applies (discounts do not stack); fee waivers and usable coupons are
+    listed; points to earn are estimated on the payable amount with the points ruleset and the
+    multiplier in force (before earning caps, which depend on the day's usage).
+    """
+    items = benefits_in_force(cfg, member["level"], plan)
+    subtotal = sum(int(i["price_fen"]) * int(i.get("quantity", 1)) for i in cart["items"])
+    shipping = int(cart.get("shipping_fen", 0))
+    discounts = cart_discounts(cfg, items, cart)
+    discount_total = sum(d["amount_fen"] for d in discounts if d["applied"])
     waivers = []
     for item in items:
         if item["type"] == "fee_waiver" and item.get("fee", "shipping") == "shipping" and shipping > 0 \
@@ -143,7 +149,7 @@ def checkout(cfg, member, plan, cart):
 
 # ---- cashback (on paid orders) -----------------------------------------------------------------
 
-def apply_cashback(cfg, member, event, at, plan, actor):
+def apply_cashback(cfg, member, event, at, plan, actor, st=LIVE):
     """Credit the best cashback benefit in force on a paid order, or claw it back on a refund.
 
     Returns:
@@ -163,54 +169,54 @@ def apply_cashback(cfg, member, event, at, plan, actor):
         if amount <= 0:
             return []
         key = f"cb-{event['event_id']}"
-        journal = ml.credit_cashback(member.member_ref, amount, key, actor, f"cashback {best['rule']} order {order_ref}")
+        journal = st.credit_cashback(member.member_ref, amount, key, actor, f"cashback {best['rule']} order {order_ref}")
         reason = f"{best['rate_bp']} bp cashback on order {order_ref} ({best['source']})"
-        CashbackAward.create(member_ref=member.member_ref, entry_key=key, kind="earn", amount_fen=amount,
-                             event_id=event["event_id"], order_ref=order_ref, rule=best["rule"],
-                             policy_version=cfg.version, reason=reason, journal=journal, at=at)
-        mp.record_decision("benefits", cfg.version, best["rule"], f"member:{member.member_ref}",
-                           {"order_ref": order_ref, "amount_fen": event["amount_fen"], "rate_bp": best["rate_bp"]},
-                           {"cashback_fen": amount})
+        st.cashback_award(dict(member_ref=member.member_ref, entry_key=key, kind="earn", amount_fen=amount,
+                               event_id=event["event_id"], order_ref=order_ref, rule=best["rule"],
+                               policy_version=cfg.version, reason=reason, journal=journal, at=at))
+        st.decision("benefits", cfg.version, best["rule"], f"member:{member.member_ref}",
+                    {"order_ref": order_ref, "amount_fen": event["amount_fen"], "rate_bp": best["rate_bp"]},
+                    {"cashback_fen": amount})
         return [{"rule": best["rule"], "amount_fen": amount, "cut": 0, "reason": reason, "journal": journal}]
     if event["type"] != "order_refunded":
         return []
-    def total(kind, expr):
-        return int(CashbackAward.select(pw.fn.SUM(expr)).where(
-            (CashbackAward.member_ref == member.member_ref) & (CashbackAward.order_ref == order_ref)
-            & (CashbackAward.kind == kind)).scalar() or 0)
-    earned = total("earn", CashbackAward.amount_fen)
+    earned, already = st.cashback_of_order(member.member_ref, order_ref)
     if earned <= 0:
         return []
-    paid, refunded = order_totals(order_ref, member.member_ref)
+    paid, refunded = st.order_totals(order_ref, member.member_ref)
     refunded += event.get("amount_fen") or 0
-    due = clawback_target(earned, paid, refunded) - total("clawback", CashbackAward.cut - CashbackAward.amount_fen)
+    due = clawback_target(earned, paid, refunded) - already
     if due <= 0:
         return []
     key = f"cb-{event['event_id']}"
     take, journal = due, None
     try:
-        with db.atomic():
-            journal = ml.debit_cashback(member.member_ref, take, key, actor, f"cashback clawback order {order_ref}")
+        journal = st.debit_cashback(member.member_ref, take, key, actor, f"cashback clawback order {order_ref}")
     except Problem as exc:
         if exc.code != "insufficient-funds":
             raise
         take = max(0, min(due, int(exc.extra.get("available") or 0)))
         if take:
-            journal = ml.debit_cashback(member.member_ref, take, key, actor, f"cashback clawback order {order_ref}")
+            journal = st.debit_cashback(member.member_ref, take, key, actor, f"cashback clawback order {order_ref}")
     reason = f"refund on order {order_ref}: claw back {due} fen of cashback" + (
         f"; only {take} left in the cashback sub-account" if take < due else "")
-    CashbackAward.create(member_ref=member.member_ref, entry_key=key, kind="clawback", amount_fen=-take,
-                         cut=due - take, event_id=event["event_id"], order_ref=order_ref,
-                         rule="benefits.cashback.refund_clawback", policy_version=cfg.version, reason=reason,
-                         journal=journal, at=at)
-    mp.record_decision("benefits", cfg.version, "cashback.refund_clawback", f"member:{member.member_ref}",
-                       {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
-                       {"clawback_fen": take, "cut": due - take})
+    st.cashback_award(dict(member_ref=member.member_ref, entry_key=key, kind="clawback", amount_fen=-take,
+                           cut=due - take, event_id=event["event_id"], order_ref=order_ref,
+                           rule="benefits.cashback.refund_clawback", policy_version=cfg.version, reason=reason,
+                           journal=journal, at=at))
+    st.decision("benefits", cfg.version, "cashback.refund_clawback", f"member:{member.member_ref}",
+                {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
+                {"clawback_fen": take, "cut": due - take})
     return [{"rule": "benefits.cashback.refund_clawback", "amount_fen": -take, "cut": due - take, "reason": reason,
              "journal": journal}]
 
 
 # ---- monthly coupons (job) ----------------------------------------------------------------------
+
+def monthly_coupons(cfg, level, plan):
+    """The coupon benefits a member at ``level`` with ``plan`` gets each month (once per benefit and month)."""
+    return [item for item in benefits_in_force(cfg, level, plan) if item["type"] == "coupon"]
+
 
 def issue_coupons(at=None, actor="system:coupons"):
     """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
@@ -231,9 +237,7 @@ def issue_coupons(at=None, actor="system:coupons"):
         member = Member.get_or_none(Member.member_ref == ref)
         level = member.level if member else cfg.levels[0]["name"]
         plan = active_plan(cfg, ref, at)
-        for item in benefits_in_force(cfg, level, plan):
-            if item["type"] != "coupon":
-                continue
+        for item in monthly_coupons(cfg, level, plan):
             valid = dt.timedelta(days=int(item.get("valid_days", 0))) if item.get("valid_days") else None
             expires = min(at + valid, month_end) if valid else month_end
 

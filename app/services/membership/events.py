@@ -1,7 +1,5 @@
 """Member events: stored verbatim (idempotent by event id, simulation input) and turned into growth, points and level changes."""
 import json
-from types import SimpleNamespace
-
 import peewee as pw
 
 from app.db import db, transactional
@@ -14,14 +12,11 @@ from app.services.membership import late
 from app.services.membership import plans
 from app.services.membership import points
 from app.services.membership import policy as mp
+from app.services.membership.state import LIVE, canonical  # noqa: F401  (canonical: the stored body)
 from app.platform import sql as fastsql
 from app.platform import timefmt
 
 MAX_BATCH = 500
-
-
-def canonical(event):
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _digest(event):
@@ -52,57 +47,62 @@ def _normalise(cfg, event):
     return at
 
 
-def _process(cfg, event, digest, actor):
+def _process(cfg, event, digest, actor, st=LIVE):
     """One event inside the caller's transaction; returns the result dict (stored for replays)."""
     try:
         at = _normalise(cfg, event)
     except Problem:
-        existing = MemberEvent.get_or_none(MemberEvent.event_id == event["event_id"])
+        existing = st.stored_event(event["event_id"])
         if existing is not None:  # accepted under an earlier policy: a retry still gets its answer
             return _replay(existing, digest)
         raise
-    member_ref = event["member_id"]
-    member = growth.lock_member(cfg, member_ref, at)
+    member = st.member(cfg, event["member_id"], at)
     # Checked under the member lock: a concurrent twin of this event has committed or not started.
-    existing = _stored(event["event_id"])
+    existing = st.stored_event(event["event_id"])
     if existing is not None:
         return _replay(existing, digest)
-    at, late_booking = late.book(cfg, member, at)
-    with fastsql.deferred():  # the event's journal rows, decisions, snapshot and stored event: one round trip
-        result = _apply(cfg, event, digest, actor, at, member, late_booking)
-    return late.after_payment(cfg, member, event, result, at, actor)
+    at, late_booking = late.book(cfg, member, at, st)
+    if st.live:
+        with fastsql.deferred():  # the event's journal rows, decisions, snapshot and stored event: one round trip
+            result = apply(cfg, event, digest, actor, at, member, late_booking)
+    else:
+        result = apply(cfg, event, digest, actor, at, member, late_booking, st)
+    return late.after_payment(cfg, member, event, result, at, actor, st)
 
 
-def _stored(event_id):
-    """The stored event's (event_id, digest, result), or None (only what a replay needs)."""
-    row = fastsql.select_one(MemberEvent, ("event_id", "digest", "result"), {"event_id": event_id})
-    return None if row is None else SimpleNamespace(event_id=row[0], digest=row[1], result=row[2])
+def apply(cfg, event, digest, actor, at, member, late_booking=None, st=LIVE):
+    """What one accepted event does to its member: growth, points, cashback, level; the stored event.
 
-
-def _apply(cfg, event, digest, actor, at, member, late_booking=None):
+    The one implementation of a member event's effects: the live path (``ingest``) and the simulation
+    (``app.services.simulation.memory``) both call it, each with its state.
+    """
     member_ref = member.member_ref
-    plan = plans.active_plan(cfg, member_ref, at)
+    plan = plans.active_plan(cfg, member_ref, at, st)
     facts = {"type": event["type"], "amount_fen": event.get("amount_fen"), "channel": event.get("channel"),
              "order_ref": event.get("order_ref"), "attributes": event.get("attributes") or {},
              "member": {"level": member.level, "growth": member.growth, "paid": plan is not None,
                         "plan": plan.get("code") if plan else None}}
-    g = growth.apply_event(cfg, member, event, facts, at, plan)
-    p = points.apply_event(cfg, member, event, facts, at, plan, actor)
-    cashback = benefits.apply_cashback(cfg, member, event, at, plan, actor)
-    change = growth.finish(cfg, member, at, f"event {event['event_id']} ({event['type']})", event["event_id"])
+    g = growth.apply_event(cfg, member, event, facts, at, plan, st)
+    p = points.apply_event(cfg, member, event, facts, at, plan, actor, st)
+    cashback = benefits.apply_cashback(cfg, member, event, at, plan, actor, st)
+    change = growth.finish(cfg, member, at, f"event {event['event_id']} ({event['type']})", event["event_id"], st=st)
     result = {"event_id": event["event_id"], "member_id": member_ref, "type": event["type"],
               "occurred_at": timefmt.iso(at), "status": "accepted", "replayed": False, "policy_version": cfg.version,
               "paid": plan is not None, "growth": g, "points": p, "cashback": cashback,
               "level": {"level": member.level, "changed": change is not None, "change": change}}
     if late_booking:
         result["late"] = late_booking
-    fastsql.insert_later(MemberEvent, dict(event_id=event["event_id"], member_ref=member_ref, type=event["type"],
-                                  occurred_at=at, amount_fen=event.get("amount_fen"),
-                                  order_ref=event.get("order_ref"), channel=event.get("channel"),
-                                  body=canonical(event), digest=digest, paid_at_event=plan is not None,
-                                  policy_version=cfg.version,
-                                  result=json.dumps(result, ensure_ascii=False, separators=(",", ":"))))
+    st.store_event(event, digest, at, plan is not None, cfg.version, result)
     return result
+
+
+def process(cfg, event, actor, st, digest=None):
+    """One member event against a simulation's state (no transaction): the live ``_process`` unchanged.
+
+    ``digest``: the body's fingerprint when the caller has one (the simulation hashes the canonical line it
+    read), else the idempotency digest.
+    """
+    return _process(cfg, event, digest or _digest(event), actor, st)
 
 
 def ingest(event, actor, cfg=None):

@@ -2,15 +2,12 @@
 import datetime as dt
 import logging
 
-import peewee as pw
-
-from app.platform import clock
-from app.db import db, for_update, is_postgres, transactional
+from app.db import transactional
 from app.errors import Problem
 
-from app.models.membership import CapCounter, GrowthEntry, LevelChange, Member, MemberEvent
+from app.models.membership import Member
 from app.services.membership import policy as mp
-from app.platform import sql as fastsql
+from app.services.membership.state import LIVE
 from app.platform import timefmt
 
 log = logging.getLogger(__name__)
@@ -18,30 +15,9 @@ log = logging.getLogger(__name__)
 
 # ---- members ------------------------------------------------------------------------------------
 
-def lock_member(cfg, member_ref, at):
-    """The member row, created on first sight and locked (FOR UPDATE) for the rest of the transaction.
-
-    Locking the member serialises all changes of one member, which is what makes per-member caps
-    exact under concurrent requests. Plain cached SQL: this runs on every event.
-    """
-    row = _select_member(member_ref)
-    if row is None:
-        Member.insert(member_ref=member_ref, joined_at=at, growth=0, level=cfg.levels[0]["name"],
-                      level_since=at, updated_at=clock.now()).on_conflict_ignore().execute()
-        row = _select_member(member_ref)
-    return Member(**{f.name: f.python_value(v) for f, v in zip(_MEMBER_FIELDS, row)})
-
-
-_MEMBER_FIELDS = [Member._meta.fields[n] for n in
-                  ("id", "member_ref", "joined_at", "growth", "level", "level_since", "level_valid_until",
-                   "updated_at")]
-
-
-def _select_member(member_ref):
-    p = db.obj.param
-    cols = ", ".join(f'"{f.column_name}"' for f in _MEMBER_FIELDS)
-    lock = " FOR UPDATE" if is_postgres() else ""
-    return db.execute_sql(f'SELECT {cols} FROM "member" WHERE "member_ref" = {p}{lock}', (member_ref,)).fetchone()
+def lock_member(cfg, member_ref, at, st=LIVE):
+    """The member, created on first sight and locked for the rest of the transaction (see LiveState.member)."""
+    return st.member(cfg, member_ref, at)
 
 
 def get_member(member_ref):
@@ -63,38 +39,20 @@ def _cap_matches(cap, event):
     return True
 
 
-class _Counter:
-    """The columns of a cap_counter row the cap logic reads."""
-    __slots__ = ("id", "amount", "count")
-
-    def __init__(self, id, amount, count):
-        self.id, self.amount, self.count = id, amount, count
+def counter(scope, cap, window, lock=True, st=LIVE):
+    """The usage counter of (scope, cap, window), created if missing (locked when asked)."""
+    return st.counter(scope, cap, window, lock)
 
 
-def counter(scope, cap, window, lock=True):
-    """The usage counter of (scope, cap, window), created if missing and locked when asked (plain SQL: hot path)."""
-    p = db.obj.param
-    sql = (f'SELECT "id", "amount", "count" FROM "cap_counter" WHERE "scope" = {p} AND "cap" = {p} '
-           f'AND "window" = {p}' + (" FOR UPDATE" if lock and is_postgres() else ""))
-    args = (scope, cap, window)
-    row = db.execute_sql(sql, args).fetchone()
-    if row is None:
-        CapCounter.insert(scope=scope, cap=cap, window=window, amount=0, count=0).on_conflict_ignore().execute()
-        row = db.execute_sql(sql, args).fetchone()
-    return _Counter(row[0], int(row[1]), int(row[2]))
-
-
-def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max"):
+def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max", st=LIVE):
     """Cut ``amount`` by every matching cap; returns (granted, cuts, counters to charge).
 
     Each cut names the cap, its window, its limit, what was already used and how much it removed.
     """
     cuts, touched = [], []
-    for cap in caps:
-        if not _cap_matches(cap, event):
-            continue
+    for cap in cfg.matching_caps(prefix, caps, event, _cap_matches):
         window = mp.window_key(cfg, at, cap.get("window", "day"))
-        row = counter(scope, f"{prefix}:{cap['name']}", window)
+        row = st.counter(scope, f"{prefix}:{cap['name']}", window)
         limit = int(cap[max_field])
         allowed = max(0, limit - row.amount)
         if amount > allowed:
@@ -105,37 +63,24 @@ def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max"):
     return amount, cuts, touched
 
 
-def charge_counters(rows, amount, count=1):
-    p = db.obj.param
-    for row in rows:
-        db.execute_sql(f'UPDATE "cap_counter" SET "amount" = "amount" + {p}, "count" = "count" + {p} WHERE "id" = {p}',
-                       (amount, count, row.id))
+def charge_counters(rows, amount, count=1, st=LIVE):
+    st.charge(rows, amount, count)
 
 
 # ---- journal ------------------------------------------------------------------------------------
 
-def _append(member, kind, delta, cut, entry_key, rule, version, reason, at, event_id=None, order_ref=None):
+def _append(st, member, kind, delta, cut, entry_key, rule, version, reason, at, event_id=None, order_ref=None):
     member.growth += delta
-    fastsql.insert_later(GrowthEntry, dict(member_ref=member.member_ref, entry_key=entry_key, kind=kind, delta=delta,
+    st.growth_entry(dict(member_ref=member.member_ref, entry_key=entry_key, kind=kind, delta=delta,
                                   balance_after=member.growth, cut=cut, event_id=event_id, order_ref=order_ref,
                                   rule=rule, policy_version=version, reason=reason, at=at))
     return {"rule": rule, "kind": kind, "delta": delta, "cut": cut, "balance_after": member.growth,
             "reason": reason}
 
 
-def _save(member):
-    p = db.obj.param
-    f = Member._meta.fields
-    fastsql.statement(f'UPDATE "member" SET "growth" = {p}, "level" = {p}, "level_since" = {p}, '
-                   f'"level_valid_until" = {p}, "updated_at" = {p} WHERE "id" = {p}',
-                   (member.growth, member.level, f["level_since"].db_value(member.level_since),
-                    f["level_valid_until"].db_value(member.level_valid_until), f["updated_at"].db_value(clock.now()),
-                    member.id))
-
-
 # ---- events -------------------------------------------------------------------------------------
 
-def apply_event(cfg, member, event, facts, at, plan):
+def apply_event(cfg, member, event, facts, at, plan, st=LIVE):
     """Growth changes caused by one event (member row locked by the caller).
 
     Args:
@@ -150,13 +95,13 @@ def apply_event(cfg, member, event, facts, at, plan):
         {"delta", "balance", "entries"}.
     """
     if event["type"] == "order_refunded":
-        entries = _clawback(cfg, member, event, at)
+        entries = _clawback(cfg, member, event, at, st)
     else:
-        entries = _award(cfg, member, event, facts, at, plan)
+        entries = _award(cfg, member, event, facts, at, plan, st)
     return {"delta": sum(e["delta"] for e in entries), "balance": member.growth, "entries": entries}
 
 
-def _award(cfg, member, event, facts, at, plan):
+def _award(cfg, member, event, facts, at, plan, st):
     matches, version = mp.evaluate(cfg.growth_ruleset, facts, cfg.ps)
     entries = []
     for match in matches:
@@ -172,19 +117,19 @@ def _award(cfg, member, event, facts, at, plan):
                 amount = amount * multiplier // 100
                 reason += f" x{multiplier}% ({plan['name']})"
             granted, cuts, rows = apply_caps(cfg, "growth", cfg.growth_caps, member.member_ref, event,
-                                             amount, at)
+                                             amount, at, st=st)
             if granted == 0 and not cuts:
                 continue
-            charge_counters(rows, granted)
+            st.charge(rows, granted)
             if cuts:
                 reason += "; capped by " + ", ".join(f"{c['cap']} (-{c['cut']})" for c in cuts)
-            entry = _append(member, "earn", granted, amount - granted, f"g:{event['event_id']}:{match.rule}",
+            entry = _append(st, member, "earn", granted, amount - granted, f"g:{event['event_id']}:{match.rule}",
                             match.rule, version, reason, at, event["event_id"], event.get("order_ref"))
             entry["cuts"] = cuts
             entry["base"] = base
             entry["multiplier_pct"] = multiplier
             entries.append(entry)
-            mp.record_decision(cfg.growth_ruleset, version, match.rule, f"member:{member.member_ref}",
+            st.decision(cfg.growth_ruleset, version, match.rule, f"member:{member.member_ref}",
                                {"event_id": event["event_id"], "type": event["type"],
                                 "amount_fen": event.get("amount_fen")},
                                {"award_growth": granted, "base": base, "multiplier_pct": multiplier,
@@ -192,13 +137,9 @@ def _award(cfg, member, event, facts, at, plan):
     return entries
 
 
-def order_totals(order_ref, member_ref):
+def order_totals(order_ref, member_ref, st=LIVE):
     """(paid_fen, refunded_fen) of an order from the stored events of the member."""
-    rows = (MemberEvent.select(MemberEvent.type, pw.fn.SUM(MemberEvent.amount_fen))
-            .where((MemberEvent.order_ref == order_ref) & (MemberEvent.member_ref == member_ref))
-            .group_by(MemberEvent.type).tuples())
-    totals = dict(rows)
-    return int(totals.get("order_paid") or 0), int(totals.get("order_refunded") or 0)
+    return st.order_totals(order_ref, member_ref)
 
 
 def clawback_target(earned, paid_fen, refunded_fen):
@@ -208,18 +149,13 @@ def clawback_target(earned, paid_fen, refunded_fen):
     return earned * min(refunded_fen, paid_fen) // paid_fen
 
 
-def _clawback(cfg, member, event, at):
+def _clawback(cfg, member, event, at, st=LIVE):
     if not cfg.refund_clawback or not event.get("order_ref"):
         return []
     order_ref = event["order_ref"]
-    paid, refunded = order_totals(order_ref, member.member_ref)
+    paid, refunded = st.order_totals(order_ref, member.member_ref)
     refunded += event.get("amount_fen") or 0  # this event is stored after processing
-    earned = int((GrowthEntry.select(pw.fn.SUM(GrowthEntry.delta))
-                  .where((GrowthEntry.member_ref == member.member_ref) & (GrowthEntry.order_ref == order_ref)
-                         & (GrowthEntry.kind == "earn")).scalar()) or 0)
-    already = int((GrowthEntry.select(pw.fn.SUM(GrowthEntry.cut - GrowthEntry.delta))
-                   .where((GrowthEntry.member_ref == member.member_ref) & (GrowthEntry.order_ref == order_ref)
-                          & (GrowthEntry.kind == "clawback")).scalar()) or 0)
+    earned, already = st.growth_of_order(member.member_ref, order_ref)
     due = clawback_target(earned, paid, refunded) - already
     if due <= 0:
         return []
@@ -227,17 +163,17 @@ def _clawback(cfg, member, event, at):
     reason = f"refund of {event.get('amount_fen', 0)} fen on order {order_ref} (paid {paid}, refunded {refunded})"
     if take < due:
         reason += f"; growth floor 0 cut {due - take}"
-    entry = _append(member, "clawback", -take, due - take, f"g:{event['event_id']}:refund_clawback",
+    entry = _append(st, member, "clawback", -take, due - take, f"g:{event['event_id']}:refund_clawback",
                     "membership.growth.refund_clawback", cfg.version, reason, at, event["event_id"], order_ref)
-    mp.record_decision("membership", cfg.version, "growth.refund_clawback", f"member:{member.member_ref}",
-                       {"event_id": event["event_id"], "order_ref": order_ref, "paid_fen": paid,
-                        "refunded_fen": refunded, "earned": earned}, {"clawback": take, "cut": due - take})
+    st.decision("membership", cfg.version, "growth.refund_clawback", f"member:{member.member_ref}",
+                {"event_id": event["event_id"], "order_ref": order_ref, "paid_fen": paid,
+                 "refunded_fen": refunded, "earned": earned}, {"clawback": take, "cut": due - take})
     return [entry]
 
 
 # ---- levels -------------------------------------------------------------------------------------
 
-def relevel(cfg, member, at, reason, event_id=None, allow_demotion=True):
+def relevel(cfg, member, at, reason, event_id=None, allow_demotion=True, st=LIVE):
     """Set the member's level from the growth value; returns the change dict or None.
 
     Demotion is skipped while ``level_valid_until`` is in the future (policy
@@ -258,16 +194,16 @@ def relevel(cfg, member, at, reason, event_id=None, allow_demotion=True):
                                 if months and not demotion else None)
     kind = "demotion" if demotion else "promotion"
     text = f"{kind}: growth {member.growth} -> {target}; {reason}"
-    LevelChange.create(member_ref=member.member_ref, from_level=current, to_level=target, growth=member.growth,
-                       reason=text, rule=rule, policy_version=cfg.version, event_id=event_id, at=at)
-    mp.record_decision("membership", cfg.version, rule, f"member:{member.member_ref}",
-                       {"growth": member.growth, "from": current}, {"level": target, "kind": kind})
+    st.level_change(dict(member_ref=member.member_ref, from_level=current, to_level=target, growth=member.growth,
+                         reason=text, rule=rule, policy_version=cfg.version, event_id=event_id, at=at))
+    st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
+                {"growth": member.growth, "from": current}, {"level": target, "kind": kind})
     return {"from": current, "to": target, "kind": kind, "reason": text, "rule": rule}
 
 
-def finish(cfg, member, at, reason, event_id=None):
-    change = relevel(cfg, member, at, reason, event_id)
-    _save(member)
+def finish(cfg, member, at, reason, event_id=None, st=LIVE):
+    change = relevel(cfg, member, at, reason, event_id, st=st)
+    st.save_member(member)
     return change
 
 
@@ -296,13 +232,7 @@ def _last_due(cfg, member, at):
     return None
 
 
-def _earned_between(member_ref, start, end):
-    return int((GrowthEntry.select(pw.fn.SUM(GrowthEntry.delta))
-                .where((GrowthEntry.member_ref == member_ref) & (GrowthEntry.kind.in_(["earn", "clawback"]))
-                       & (GrowthEntry.at >= start) & (GrowthEntry.at < end)).scalar()) or 0)
-
-
-def deduction_amount(cfg, member, due):
+def deduction_amount(cfg, member, due, st=LIVE):
     """How much growth the deduction at ``due`` removes, and the rule that says so."""
     d = cfg.deduction
     method = d.get("method")
@@ -318,60 +248,63 @@ def deduction_amount(cfg, member, due):
         due_local = mp.local(cfg, due)
         for i, w in enumerate(weights):
             start = mp.to_utc(due_local.replace(year=due_local.year - i - 1))
-            keep += _earned_between(member.member_ref, start, end) * int(w) // 100
+            keep += st.earned_between(member.member_ref, start, end) * int(w) // 100
             end = start
         amount = member.growth - max(0, keep)
         rule = f"membership.deduction.weighted_window {weights}"
     elif method == "reset":  # keep only what was earned from the due instant on (job timing does not matter)
-        amount = member.growth - max(0, _earned_between(member.member_ref, due, dt.datetime.max))
+        amount = member.growth - max(0, st.earned_between(member.member_ref, due, dt.datetime.max))
         rule = "membership.deduction.reset"
     else:
         return 0, "membership.deduction.none"
     return max(0, min(amount, member.growth)), rule
 
 
-def deduct_member(cfg, member_ref, at):
+def deduct(cfg, member, at, st=LIVE):
     """Apply the member's latest due deduction (once per due date) and re-level; returns a summary or None."""
+    due = _last_due(cfg, member, at)
+    if due is None:
+        return None
+    key = f"deduct:{member.member_ref}:{mp.local(cfg, due).date().isoformat()}"
+    if st.has_growth_entry(key):
+        return None
+    amount, rule = deduction_amount(cfg, member, due, st)
+    reason = f"periodic deduction due {timefmt.iso(due)} ({cfg.deduction.get('method')})"
+    entry = _append(st, member, "deduct", -amount, 0, key, rule, cfg.version, reason, due)
+    st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
+                {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
+                {"deduct": amount})
+    change = relevel(cfg, member, due, f"after deduction of {amount}", st=st)
+    st.save_member(member)
+    return {"member_id": member.member_ref, "deducted": amount, "growth": member.growth,
+            "level_change": change, "entry": entry}
+
+
+def deduct_member(cfg, member_ref, at):
+    """The live deduction of one member, in its own transaction (member row locked)."""
     @transactional()
     def run():
-        member = for_update(Member.select().where(Member.member_ref == member_ref)).get()
-        due = _last_due(cfg, member, at)
-        if due is None:
-            return None
-        key = f"deduct:{member_ref}:{mp.local(cfg, due).date().isoformat()}"
-        if GrowthEntry.select().where(GrowthEntry.entry_key == key).exists():
-            return None
-        amount, rule = deduction_amount(cfg, member, due)
-        reason = f"periodic deduction due {timefmt.iso(due)} ({cfg.deduction.get('method')})"
-        entry = _append(member, "deduct", -amount, 0, key, rule, cfg.version, reason, due)
-        mp.record_decision("membership", cfg.version, rule, f"member:{member_ref}",
-                           {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
-                           {"deduct": amount})
-        change = relevel(cfg, member, due, f"after deduction of {amount}")
-        _save(member)
-        return {"member_id": member_ref, "deducted": amount, "growth": member.growth,
-                "level_change": change, "entry": entry}
+        member = LIVE.existing_member(member_ref)
+        if member is None:
+            raise Member.DoesNotExist(member_ref)
+        return deduct(cfg, member, at)
     return run()
 
 
-def deduct_all(at, batch=500):
-    """Deduct every member whose deduction is due at ``at``; returns counts."""
-    cfg = mp.current()
+def deduct_all(at, batch=500, cfg=None, st=None):
+    """Deduct every member whose deduction is due at ``at``; returns counts.
+
+    Live (no ``st``): each member in its own transaction; a simulation passes its state and Config.
+    """
+    cfg = cfg or mp.current()
     if not cfg.deduction.get("method"):
         return {"members": 0, "deducted": 0, "demoted": 0}
     done = demoted = total = 0
-    last_id = 0
-    while True:
-        rows = list(Member.select(Member.id, Member.member_ref).where(Member.id > last_id)
-                    .order_by(Member.id).limit(batch).tuples())
-        if not rows:
-            break
-        for mid, ref in rows:
-            last_id = mid
-            out = deduct_member(cfg, ref, at)
-            if out:
-                done += 1
-                total += out["deducted"]
-                if out["level_change"] and out["level_change"]["kind"] == "demotion":
-                    demoted += 1
+    for ref in list((st or LIVE).member_refs()):
+        out = deduct_member(cfg, ref, at) if st is None else deduct(cfg, st.existing_member(ref), at, st)
+        if out:
+            done += 1
+            total += out["deducted"]
+            if out["level_change"] and out["level_change"]["kind"] == "demotion":
+                demoted += 1
     return {"members": done, "deducted": total, "demoted": demoted}

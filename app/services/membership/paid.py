@@ -1,26 +1,21 @@
 """The paid ladder (付费会员等级): paid levels by months or amount paid, their benefits, upgrade offers."""
-import peewee as pw
-
-from app.models.membership import PlanPeriod
+from app.services.membership.state import LIVE
 
 
 def _ladder(cfg):
     return cfg.plans_doc.get("paid_ladder") or {}
 
 
-def paid_so_far(cfg, member_ref, at):
+def paid_so_far(cfg, member_ref, at, st=LIVE):
     """(months paid, fen paid) over every paid period started by ``at``."""
-    rows = (PlanPeriod.select(PlanPeriod.plan, pw.fn.COUNT(PlanPeriod.id), pw.fn.SUM(PlanPeriod.price_fen))
-            .where((PlanPeriod.member_ref == member_ref) & (PlanPeriod.start <= at))
-            .group_by(PlanPeriod.plan).tuples())
     months = fen = 0
-    for code, n, total in rows:
+    for code, (n, total) in sorted(st.paid_periods(member_ref, at).items()):
         months += int(n) * int((cfg.plans.get(code) or {}).get("period_months", 1))
         fen += int(total or 0)
     return months, fen
 
 
-def status(cfg, member_ref, at, plan=None):
+def status(cfg, member_ref, at, plan=None, st=LIVE):
     """The member's place on the paid ladder, its benefits (while a plan is active) and the next step.
 
     Returns:
@@ -30,8 +25,8 @@ def status(cfg, member_ref, at, plan=None):
     lad = _ladder(cfg)
     if not lad:
         return {"ladder": None, "benefits": [], "offers": []}
-    plan = plan if plan is not None else mplans.active_plan(cfg, member_ref, at)
-    months, fen = paid_so_far(cfg, member_ref, at)
+    plan = plan if plan is not None else mplans.active_plan(cfg, member_ref, at, st)
+    months, fen = paid_so_far(cfg, member_ref, at, st)
     basis = lad["basis"]
     value = months if basis == "months" else fen
     levels = sorted(lad["levels"], key=lambda lv: lv["threshold"])
@@ -61,10 +56,10 @@ def status(cfg, member_ref, at, plan=None):
             "benefits": items, "offers": offers}
 
 
-def with_ladder(cfg, member_ref, plan, at):
+def with_ladder(cfg, member_ref, plan, at, st=LIVE):
     """The active plan with its paid-level benefits attached (benefits_in_force reads them); None if unpaid."""
     if not plan or not _ladder(cfg):
         return plan
-    st = status(cfg, member_ref, at, plan)
-    return dict(plan, paid_level_benefits=[b["name"] for b in st["benefits"]],
-                paid_ladder_level=st["ladder"]["level"])
+    got = status(cfg, member_ref, at, plan, st)
+    return dict(plan, paid_level_benefits=[b["name"] for b in got["benefits"]],
+                paid_ladder_level=got["ladder"]["level"])

@@ -3,18 +3,15 @@ import json
 import random
 import threading
 
-import peewee as pw
-
 from app.db import for_update, transactional
 from app.errors import Problem
 from app.models.membership import PointsAward, Redemption
 from app.platform import clock
 from app.services.membership import ledger_port as ml
 from app.services.membership import policy as mp
-from app.platform import sql as fastsql
 from app.services.membership.benefits import multiplier
-from app.services.membership.growth import (apply_caps, charge_counters, clawback_target, counter, lock_member,
-                                           order_totals)
+from app.services.membership.growth import apply_caps, clawback_target
+from app.services.membership.state import LIVE
 from app.platform import timefmt
 
 GLOBAL = "*"
@@ -43,24 +40,24 @@ def budget_reset(mark):
     _local.pending = mark
 
 
-def _take_shards(window, budget, amount):
+def _take_shards(window, budget, amount, st=LIVE):
     """Take up to ``amount`` from the day's shards (each allows budget/N); returns what was taken."""
     start = random.randrange(BUDGET_SHARDS)
     taken = 0
     for k in range(BUDGET_SHARDS):
         i = (start + k) % BUDGET_SHARDS
         allowance = budget // BUDGET_SHARDS + (budget % BUDGET_SHARDS if i == 0 else 0)
-        row = counter(GLOBAL, f"points:global_daily_budget#{i}", window)
+        row = st.counter(GLOBAL, f"points:global_daily_budget#{i}", window)
         take = min(max(0, allowance - row.amount), amount - taken)
         if take > 0:
-            charge_counters([row], take)
+            st.charge([row], take)
             taken += take
         if taken == amount:
             break
     return taken
 
 
-def take_budget(cfg, at, budget, amount):
+def take_budget(cfg, at, budget, amount, st=LIVE):
     """Take ``amount`` from the global daily issuance budget; returns (taken, cut report or None).
 
     The day's budget is split over BUDGET_SHARDS counter rows so concurrent events do not queue on
@@ -70,11 +67,11 @@ def take_budget(cfg, at, budget, amount):
     total never exceeds the budget.
     """
     window = mp.window_key(cfg, at, "day")
-    if not getattr(_local, "strict", True):
+    if st.live and not getattr(_local, "strict", True):
         key = (window, budget)
         _local.pending[key] = _local.pending.get(key, 0) + amount
         return amount, None
-    taken = _take_shards(window, budget, amount)
+    taken = _take_shards(window, budget, amount, st)
     if taken == amount:
         return taken, None
     return taken, {"cap": "global_daily_budget", "window": window, "limit": budget, "used": budget - taken}
@@ -88,16 +85,16 @@ def settle_budget():
             raise BudgetShortfall()
 
 
-def apply_event(cfg, member, event, facts, at, plan, actor):
+def apply_event(cfg, member, event, facts, at, plan, actor, st=LIVE):
     """Points earned or clawed back by one event (the member row is locked by the caller)."""
     if event["type"] == "order_refunded":
-        entries = _clawback(cfg, member, event, at, actor)
+        entries = _clawback(cfg, member, event, at, actor, st)
     else:
-        entries = _earn(cfg, member, event, facts, at, plan, actor)
+        entries = _earn(cfg, member, event, facts, at, plan, actor, st)
     return {"delta": sum(e["points"] for e in entries), "entries": entries}
 
 
-def _earn(cfg, member, event, facts, at, plan, actor):
+def _earn(cfg, member, event, facts, at, plan, actor, st):
     if not cfg.points:
         return []
     matches, version = mp.evaluate(cfg.points_ruleset, facts, cfg.ps)
@@ -114,31 +111,31 @@ def _earn(cfg, member, event, facts, at, plan, actor):
             if amount <= 0:
                 continue
             granted, cuts, rows = apply_caps(cfg, "points", cfg.points.get("earning_caps") or [],
-                                             member.member_ref, event, amount, at, max_field="max_points")
+                                             member.member_ref, event, amount, at, max_field="max_points", st=st)
             budget = cfg.points.get("global_daily_budget")
             if budget is not None and granted > 0:
-                taken, cut = take_budget(cfg, at, int(budget), granted)
+                taken, cut = take_budget(cfg, at, int(budget), granted, st)
                 if cut:
                     cut["cut"] = granted - taken
                     cuts.append(cut)
                 granted = taken
-            charge_counters(rows, granted)
+            st.charge(rows, granted)
             expires_at = mp.points_expiry(cfg, at)
             key = f"p:{event['event_id']}:{match.rule}"
             journal = None
             if granted > 0:
-                journal = ml.grant_points(cfg, member.member_ref, granted, expires_at, key, actor,
+                journal = st.grant_points(cfg, member.member_ref, granted, expires_at, key, actor,
                                           f"{event['type']} {event['event_id']} rule {match.rule}")
             reason = f"{event['type']} by rule {match.rule}"
             if mult != 100:
                 reason += f" x{mult}% ({mult_rule})"
             if cuts:
                 reason += "; capped by " + ", ".join(f"{c['cap']} (-{c['cut']})" for c in cuts)
-            fastsql.insert_later(PointsAward, dict(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
-                                          cut=amount - granted, cuts=json.dumps(cuts), event_id=event["event_id"],
+            st.points_award(dict(member_ref=member.member_ref, entry_key=key, kind="earn", points=granted,
+                                          cut=amount - granted, cuts=cuts, event_id=event["event_id"],
                                           order_ref=event.get("order_ref"), rule=match.rule, policy_version=version,
                                           reason=reason, expires_at=expires_at, journal=journal, at=at))
-            mp.record_decision(cfg.points_ruleset, version, match.rule, f"member:{member.member_ref}",
+            st.decision(cfg.points_ruleset, version, match.rule, f"member:{member.member_ref}",
                                {"event_id": event["event_id"], "type": event["type"],
                                 "amount_fen": event.get("amount_fen"), "level": member.level},
                                {"award_points": granted, "base": base, "multiplier_pct": mult, "cuts": cuts})
@@ -148,37 +145,32 @@ def _earn(cfg, member, event, facts, at, plan, actor):
     return entries
 
 
-def _clawback(cfg, member, event, at, actor):
+def _clawback(cfg, member, event, at, actor, st=LIVE):
     order_ref = event.get("order_ref")
     if not cfg.points or not order_ref:
         return []
-    paid, refunded = order_totals(order_ref, member.member_ref)
+    paid, refunded = st.order_totals(order_ref, member.member_ref)
     refunded += event.get("amount_fen") or 0
-    earned = int((PointsAward.select(pw.fn.SUM(PointsAward.points))
-                  .where((PointsAward.member_ref == member.member_ref) & (PointsAward.order_ref == order_ref)
-                         & (PointsAward.kind == "earn")).scalar()) or 0)
-    already = int((PointsAward.select(pw.fn.SUM(PointsAward.cut - PointsAward.points))
-                   .where((PointsAward.member_ref == member.member_ref) & (PointsAward.order_ref == order_ref)
-                          & (PointsAward.kind == "clawback")).scalar()) or 0)
+    earned, already = st.points_of_order(member.member_ref, order_ref)
     due = clawback_target(earned, paid, refunded) - already
     if due <= 0:
         return []
-    available = ml.points_balance(cfg, member.member_ref)
+    available = st.points_balance(cfg, member.member_ref)
     take = min(due, available)
     key = f"p:{event['event_id']}:refund_clawback"
-    journal = ml.spend_points(cfg, member.member_ref, take, key, actor,
+    journal = st.spend_points(cfg, member.member_ref, take, key, actor,
                               f"refund clawback {order_ref}") if take > 0 else None
     cuts = [] if take == due else [{"cap": "available_balance", "cut": due - take}]
     reason = f"refund of {event.get('amount_fen', 0)} fen on order {order_ref}: claw back {due}"
     if cuts:
         reason += f"; only {take} available"
-    PointsAward.create(member_ref=member.member_ref, entry_key=key, kind="clawback", points=-take,
-                       cut=due - take, cuts=json.dumps(cuts), event_id=event["event_id"], order_ref=order_ref,
-                       rule="points.refund_clawback", policy_version=cfg.version, reason=reason,
-                       journal=journal, at=at)
-    mp.record_decision("points", cfg.version, "refund_clawback", f"member:{member.member_ref}",
-                       {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
-                       {"clawback": take, "cuts": cuts})
+    st.points_award(dict(member_ref=member.member_ref, entry_key=key, kind="clawback", points=-take,
+                         cut=due - take, cuts=cuts, event_id=event["event_id"], order_ref=order_ref,
+                         rule="points.refund_clawback", policy_version=cfg.version, reason=reason,
+                         journal=journal, at=at), later=False)
+    st.decision("points", cfg.version, "refund_clawback", f"member:{member.member_ref}",
+                {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
+                {"clawback": take, "cuts": cuts})
     return [{"rule": "points.refund_clawback", "points": -take, "cut": due - take, "cuts": cuts,
              "reason": reason}]
 
@@ -192,13 +184,13 @@ def _redemption_dict(r):
             "decided_by": r.decided_by}
 
 
-def _check_redemption_caps(cfg, member_ref, points, at):
+def _check_redemption_caps(cfg, member_ref, points, at, st=LIVE):
     """Lock and check every redemption cap; raises 422 naming the cap that refuses."""
     red = cfg.points.get("redemption") or {}
     rows = []
     for cap in red.get("caps") or []:
         window = mp.window_key(cfg, at, cap.get("window", "day"))
-        row = counter(member_ref, f"redeem:{cap['name']}", window)
+        row = st.counter(member_ref, f"redeem:{cap['name']}", window)
         if cap.get("max_count") is not None and row.count + 1 > int(cap["max_count"]):
             raise Problem(422, "redemption-limit-exceeded", "Redemption limit exceeded",
                           f"cap {cap['name']}: at most {cap['max_count']} redemptions per {cap.get('window', 'day')}",
@@ -226,36 +218,41 @@ def redeem(member_ref, redemption_id, points, purpose, actor):
 
     @transactional()
     def run():
-        existing = Redemption.get_or_none(Redemption.redemption_id == redemption_id)
-        if existing:
-            if existing.member_ref != member_ref or existing.points != points:
-                raise Problem(409, "redemption-id-reused", "Redemption id reused",
-                              f"redemption {redemption_id!r} exists with another member or amount")
-            return False, _redemption_dict(existing)
-        member = lock_member(cfg, member_ref, at)
-        existing = Redemption.get_or_none(Redemption.redemption_id == redemption_id)
-        if existing:
-            return False, _redemption_dict(existing)
-        rows = _check_redemption_caps(cfg, member.member_ref, points, at)
-        review_above = (cfg.points.get("redemption") or {}).get("review_above")
-        if review_above is not None and points > int(review_above):
-            r = Redemption.create(redemption_id=redemption_id, member_ref=member_ref, points=points,
-                                  purpose=purpose, status="held",
-                                  reason=f"above review threshold {review_above} (points.redemption.review_above)",
-                                  policy_version=cfg.version, at=at)
-            mp.record_decision("points", cfg.version, "redemption.review_above", f"member:{member_ref}",
-                               {"points": points}, {"status": "held"})
-            return True, _redemption_dict(r)
-        journal = ml.spend_points(cfg, member_ref, points, f"redeem:{redemption_id}", actor,
-                                  f"redemption {redemption_id}")
-        charge_counters(rows, points)
-        r = Redemption.create(redemption_id=redemption_id, member_ref=member_ref, points=points, purpose=purpose,
-                              status="done", policy_version=cfg.version, journal=journal, at=at)
-        PointsAward.create(member_ref=member_ref, entry_key=f"redeem:{redemption_id}", kind="redeem",
-                           points=-points, rule="points.redemption", policy_version=cfg.version,
-                           reason=f"redeemed for {purpose or 'unspecified'}", journal=journal, at=at)
-        return True, _redemption_dict(r)
+        return redeem_in(cfg, member_ref, redemption_id, points, purpose, actor, at)
     return run()
+
+
+def redeem_in(cfg, member_ref, redemption_id, points, purpose, actor, at, st=LIVE):
+    """A redemption decided and booked in the caller's transaction (live) or in a simulation's state."""
+    existing = st.redemption(redemption_id)
+    if existing:
+        if existing.member_ref != member_ref or existing.points != points:
+            raise Problem(409, "redemption-id-reused", "Redemption id reused",
+                          f"redemption {redemption_id!r} exists with another member or amount")
+        return False, _redemption_dict(existing)
+    st.member(cfg, member_ref, at)
+    existing = st.redemption(redemption_id)
+    if existing:
+        return False, _redemption_dict(existing)
+    rows = _check_redemption_caps(cfg, member_ref, points, at, st)
+    review_above = (cfg.points.get("redemption") or {}).get("review_above")
+    if review_above is not None and points > int(review_above):
+        r = st.add_redemption(dict(redemption_id=redemption_id, member_ref=member_ref, points=points,
+                                   purpose=purpose, status="held",
+                                   reason=f"above review threshold {review_above} (points.redemption.review_above)",
+                                   policy_version=cfg.version, at=at))
+        st.decision("points", cfg.version, "redemption.review_above", f"member:{member_ref}",
+                    {"points": points}, {"status": "held"})
+        return True, _redemption_dict(r)
+    journal = st.spend_points(cfg, member_ref, points, f"redeem:{redemption_id}", actor,
+                              f"redemption {redemption_id}")
+    st.charge(rows, points)
+    r = st.add_redemption(dict(redemption_id=redemption_id, member_ref=member_ref, points=points, purpose=purpose,
+                               status="done", policy_version=cfg.version, journal=journal, at=at))
+    st.points_award(dict(member_ref=member_ref, entry_key=f"redeem:{redemption_id}", kind="redeem",
+                         points=-points, rule="points.redemption", policy_version=cfg.version,
+                         reason=f"redeemed for {purpose or 'unspecified'}", journal=journal, at=at), later=False)
+    return True, _redemption_dict(r)
 
 
 def decide(member_ref, redemption_id, approve, actor, note=None):
@@ -265,7 +262,7 @@ def decide(member_ref, redemption_id, approve, actor, note=None):
 
     @transactional()
     def run():
-        lock_member(cfg, member_ref, at)
+        LIVE.member(cfg, member_ref, at)
         r = for_update(Redemption.select().where((Redemption.redemption_id == redemption_id)
                                                  & (Redemption.member_ref == member_ref))).get_or_none()
         if r is None:
@@ -282,7 +279,7 @@ def decide(member_ref, redemption_id, approve, actor, note=None):
             rows = _check_redemption_caps(cfg, member_ref, r.points, at)
             journal = ml.spend_points(cfg, member_ref, r.points, f"redeem:{redemption_id}", actor,
                                       f"redemption {redemption_id} (approved)")
-            charge_counters(rows, r.points)
+            LIVE.charge(rows, r.points)
             PointsAward.create(member_ref=member_ref, entry_key=f"redeem:{redemption_id}", kind="redeem",
                                points=-r.points, rule="points.redemption.review", policy_version=cfg.version,
                                reason=f"redeemed for {r.purpose or 'unspecified'} after review by {actor}",

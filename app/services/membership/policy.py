@@ -45,6 +45,25 @@ class Config:
         self.catalogue = {b["name"]: b for b in self.benefits.get("catalogue") or []}
         self.by_level = self.benefits.get("levels") or {}
         self.by_plan = self.benefits.get("plans") or {}
+        self._caps = {}
+        self._expiry_by_day = {}
+        self._last_day = (None, None)
+
+    def matching_caps(self, prefix, caps, event, matches):
+        """The caps of ``caps`` (a list of this Config) that apply to an event's type and channel, worked out
+        once per (prefix, type, channel) with ``matches``: caps read nothing else of the event."""
+        key = (prefix, event["type"], event.get("channel"))
+        got = self._caps.get(key)
+        if got is None:
+            got = self._caps[key] = [cap for cap in caps if matches(cap, event)]
+        return got
+
+    def local_date(self, instant):
+        """The policy-zone calendar date of a naive UTC instant (the last answer is kept: an event asks often)."""
+        last = self._last_day
+        if last[0] != instant:
+            last = self._last_day = (instant, local(self, instant).date())
+        return last[1]
 
     def level_for(self, growth):
         """(level name, index) of the highest level whose threshold ``growth`` reaches."""
@@ -91,7 +110,7 @@ def to_utc(aware):
 
 def window_key(cfg, instant, window):
     """The cap window an instant falls in, in the policy time zone: day, week (ISO) or month."""
-    d = local(cfg, instant).date()
+    d = cfg.local_date(instant)
     if window == "day":
         return d.isoformat()
     if window == "week":
@@ -121,6 +140,17 @@ def points_expiry(cfg, earned_at):
     exp = cfg.points.get("expiry")
     if not exp:
         return None
+    by_day = getattr(cfg, "_expiry_by_day", None)
+    if by_day is None or exp["mode"] == "rolling_months":
+        return _expiry(cfg, exp, earned_at)
+    day = cfg.local_date(earned_at)  # year-end modes: the answer depends on the local date only
+    got = by_day.get(day)
+    if got is None:
+        got = by_day[day] = _expiry(cfg, exp, earned_at)
+    return got
+
+
+def _expiry(cfg, exp, earned_at):
     loc = local(cfg, earned_at)
     mode = exp["mode"]
     after = int(exp.get("years_after", 0))

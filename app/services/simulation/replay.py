@@ -1,11 +1,16 @@
-"""One replay: a throwaway SQLite database with one policy set active, the clock moved through the events, the live services and periodic jobs run at their dates."""
+"""One replay: one policy set over one partition of members, member state in memory, the membership context's decision functions run at the simulated clock, periodic work at its dates."""
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import random
 import shutil
 import tempfile
+
+from app.errors import Problem
+from app.services.membership import benefits, events, growth, paid, plans, points
+from app.services.membership import policy as mp
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +25,13 @@ def parse_at(text):
 
 
 class Replay:
-    """A throwaway database with ``files`` active; ``run(events)`` replays and returns the metrics.
+    """One policy set replayed over one partition of members, the member state in memory.
 
-    Used inside a worker process (``run_task``) and, for the equivalence tests, the metrics half of it
-    (``collect``) also reads the live test database.
+    ``open`` makes the set active in a throwaway database (policy lookups, ticket routing and SLA read the
+    active set) and compiles it once; ``run`` replays the records through the membership context's own
+    decision functions (``events.process``, ``points.redeem_in``, ``plans.subscribe_in`` ...) against a
+    ``MemoryState``, with the periodic work (points expiry, deductions, renewals and lapses, monthly coupons)
+    at its dates on the simulated clock, then returns the metrics.
     """
 
     def __init__(self, files, start, end, point_value_fen=1, workdir=None):
@@ -35,27 +43,32 @@ class Replay:
     # ---- setup --------------------------------------------------------------------------------
 
     def open(self):
-        """Create, migrate and activate the throwaway database (SQLite, no journal, no fsync: it is discarded)."""
+        """Make the policy set the active one in this (worker) process and compile it once.
+
+        The set's files are written to a scratch folder that the app is configured with; the scratch
+        SQLite database has no tables, so ``policy.startup`` activates the files (already checked by the
+        runner) and nothing is stored anywhere.
+        """
         from app import create_app, policy
-        from app.db import db
-        from app.migrations import upgrade
         self.tmp = tempfile.mkdtemp(prefix="patron-sim-", dir=self.workdir)
-        url = "sqlite:///" + os.path.join(self.tmp, "replay.db")
-        self.app = create_app({"DATABASE_URL": url, "REDIS_URL": None, "LOG_LEVEL": "WARNING", "TICKER": False})
+        for rel, text in self.files.items():
+            path = os.path.join(self.tmp, "set", rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        # The reference evaluator: in-process per-event evaluation is cheaper there than through durable_rules
+        # (both engines give the same answers; see app/engine).
+        self.app = create_app({"DATABASE_URL": "sqlite:///" + os.path.join(self.tmp, "empty.db"), "REDIS_URL": None,
+                               "LOG_LEVEL": "WARNING", "TICKER": False, "RULES_ENGINE": "reference",
+                               "POLICY_DIR": os.path.join(self.tmp, "set", "policies"),
+                               "RULES_DIR": os.path.join(self.tmp, "set", "rules")})
         self.ctx = self.app.app_context()
         self.ctx.push()
-        upgrade()
-        db.connect(reuse_if_open=True)
-        # The database is thrown away after the run: a crash loses nothing worth a journal or an fsync.
-        db.execute_sql("PRAGMA journal_mode=OFF")
-        db.execute_sql("PRAGMA synchronous=OFF")
-        db.execute_sql("PRAGMA temp_store=MEMORY")
-        db.execute_sql("PRAGMA cache_size=-200000")
-        policy.startup(self.app)  # engine configured, active-set provider installed (the configured files)
-        policy.apply(self.files, ACTOR, note="simulation replay")
-        random.seed(0)  # the budget shard walk starts at a random shard: same run, same rows
-        from app.services.membership import policy as mp
+        policy.startup(self.app)  # engine configured, the configured files active
+        random.seed(0)  # the budget shard walk starts at a random shard: same run, same counters
         self.cfg = mp.current()
+        if self.cfg.version != policy.PolicySet(self.files).version:
+            raise RuntimeError(f"simulation: active set {self.cfg.version} is not the replayed set")
         return self
 
     def close(self):
@@ -75,9 +88,13 @@ class Replay:
     def run(self, records, total=None, progress=None):
         """Replay ``records`` (dicts with ``_at``: naive UTC, in time order) then tick to the end; returns metrics."""
         from app.platform import clock
+        from app.services.simulation.memory import MemoryState
         cfg = self.cfg
+        self.st = MemoryState(cfg, self.start, self.end)
         self.acc = Accumulator(cfg, self.start, self.end)
         self.ticks = Ticks(cfg, self.start, self.end)
+        self.coupon_month, self.coupons_done = None, set()
+        self._coupon_items = {}
         done = 0
         for rec in records:
             at = rec["_at"]
@@ -90,10 +107,11 @@ class Replay:
             if progress and done % PROGRESS_EVERY == 0:
                 progress(done, total)
         self._tick_until(self.end, inclusive=True)
-        clock.set_now(None)
+        clock.set_now(self.end)
         if progress:
             progress(done, total)
         out = self.collect()
+        clock.set_now(None)
         out["events_replayed"] = done
         return out
 
@@ -102,7 +120,7 @@ class Replay:
         for kind, t in self.ticks.due(at, inclusive):
             clock.set_now(t)
             if kind == "start":
-                self.acc.levels_at_start = self._levels()
+                self.acc.levels_at_start = {ref: m.level for ref, m in self.st.members.items()}
             elif kind == "month":
                 self.acc.monthly.append({"month": self.ticks.month_label(t), "levels": self._distribution()})
             else:
@@ -110,142 +128,148 @@ class Replay:
 
     def _daily(self, t):
         """The periodic jobs of one business day, in the order the cron table runs them."""
-        from app.services.membership import benefits, growth, plans
-        import jobs.ledger as jl
-        cfg = self.cfg
-        in_window = self.start <= t <= self.end
-        expiring = self._expiring_points(t)
-        while jl.expire_lots(at=t):
-            pass
-        if in_window:
-            self.acc.points["expired"] += expiring
+        cfg, st = self.cfg, self.st
+        st.forget_days_before(mp.window_key(cfg, t, "day"))
+        expired = st.expire_lots(t)
+        if self.start <= t <= self.end:
+            st.points_expired += expired
         if cfg.deduction.get("method") and self.ticks.deduction_day(t):
-            growth.deduct_all(t)
-        plans.run_due(t)
+            growth.deduct_all(t, cfg=cfg, st=st)
+        plans.run_due(t, cfg=cfg, st=st)
         if cfg.by_level or cfg.by_plan:
-            benefits.issue_coupons(t, actor=ACTOR)
+            self._coupons(t)
+
+    def _coupons(self, t):
+        """The monthly coupon job: each member's coupon benefits in force, once per benefit and month."""
+        cfg, st = self.cfg, self.st
+        month = mp.window_key(cfg, t, "month")
+        if month != self.coupon_month:  # a new month: every member may be due
+            self.coupon_month, self.coupons_done = month, set()
+            refs = list(st.members)
+        else:  # later days: only members whose level or plan changed since
+            refs = [r for r in st.level_touched if r in st.members]
+        st.level_touched = set()
+        counted = self.ticks.month_label(self.start) <= month <= self.ticks.month_label(self.end)
+        for ref in refs:
+            level = st.members[ref].level
+            code = st.plan_at(ref, t)
+            key = (level, code)
+            items = self._coupon_items.get(key)
+            if items is None:  # the same answer for every member at this level with this plan
+                items = self._coupon_items[key] = benefits.monthly_coupons(cfg, level,
+                                                                           plans.active_plan(cfg, ref, t, st))
+            for item in items:
+                done = (ref, item["name"])
+                if done in self.coupons_done:
+                    continue
+                self.coupons_done.add(done)
+                if counted:
+                    self.acc.coupon(item)
 
     def _one(self, rec, at):
-        from app.errors import Problem
-        from app.services import membership
-        from app.services.membership import events, plans, points
         typ = rec.get("type")
         in_window = at >= self.start
-        body = {k: v for k, v in rec.items() if not k.startswith("_")}
+        digest = rec.pop("_digest", None)
+        seq = rec.pop("_seq", None)
+        body = rec
+        del rec["_at"]
+        cfg, st = self.cfg, self.st
         try:
             if typ == "points_redeemed":
-                _, r = points.redeem(body["member_id"], body["redemption_id"], int(body["points"]),
-                                     body.get("purpose"), ACTOR)
-                if in_window:
-                    self.acc.redemption(r)
+                points.redeem_in(cfg, body["member_id"], body["redemption_id"], int(body["points"]),
+                                 body.get("purpose"), ACTOR, at, st)
             elif typ == "plan_subscribed":
-                plans.subscribe(body["member_id"], body["plan"], "external",
-                                body.get("payment_ref") or f"sim-{body['member_id']}-{rec['_seq']}",
-                                bool(body.get("auto_renew", True)), ACTOR)
+                plan = cfg.plans.get(body["plan"])
+                if plan is None:
+                    raise Problem(422, "unknown-plan", "Unknown plan", f"plan {body['plan']!r} is not offered")
+                plans.subscribe_in(cfg, body["member_id"], plan, "external",
+                                   body.get("payment_ref") or f"sim-{body['member_id']}-{seq}",
+                                   bool(body.get("auto_renew", True)), ACTOR, at, st)
             elif typ == "plan_cancelled":
-                plans.cancel(body["member_id"], ACTOR)
+                plans.cancel_in(body["member_id"], at, st)
             elif typ == "ticket_created":
                 self._ticket(body, at, in_window)
             else:
-                discount = None
-                if in_window and typ == "order_paid":
-                    # the benefits checkout would have applied to this order (same read-only code as the API)
-                    cart = {"items": [{"sku": "order", "price_fen": int(body.get("amount_fen") or 0)}],
-                            "shipping_fen": 0, "channel": body.get("channel") or "app"}
-                    discount = membership.checkout_benefits(body["member_id"], cart)
-                _, result = events.ingest(body, ACTOR)
-                if in_window:
+                discount = self._discount(body, at) if in_window and typ == "order_paid" else None
+                result = events.process(cfg, body, ACTOR, st, digest)
+                if in_window and not result.get("replayed"):
                     self.acc.event(result, discount)
         except Problem as exc:
             if in_window:
                 self.acc.refused(typ, exc.code)
 
+    def _discount(self, body, at):
+        """The discount the member's benefits give this order at checkout (the checkout's own rules)."""
+        cfg, st = self.cfg, self.st
+        ref = body["member_id"]
+        m = st.members.get(ref)
+        level = m.level if m is not None else cfg.levels[0]["name"]
+        plan = paid.with_ladder(cfg, ref, plans.active_plan(cfg, ref, at, st), at, st)
+        cart = {"items": [{"sku": "order", "price_fen": int(body.get("amount_fen") or 0)}], "shipping_fen": 0,
+                "channel": body.get("channel") or "app"}
+        return benefits.cart_discounts(cfg, benefits.benefits_in_force(cfg, level, plan), cart)
+
     def _ticket(self, body, at, in_window):
-        from app.models.tickets import Ticket
         from app.services import tickets
+        from app.services.tickets import policy as tickets_policy
+        cfg, st = self.cfg, self.st
         create = dict(body["ticket"])
-        principal = {"kind": "service", "id": "simulation", "scopes": ["admin"]}
-        _, ticket, _ = tickets.create(principal, create, None)
-        if not in_window:
-            return
-        t = Ticket.get_by_id(ticket["id"])
-        self.acc.ticket(t, body)
+        ref = create["user_id"]
+        member = None
+        if ref in st.members:  # what membership tells ticket routing about a known member
+            plan = plans.active_plan(cfg, ref, at, st)
+            member = {"level": st.members[ref].level, "paid": plan is not None,
+                      "plan": plan.get("code") if plan else None}
+        tcfg = tickets_policy.current()
+        facts = tickets.facts_of(create, known=True, member=member)
+        t = tickets.new_ticket(tcfg, create, facts, tickets.route(tcfg, create, facts), at, ACTOR)
+        if in_window:
+            self.acc.ticket(t, body)
 
-    # ---- reading the throwaway database --------------------------------------------------------
-
-    def _levels(self):
-        from app.db import db
-        return dict(db.execute_sql("SELECT member_ref, level FROM member").fetchall())
+    # ---- the figures --------------------------------------------------------------------------
 
     def _distribution(self):
-        from app.db import db
-        rows = db.execute_sql("SELECT level, COUNT(*) FROM member GROUP BY level").fetchall()
-        got = {lv: int(n) for lv, n in rows}
-        return {name: got.get(name, 0) for name in self.cfg.level_names}
-
-    def _expiring_points(self, t):
-        from app.db import db
-        p = db.obj.param
-        row = db.execute_sql(f"SELECT COALESCE(SUM(remaining_minor), 0) FROM ledger_lot WHERE asset = {p} "
-                             f"AND state = 'open' AND expires_at <= {p}", (self.cfg.points_asset, t)).fetchone()
-        return int(row[0] or 0)
+        got = {name: 0 for name in self.cfg.level_names}
+        for m in self.st.members.values():
+            got[m.level] = got.get(m.level, 0) + 1
+        return got
 
     def collect(self):
-        """Every figure of the report from the database and the accumulated event results."""
-        from app.db import db
-        cfg, acc = self.cfg, self.acc
-        p = db.obj.param
-        win = (self.start, self.end)
-        end_levels = self._levels()
+        """Every figure of the report from the state and the accumulated event results."""
+        cfg, acc, st = self.cfg, self.acc, self.st
+        end_levels = {ref: m.level for ref, m in st.members.items()}
         start_levels = acc.levels_at_start if acc.levels_at_start is not None else {}
         matrix = {}
         for ref, to in end_levels.items():
             frm = start_levels.get(ref, "(new)")
             row = matrix.setdefault(frm, {})
             row[to] = row.get(to, 0) + 1
-        promotions = demotions = 0
-        for frm, to in db.execute_sql(f"SELECT from_level, to_level FROM level_change WHERE at >= {p} AND at <= {p}",
-                                      win).fetchall():
-            if cfg.level_index(to) > cfg.level_index(frm or cfg.level_names[0]):
-                promotions += 1
-            else:
-                demotions += 1
         growth = {"earned": 0, "clawed_back": 0, "deducted": 0, "cut_by_caps": 0}
-        for kind, delta, cut in db.execute_sql(
-                f"SELECT kind, SUM(delta), SUM(cut) FROM growth_entry WHERE at >= {p} AND at <= {p} GROUP BY kind",
-                win).fetchall():
-            key = {"earn": "earned", "clawback": "clawed_back", "deduct": "deducted"}.get(kind, kind)
-            growth[key] = abs(int(delta or 0))
+        for kind, (delta, cut) in st.growth_totals.items():
+            key = {"earn": "earned", "clawback": "clawed_back", "deduct": "deducted"}[kind]
+            growth[key] = abs(delta)
             if kind == "earn":
-                growth["cut_by_caps"] = int(cut or 0)
-        pts = dict(acc.points)
-        for kind, amount, cut in db.execute_sql(
-                f"SELECT kind, SUM(points), SUM(cut) FROM points_award WHERE at >= {p} AND at <= {p} GROUP BY kind",
-                win).fetchall():
-            key = {"earn": "issued", "clawback": "clawed_back", "redeem": "redeemed"}.get(kind, kind)
-            pts[key] = abs(int(amount or 0))
+                growth["cut_by_caps"] = cut
+        pts = {"expired": st.points_expired, "redemptions_held": st.held_redemptions}
+        for kind, (amount, cut) in st.points_totals.items():
+            key = {"earn": "issued", "clawback": "clawed_back", "redeem": "redeemed"}[kind]
+            pts[key] = abs(amount)
             if kind == "earn":
-                pts["cut_by_caps"] = int(cut or 0)
-        row = db.execute_sql(f"SELECT COALESCE(SUM(remaining_minor), 0) FROM ledger_lot WHERE asset = {p} AND "
-                             f"state = 'open' AND (expires_at IS NULL OR expires_at > {p})",
-                             (cfg.points_asset, self.end)).fetchone()
-        outstanding = int(row[0] or 0)
-        months = (self.ticks.month_label(self.start), self.ticks.month_label(self.end))
-        coupons = db.execute_sql(f"SELECT COALESCE(SUM(amount_fen * count), 0), COUNT(*) FROM coupon_grant "
-                                 f"WHERE month >= {p} AND month <= {p} AND journal IS NOT NULL",
-                                 months).fetchone()
+                pts["cut_by_caps"] = cut
+        outstanding = st.outstanding(self.end)
         plans = {"subscribed": 0, "renewed": 0, "revenue_fen": 0, "lapsed": 0, "expired": 0}
-        for kind, n, fen in db.execute_sql(f"SELECT kind, COUNT(*), SUM(price_fen) FROM plan_period WHERE start >= {p} "
-                                           f"AND start <= {p} GROUP BY kind", win).fetchall():
-            plans["subscribed" if kind == "subscribe" else "renewed"] += int(n)
-            plans["revenue_fen"] += int(fen or 0)
-        for status, n in db.execute_sql(f"SELECT status, COUNT(*) FROM subscription WHERE ended_at >= {p} "
-                                        f"AND ended_at <= {p} GROUP BY status", win).fetchall():
-            if status in plans:
-                plans[status] = int(n)
-        active_paid = db.execute_sql(f"SELECT COUNT(DISTINCT member_ref) FROM plan_period WHERE start <= {p} "
-                                     f"AND \"end\" > {p}", (self.end, self.end)).fetchone()[0]
-        plans["active_at_end"] = int(active_paid)
+        active_paid = 0
+        for ref, periods in st.periods.items():
+            for start, end, _, price, kind in periods:
+                if self.start <= start <= self.end:
+                    plans["subscribed" if kind == "subscribe" else "renewed"] += 1
+                    plans["revenue_fen"] += price
+            if any(start <= self.end < end for start, end, _, _, _ in periods):
+                active_paid += 1
+        for sub in st.subs.values():
+            if sub.ended_at is not None and self.start <= sub.ended_at <= self.end and sub.status in plans:
+                plans[sub.status] += 1
+        plans["active_at_end"] = active_paid
         distribution_end = {name: 0 for name in cfg.level_names}
         for lv in end_levels.values():
             distribution_end[lv] = distribution_end.get(lv, 0) + 1
@@ -253,27 +277,17 @@ class Replay:
         for lv in start_levels.values():
             distribution_start[lv] = distribution_start.get(lv, 0) + 1
         benefit = {"discounts_fen": acc.discount_fen, "discounted_orders": acc.discounted_orders,
-                   "cashback_fen": acc.cashback_fen, "coupons_fen": int(coupons[0] or 0),
-                   "coupon_grants": int(coupons[1] or 0)}
+                   "cashback_fen": acc.cashback_fen, "coupons_fen": acc.coupons_fen,
+                   "coupon_grants": acc.coupon_grants}
         benefit["total_fen"] = benefit["discounts_fen"] + benefit["cashback_fen"] + benefit["coupons_fen"]
-        members = {ref: {"level": lv} for ref, lv in end_levels.items()}
-        for ref, g in db.execute_sql("SELECT member_ref, growth FROM member").fetchall():
-            members[ref]["growth"] = int(g)
-        for ref, bal in db.execute_sql(
-                f"SELECT c.external_ref, COALESCE(SUM(l.remaining_minor), 0) FROM ledger_lot l "
-                f"JOIN ledger_customer c ON c.id = l.customer_id WHERE l.asset = {p} AND l.state = 'open' "
-                f"AND (l.expires_at IS NULL OR l.expires_at > {p}) GROUP BY c.external_ref",
-                (cfg.points_asset, self.end)).fetchall():
-            if ref in members:
-                members[ref]["points"] = int(bal)
-        for m in members.values():
-            m.setdefault("points", 0)
+        members = {ref: {"level": m.level, "growth": int(m.growth), "points": st.outstanding(self.end, ref)}
+                   for ref, m in st.members.items()}
         return {
             "policy_version": cfg.version,
             "members": len(end_levels),
             "levels": {"order": list(cfg.level_names), "start": distribution_start, "end": distribution_end,
                        "monthly": acc.monthly, "transitions": matrix,
-                       "promotions": promotions, "demotions": demotions},
+                       "promotions": st.promotions, "demotions": st.demotions},
             "growth": growth,
             "points": {**{k: 0 for k in ("issued", "clawed_back", "redeemed", "expired", "cut_by_caps")}, **pts,
                        "outstanding": outstanding, "point_value_fen": self.point_value_fen,
@@ -291,7 +305,6 @@ class Ticks:
     """The instants periodic work happens at: daily jobs at local midnight, month starts, the window start."""
 
     def __init__(self, cfg, start, end):
-        from app.services.membership import policy as mp
         self.cfg, self.mp = cfg, mp
         self.start, self.end = start, end
         self.next_day = None
@@ -363,7 +376,7 @@ class Accumulator:
         self.cashback_fen = 0
         self.discount_fen = 0
         self.discounted_orders = 0
-        self.points = {"expired": 0, "redemptions_held": 0}
+        self.coupons_fen = self.coupon_grants = 0
         self.refusals = {}
         self.tickets = {}
         self.ticket_breaches = {}
@@ -376,7 +389,7 @@ class Accumulator:
             slot["members"].add(member)
             slot["amount_cut"] += int(c.get("cut") or 0)
 
-    def event(self, result, discount):
+    def event(self, result, discounts):
         member = result["member_id"]
         for e in result["growth"]["entries"]:
             self._cut("growth", member, e.get("cuts"))
@@ -384,15 +397,15 @@ class Accumulator:
             self._cut("points", member, e.get("cuts"))
         for c in result.get("cashback") or []:
             self.cashback_fen += int(c.get("amount_fen") or 0)
-        if discount:
-            applied = [d for d in discount.get("discounts") or [] if d.get("applied")]
+        if discounts:
+            applied = [d for d in discounts if d.get("applied")]
             if applied:
                 self.discounted_orders += 1
                 self.discount_fen += sum(int(d["amount_fen"]) for d in applied)
 
-    def redemption(self, r):
-        if r["status"] == "held":
-            self.points["redemptions_held"] += 1
+    def coupon(self, item):
+        self.coupons_fen += int(item["amount_fen"]) * int(item.get("per_month", 1))
+        self.coupon_grants += 1
 
     def refused(self, typ, code):
         key = f"{typ}:{code}"
@@ -427,11 +440,18 @@ class Accumulator:
 
 
 def read_partition(path):
-    """The records of a partition file written by the planner (one JSON object a line, ``_at`` ISO)."""
+    """The records of a partition file written by the planner (``<instant>\t<sequence>\t<record JSON>`` lines).
+
+    ``_digest``: a fingerprint of the record's text, what idempotency by event id compares when an event
+    id comes again (the live path compares a digest of the body).
+    """
     with open(path, encoding="utf-8") as fh:
         for line in fh:
-            rec = json.loads(line)
-            rec["_at"] = dt.datetime.fromisoformat(rec["_at"])
+            at, seq, text = line.split("\t", 2)
+            rec = json.loads(text)
+            rec["_at"] = dt.datetime.fromisoformat(at)
+            rec["_seq"] = int(seq)
+            rec["_digest"] = hashlib.blake2b(text.encode(), digest_size=16).digest()
             yield rec
 
 

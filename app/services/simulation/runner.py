@@ -1,7 +1,6 @@
 """Running a simulation: read and order the history, partition it by member, replay baseline and candidate in worker processes, merge."""
 import datetime as dt
 import hashlib
-import json
 import multiprocessing
 import os
 import shutil
@@ -50,9 +49,9 @@ def _checked(seq, rec):
 
 
 def _line_key(line):
-    """(_at, _seq) of a partition line: canonical JSON with sorted keys starts with them."""
-    at, seq, _ = line.split(",", 2)
-    return at[len('{"_at":"'):-1], int(seq[len('"_seq":'):])
+    """(instant, sequence) of a partition line ``<instant ISO>\t<sequence>\t<record JSON>``."""
+    at, seq, _ = line.split("\t", 2)
+    return at, int(seq)
 
 
 def plan(source, end, sample=None, partitions=1, workdir=None):
@@ -75,16 +74,15 @@ def plan(source, end, sample=None, partitions=1, workdir=None):
     counts = [0] * partitions
     ordered, last = True, None
     try:
-        for seq, rec in enumerate(sources.read(source)):
+        for seq, (rec, text) in enumerate(sources.read_with_text(source)):
             at = _checked(seq, rec)
             if at >= end or (keep is not None and not keep(member_of(rec))):
                 continue
             if last is not None and at < last:
                 ordered = False
             last = at if last is None or at > last else last
-            i = zlib.crc32(member_of(rec).encode()) % partitions
-            files[i].write(json.dumps(dict(rec, _at=at.isoformat(), _seq=seq), ensure_ascii=False, sort_keys=True,
-                                      separators=(",", ":")) + "\n")
+            i = zlib.crc32(member_of(rec).encode()) % partitions if partitions > 1 else 0
+            files[i].write(f"{at.isoformat()}\t{seq}\t{text}\n")  # the record's text as read: no re-encoding
             counts[i] += 1
     finally:
         for fh in files:

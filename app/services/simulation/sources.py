@@ -17,20 +17,32 @@ def read(source):
     Yields:
         dicts in the replay format (see docs/simulation.md, "Input records").
     """
+    for rec, _ in read_with_text(source):
+        yield rec
+
+
+def _compact(rec):
+    return json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_with_text(source):
+    """(record, its JSON text on one line) from ``source``: a JSONL line as it is, other sources as compact JSON."""
     if source == "db":
-        yield from from_database()
+        for rec in from_database():
+            yield rec, _compact(rec)
     elif source.endswith(".jsonl") or source.endswith(".ndjson"):
         with open(source, encoding="utf-8") as fh:
             for n, line in enumerate(fh, 1):
-                if not line.strip():
+                text = line.strip()
+                if not text:
                     continue
                 try:
-                    rec = json.loads(line)
+                    rec = json.loads(text)
                 except ValueError as exc:
                     raise Problem(422, "bad-events-file", "Bad events file", f"{source}:{n}: {exc}") from None
                 if not isinstance(rec, dict):
                     raise Problem(422, "bad-events-file", "Bad events file", f"{source}:{n}: not a JSON object")
-                yield rec
+                yield rec, text
     elif source.endswith(".csv"):
         with open(source, encoding="utf-8", newline="") as fh:
             for n, row in enumerate(csv.DictReader(fh), 2):
@@ -47,7 +59,7 @@ def read(source):
                     elif k in CSV_BOOL:
                         v = v.lower() in ("1", "true", "yes")
                     rec[k] = v
-                yield rec
+                yield rec, _compact(rec)
     else:
         raise Problem(422, "bad-events-source", "Bad events source",
                       f"events must be 'db', a .jsonl or a .csv file, not {source!r}")

@@ -379,11 +379,15 @@ def _act_external(cfg, t, act, actor, now, pending=None):
 
 # --- create ---------------------------------------------------------------------------------------
 
-def _user_facts(body):
-    """User facts: membership's when it knows the member, else what the caller sent."""
+def _user_facts(body, known=False, found=None):
+    """User facts: membership's when it knows the member, else what the caller sent.
+
+    ``known``: the caller (the simulation) passes membership's facts as ``found`` instead of a lookup.
+    """
     user = dict(body.get("user") or {})
     out = {"level": user.get("level"), "paid": bool(user.get("paid", False)), "source": "request"}
-    found = membership_port.user_facts(body["user_id"])
+    if not known:
+        found = membership_port.user_facts(body["user_id"])
     if found:
         out.update({"level": found["level"], "paid": found["paid"], "source": "membership"})
         if found.get("plan"):
@@ -391,13 +395,53 @@ def _user_facts(body):
     return out
 
 
-def facts_of(body):
-    """The facts routing, priority and workflow guards see for a create request."""
+def facts_of(body, known=False, member=None):
+    """The facts routing, priority and workflow guards see for a create request.
+
+    The simulation passes ``known=True`` and the member's facts (``{"level", "paid", "plan"}`` or None) from
+    its own state; the live path looks them up in membership.
+    """
     title, text_body = body["title"], body.get("body", "")
     return {"category": body["category"], "title": title, "body": text_body, "text": f"{title}\n{text_body}",
             "channel": body.get("channel", "api"), "source": body.get("source", "system"),
             "amount_fen": body.get("amount_fen", 0), "order_status": body.get("order_status"),
-            "user": _user_facts(body), "tags": list(body.get("tags") or [])}
+            "user": _user_facts(body, known, member), "tags": list(body.get("tags") or [])}
+
+
+def route(cfg, body, facts):
+    """Routing and priority decided for a new ticket (rules), checked against the known departments."""
+    cfg.category(body["category"])
+    decision = tickets_routing.decide(facts, cfg.tickets["default_priority"])
+    if decision["department"] not in cfg.departments():
+        raise Problem(503, "routing-failed", "Routing failed",
+                      f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
+    return decision
+
+
+def new_ticket(cfg, body, facts, decision, now, created_by):
+    """The ticket a create makes (not yet stored): state, routing, escalated priority, SLA clocks started.
+
+    The live create stores it; the simulation reads its department, priority and SLA deadlines.
+    """
+    cat = cfg.category(body["category"])
+    wf = cfg.workflow(cat["workflow"])
+    priority = decision["priority"]
+    for _ in range(decision["escalate"]):
+        priority = PRIORITIES[max(0, PRIORITIES.index(priority) - 1)]
+    tags = list(dict.fromkeys(list(body.get("tags") or []) + decision["tags"]))
+    user = facts["user"]
+    t = Ticket(category=body["category"], workflow=cat["workflow"], state=wf["initial"], state_entered_at=now,
+               terminal=False, title=body["title"], body=body.get("body", ""), channel=facts["channel"],
+               source=facts["source"], conversation_ref=body.get("conversation_ref"),
+               order_no=body.get("order_no"), order_status=body.get("order_status"),
+               amount_fen=body.get("amount_fen"), user_id=body["user_id"], user_level=user["level"],
+               user_paid=user["paid"], department=decision["department"], queue=decision["queue"],
+               priority=priority, assignee=None, tags=_dumps(tags), created_by=created_by,
+               created_at=now, updated_at=now, policy_version=cfg.version,
+               routing_rule=decision["ticket_routing_rule"], priority_rule=decision["ticket_priority_rule"],
+               facts=_dumps(facts))
+    tickets_sla.start(cfg, t, now)
+    return t
 
 
 def create(principal, body, key):
@@ -414,13 +458,8 @@ def create(principal, body, key):
     def decide():
         # Rules run before the write transaction: on SQLite it holds the single write lock.
         cfg = tickets_policy.current()
-        cfg.category(body["category"])
         facts = facts_of(body)
-        decision = tickets_routing.decide(facts, cfg.tickets["default_priority"])
-        if decision["department"] not in cfg.departments():
-            raise Problem(503, "routing-failed", "Routing failed",
-                          f"no routing rule sent the ticket to a known department (got {decision['department']!r})")
-        return cfg, facts, decision
+        return cfg, facts, route(cfg, body, facts)
 
     return idempotency.run(_client(principal), key, "tickets.create", body,
                            lambda decided: _create(principal, body, *decided), 201, prepare=decide)
@@ -437,22 +476,7 @@ def _create(principal, body, cfg, facts, decision):
     wf = cfg.workflow(cat["workflow"])
     now = clock.now()
     creator = creator_of(principal)
-    priority = decision["priority"]
-    for _ in range(decision["escalate"]):
-        priority = PRIORITIES[max(0, PRIORITIES.index(priority) - 1)]
-    tags = list(dict.fromkeys(list(body.get("tags") or []) + decision["tags"]))
-    user = facts["user"]
-    t = Ticket(category=body["category"], workflow=cat["workflow"], state=wf["initial"], state_entered_at=now,
-               terminal=False, title=body["title"], body=body.get("body", ""), channel=facts["channel"],
-               source=facts["source"], conversation_ref=body.get("conversation_ref"),
-               order_no=body.get("order_no"), order_status=body.get("order_status"),
-               amount_fen=body.get("amount_fen"), user_id=body["user_id"], user_level=user["level"],
-               user_paid=user["paid"], department=decision["department"], queue=decision["queue"],
-               priority=priority, assignee=None, tags=_dumps(tags), created_by=creator or caller,
-               created_at=now, updated_at=now, policy_version=cfg.version,
-               routing_rule=decision["ticket_routing_rule"], priority_rule=decision["ticket_priority_rule"],
-               facts=_dumps(facts))
-    tickets_sla.start(cfg, t, now)
+    t = new_ticket(cfg, body, facts, decision, now, creator or caller)
     t.id = fastsql.insert_one(Ticket, {k: v for k, v in t.__data__.items() if k != "id"})
     written = dict(t.__data__)
     actor = creator or caller
