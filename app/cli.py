@@ -87,22 +87,31 @@ def cmd_apikey_revoke(args):
 
 
 def cmd_demo(args):
-    """Upgrade the database, activate the sample policies, seed demo data, print a demo key."""
+    """Upgrade the database, activate the sample policies, seed demo data, print the demo key.
+
+    The key is kept in ``instance/demo-key-<database hash>`` (mode 600) and reused while it still opens this database,
+    so running ``make run`` again does not pile up admin keys; when a new one is needed, the demo keys
+    left behind are revoked.
+    """
     app = _app(args)
     from app.db import db
     from app.migrations import upgrade
-    from app.platform.auth import create_key
     from app import demo
     with app.app_context():
         upgrade()
         from app import policy
         policy.startup(app, apply_from_disk=True)
         with db.connection_context():
-            token, _ = create_key("demo", ["admin"])
+            # one file per database: a key saved for another database never opens this one
+            import hashlib
+            tag = hashlib.sha256(app.config["DATABASE_URL"].encode()).hexdigest()[:12]
+            token, reused = _demo_key(os.path.join(app.instance_path, f"demo-key-{tag}"))
             seeded = demo.seed()
     print("=" * 64)
-    print("Patron demo API key (admin scope; shown once):")
+    print(f"Patron demo API key (admin scope; {'the same as last time' if reused else 'new'}):")
     print(f"  {token}")
+    print("In your shell, for the examples in README.md and docs/:")
+    print(f"  export PATRON_KEY={token}")
     passwords = seeded.get("identity") or []
     if passwords:
         print("Demo staff passwords (shown once; reset: patron staff passwd STAFF_NO):")
@@ -114,8 +123,29 @@ def cmd_demo(args):
     print(f"  curl -s -H 'Content-Type: application/json' -d '{{\"staff_no\": \"S-cs-1\", \"password\": \"...\"}}' "
           f"http://127.0.0.1:{args.port}/v1/auth/login")
     print("Try:")
-    print(f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{args.port}/v1/policies/active")
+    print(f"  curl -H \"Authorization: Bearer $PATRON_KEY\" http://127.0.0.1:{args.port}/v1/policies/active")
     print("=" * 64, flush=True)
+
+
+def _demo_key(path):
+    """(token, reused): the saved demo key if it still authenticates here, else a new one (old ones revoked)."""
+    from app.errors import Problem
+    from app.models.core import ApiKey
+    from app.platform.auth import authenticate, create_key, revoke_key
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = fh.read().strip()
+        authenticate(f"Bearer {saved}")
+        return saved, True
+    except (OSError, Problem):
+        pass
+    for old in ApiKey.select().where((ApiKey.name == "demo") & ApiKey.revoked_at.is_null()):
+        revoke_key(old.key_id)
+    token, _ = create_key("demo", ["admin"])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return token, False
 
 
 def cmd_serve(args):
@@ -146,14 +176,18 @@ def cmd_serve(args):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
     argv = ["gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(workers),
             "--threads", str(args.threads), "--timeout", "60", "--graceful-timeout", "20",
-            "--error-logfile", "-"]
+            "--error-logfile", "-", "--logger-class", "app.logs.GunicornLogger"]
     import gunicorn
     if gunicorn.version_info >= (27,):
         # one control socket per user in ~/.gunicorn would collide between instances; we don't use it
         argv.append("--no-control-socket")
     argv.append("app.wsgi:app")
-    print(f"serving on http://{args.host}:{args.port} ({workers} worker(s) x {args.threads} threads, "
-          f"jobs {'on RQ' if redis else 'in-process with ticker'})", file=sys.stderr, flush=True)
+    import logging
+    logging.getLogger("patron.serve").info(
+        "serving on http://%s:%s (%s worker(s) x %s threads, jobs %s)", args.host, args.port, workers,
+        args.threads, "on RQ" if redis else "in-process with ticker")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     os.execvp(sys.executable, [sys.executable, "-m"] + argv)
 
 
@@ -177,6 +211,13 @@ def cmd_apikey_list(args):
     from app.models.core import ApiKey
     with app.app_context(), db.connection_context():
         keys = list(ApiKey.select().order_by(ApiKey.created_at))
+    if args.json:
+        import json
+        print(json.dumps([{"id": k.key_id, "name": k.name, "scopes": k.scopes.replace(",", " ").split(),
+                           "created_at": k.created_at.isoformat() + "Z",
+                           "revoked_at": k.revoked_at.isoformat() + "Z" if k.revoked_at else None}
+                          for k in keys], ensure_ascii=False, indent=2))
+        return 0
     print(f"{'id':<14}{'name':<24}{'created':<21}{'revoked':<21}scopes")
     for k in keys:
         revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-"
@@ -212,13 +253,15 @@ def build_parser():
     p.add_argument("--name", required=True)
     p.add_argument("--scopes", required=True, help="comma separated, e.g. ledger:write,policy:read")
     p.set_defaults(func=cmd_apikey_create)
-    kp.add_parser("list", help="list keys (never their secrets)").set_defaults(func=cmd_apikey_list)
+    p = kp.add_parser("list", help="list keys (never their secrets)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_apikey_list)
     p = kp.add_parser("revoke", help="revoke a key by id")
     p.add_argument("key_id")
     p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import keys, ledger, membership, policy, simulation, staff, worker
-    for group in (keys, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
+    from app.commands import calendar, keys, ledger, membership, policy, simulation, staff, worker
+    for group in (calendar, keys, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
         group.register(sub)
     return parser
 
@@ -237,8 +280,10 @@ def main(argv=None):
 
     from app import contexts
     from app.config import ConfigError
+    from app.errors import Problem
     contexts.register()
     args = build_parser().parse_args(argv)
+    # expected failures are one line on stderr and an exit code, never a traceback
     try:
         rc = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -260,6 +305,18 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Problem as exc:
+        print(f"error: {exc.code}: {exc.detail or exc.title}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
+        if os.environ.get("PATRON_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (PATRON_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 70
     return rc or 0
 
 

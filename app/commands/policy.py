@@ -25,10 +25,28 @@ def cmd_check(args):
         ps, errors = policy.check(_files(app, args.dir), complete=not args.partial)
     for err in errors:
         print(err)
+    for warning in _calendar_warnings(ps):
+        print(f"warning: {warning}", file=sys.stderr)
     n_examples = sum(len(d.get("examples") or ()) for d in ps.get("ruleset"))
     print(f"{'FAILED' if errors else 'OK'}: {len(ps.files)} file(s), {len(errors)} error(s), "
           f"{n_examples} example(s), version {ps.version}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _calendar_warnings(ps):
+    """This year's and the coming year's holidays checked against the holidays package (when installed)."""
+    from app.platform import clock, holidays
+    if not holidays.available():
+        return []
+    year = clock.now().year
+    out = []
+    for doc in ps.get("calendar"):
+        for name, cal in (doc.get("calendars") or {}).items():
+            if not isinstance(cal, dict):
+                continue
+            for y in (year, year + 1):
+                out += [f"{doc['_file']}: calendars.{name}: {msg}" for msg in holidays.compare(cal, y)]
+    return out
 
 
 def cmd_diff(args):

@@ -15,9 +15,21 @@ def cmd_worker(args):
               "in-process)", file=sys.stderr)
         return 2
     _load_policies(app)
+    if args.metrics_port is not None:
+        _serve_metrics(args.metrics_host, args.metrics_port)
     queues = [q.strip() for q in (args.queues or app.config["JOBS_QUEUE"]).split(",") if q.strip()]
     run_worker(app, queues=queues, burst=args.burst, cron=not args.no_cron, name=args.name)
     return 0
+
+
+def _serve_metrics(host, port):
+    """/metrics of this worker process (patron_jobs_total and the rest) for Prometheus to scrape."""
+    from prometheus_client import start_http_server
+
+    from app.metrics import REGISTRY
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    bound = server.server_address[1]
+    print(f"worker metrics on http://{host}:{bound}/metrics", file=sys.stderr, flush=True)
 
 
 def _load_policies(app):
@@ -73,6 +85,9 @@ def register(sub):
     p.add_argument("--no-cron", action="store_true",
                    help="do not run the cron scheduler here (several are safe, one is enough)")
     p.add_argument("--name", default=None, help="worker name (default: host + pid)")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve this worker's Prometheus metrics (job counters) on this port (0: any free one)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     p.set_defaults(func=cmd_worker)
 
     jp = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs_command", required=True)

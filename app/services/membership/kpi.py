@@ -1,7 +1,5 @@
 """Membership KPIs (留存、复购、会员转化率、会员贡献率) per month: retention, repurchase, paid conversion, paid GMV share, levels."""
-import csv
 import datetime as dt
-import io
 import re
 
 import peewee as pw
@@ -94,9 +92,6 @@ def compute(month_from, month_to):
 
 
 def to_csv(report):
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    w.writeheader()
-    for row in report["periods"]:
-        w.writerow({k: ("" if row[k] is None else row[k]) for k in FIELDS})
-    return buf.getvalue()
+    """The periods as CSV (UTF-8 with a BOM, app.platform.export)."""
+    from app.platform.export import csv_text
+    return csv_text(FIELDS, ([row[k] for k in FIELDS] for row in report["periods"]))
