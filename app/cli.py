@@ -1,8 +1,12 @@
 """The ``patron`` command: serve, db, apikey, demo, plus every group in app/commands/."""
 import argparse
+import json
 import os
 import shutil
 import sys
+
+import click
+from flask.cli import AppGroup, ScriptInfo
 
 
 def _app(args=None):
@@ -31,6 +35,11 @@ def cmd_db_status(args):
         st = status()
         with db.connection_context():
             problems = drift.check() if not st["pending"] else []
+    rc = 1 if st["pending"] or problems or st["unknown"] else 0
+    if args.json:
+        echo_json({"applied": st["applied"], "pending": st["pending"], "unknown": st["unknown"],
+                   "drift": problems, "clean": rc == 0})
+        return rc
     for name in st["applied"]:
         print(f"applied  {name}")
     for name in st["pending"]:
@@ -45,7 +54,7 @@ def cmd_db_status(args):
         print(f"schema differs from the models ({len(problems)} difference(s))")
     else:
         print(f"up to date: {len(st['applied'])} migration(s) applied, no drift")
-    return 1 if st["pending"] or problems or st["unknown"] else 0
+    return rc
 
 
 def cmd_apikey_create(args):
@@ -212,7 +221,6 @@ def cmd_apikey_list(args):
     with app.app_context(), db.connection_context():
         keys = list(ApiKey.select().order_by(ApiKey.created_at))
     if args.json:
-        import json
         print(json.dumps([{"id": k.key_id, "name": k.name, "scopes": k.scopes.replace(",", " ").split(),
                            "created_at": k.created_at.isoformat() + "Z",
                            "revoked_at": k.revoked_at.isoformat() + "Z" if k.revoked_at else None}
@@ -226,44 +234,138 @@ def cmd_apikey_list(args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="patron", description="Patron platform command line")
-    parser.add_argument("--database-url", help="override PATRON_DATABASE_URL")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---- click wiring (through Flask's CLI: AppGroup + ScriptInfo) ----------------------------------------
 
-    p = sub.add_parser("serve", help="serve the HTTP API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--threads", type=int, default=8)
-    p.add_argument("--dev", action="store_true", help="Werkzeug development server")
-    p.set_defaults(func=cmd_serve)
+def _script_info(database_url):
+    return ScriptInfo(create_app=lambda: _app(argparse.Namespace(database_url=database_url)), set_debug_flag=False)
 
-    p = sub.add_parser("demo", help="upgrade the database, load sample policies and data, print a demo key")
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=cmd_demo)
 
-    dbp = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
-    dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
-    dbp.add_parser("status", help="applied and pending migrations, drift from the models (exit 1 unless clean)"
-                   ).set_defaults(func=cmd_db_status)
+def json_option():
+    """``--json``: every read command prints machine-readable JSON on stdout with it."""
+    return click.Option(["--json"], is_flag=True, help="print JSON on stdout")
 
-    kp = sub.add_parser("apikey", help="API keys").add_subparsers(dest="key_command", required=True)
-    p = kp.add_parser("create", help="create a key (printed once)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--scopes", required=True, help="comma separated, e.g. ledger:write,policy:read")
-    p.set_defaults(func=cmd_apikey_create)
-    p = kp.add_parser("list", help="list keys (never their secrets)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_apikey_list)
-    p = kp.add_parser("revoke", help="revoke a key by id")
-    p.add_argument("key_id")
-    p.set_defaults(func=cmd_apikey_revoke)
+
+def command(group, name, func, *params, kind, help=None):
+    """Add ``func(args)`` to a click group as ``name``.
+
+    Args:
+        group: the click group.
+        name: the command name.
+        func: ``func(args) -> exit code``; ``args`` is a namespace of the parameters plus ``database_url``.
+        params: ``click.Option`` / ``click.Argument`` objects.
+        kind: ``"read"`` (must take ``--json``: a test runs it and parses the output), ``"write"``, or
+            ``"tool"`` (prints a script for the shell, not data).
+        help: one line (default: the first line of func's docstring).
+    """
+    if kind not in ("read", "write", "tool"):
+        raise ValueError(f"{name}: kind is 'read', 'write' or 'tool'")
+    if kind == "read" and not any(p.name == "json" for p in params):
+        raise ValueError(f"{name}: a read command takes --json (add json_option())")
+
+    def callback(**kwargs):
+        root = click.get_current_context().find_root()
+        kwargs.setdefault("database_url", root.params.get("database_url"))
+        return func(argparse.Namespace(**kwargs))
+
+    doc = help or (func.__doc__ or "").strip().split("\n")[0]
+    cmd = click.Command(name, params=list(params), callback=callback, help=doc, short_help=doc)
+    cmd.kind = kind
+    group.add_command(cmd)
+    return cmd
+
+
+def group(parent, name, help, **kwargs):
+    """A sub-group of commands (``patron NAME ...``)."""
+    grp = AppGroup(name, help=help, short_help=help, **kwargs)
+    parent.add_command(grp)
+    return grp
+
+
+def echo_json(obj):
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def status_word(ok, good="OK", bad="FAILED"):
+    """A status word, green or red on a terminal (click strips the colour when the output is not one)."""
+    return click.style(good if ok else bad, fg="green" if ok else "red", bold=not ok)
+
+
+class Progress:
+    """``progress(done, total)`` drawing a click progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label):
+        self.label = label
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, done, total):
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr,
+                                         show_pos=True, show_eta=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cmd_completion(args):
+    """Print the shell completion script (bash, zsh or fish): eval "$(patron completion bash)"."""
+    from click.shell_completion import get_completion_class
+    cls = get_completion_class(args.shell)
+    click.echo(cls(build_cli(), {}, "patron", "_PATRON_COMPLETE").source())
+    return 0
+
+
+def build_cli():
+    """The ``patron`` click group with every command group, listed."""
+    @click.group("patron", cls=AppGroup, help="Patron platform command line",
+                 context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    @click.option("--database-url", help="override PATRON_DATABASE_URL")
+    @click.pass_context
+    def root(ctx, database_url):
+        ctx.obj = _script_info(database_url)  # flask.cli.with_appcontext finds the app through it
+
+    command(root, "serve", cmd_serve,
+            click.Option(["--host"], default="127.0.0.1", show_default=True),
+            click.Option(["--port"], type=int, default=8000, show_default=True),
+            click.Option(["--workers"], type=int, default=None, help="default: 1 without Redis, else 2*CPU+1"),
+            click.Option(["--threads"], type=int, default=8, show_default=True),
+            click.Option(["--dev"], is_flag=True, help="Werkzeug development server"),
+            kind="write", help="serve the HTTP API")
+    command(root, "demo", cmd_demo, click.Option(["--port"], type=int, default=8000, show_default=True),
+            kind="write", help="upgrade the database, load sample policies and data, print the demo key")
+    command(root, "completion", cmd_completion,
+            click.Argument(["shell"], type=click.Choice(["bash", "zsh", "fish"])),
+            kind="tool", help="print the shell completion script: eval \"$(patron completion bash)\"")
+
+    dbg = group(root, "db", "database schema")
+    command(dbg, "upgrade", cmd_db_upgrade, kind="write", help="apply pending migrations")
+    command(dbg, "status", cmd_db_status, json_option(), kind="read",
+            help="applied and pending migrations, drift from the models (exit 1 unless clean)")
+
+    kg = group(root, "apikey", "API keys")
+    command(kg, "create", cmd_apikey_create, click.Option(["--name"], required=True),
+            click.Option(["--scopes"], required=True, help="comma separated, e.g. ledger:write,policy:read"),
+            kind="write", help="create a key (printed once)")
+    command(kg, "list", cmd_apikey_list, json_option(), kind="read", help="list keys (never their secrets)")
+    command(kg, "revoke", cmd_apikey_revoke, click.Argument(["key_id"]), kind="write", help="revoke a key by id")
 
     from app.commands import calendar, keys, ledger, membership, policy, simulation, staff, worker
-    for group in (calendar, keys, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
-        group.register(sub)
-    return parser
+    for module in (calendar, keys, ledger, membership, policy, simulation, staff, worker):  # every group, listed
+        module.register(root)
+    return root
 
 
 def _one_line(exc):
@@ -282,10 +384,22 @@ def main(argv=None):
     from app.config import ConfigError
     from app.errors import Problem
     contexts.register()
-    args = build_parser().parse_args(argv)
     # expected failures are one line on stderr and an exit code, never a traceback
     try:
-        rc = args.func(args)
+        try:
+            rc = build_cli().main(args=argv, prog_name="patron", standalone_mode=False)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help(), err=True)
+            return 2
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "patron"
+            print(f"usage error: {_one_line(exc.format_message())} (see `{where} --help`)", file=sys.stderr)
+            return exc.exit_code
+        except click.ClickException as exc:
+            print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+            return exc.exit_code
+        except click.Abort:
+            raise KeyboardInterrupt from None
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except ConfigError as exc:
         print(f"configuration error: {_one_line(exc)}", file=sys.stderr)
@@ -317,7 +431,7 @@ def main(argv=None):
         print(f"internal error: {type(exc).__name__}: {exc} (PATRON_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return 70
-    return rc or 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

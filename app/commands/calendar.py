@@ -1,6 +1,8 @@
 """`patron calendar suggest`: a year's holidays and make-up workdays from the holidays package, as calendar policy YAML."""
 import sys
 
+import click
+
 
 def cmd_suggest(args):
     import yaml
@@ -31,6 +33,11 @@ def cmd_suggest(args):
         found = holidays.suggest(cal, args.year)
         note = found
         out[name] = {"holidays": found["holidays"], "workdays": found["workdays"]}
+    if args.json:
+        from app.cli import echo_json
+        echo_json({"year": args.year, "source": note["source"], "provisional": note["provisional"],
+                   "kind": "calendar", "calendars": out})
+        return 0
     print(f"# {args.year}: China public holidays (closed) and make-up workdays (调休, open) from {note['source']}.")
     if note["provisional"]:
         print(f"# PROVISIONAL: the package has no published schedule for {args.year} (no make-up workdays);")
@@ -41,11 +48,11 @@ def cmd_suggest(args):
     return 0
 
 
-def register(subparsers):
-    cp = subparsers.add_parser("calendar", help="business calendars").add_subparsers(dest="calendar_command",
-                                                                                   required=True)
-    p = cp.add_parser("suggest", help="a year's holidays and make-up workdays as calendar policy YAML "
-                                      "(needs the holidays extra)")
-    p.add_argument("--year", type=int, required=True)
-    p.add_argument("--calendar", help="one calendar of the policy (default: every one that lists holidays)")
-    p.set_defaults(func=cmd_suggest)
+def register(root):
+    from app.cli import command, group, json_option
+    grp = group(root, "calendar", "business calendars")
+    command(grp, "suggest", cmd_suggest,
+            click.Option(["--year"], type=click.IntRange(1900, 2200), required=True),
+            click.Option(["--calendar"], help="one calendar of the policy (default: every one that lists holidays)"),
+            json_option(), kind="read",
+            help="a year's holidays and make-up workdays as calendar policy YAML (needs the holidays extra)")
