@@ -287,7 +287,7 @@ def echo_json(obj):
 
 def status_word(ok, good="OK", bad="FAILED"):
     """A status word, green or red on a terminal (click strips the colour when the output is not one)."""
-    return click.style(good if ok else bad, fg="green" if ok else "red", bold=not ok)
+    return click.style(good if ok else bad, fg="green" if ok else "red", bold=True if not ok else None)
 
 
 class Progress:
