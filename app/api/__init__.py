@@ -44,6 +44,24 @@ def q(description, type="string", required=False, **schema):  # noqa: A002
     return {"description": description, "required": required, "schema": schema}
 
 
+def page_query(cursor_type="integer", maximum=200, default=50):
+    """The query parameters of a paged list: ``cursor`` (the ``next_cursor`` of the previous page) and a
+    bounded ``limit``. Every list route takes them (``query={**filters, **PAGE}``) and answers
+    ``page(items, next_cursor)``; tests/api/test_conventions.py checks every GET route for it."""
+    cursor = (q("next_cursor of the previous page", "integer", minimum=1, maximum=2**63 - 1)
+              if cursor_type == "integer" else q("next_cursor of the previous page"))
+    return {"cursor": cursor, "limit": q("page size", "integer", minimum=1, maximum=maximum, default=default)}
+
+
+PAGE = page_query()
+
+
+def page(items, next_cursor):
+    """The one shape of a page: ``{"items": [...], "next_cursor": str | int | None}`` (None: the last page)."""
+    from flask import jsonify
+    return jsonify({"items": items, "next_cursor": next_cursor})
+
+
 def _query_spec(spec):
     """Normalise ``operation(query=...)``: a bare description is a bounded string parameter."""
     return {name: (q(value) if isinstance(value, str) else value) for name, value in (spec or {}).items()}
@@ -54,7 +72,8 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
               status=200, permission=None, response=None, problems=None, content=None, path=None,
-              readonly=False, allow_service=False, self_service=False, audit=None, rate_limited=False):
+              readonly=False, allow_service=False, self_service=False, audit=None, rate_limited=False,
+              also=None):
     """Declare an API operation.
 
     Args:
@@ -89,6 +108,8 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         self_service: a staff session that must first change its password or enrol TOTP may call it.
         audit: the audit action of a successful unsafe request (default ``<blueprint>.<endpoint>``);
             ``False`` for an unsafe method that changes nothing (implied by ``readonly``).
+        also: {status: "when"} for other success statuses with the same body (e.g. 200 when an open
+            conversation is answered again instead of created).
         rate_limited: an expensive route: each API key gets RATE_LIMIT_BURST calls at once, refilled at
             RATE_LIMIT_PER_MINUTE (429 ``rate-limited`` with Retry-After beyond that).
     """
@@ -131,7 +152,7 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                              "problems": dict(problems or {}), "content": dict(content or {}),
                              "path": dict(path or {}), "readonly": readonly,
                              "allow_service": allow_service, "self_service": self_service,
-                             "audit": audit, "rate_limited": rate_limited}
+                             "audit": audit, "rate_limited": rate_limited, "also": dict(also or {})}
         return wrapper
     return deco
 

@@ -2,6 +2,7 @@
 from flask import Blueprint, g, jsonify, request
 
 from app.api import operation, query_int
+from app.api import q as q_
 from app.errors import validation_failed
 from app.services.knowledge import entries
 
@@ -104,7 +105,7 @@ def use_entry(entry_id):
 @bp.get("/search")
 @operation("Search the published knowledge (Chinese tokenised with jieba, BM25 ranking)", scope="service:read",
            tags=TAGS, query={"q": "the question", "category": "only this category", "tag": "only with this tag",
-                             "limit": "hits (1-50)"})
+                             "limit": q_("hits", "integer", minimum=1, maximum=50, default=10)})
 def search():
     q = _query_text("q", required=True)
     return jsonify({"query": q, "items": entries.search(q, query_int("limit", 10, 1, 50),
@@ -115,7 +116,9 @@ def search():
 @bp.get("/suggestions")
 @operation("Entries for the agent from a conversation's last user message", scope="service:read",
            permission="service.serve", tags=TAGS,
-           query={"conversation_id": "the conversation", "limit": "hits (1-20)"})
+           query={"conversation_id": q_("the conversation", "integer", required=True, minimum=1,
+                                        maximum=2**63 - 1),
+                  "limit": q_("hits", "integer", minimum=1, maximum=20, default=5)})
 def suggestions():
     conv = query_int("conversation_id", None, 1)
     if conv is None:

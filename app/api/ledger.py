@@ -1,7 +1,7 @@
 """Ledger HTTP API: thin wrappers over app.services.ledger (operations, batch, reads, reconciliation)."""
 from flask import Blueprint, g, jsonify, request
 
-from app.api import idempotency_key, operation, q, query_int
+from app.api import idempotency_key, operation, page_query, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import idempotency
 from app.services import ledger
@@ -133,8 +133,7 @@ def journal(journal_id):
            problems={404: "customer-not-found or account-not-found"},
            query={"customer": "customer external_ref", "account": q("account id", "integer", minimum=1, maximum=2**63 - 1), "type": "journal type",
                   "since": "ISO 8601, inclusive", "until": "ISO 8601, exclusive",
-                  "cursor": "next_cursor of the previous page",
-                  "limit": q("page size", "integer", minimum=1, maximum=500, default=50)})
+                  **page_query(maximum=500)})
 def statement():
     return jsonify(ledger.statement(
         customer=_arg("customer"),

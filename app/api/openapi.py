@@ -142,6 +142,8 @@ def _responses(op, has_path_params):
             continue
         content[media] = {"schema": {"type": "string", "description": description}}
     responses = {str(op["status"]): {"description": "Success", "content": content}}
+    for code, description in op.get("also", {}).items():
+        responses[str(code)] = {"description": description, "content": copy.deepcopy(content)}
     codes = {}
     if op["body"]:
         codes.update({c: _COMMON[c] for c in ("400", "413", "415", "422")})

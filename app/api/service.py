@@ -28,7 +28,7 @@ def _respond(status, result):
 @operation("A user asks for service: queued (or refused at once when the queue is at its cap); asking again "
            "while a conversation is open answers it (200)",
            scope="service:write", body="api/service/request.json", tags=TAGS, status=201,
-           idempotent="body:user_id",
+           idempotent="body:user_id", also={200: "the user's open conversation, answered again"},
            problems={429: "queue-full: the group's queue is at its cap (nothing is created)",
                      409: "outside-business-hours"})  # a refusal's decision row must outlive the 429, so no replay transaction
 def request_service():

@@ -82,3 +82,82 @@ def test_policy_apply_takes_if_match_and_answers_412_on_a_stale_version(http):
                       headers={"If-Match": '"0000000000000000"'})
     assert stale.status_code == 412, stale.text
     assert stale.json()["code"] == "precondition-failed" and stale.json()["active"] == active.json()["version"]
+
+
+# ---- pagination: one style (cursor + bounded limit, answer {"items": [...], "next_cursor": ...}) ----------
+# Lists that still page another way (or not at all); each is to move to cursor + limit. A new list route is
+# not added here: it declares PAGE (app.api.page_query) and answers app.api.page(...).
+LEGACY_PAGING = {
+    "/v1/decisions", "/v1/knowledge/entries", "/v1/outbox/deliveries", "/v1/policies/versions",
+    "/v1/service/complaints", "/v1/simulations/period-end-preview", "/v1/staff", "/v1/ticket-notices",
+    "/v1/mall/items", "/v1/service/compensations/report", "/v1/members/<member_id>/history", "/v1/service/agent/events",
+    "/v1/service/conversations/<int:conv_id>/events", "/v1/service/conversations/<int:conv_id>/stream",
+}
+# Small catalogues answered whole (bounded by the policy files, not by data): no paging.
+CATALOGUES = {"/v1/departments", "/v1/ticket-workflows"}
+# Ranked "top N" answers (search, suggestions): a bounded limit, no further pages.
+RANKED = {"/v1/knowledge/search", "/v1/knowledge/suggestions"}
+PAGING_WORDS = {"cursor", "limit", "after", "before", "offset", "page"}
+
+
+def _gets(app):
+    for rule in app.url_map.iter_rules():
+        op = getattr(app.view_functions.get(rule.endpoint), "operation", None)
+        if op is not None and "GET" in rule.methods:
+            yield rule, op
+
+
+def _paged(op):
+    query = op["query"]
+    limit = (query.get("limit") or {}).get("schema", {})
+    return ("cursor" in query and limit.get("type") == "integer" and limit.get("minimum", 0) >= 1
+            and limit.get("maximum", 10**9) <= 1000 and "default" in limit)
+
+
+def test_every_list_route_pages_with_cursor_and_bounded_limit(app, http):
+    checked = 0
+    for rule, op in _gets(app):
+        url = rule.rule
+        words = PAGING_WORDS & set(op["query"])
+        if url in LEGACY_PAGING:
+            continue
+        if url in RANKED:
+            limit = op["query"]["limit"]["schema"]
+            assert limit.get("maximum", 10**9) <= 1000, url
+            continue
+        if words:
+            assert _paged(op) and words <= {"cursor", "limit"}, \
+                f"GET {url}: page with cursor + a bounded limit (app.api.PAGE), not {sorted(words)}"
+        if rule.arguments or op["public"] or url in CATALOGUES:
+            continue
+        r = http.get(url)
+        if r.status_code != 200 or not r.headers.get("Content-Type", "").startswith("application/json"):
+            continue
+        body = r.json()
+        is_list = isinstance(body, list) or (isinstance(body, dict) and isinstance(body.get("items"), list))
+        if is_list:
+            assert _paged(op), f"GET {url} answers a list: declare app.api.PAGE and answer app.api.page(...)"
+            assert isinstance(body, dict) and "next_cursor" in body, f"GET {url}: answer items + next_cursor"
+            checked += 1
+    assert checked >= 2  # tickets and audit at least
+
+
+def test_a_cursor_walks_every_row_once(http):
+    refs = []
+    for i in range(3):
+        r = http.post("/v1/tickets", json={"user_id": f"page-{uuid.uuid4().hex[:8]}", "category": "物流/配送",
+                                           "title": f"paging {i}", "channel": "app"}, key="t-" + uuid.uuid4().hex)
+        assert r.status_code == 201, r.text
+        refs.append(r.json()["id"])
+    seen, cursor = [], None
+    for _ in range(100):
+        r = http.get("/v1/tickets", params={"limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= 1
+        seen += [t["id"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) and set(refs) <= set(seen)
+    assert http.get("/v1/tickets", params={"limit": 1001}).status_code == 422

@@ -39,7 +39,7 @@ def test_every_operation_documents_its_success_body_and_problems_and_no_default(
             responses = op["responses"]
             assert "default" not in responses, (method, path)
             success = [c for c in responses if c.startswith("2")]
-            assert len(success) == 1 and responses[success[0]].get("content"), (method, path)
+            assert success and all(responses[c].get("content") for c in success), (method, path)
             for code, resp in responses.items():
                 if code.startswith("4") and code != "414" or code.startswith("5"):
                     assert resp["content"]["application/problem+json"]["schema"] == \
@@ -85,7 +85,7 @@ def test_schemathesis_against_the_live_server(demo_instance, tmp_path):
             "-H", f"Authorization: Bearer {demo_instance.key}",
             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                         "response_schema_conformance",
-            "--phases", "examples,coverage,fuzzing", "--max-examples", "5", "--seed", "20261201",
+            "--phases", "examples,fuzzing", "--max-examples", "3", "--seed", "20261201",
             "--workers", "2", "--no-color", "--generation-database", "none", "--request-timeout", "30",
             "--report", "junit", "--report-dir", str(tmp_path)]
     for path in EXCLUDED:
