@@ -3,7 +3,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from app.api import idempotency_key, operation, query_int
+from app.api import idempotency_key, operation, q, query_int
 from app.db import connection
 from app.services.service import compensation, complaints, desk, live
 from app.services.service.policy import current
@@ -387,7 +387,9 @@ def decide_compensation(comp_id):
 
 @bp.get("/compensations/report")
 @operation("Compensation of one day by agent and reason (JSON, or CSV with a UTF-8 BOM: format=csv)",
-           scope="service:read", tags=TAGS, query={"date": "YYYY-MM-DD (default: today, UTC)", "format": "json | csv"})
+           scope="service:read", tags=TAGS, query={"date": "YYYY-MM-DD (default: today, UTC)",
+                                               "format": q("json | csv", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def compensation_report():
     import re
     from app.errors import validation_failed

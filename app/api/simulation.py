@@ -1,7 +1,7 @@
 """Simulation API: start a simulation (a job), read its status/progress/report, period-end preview, shadow evaluation."""
 from flask import Blueprint, Response, g, jsonify, request
 
-from app.api import operation, query_int
+from app.api import operation, q, query_int
 from app.errors import Problem
 from app.platform import auth
 from app.services.simulation import preview, runs, shadow
@@ -42,7 +42,8 @@ def get_simulation(run_id):
 @operation("What the next deduction/expiry does to every member under the active policy", scope="simulate:read",
            tags=TAGS, query={"at": "RFC 3339 instant (default: the next deduction date)",
                              "after": "cursor: next_after of the previous page", "limit": "page size (1-1000)",
-                             "format": "json (default) or csv (every member, for notices)"})
+                             "format": q("json (default) or csv (every member, for notices)", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def get_preview():
     fmt = request.args.get("format", "json")
     if fmt == "csv":

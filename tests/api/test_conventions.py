@@ -161,3 +161,23 @@ def test_a_cursor_walks_every_row_once(http):
             break
     assert len(seen) == len(set(seen)) and set(refs) <= set(seen)
     assert http.get("/v1/tickets", params={"limit": 1001}).status_code == 422
+
+
+# Query a CSV export needs besides format=csv (a new export with required parameters adds a line).
+CSV_QUERY = {"/v1/member-kpis": {"from": "2026-01", "to": "2026-02"}}
+
+
+def test_every_csv_export_starts_with_the_utf8_bom_and_is_documented(app, http):
+    checked = 0
+    for rule, op in _gets(app):
+        fmt = op["query"].get("format")
+        if not fmt or rule.arguments:
+            continue
+        assert "csv" in fmt["schema"].get("enum", []), f"GET {rule.rule}: format is an enum naming csv"
+        assert "text/csv" in op["content"], f"GET {rule.rule}: document content={{'text/csv': ...}}"
+        r = http.get(rule.rule, params={"format": "csv", **CSV_QUERY.get(rule.rule, {})})
+        assert r.status_code == 200, (rule.rule, r.text[:300])
+        assert r.headers["Content-Type"].startswith("text/csv"), rule.rule
+        assert r.content.startswith(b"\xef\xbb\xbf"), f"GET {rule.rule}: CSV without the UTF-8 BOM"
+        checked += 1
+    assert checked >= 4
