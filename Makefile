@@ -5,14 +5,28 @@ BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve worker test test-sqlite test-postgres services bench check clean
+.PHONY: install run serve worker test test-sqlite test-postgres services bench check clean lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# uv installs in seconds where pip takes a minute or more; either way the runtime dependencies are the
+# pinned set in requirements.lock (the one the container ships), so the tests run what production runs.
+UV ?= $(shell command -v uv 2>/dev/null)
+
+$(VENV)/.installed: setup.cfg pyproject.toml requirements.lock
+ifneq ($(UV),)
+	test -x $(BIN)/python || $(UV) venv -q --seed --python $(PYTHON) $(VENV)
+	$(UV) pip install -q --python $(BIN)/python -c requirements.lock -e '.[test,postgres]'
+else
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[test,postgres]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[test,postgres]'
+endif
 	touch $@
+
+# Re-pin requirements.lock (runtime + postgres + holidays) after changing setup.cfg; needs uv.
+lock:
+	uv pip compile setup.cfg --extra postgres --extra holidays --python-version 3.11 --no-annotate -q \
+	  --custom-compile-command "make lock" -o requirements.lock
 
 # Embedded default: SQLite file under instance/, no Redis (jobs in-process, ticker thread).
 run: install

@@ -1,8 +1,12 @@
 """The ``patron`` command: serve, db, apikey, demo, plus every group in app/commands/."""
 import argparse
+import json
 import os
 import shutil
 import sys
+
+import click
+from flask.cli import AppGroup, ScriptInfo
 
 
 def _app(args=None):
@@ -43,6 +47,11 @@ def cmd_db_status(args):
         st = status()
         with db.connection_context():
             problems = drift.check() if not st["pending"] else []
+    rc = 1 if st["pending"] or problems or st["unknown"] else 0
+    if args.json:
+        echo_json({"applied": st["applied"], "pending": st["pending"], "unknown": st["unknown"],
+                   "drift": problems, "clean": rc == 0})
+        return rc
     for name in st["applied"]:
         print(f"applied  {name}")
     for name in st["pending"]:
@@ -57,7 +66,7 @@ def cmd_db_status(args):
         print(f"schema differs from the models ({len(problems)} difference(s))")
     else:
         print(f"up to date: {len(st['applied'])} migration(s) applied, no drift")
-    return 1 if st["pending"] or problems or st["unknown"] else 0
+    return rc
 
 
 def cmd_apikey_create(args):
@@ -99,22 +108,31 @@ def cmd_apikey_revoke(args):
 
 
 def cmd_demo(args):
-    """Upgrade the database, activate the sample policies, seed demo data, print a demo key."""
+    """Upgrade the database, activate the sample policies, seed demo data, print the demo key.
+
+    The key is kept in ``instance/demo-key-<database hash>`` (mode 600) and reused while it still opens this database,
+    so running ``make run`` again does not pile up admin keys; when a new one is needed, the demo keys
+    left behind are revoked.
+    """
     app = _app(args)
     from app.db import db
     from app.migrations import upgrade
-    from app.platform.auth import create_key
     from app import demo
     with app.app_context():
         upgrade()
         from app import policy
         policy.startup(app, apply_from_disk=True)
         with db.connection_context():
-            token, _ = create_key("demo", ["admin"])
+            # one file per database: a key saved for another database never opens this one
+            import hashlib
+            tag = hashlib.sha256(app.config["DATABASE_URL"].encode()).hexdigest()[:12]
+            token, reused = _demo_key(os.path.join(app.instance_path, f"demo-key-{tag}"))
             seeded = demo.seed()
     print("=" * 64)
-    print("Patron demo API key (admin scope; shown once):")
+    print(f"Patron demo API key (admin scope; {'the same as last time' if reused else 'new'}):")
     print(f"  {token}")
+    print("In your shell, for the examples in README.md and docs/:")
+    print(f"  export PATRON_KEY={token}")
     passwords = seeded.get("identity") or []
     if passwords:
         print("Demo staff passwords (shown once; reset: patron staff passwd STAFF_NO):")
@@ -126,8 +144,29 @@ def cmd_demo(args):
     print(f"  curl -s -H 'Content-Type: application/json' -d '{{\"staff_no\": \"S-cs-1\", \"password\": \"...\"}}' "
           f"http://127.0.0.1:{args.port}/v1/auth/login")
     print("Try:")
-    print(f"  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{args.port}/v1/policies/active")
+    print(f"  curl -H \"Authorization: Bearer $PATRON_KEY\" http://127.0.0.1:{args.port}/v1/policies/active")
     print("=" * 64, flush=True)
+
+
+def _demo_key(path):
+    """(token, reused): the saved demo key if it still authenticates here, else a new one (old ones revoked)."""
+    from app.errors import Problem
+    from app.models.core import ApiKey
+    from app.platform.auth import authenticate, create_key, revoke_key
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = fh.read().strip()
+        authenticate(f"Bearer {saved}")
+        return saved, True
+    except (OSError, Problem):
+        pass
+    for old in ApiKey.select().where((ApiKey.name == "demo") & ApiKey.revoked_at.is_null()):
+        revoke_key(old.key_id)
+    token, _ = create_key("demo", ["admin"])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    return token, False
 
 
 def cmd_serve(args):
@@ -158,14 +197,18 @@ def cmd_serve(args):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom
     argv = ["gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(workers),
             "--threads", str(args.threads), "--timeout", "60", "--graceful-timeout", "20",
-            "--error-logfile", "-"]
+            "--error-logfile", "-", "--logger-class", "app.logs.GunicornLogger"]
     import gunicorn
     if gunicorn.version_info >= (27,):
         # one control socket per user in ~/.gunicorn would collide between instances; we don't use it
         argv.append("--no-control-socket")
     argv.append("app.wsgi:app")
-    print(f"serving on http://{args.host}:{args.port} ({workers} worker(s) x {args.threads} threads, "
-          f"jobs {'on RQ' if redis else 'in-process with ticker'})", file=sys.stderr, flush=True)
+    import logging
+    logging.getLogger("patron.serve").info(
+        "serving on http://%s:%s (%s worker(s) x %s threads, jobs %s)", args.host, args.port, workers,
+        args.threads, "on RQ" if redis else "in-process with ticker")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
     os.execvp(sys.executable, [sys.executable, "-m"] + argv)
 
 
@@ -189,6 +232,12 @@ def cmd_apikey_list(args):
     from app.models.core import ApiKey
     with app.app_context(), db.connection_context():
         keys = list(ApiKey.select().order_by(ApiKey.created_at))
+    if args.json:
+        print(json.dumps([{"id": k.key_id, "name": k.name, "scopes": k.scopes.replace(",", " ").split(),
+                           "created_at": k.created_at.isoformat() + "Z",
+                           "revoked_at": k.revoked_at.isoformat() + "Z" if k.revoked_at else None}
+                          for k in keys], ensure_ascii=False, indent=2))
+        return 0
     print(f"{'id':<14}{'name':<24}{'created':<21}{'revoked':<21}scopes")
     for k in keys:
         revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "-"
@@ -197,42 +246,138 @@ def cmd_apikey_list(args):
     return 0
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="patron", description="Patron platform command line")
-    parser.add_argument("--database-url", help="override PATRON_DATABASE_URL")
-    sub = parser.add_subparsers(dest="command", required=True)
+# ---- click wiring (through Flask's CLI: AppGroup + ScriptInfo) ----------------------------------------
 
-    p = sub.add_parser("serve", help="serve the HTTP API")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--threads", type=int, default=8)
-    p.add_argument("--dev", action="store_true", help="Werkzeug development server")
-    p.set_defaults(func=cmd_serve)
+def _script_info(database_url):
+    return ScriptInfo(create_app=lambda: _app(argparse.Namespace(database_url=database_url)), set_debug_flag=False)
 
-    p = sub.add_parser("demo", help="upgrade the database, load sample policies and data, print a demo key")
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(func=cmd_demo)
 
-    dbp = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
-    dbp.add_parser("upgrade", help="apply pending migrations").set_defaults(func=cmd_db_upgrade)
-    dbp.add_parser("status", help="applied and pending migrations, drift from the models (exit 1 unless clean)"
-                   ).set_defaults(func=cmd_db_status)
+def json_option():
+    """``--json``: every read command prints machine-readable JSON on stdout with it."""
+    return click.Option(["--json"], is_flag=True, help="print JSON on stdout")
 
-    kp = sub.add_parser("apikey", help="API keys").add_subparsers(dest="key_command", required=True)
-    p = kp.add_parser("create", help="create a key (printed once)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--scopes", required=True, help="comma separated, e.g. ledger:write,policy:read")
-    p.set_defaults(func=cmd_apikey_create)
-    kp.add_parser("list", help="list keys (never their secrets)").set_defaults(func=cmd_apikey_list)
-    p = kp.add_parser("revoke", help="revoke a key by id")
-    p.add_argument("key_id")
-    p.set_defaults(func=cmd_apikey_revoke)
 
-    from app.commands import keys, ledger, membership, policy, simulation, staff, worker
-    for group in (keys, ledger, membership, policy, simulation, staff, worker):  # every command group, listed
-        group.register(sub)
-    return parser
+def command(group, name, func, *params, kind, help=None):
+    """Add ``func(args)`` to a click group as ``name``.
+
+    Args:
+        group: the click group.
+        name: the command name.
+        func: ``func(args) -> exit code``; ``args`` is a namespace of the parameters plus ``database_url``.
+        params: ``click.Option`` / ``click.Argument`` objects.
+        kind: ``"read"`` (must take ``--json``: a test runs it and parses the output), ``"write"``, or
+            ``"tool"`` (prints a script for the shell, not data).
+        help: one line (default: the first line of func's docstring).
+    """
+    if kind not in ("read", "write", "tool"):
+        raise ValueError(f"{name}: kind is 'read', 'write' or 'tool'")
+    if kind == "read" and not any(p.name == "json" for p in params):
+        raise ValueError(f"{name}: a read command takes --json (add json_option())")
+
+    def callback(**kwargs):
+        root = click.get_current_context().find_root()
+        kwargs.setdefault("database_url", root.params.get("database_url"))
+        return func(argparse.Namespace(**kwargs))
+
+    doc = help or (func.__doc__ or "").strip().split("\n")[0]
+    cmd = click.Command(name, params=list(params), callback=callback, help=doc, short_help=doc)
+    cmd.kind = kind
+    group.add_command(cmd)
+    return cmd
+
+
+def group(parent, name, help, **kwargs):
+    """A sub-group of commands (``patron NAME ...``)."""
+    grp = AppGroup(name, help=help, short_help=help, **kwargs)
+    parent.add_command(grp)
+    return grp
+
+
+def echo_json(obj):
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def status_word(ok, good="OK", bad="FAILED"):
+    """A status word, green or red on a terminal (click strips the colour when the output is not one)."""
+    return click.style(good if ok else bad, fg="green" if ok else "red", bold=True if not ok else None)
+
+
+class Progress:
+    """``progress(done, total)`` drawing a click progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label):
+        self.label = label
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, done, total):
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr,
+                                         show_pos=True, show_eta=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cmd_completion(args):
+    """Print the shell completion script (bash, zsh or fish): eval "$(patron completion bash)"."""
+    from click.shell_completion import get_completion_class
+    cls = get_completion_class(args.shell)
+    click.echo(cls(build_cli(), {}, "patron", "_PATRON_COMPLETE").source())
+    return 0
+
+
+def build_cli():
+    """The ``patron`` click group with every command group, listed."""
+    @click.group("patron", cls=AppGroup, help="Patron platform command line",
+                 context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    @click.option("--database-url", help="override PATRON_DATABASE_URL")
+    @click.pass_context
+    def root(ctx, database_url):
+        ctx.obj = _script_info(database_url)  # flask.cli.with_appcontext finds the app through it
+
+    command(root, "serve", cmd_serve,
+            click.Option(["--host"], default="127.0.0.1", show_default=True),
+            click.Option(["--port"], type=int, default=8000, show_default=True),
+            click.Option(["--workers"], type=int, default=None, help="default: 1 without Redis, else 2*CPU+1"),
+            click.Option(["--threads"], type=int, default=8, show_default=True),
+            click.Option(["--dev"], is_flag=True, help="Werkzeug development server"),
+            kind="write", help="serve the HTTP API")
+    command(root, "demo", cmd_demo, click.Option(["--port"], type=int, default=8000, show_default=True),
+            kind="write", help="upgrade the database, load sample policies and data, print the demo key")
+    command(root, "completion", cmd_completion,
+            click.Argument(["shell"], type=click.Choice(["bash", "zsh", "fish"])),
+            kind="tool", help="print the shell completion script: eval \"$(patron completion bash)\"")
+
+    dbg = group(root, "db", "database schema")
+    command(dbg, "upgrade", cmd_db_upgrade, kind="write", help="apply pending migrations")
+    command(dbg, "status", cmd_db_status, json_option(), kind="read",
+            help="applied and pending migrations, drift from the models (exit 1 unless clean)")
+
+    kg = group(root, "apikey", "API keys")
+    command(kg, "create", cmd_apikey_create, click.Option(["--name"], required=True),
+            click.Option(["--scopes"], required=True, help="comma separated, e.g. ledger:write,policy:read"),
+            kind="write", help="create a key (printed once)")
+    command(kg, "list", cmd_apikey_list, json_option(), kind="read", help="list keys (never their secrets)")
+    command(kg, "revoke", cmd_apikey_revoke, click.Argument(["key_id"]), kind="write", help="revoke a key by id")
+
+    from app.commands import calendar, keys, ledger, membership, policy, simulation, staff, worker
+    for module in (calendar, keys, ledger, membership, policy, simulation, staff, worker):  # every group, listed
+        module.register(root)
+    return root
 
 
 def _one_line(exc):
@@ -249,10 +394,24 @@ def main(argv=None):
 
     from app import contexts
     from app.config import ConfigError
+    from app.errors import Problem
     contexts.register()
-    args = build_parser().parse_args(argv)
+    # expected failures are one line on stderr and an exit code, never a traceback
     try:
-        rc = args.func(args)
+        try:
+            rc = build_cli().main(args=argv, prog_name="patron", standalone_mode=False)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help(), err=True)
+            return 2
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "patron"
+            print(f"usage error: {_one_line(exc.format_message())} (see `{where} --help`)", file=sys.stderr)
+            return exc.exit_code
+        except click.ClickException as exc:
+            print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+            return exc.exit_code
+        except click.Abort:
+            raise KeyboardInterrupt from None
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except ConfigError as exc:
         print(f"configuration error: {_one_line(exc)}", file=sys.stderr)
@@ -272,7 +431,19 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return rc or 0
+    except Problem as exc:
+        print(f"error: {exc.code}: {exc.detail or exc.title}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback only on request
+        if os.environ.get("PATRON_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (PATRON_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 70
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

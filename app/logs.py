@@ -102,3 +102,27 @@ def install_request_logging(app):
                         "status": resp.status_code, "ms": ms,
                         "client": principal.get("id") if isinstance(principal, dict) else None})
         return resp
+
+
+
+def _gunicorn_logger():
+    from gunicorn import glogging  # a dependency already (patron serve); imported only by gunicorn
+
+    class GunicornLogger(glogging.Logger):
+        """gunicorn's own lines (start-up, worker exits, its errors) as the app's JSON lines."""
+
+        def setup(self, cfg):
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                for handler in logger.handlers:
+                    handler.setFormatter(JsonFormatter())
+
+    return GunicornLogger
+
+
+def __getattr__(name):
+    # `gunicorn --logger-class app.logs.GunicornLogger` resolves it here, so importing app.logs
+    # (every app, every CLI command) does not import gunicorn
+    if name == "GunicornLogger":
+        return _gunicorn_logger()
+    raise AttributeError(name)

@@ -13,6 +13,8 @@ DECISIONS = Counter("patron_decisions_total", "Policy decisions recorded", ["rul
 JOBS = Counter("patron_jobs_total", "Jobs run", ["job", "outcome"], registry=REGISTRY)
 SCHEDULER_ERRORS = Counter("patron_scheduler_errors_total", "Failed iterations of the periodic-job scheduler",
                            ["loop"], registry=REGISTRY)  # loop: cron (RQ, in workers) | ticker (in-process)
+for _loop in ("cron", "ticker"):  # documented metrics have a value from the start (0 until one fails)
+    SCHEDULER_ERRORS.labels(_loop)
 
 # The customer-service floor, set by every floor read and by the minute monitoring job (jobs.service.monitor);
 # "mostrecent": merged over processes, the latest write wins.

@@ -64,6 +64,28 @@ def _drop_schema(schema):
     conn.close()
 
 
+@pytest.fixture()
+def fresh_database_url():
+    """A database of its own (new SQLite file or PostgreSQL schema) for a demo instance started by the test."""
+    tmpdir = tempfile.mkdtemp(prefix="patron-fresh-")
+    url, schema = _database_url(tmpdir)
+    yield url
+    if schema:
+        _drop_schema(schema)
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@pytest.fixture()
+def demo_instance(fresh_database_url):
+    """A fresh `patron demo` + `patron serve` on an ephemeral port (tests/instance.py)."""
+    from tests.instance import DemoInstance
+    inst = DemoInstance(fresh_database_url)
+    try:
+        yield inst.start()
+    finally:
+        inst.stop()
+
+
 @pytest.fixture(scope="session")
 def database_url():
     tmpdir = tempfile.mkdtemp(prefix="patron-test-")
@@ -139,7 +161,11 @@ def server(app):
 
 
 class Http:
-    """requests.Session bound to the live server and an API key."""
+    """requests.Session bound to the live server and an API key.
+
+    State-changing calls get a fresh ``Idempotency-Key`` unless the test passes its own (``key=...`` or
+    the header) or ``key=False`` to send none (tests of the 428 itself).
+    """
 
     def __init__(self, base, token=None):
         self.base = base
@@ -147,20 +173,23 @@ class Http:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def request(self, method, path, **kw):
-        return self.session.request(method, self.base + path, timeout=30, **kw)
+    def request(self, method, path, key=None, **kw):
+        headers = dict(kw.pop("headers", None) or {})
+        if key:
+            headers["Idempotency-Key"] = key
+        elif key is None and method.upper() in ("POST", "PUT", "PATCH", "DELETE") \
+                and "Idempotency-Key" not in headers:
+            headers["Idempotency-Key"] = "test-" + secrets.token_hex(12)
+        return self.session.request(method, self.base + path, timeout=30, headers=headers, **kw)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
 
     def post(self, path, json=None, key=None, **kw):
-        headers = kw.pop("headers", {})
-        if key:
-            headers["Idempotency-Key"] = key
-        return self.request("POST", path, json=json, headers=headers, **kw)
+        return self.request("POST", path, json=json, key=key, **kw)
 
-    def put(self, path, json=None, **kw):
-        return self.request("PUT", path, json=json, **kw)
+    def put(self, path, json=None, key=None, **kw):
+        return self.request("PUT", path, json=json, key=key, **kw)
 
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)

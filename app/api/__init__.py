@@ -23,13 +23,61 @@ class Int64Converter(IntegerConverter):
     def __init__(self, map, fixed_digits=0, min=None, max=2**63 - 1, signed=False):  # noqa: A002
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
+    def to_python(self, value):
+        # werkzeug's ValidationError here makes the matcher answer 405 naming another rule's method;
+        # an id no row can have is simply not found
+        if int(value) > self.max:
+            from werkzeug.exceptions import NotFound
+            raise NotFound()
+        return super().to_python(value)
+
+
+# Text query parameters are bounded too: no client sends more than this in one value.
+QUERY_MAX_LENGTH = 200
+
+
+def q(description, type="string", required=False, **schema):  # noqa: A002
+    """A typed, bounded query parameter for ``operation(query=...)``.
+
+    ``q("page size", "integer", minimum=1, maximum=200, default=50)``; extra keywords are JSON Schema
+    (``enum``, ``pattern``, ``format``, ``maxLength``...). ``query_int(name)`` reads its bounds from here.
+    """
+    schema = {"type": type, **schema}
+    if type == "string" and "enum" not in schema:
+        schema.setdefault("maxLength", QUERY_MAX_LENGTH)
+    return {"description": description, "required": required, "schema": schema}
+
+
+def page_query(cursor_type="integer", maximum=200, default=50):
+    """The query parameters of a paged list: ``cursor`` (the ``next_cursor`` of the previous page) and a
+    bounded ``limit``. Every list route takes them (``query={**filters, **PAGE}``) and answers
+    ``page(items, next_cursor)``; tests/api/test_conventions.py checks every GET route for it."""
+    cursor = (q("next_cursor of the previous page", "integer", minimum=1, maximum=2**63 - 1)
+              if cursor_type == "integer" else q("next_cursor of the previous page"))
+    return {"cursor": cursor, "limit": q("page size", "integer", minimum=1, maximum=maximum, default=default)}
+
+
+PAGE = page_query()
+
+
+def page(items, next_cursor):
+    """The one shape of a page: ``{"items": [...], "next_cursor": str | int | None}`` (None: the last page)."""
+    from flask import jsonify
+    return jsonify({"items": items, "next_cursor": next_cursor})
+
+
+def _query_spec(spec):
+    """Normalise ``operation(query=...)``: a bare description is a bounded string parameter."""
+    return {name: (q(value) if isinstance(value, str) else value) for name, value in (spec or {}).items()}
+
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def operation(summary, scope=None, body=None, public=False, tags=(), query=None, idempotent=False,
-              status=200, permission=None, allow_service=False, self_service=False, audit=None,
-              rate_limited=False):
+              status=200, permission=None, response=None, problems=None, content=None, path=None,
+              readonly=False, allow_service=False, self_service=False, audit=None, rate_limited=False,
+              also=None):
     """Declare an API operation.
 
     Args:
@@ -39,17 +87,33 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
         body: schemas/ path of the request body schema (validated; the result is ``g.body``).
         public: no authentication (health, metrics, openapi, sign-in).
         tags: OpenAPI tags.
-        query: dict of query parameter name -> description, for the document.
-        idempotent: the route honours an ``Idempotency-Key`` header.
+        query: dict of query parameter name -> ``q(...)`` (typed and bounded) or a bare description
+            (a string of at most 200 characters).
+        idempotent: the route requires an ``Idempotency-Key`` header. ``True``: the view applies it itself
+            (``idempotency_key()`` + ``idempotency.run``); ``"replay"``: this decorator does, storing the
+            view's status, JSON body and ETag, so a retry with the same key and body replays them.
+            ``"body:<field>"``: idempotent by a client id in the body (e.g. ``event_id``), no header.
+            ``"no-replay"``: the answer is a one-time secret (a session token, a TOTP secret) that must never
+            be stored for a replay; a retry mints a new one and the unused one expires or is replaced.
+        readonly: a POST that changes nothing (validate, explain, a quote); it needs no idempotency.
         status: success status code, for the document.
         permission: a staff permission (``access`` policy) the acting person must hold (a tuple: any of them);
             the route is then taken by a person (staff session, or an ``act-as`` key naming one) and
             ``g.staff_no`` is set. A staff session needs the permission instead of the scope.
+        response: schemas/ path of the success body (omitted: a documented free-form JSON object;
+            False: no JSON body, only the media types in ``content``).
+        problems: {status: "when"} for problems the route answers beyond those implied by the
+            declaration (401/403 from ``scope``, 400/413/415/422 from ``body``, 409/428 from ``idempotent``,
+            404 from path parameters, 422 from ``query``).
+        content: other media types of the success body besides JSON, e.g. ``{"text/csv": "..."}``.
+        path: {name: JSON Schema} of string path parameters the view checks itself (a mismatch is 422).
         allow_service: on a ``permission`` route, a key with the scope may also call without acting for a
             person (the service acts as itself; services refuse the steps only a person may take).
         self_service: a staff session that must first change its password or enrol TOTP may call it.
         audit: the audit action of a successful unsafe request (default ``<blueprint>.<endpoint>``);
-            ``False`` for an unsafe method that changes nothing (validate, explain, a quote).
+            ``False`` for an unsafe method that changes nothing (implied by ``readonly``).
+        also: {status: "when"} for other success statuses with the same body (e.g. 200 when an open
+            conversation is answered again instead of created).
         rate_limited: an expensive route: each API key gets RATE_LIMIT_BURST calls at once, refilled at
             RATE_LIMIT_PER_MINUTE (429 ``rate-limited`` with Retry-After beyond that).
     """
@@ -65,20 +129,31 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
                 if rate_limited:
                     ratelimit.take(view.__name__, f"{g.principal.get('kind')}:{g.principal.get('id')}",
                                    current_app.config["RATE_LIMIT_PER_MINUTE"], current_app.config["RATE_LIMIT_BURST"])
+            if idempotent in (True, "replay"):
+                idempotency_key()  # 428 before the body is even read: the contract does not depend on it
+            if wrapper.operation["query"]:
+                check_query(wrapper.operation["query"])
             if body:
                 g.body = parse_body(body)
-            if not public and audit is not False:
+            if not public and not readonly and audit is not False:
                 g.audit_action = audit or request.endpoint  # for audit.request_row
-            result = view(*args, **kwargs)
-            if not public and audit is not False and request.method in UNSAFE_METHODS:
+            if idempotent == "replay":
+                result = _replayed(view, args, kwargs)
+            else:
+                result = view(*args, **kwargs)
+            if (not public and not readonly and audit is not False
+                    and request.method in UNSAFE_METHODS):
                 result = current_app.make_response(result)
                 audit_log.from_response(audit or request.endpoint, kwargs, result)
             return result
 
         wrapper.operation = {"summary": summary, "scope": scope, "body": body, "public": public,
-                             "tags": list(tags), "query": query or {}, "idempotent": idempotent,
-                             "status": status, "permission": permission, "allow_service": allow_service,
-                             "self_service": self_service, "audit": audit, "rate_limited": rate_limited}
+                             "tags": list(tags), "query": _query_spec(query), "idempotent": idempotent,
+                             "status": status, "permission": permission, "response": response,
+                             "problems": dict(problems or {}), "content": dict(content or {}),
+                             "path": dict(path or {}), "readonly": readonly,
+                             "allow_service": allow_service, "self_service": self_service,
+                             "audit": audit, "rate_limited": rate_limited, "also": dict(also or {})}
         return wrapper
     return deco
 
@@ -96,6 +171,31 @@ def check_request_text():
     errors = param_errors(pairs)
     if errors:
         raise validation_failed(errors)
+
+
+_REPLAYED_HEADERS = ("ETag", "Location")
+
+
+def _replayed(view, args, kwargs):
+    """Run a state-changing view once per (API key, Idempotency-Key); a retry gets the stored answer."""
+    from flask import make_response
+
+    from app.platform import idempotency
+    key = idempotency_key()
+
+    def once():
+        resp = make_response(view(*args, **kwargs))
+        return {"status": resp.status_code, "body": resp.get_json(silent=True),
+                "headers": {h: resp.headers[h] for h in _REPLAYED_HEADERS if h in resp.headers}}
+
+    client = g.principal["id"] if isinstance(g.get("principal"), dict) else "-"
+    _, stored, replayed = idempotency.run(client, key, f"{request.endpoint}:{request.path}",
+                                          g.get("body"), once)
+    resp = make_response(stored["body"], stored["status"])
+    resp.headers.update(stored["headers"])
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
 
 
 # Deeper JSON than this is refused before validation (recursion in the parser or validator would 500).
@@ -173,7 +273,51 @@ def parse_body(schema_path):
     return data
 
 
-def query_int(name, default, minimum=0, maximum=MAX_INT):
+def check_query(declared):
+    """422 listing every declared query parameter that is missing, mistyped or out of bounds."""
+    from jsonschema import Draft202012Validator
+    errors = []
+    for name, spec in declared.items():
+        values = request.args.getlist(name)
+        pointer = f"/query/{name}"
+        if not values:
+            if spec.get("required"):
+                errors.append({"pointer": pointer, "validator": "required", "message": "required"})
+            continue
+        schema = spec["schema"]
+        for raw in values:
+            value = raw
+            if schema.get("type") == "integer":
+                if not re.fullmatch(r"-?\d{1,19}", raw):
+                    errors.append({"pointer": pointer, "validator": "type", "message": "expected an integer"})
+                    continue
+                value = int(raw)
+            elif "\x00" in raw:
+                errors.append({"pointer": pointer, "validator": "pattern", "message": "NUL is not allowed"})
+                continue
+            for err in Draft202012Validator(schema).iter_errors(value):
+                errors.append({"pointer": pointer, "validator": err.validator, "message": err.message})
+    if errors:
+        raise validation_failed(errors)
+
+
+def _declared_query(name):
+    """The ``q(...)`` declaration of a query parameter of the current route, or None."""
+    from flask import current_app
+    view = current_app.view_functions.get(request.endpoint)
+    return (getattr(view, "operation", None) or {}).get("query", {}).get(name)
+
+
+_UNSET = object()
+
+
+def query_int(name, default=_UNSET, minimum=None, maximum=None):
+    """An integer query parameter within the bounds its ``q(...)`` declares (explicit arguments win)."""
+    declared = (_declared_query(name) or {}).get("schema", {})
+    if default is _UNSET:
+        default = declared.get("default")
+    minimum = declared.get("minimum", 0) if minimum is None else minimum
+    maximum = declared.get("maximum", MAX_INT) if maximum is None else maximum
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default

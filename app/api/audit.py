@@ -3,7 +3,7 @@ import datetime as dt
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.api import operation, query_int
+from app.api import operation, page_query, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import audit
 
@@ -12,8 +12,8 @@ bp = Blueprint("audit", __name__, url_prefix="/v1")
 QUERY = {"action": "exact, or a prefix ending in * (ticket.*)", "actor": "e.g. staff:S-cs-1",
          "staff_no": "the person", "subject": "e.g. ticket:42", "request_id": "X-Request-Id",
          "credential": "session:<id> or api_key:<id>", "from": "ISO date-time (inclusive)",
-         "to": "ISO date-time (exclusive)", "cursor": "next_cursor of the previous page",
-         "limit": "1..1000 (default 100)", "format": "json | csv"}
+         "to": "ISO date-time (exclusive)", **page_query(maximum=1000, default=100),
+         "format": q("json | csv", enum=["json", "csv"])}
 
 
 def _instant(name):
@@ -33,7 +33,7 @@ def _instant(name):
 @bp.get("/audit")
 @operation("The audit log, newest first: every state change with actor, request id, policy version and a "
            "before/after summary (JSON, or CSV in UTF-8 with BOM)", scope="admin", tags=["audit"],
-           query=QUERY, permission="audit.read", allow_service=True)
+           query=QUERY, permission="audit.read", allow_service=True, content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def search():
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv"):

@@ -33,7 +33,9 @@ def _clear_cookies(resp):
 @bp.post("/login")
 @operation("Sign in with staff number and password (and TOTP code): a bearer token, or with cookie=true an "
            "HttpOnly SameSite=Strict session cookie plus a CSRF token", public=True, body="api/auth/login.json",
-           tags=TAGS)
+           tags=TAGS, idempotent="no-replay",
+           problems={401: "invalid-credentials, totp-required", 423: "account-locked: too many failed attempts",
+                     422: "invalid-totp, validation-failed"})
 def login():
     result = identity.login(g.body, request.headers.get("User-Agent"))
     if result["transport"] == "cookie":
@@ -46,7 +48,7 @@ def login():
 
 @bp.post("/logout")
 @operation("End this session (?everywhere=true: every session of this staff member)", tags=TAGS,
-           self_service=True, query={"everywhere": "true: end every session of this staff member"})
+           self_service=True, query={"everywhere": "true: end every session of this staff member"}, idempotent="replay")
 def logout():
     _session_required()
     resp = jsonify(identity.logout(g.principal, everywhere=request.args.get("everywhere") == "true"))
@@ -55,7 +57,8 @@ def logout():
 
 
 @bp.post("/refresh")
-@operation("A new session token with a fresh expiry, replacing this one", tags=TAGS, self_service=True)
+@operation("A new session token with a fresh expiry, replacing this one", tags=TAGS, self_service=True,
+           idempotent="no-replay")
 def refresh():
     _session_required()
     result = identity.refresh(g.principal)
@@ -76,14 +79,15 @@ def me():
 
 @bp.post("/password")
 @operation("Change one's own password (the current one required); other sessions end", tags=TAGS,
-           body="api/auth/password.json", self_service=True)
+           body="api/auth/password.json", self_service=True, idempotent="replay")
 def change_password():
     _session_required()
     return jsonify(identity.change_password(g.principal, g.body["current_password"], g.body["new_password"]))
 
 
 @bp.post("/totp/setup")
-@operation("Start TOTP enrolment: a secret (shown once) and an otpauth:// URI", tags=TAGS, self_service=True)
+@operation("Start TOTP enrolment: a secret (shown once) and an otpauth:// URI", tags=TAGS, self_service=True,
+           idempotent="no-replay")
 def totp_setup():
     _session_required()
     return jsonify(identity.totp_setup(g.principal))
@@ -91,7 +95,7 @@ def totp_setup():
 
 @bp.post("/totp/confirm")
 @operation("Enable TOTP with a first code from the authenticator", tags=TAGS, body="api/auth/totp.json",
-           self_service=True)
+           self_service=True, idempotent="replay")
 def totp_confirm():
     _session_required()
     return jsonify(identity.totp_confirm(g.principal, g.body["code"]))

@@ -2,6 +2,7 @@
 from flask import Blueprint, g, jsonify, request
 
 from app.api import operation, query_int
+from app.api import q as q_
 from app.errors import validation_failed
 from app.services.knowledge import entries
 
@@ -26,7 +27,7 @@ def _query_text(name, required=False, max_len=500):
 
 
 @bp.post("/entries")
-@operation("Write a new entry (a draft: version 1)", **EDIT, body="api/knowledge/entry.json", tags=TAGS, status=201)
+@operation("Write a new entry (a draft: version 1)", **EDIT, body="api/knowledge/entry.json", tags=TAGS, status=201, idempotent="replay")
 def create_entry():
     entry_id = entries.create(g.staff_no, g.body)
     resp = jsonify(entries.view(entry_id))
@@ -57,20 +58,20 @@ def revise_entry(entry_id):
 
 
 @bp.post("/entries/<int:entry_id>/submit")
-@operation("Ask for review of the latest version", **EDIT, tags=TAGS)
+@operation("Ask for review of the latest version", **EDIT, tags=TAGS, idempotent="replay")
 def submit_entry(entry_id):
     return jsonify(entries.submit(entry_id, g.staff_no))
 
 
 @bp.post("/entries/<int:entry_id>/publish")
 @operation("Publish the version in review (by someone other than its author)", **PUBLISH,
-           body="api/knowledge/review.json", tags=TAGS)
+           body="api/knowledge/review.json", tags=TAGS, idempotent="replay")
 def publish_entry(entry_id):
     return jsonify(entries.review(entry_id, g.staff_no, True, g.body.get("note"), g.body.get("version")))
 
 
 @bp.post("/entries/<int:entry_id>/reject")
-@operation("Send the version in review back to its author", **PUBLISH, body="api/knowledge/review.json", tags=TAGS)
+@operation("Send the version in review back to its author", **PUBLISH, body="api/knowledge/review.json", tags=TAGS, idempotent="replay")
 def reject_entry(entry_id):
     return jsonify(entries.review(entry_id, g.staff_no, False, g.body.get("note"), g.body.get("version")))
 
@@ -89,14 +90,14 @@ def entry_version(entry_id, number):
 
 @bp.post("/entries/<int:entry_id>/versions/<int:number>/restore")
 @operation("Restore an old version as a new draft (reviewed again before it is published)", **EDIT,
-           body="api/knowledge/review.json", tags=TAGS)
+           body="api/knowledge/review.json", tags=TAGS, idempotent="replay")
 def restore_version(entry_id, number):
     return jsonify(entries.restore(entry_id, number, g.staff_no, g.body.get("note", "")))
 
 
 @bp.post("/entries/<int:entry_id>/use")
 @operation("Count a use of an entry (the agent sent it)", scope="service:write", permission="service.serve",
-           body="api/knowledge/use.json", tags=TAGS)
+           body="api/knowledge/use.json", tags=TAGS, idempotent="replay")
 def use_entry(entry_id):
     return jsonify(entries.use(entry_id, g.staff_no, g.body.get("conversation_id")))
 
@@ -104,7 +105,7 @@ def use_entry(entry_id):
 @bp.get("/search")
 @operation("Search the published knowledge (Chinese tokenised with jieba, BM25 ranking)", scope="service:read",
            tags=TAGS, query={"q": "the question", "category": "only this category", "tag": "only with this tag",
-                             "limit": "hits (1-50)"})
+                             "limit": q_("hits", "integer", minimum=1, maximum=50, default=10)})
 def search():
     q = _query_text("q", required=True)
     return jsonify({"query": q, "items": entries.search(q, query_int("limit", 10, 1, 50),
@@ -115,7 +116,9 @@ def search():
 @bp.get("/suggestions")
 @operation("Entries for the agent from a conversation's last user message", scope="service:read",
            permission="service.serve", tags=TAGS,
-           query={"conversation_id": "the conversation", "limit": "hits (1-20)"})
+           query={"conversation_id": q_("the conversation", "integer", required=True, minimum=1,
+                                        maximum=2**63 - 1),
+                  "limit": q_("hits", "integer", minimum=1, maximum=20, default=5)})
 def suggestions():
     conv = query_int("conversation_id", None, 1)
     if conv is None:

@@ -1,7 +1,7 @@
 """Ledger HTTP API: thin wrappers over app.services.ledger (operations, batch, reads, reconciliation)."""
 from flask import Blueprint, g, jsonify, request
 
-from app.api import idempotency_key, operation, query_int
+from app.api import idempotency_key, operation, page_query, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import idempotency
 from app.services import ledger
@@ -10,6 +10,10 @@ from app.platform.auth import actor
 bp = Blueprint("ledger", __name__, url_prefix="/v1/ledger")
 
 TAGS = ["ledger"]
+LEDGER_PROBLEMS = {404: "customer-not-found, account-not-found, hold-not-found, journal-not-found",
+                   409: "insufficient-funds (with needed/available/account), a state conflict, or "
+                        "idempotency-key-reused",
+                   422: "validation-failed, or a rule of the assets policy refuses the operation"}
 
 
 def _respond(status, result, replayed):
@@ -51,8 +55,8 @@ def _make_view(op):
     summary = get_schema(f"api/ledger/{op}.json").get("title", summary)
     permission = "ledger.freeze" if op in ledger.FREEZE_OPS else None
     wrapped = operation(summary, scope="ledger:write", body=f"api/ledger/{op}.json", idempotent=True,
-                        tags=TAGS, status=ledger.status_of(op), permission=permission,
-                        allow_service=bool(permission), audit=f"ledger.{op}")(view)
+                        tags=TAGS, status=ledger.status_of(op), problems=LEDGER_PROBLEMS,
+                        permission=permission, allow_service=bool(permission), audit=f"ledger.{op}")(view)
     bp.add_url_rule(f"/{op.replace('_', '-')}", endpoint=f"op_{op}", view_func=wrapped, methods=["POST"])
 
 
@@ -62,7 +66,7 @@ for _op in ledger.OPERATIONS:
 
 @bp.post("/batch")
 @operation("Up to 1,000 operations in one commit; per-item results (a failed item changes nothing)",
-           scope="ledger:write", body="api/ledger/batch.json", idempotent=True, tags=TAGS)
+           scope="ledger:write", body="api/ledger/batch.json", idempotent=True, tags=TAGS, problems=LEDGER_PROBLEMS)
 def batch():
     key = idempotency_key()
     body = g.body
@@ -75,7 +79,9 @@ def batch():
 
 @bp.post("/customers")
 @operation("Create a customer (idempotent) and open its accounts per the ledger policy",
-           scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201)
+           scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201, idempotent="replay",
+           problems={409: "customer-kind-mismatch: the customer exists with another kind",
+                     422: "unknown-customer-kind, reserved-customer"})
 def create_customer():
     result = ledger.ensure_customer(g.body["external_ref"], g.body.get("kind", "user"))
     return jsonify(result), 201
@@ -83,7 +89,7 @@ def create_customer():
 
 @bp.post("/accounts")
 @operation("Open another account of a type (merchants may hold several)", scope="ledger:write",
-           body="api/ledger/account.json", tags=TAGS, status=201)
+           body="api/ledger/account.json", tags=TAGS, status=201, problems=LEDGER_PROBLEMS, idempotent="replay")
 def open_account():
     result = ledger.open_account(g.body["customer"], g.body["account_type"], g.body["label"])
     return jsonify(result), 201
@@ -97,7 +103,8 @@ def balances(ref):
 
 @bp.get("/customers/<ref>/lots")
 @operation("Open lots with expiry, earliest-expiring first", scope="ledger:read", tags=TAGS,
-           query={"asset": "POINTS, RED_PACKET, VOUCHER...", "all": "1 to include spent/expired lots"})
+           query={"asset": "POINTS, RED_PACKET, VOUCHER...",
+                  "all": q("1 to include spent/expired lots", enum=["0", "1"])})
 def lots(ref):
     return jsonify(items=ledger.lots(_ref(ref), _arg("asset"),
                                      include_closed=request.args.get("all") == "1"))
@@ -105,7 +112,7 @@ def lots(ref):
 
 @bp.get("/customers/<ref>/holds")
 @operation("Holds (withdrawals, risk freezes)", scope="ledger:read", tags=TAGS,
-           query={"state": "held | settled | released | expired"})
+           query={"state": q("hold state", enum=["held", "settled", "released", "expired"])})
 def holds(ref):
     return jsonify(items=ledger.holds(_ref(ref), _arg("state")))
 
@@ -124,19 +131,21 @@ def journal(journal_id):
 
 @bp.get("/statement")
 @operation("Statement (流水): entries newest first, cursor-paginated", scope="ledger:read", tags=TAGS,
-           query={"customer": "customer external_ref", "account": "account id", "type": "journal type",
+           problems={404: "customer-not-found or account-not-found"},
+           query={"customer": "customer external_ref", "account": q("account id", "integer", minimum=1, maximum=2**63 - 1), "type": "journal type",
                   "since": "ISO 8601, inclusive", "until": "ISO 8601, exclusive",
-                  "cursor": "next_cursor of the previous page", "limit": "1..500 (default 50)"})
+                  **page_query(maximum=500)})
 def statement():
     return jsonify(ledger.statement(
         customer=_arg("customer"),
-        account_id=query_int("account", None, minimum=1),
+        account_id=query_int("account"),
         type=_arg("type"), since=_arg("since"), until=_arg("until"), cursor=_arg("cursor"),
-        limit=query_int("limit", 50, minimum=1, maximum=500)))
+        limit=query_int("limit")))
 
 
 @bp.get("/reconcile")
 @operation("Reconciliation report: every invariant, with drift listed", scope="ledger:read", tags=TAGS,
+           problems={404: "customer-not-found"},
            query={"customer": "limit per-account checks to these customers (repeatable)"})
 def reconcile():
     customers = request.args.getlist("customer") or None

@@ -23,7 +23,8 @@ def healthz():
 
 
 @bp.get("/readyz")
-@operation("Database (and Redis, if configured) reachable; answers within 2 s", public=True, tags=["ops"])
+@operation("Database (and Redis, if configured) reachable; answers within 2 s", public=True, tags=["ops"],
+           problems={503: "not-ready: a dependency is unreachable (the failing check is named)"})
 def readyz():
     app = current_app._get_current_object()
     checks = app.extensions.setdefault("patron.readiness", Readiness()).checks(app)
@@ -130,7 +131,8 @@ _REDIS = {}
 
 
 @bp.get("/metrics")
-@operation("Prometheus metrics", public=True, tags=["ops"])
+@operation("Prometheus metrics", public=True, tags=["ops"], response=False,
+           content={"text/plain": "Prometheus text exposition format 0.0.4"})
 def metrics():
     return render(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
@@ -139,3 +141,20 @@ def metrics():
 @operation("This OpenAPI 3.1 document", public=True, tags=["ops"])
 def openapi():
     return jsonify(build(current_app))
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Patron API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><redoc spec-url="{spec}"></redoc><script src="{script}"></script></body></html>
+"""
+
+
+@bp.get("/docs")
+@operation("The API reference: /openapi.json rendered by Redoc (served from the app, works offline)",
+           public=True, tags=["ops"], response=False, content={"text/html": "the Redoc page"})
+def docs():
+    from flask import url_for
+    page = DOCS_PAGE.format(spec=url_for("ops.openapi"),
+                            script=url_for("static", filename="redoc/redoc.standalone.js"))
+    return page, 200, {"Content-Type": "text/html; charset=utf-8"}

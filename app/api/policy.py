@@ -3,7 +3,7 @@ from flask import Blueprint, g, jsonify, request
 
 from app.platform.timefmt import iso
 from app import policy
-from app.api import operation, query_int
+from app.api import operation, q, query_int
 from app.errors import Problem, not_found
 from app.platform.auth import actor
 
@@ -12,7 +12,7 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"], audit=False, rate_limited=True)
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], readonly=True, rate_limited=True)
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -28,13 +28,27 @@ def _configured():
 @bp.post("/policies/apply")
 @operation("Validate and activate a policy set atomically (``files``, or the configured folders when the "
            "body is {}); a bad set changes nothing", scope="policy:write", body="api/policy/apply.json",
-           tags=["policy"], permission="policy.apply", allow_service=True, rate_limited=True)
+           tags=["policy"], idempotent="replay", permission="policy.apply", allow_service=True,
+           rate_limited=True,
+           problems={422: "policy-invalid: every error with file, line, column and a pointer",
+                     412: "precondition-failed: If-Match names another version than the active one"})
 def apply():
     from app.platform import audit
     audit.suppress()  # policy.apply records its own row when the active set changes, and none otherwise
     files = g.body.get("files")
-    res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"))
-    return jsonify(version=res.version, previous=res.previous, changed=res.changed)
+    res = policy.apply(files if files is not None else _configured(), actor(g.principal), note=g.body.get("note"),
+                       if_match=_if_match())
+    resp = jsonify(version=res.version, previous=res.previous, changed=res.changed)
+    resp.set_etag(res.version)
+    return resp
+
+
+def _if_match():
+    """The version named by an ``If-Match`` header (``"<version>"``), or None when absent or ``*``."""
+    header = request.headers.get("If-Match")
+    if not header or header.strip() == "*":
+        return None
+    return header.strip().removeprefix("W/").strip('"')
 
 
 def _active_row():
@@ -46,7 +60,7 @@ def _active_row():
 
 @bp.get("/policies/active")
 @operation("The active policy set: version, files, kinds, rulesets", scope="policy:read", tags=["policy"],
-           query={"files": "1 to include each file's text"})
+           query={"files": q("1 to include each file's text", enum=["0", "1"])})
 def active():
     ps = policy.active()
     row = _active_row()
@@ -56,15 +70,17 @@ def active():
            "kinds": {k: [d["_file"] for d in ps.get(k)] for k in ps.kinds()},
            "rulesets": sorted(d["name"] for d in ps.get("ruleset") if isinstance(d.get("name"), str)),
            "files": ps.files if request.args.get("files") == "1" else sorted(ps.files)}
-    return jsonify(out)
+    resp = jsonify(out)
+    resp.set_etag(ps.version)  # send it back as If-Match on apply: 412 if someone applied in between
+    return resp
 
 
 @bp.get("/policies/versions")
 @operation("History of activations (newest first) and stored versions", scope="policy:read", tags=["policy"],
-           query={"limit": "at most this many rows (default 100)"})
+           query={"limit": q("at most this many rows", "integer", minimum=1, maximum=1000, default=100)})
 def versions():
     from app.policy import store
-    limit = query_int("limit", 100, 1, 1000)
+    limit = query_int("limit")
     return jsonify(active=policy.active_version(), history=store.history(limit), versions=store.versions(limit))
 
 
@@ -80,7 +96,8 @@ def version_files(version):
 
 @bp.post("/decisions/explain")
 @operation("Which rule of a ruleset fires for these facts, and why (each condition's value and result)",
-           scope="policy:read", body="api/policy/explain.json", tags=["policy"], audit=False)
+           scope="policy:read", body="api/policy/explain.json", tags=["policy"], readonly=True,
+           problems={404: "unknown-ruleset, or no stored policy version", 422: "invalid-facts, validation-failed"})
 def explain():
     from app import engine
     from app.policy import store
@@ -96,7 +113,7 @@ def explain():
 
 @bp.get("/decisions")
 @operation("Logged decisions about one subject (oldest first)", scope="policy:read", tags=["policy"],
-           query={"subject": "e.g. ticket:T-1 or member:u1 (required)"})
+           query={"subject": q("e.g. ticket:T-1 or member:u1", required=True, minLength=1)})
 def decisions_for():
     from app.policy import decisions
     subject = request.args.get("subject")

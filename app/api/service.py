@@ -3,7 +3,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from app.api import idempotency_key, operation, query_int
+from app.api import idempotency_key, operation, q, query_int
 from app.db import connection
 from app.services.service import compensation, complaints, desk, live, monitoring, stats
 from app.services.service.policy import current
@@ -25,8 +25,12 @@ def _respond(status, result):
 # --- users (through the app backend's key; the browser's live stream with the user token) -----------
 
 @bp.post("/conversations")
-@operation("A user asks for service: queued (or refused at once when the queue is at its cap)",
-           scope="service:write", body="api/service/request.json", tags=TAGS, status=201)
+@operation("A user asks for service: queued (or refused at once when the queue is at its cap); asking again "
+           "while a conversation is open answers it (200)",
+           scope="service:write", body="api/service/request.json", tags=TAGS, status=201,
+           idempotent="body:user_id", also={200: "the user's open conversation, answered again"},
+           problems={429: "queue-full: the group's queue is at its cap (nothing is created)",
+                     409: "outside-business-hours"})  # a refusal's decision row must outlive the 429, so no replay transaction
 def request_service():
     status, out = desk.request_service(g.body)
     return _respond(status, out)
@@ -40,26 +44,28 @@ def get_conversation(conv_id):
 
 @bp.post("/conversations/<int:conv_id>/messages")
 @operation("The user sends a message (text, image by reference, order card)", scope="service:write",
-           body="api/service/user_message.json", tags=TAGS, status=201)
+           body="api/service/user_message.json", tags=TAGS, status=201, idempotent="replay")
 def user_message(conv_id):
     return _respond(201, desk.user_message(conv_id, g.body))
 
 
 @bp.post("/conversations/<int:conv_id>/heartbeat")
-@operation("The user is still there", scope="service:write", body="api/service/user_ref.json", tags=TAGS)
+@operation("The user is still there", scope="service:write", body="api/service/user_ref.json",
+           tags=TAGS, idempotent="replay")
 def user_heartbeat(conv_id):
     return jsonify(desk.user_heartbeat(conv_id, g.body["user_id"]))
 
 
 @bp.post("/conversations/<int:conv_id>/leave")
 @operation("The user leaves (explicit offline): an agent serving them is freed", scope="service:write",
-           body="api/service/user_ref.json", tags=TAGS)
+           body="api/service/user_ref.json", tags=TAGS, idempotent="replay")
 def user_leave(conv_id):
     return jsonify(desk.leave(conv_id, g.body["user_id"]))
 
 
 @bp.post("/conversations/<int:conv_id>/csat")
-@operation("The satisfaction survey after close", scope="service:write", body="api/service/csat.json", tags=TAGS)
+@operation("The satisfaction survey after close", scope="service:write", body="api/service/csat.json",
+           tags=TAGS, idempotent="replay")
 def csat(conv_id):
     return jsonify(desk.csat(conv_id, g.body))
 
@@ -97,7 +103,9 @@ def _cursor(name="after"):
 
 @bp.get("/conversations/<int:conv_id>/events")
 @operation("Cursor polling of a conversation's events (fallback for the live stream); user token or key",
-           public=True, tags=TAGS, query=dict(TOKEN_QUERY, wait="seconds to wait for a new event (0-25)"))
+           public=True, tags=TAGS, query=dict(TOKEN_QUERY, wait="seconds to wait for a new event (0-25)"),
+           problems={401: "neither an API key nor the conversation's user token", 403: "a wrong user token, or a key "
+                     "without service:read"})
 def poll_events(conv_id):
     by_token = _user_access(conv_id)
     after = _cursor()
@@ -122,7 +130,10 @@ def _sse(ev, ident):
 
 @bp.get("/conversations/<int:conv_id>/stream")
 @operation("Live events of a conversation (Server-Sent Events; resumes from Last-Event-ID); user token or key",
-           public=True, tags=TAGS, query=TOKEN_QUERY)
+           public=True, tags=TAGS, query=TOKEN_QUERY, response=False,
+           content={"text/event-stream": "id/event/data frames, one per conversation event; keep-alive comments"},
+           problems={401: "neither an API key nor the conversation's user token", 403: "a wrong user token, or a key "
+                     "without service:read"})
 def user_stream(conv_id):
     by_token = _user_access(conv_id)
     last = _cursor()
@@ -182,31 +193,32 @@ def agent_me():
 
 @bp.post("/agent/online")
 @operation("Go online in my skill groups (auto-assignment may offer a user at once)", **SERVE,
-           body="api/service/online.json", tags=TAGS)
+           body="api/service/online.json", tags=TAGS, idempotent="replay")
 def agent_online():
     return jsonify(desk.go_online(g.staff_no, g.body.get("groups")))
 
 
 @bp.post("/agent/away")
-@operation("Away: keep my users, take nobody new", **SERVE, tags=TAGS)
+@operation("Away: keep my users, take nobody new", **SERVE, tags=TAGS, idempotent="replay")
 def agent_away():
     return jsonify(desk.go_away(g.staff_no))
 
 
 @bp.post("/agent/offline")
-@operation("Go offline: my lock opens, my users are requeued/ticketed/closed by policy and told", **SERVE, tags=TAGS)
+@operation("Go offline: my lock opens, my users are requeued/ticketed/closed by policy and told", **SERVE,
+           tags=TAGS, idempotent="replay")
 def agent_offline():
     return jsonify(desk.go_offline(g.staff_no))
 
 
 @bp.post("/agent/heartbeat")
-@operation("I am still here", **SERVE, tags=TAGS)
+@operation("I am still here", **SERVE, tags=TAGS, idempotent="replay")
 def agent_heartbeat():
     return jsonify(desk.agent_heartbeat(g.staff_no))
 
 
 @bp.post("/agent/take")
-@operation("Take the next user of my groups (refused while my lock is closed)", **SERVE, tags=TAGS)
+@operation("Take the next user of my groups (refused while my lock is closed)", **SERVE, tags=TAGS, idempotent="replay")
 def agent_take():
     conv = desk.take(g.staff_no)
     return jsonify({"conversation": conv})
@@ -214,27 +226,28 @@ def agent_take():
 
 @bp.post("/agent/conversations/<int:conv_id>/messages")
 @operation("Say something to the user I serve", **SERVE, body="api/service/agent_message.json", tags=TAGS,
-           status=201)
+           status=201, idempotent="replay")
 def agent_message(conv_id):
     return _respond(201, desk.agent_message(g.staff_no, conv_id, g.body))
 
 
 @bp.post("/agent/conversations/<int:conv_id>/transfer")
 @operation("Transfer my user to another agent or to a group's queue", **SERVE, body="api/service/transfer.json",
-           tags=TAGS)
+           tags=TAGS, idempotent="replay")
 def agent_transfer(conv_id):
     return jsonify(desk.transfer(g.staff_no, conv_id, g.body))
 
 
 @bp.post("/agent/conversations/<int:conv_id>/close")
-@operation("Finish serving: category and summary; my lock opens", **SERVE, body="api/service/close.json", tags=TAGS)
+@operation("Finish serving: category and summary; my lock opens", **SERVE, body="api/service/close.json",
+           tags=TAGS, idempotent="replay")
 def agent_close(conv_id):
     return jsonify(desk.close(g.staff_no, conv_id, g.body))
 
 
 @bp.post("/agent/conversations/<int:conv_id>/ticket")
 @operation("This needs another department: a complaint with a ticket carrying the transcript", **SERVE,
-           body="api/service/ticket.json", tags=TAGS, status=201)
+           body="api/service/ticket.json", tags=TAGS, status=201, idempotent="replay")
 def agent_ticket(conv_id):
     return _respond(201, complaints.ticket_from_conversation(g.principal, g.staff_no, conv_id, g.body))
 
@@ -249,7 +262,8 @@ def agent_events():
 
 
 @bp.get("/agent/stream")
-@operation("My live events (Server-Sent Events; closing it counts as offline after the grace)", **SERVE, tags=TAGS)
+@operation("My live events (Server-Sent Events; closing it counts as offline after the grace)", **SERVE, tags=TAGS,
+           response=False, content={"text/event-stream": "id/event/data frames, one per event; keep-alive comments"})
 def agent_stream():
     staff_no = g.staff_no
     last = _cursor()
@@ -372,7 +386,7 @@ def evaluate_alerts():
 
 @bp.post("/sweep")
 @operation("Apply every timeout due now and auto-assign (what the sweep job does)", scope="service:write",
-           permission="service.supervise", tags=TAGS)
+           permission="service.supervise", tags=TAGS, idempotent="replay")
 def sweep():
     out = desk.expire()
     out["assigned"] = desk.dispatch()
@@ -395,7 +409,7 @@ def get_complaint(complaint_id):
 
 @bp.post("/calls")
 @operation("Log a call-center record (recording reference); opens or updates a complaint", scope="service:write",
-           body="api/service/call.json", tags=TAGS, status=201)
+           body="api/service/call.json", tags=TAGS, status=201, idempotent="replay")
 def log_call():
     status, out = complaints.log_call(g.principal, g.body)
     return _respond(status, out)
@@ -403,7 +417,7 @@ def log_call():
 
 @bp.post("/reviews")
 @operation("A review/feedback from another system; the review ruleset decides on a complaint",
-           scope="service:write", body="api/service/review.json", tags=TAGS, status=201)
+           scope="service:write", body="api/service/review.json", tags=TAGS, status=201, idempotent="replay")
 def post_review():
     status, out = complaints.post_review(g.principal, g.body)
     return _respond(status, out)
@@ -445,7 +459,8 @@ def get_compensation(comp_id):
 @operation("Compensation of one day by agent and reason (JSON, or CSV with a UTF-8 BOM: format=csv)",
            scope="service:read", tags=TAGS,
            query={"date": "YYYY-MM-DD, a business day (default: today in the business time zone)",
-                  "format": "json | csv"})
+                  "format": q("json | csv", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def compensation_report():
     import re
     from app.errors import validation_failed

@@ -1,7 +1,7 @@
 """Simulation API: start a simulation (a job), read its status/progress/report, period-end preview, shadow evaluation."""
 from flask import Blueprint, Response, g, jsonify, request
 
-from app.api import operation, query_int
+from app.api import operation, q, query_int
 from app.errors import Problem
 from app.platform import auth
 from app.services.simulation import preview, runs, shadow
@@ -12,7 +12,7 @@ TAGS = ["simulation"]
 
 @bp.post("/simulations")
 @operation("Start a simulation: replay a history against a candidate policy set (runs as a job)",
-           scope="simulate:write", body="api/simulation/run.json", tags=TAGS, status=202)
+           scope="simulate:write", body="api/simulation/run.json", tags=TAGS, status=202, idempotent="replay")
 def post_simulation():
     run = runs.create(g.body, auth.actor(g.principal))
     return jsonify(run), 202, {"Location": f"/v1/simulations/{run['id']}"}
@@ -42,7 +42,8 @@ def get_simulation(run_id):
 @operation("What the next deduction/expiry does to every member under the active policy", scope="simulate:read",
            tags=TAGS, query={"at": "RFC 3339 instant (default: the next deduction date)",
                              "after": "cursor: next_after of the previous page", "limit": "page size (1-1000)",
-                             "format": "json (default) or csv (every member, for notices)"})
+                             "format": q("json (default) or csv (every member, for notices)", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def get_preview():
     fmt = request.args.get("format", "json")
     if fmt == "csv":
@@ -58,19 +59,21 @@ def get_preview():
 
 @bp.post("/simulations/shadow")
 @operation("Shadow a candidate policy set on live member events (no effects)", scope="simulate:write",
-           body="api/simulation/shadow.json", tags=TAGS, status=201)
+           body="api/simulation/shadow.json", tags=TAGS, status=201, idempotent="replay")
 def post_shadow():
     return jsonify(shadow.start(g.body["candidate"], auth.actor(g.principal))), 201
 
 
 @bp.delete("/simulations/shadow")
-@operation("Stop the running shadow evaluation", scope="simulate:write", tags=TAGS)
+@operation("Stop the running shadow evaluation", scope="simulate:write", tags=TAGS, idempotent="replay",
+           problems={404: "no-shadow: no candidate set is being shadowed"})
 def delete_shadow():
     return jsonify(shadow.stop())
 
 
 @bp.get("/simulations/shadow")
 @operation("Differences the shadowed candidate set would have made (which rule, members, how much)",
-           scope="simulate:read", tags=TAGS, query={"id": "shadow id (default: the latest)"})
+           scope="simulate:read", tags=TAGS, query={"id": "shadow id (default: the latest)"},
+           problems={404: "no-shadow: no shadow evaluation exists"})
 def get_shadow():
     return jsonify(shadow.report(query_int("id", 0, 0) or None))

@@ -19,7 +19,8 @@ def departments():
 
 @bp.post("/staff")
 @operation("Create a staff member", scope="admin", body="api/tickets/staff.json", tags=TAGS, status=201,
-           permission="staff.admin", allow_service=True)
+           idempotent="replay", permission="staff.admin", allow_service=True,
+           problems={409: "staff-exists", 422: "unknown-department, unknown-role, validation-failed"})
 def create_staff():
     resp = jsonify(identity.create_staff(actor(g.principal), g.body))
     resp.status_code = 201
@@ -41,7 +42,8 @@ def get_staff(staff_no):
 @bp.patch("/staff/<staff_no>")
 @operation("Change a staff member's department, roles or active flag (inactive: every session ends at once)",
            scope="admin", body="api/tickets/staff_update.json", tags=TAGS, permission="staff.admin",
-           allow_service=True)
+           allow_service=True, idempotent="replay",
+           problems={422: "unknown-department, unknown-role, validation-failed"})
 def update_staff(staff_no):
     return jsonify(identity.update_staff(actor(g.principal), staff_no, g.body))
 
@@ -49,7 +51,7 @@ def update_staff(staff_no):
 @bp.post("/staff/<staff_no>/password")
 @operation("Reset a staff member's password (given, or generated and returned once); the change is required "
            "at the next sign-in, the lock is lifted and every session ends", scope="admin",
-           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True)
+           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True, idempotent="replay")
 def reset_password(staff_no):
     return jsonify(identity.admin_reset(actor(g.principal), staff_no, g.body.get("password"),
                                         bool(g.body.get("reset_totp"))))
@@ -57,6 +59,6 @@ def reset_password(staff_no):
 
 @bp.post("/staff/<staff_no>/deactivate")
 @operation("Deactivate a staff member: every session ends at once, in every process", scope="admin", tags=TAGS,
-           permission="staff.admin", allow_service=True)
+           permission="staff.admin", allow_service=True, idempotent="replay")
 def deactivate(staff_no):
     return jsonify(identity.deactivate(actor(g.principal), staff_no))

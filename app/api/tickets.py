@@ -1,21 +1,29 @@
 """Tickets HTTP API: create/read/list, transitions and approvals, assignment, comments, attachments, stats, webhooks."""
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from app.platform import timefmt
-from app.api import idempotency_key, operation, query_int
+from app.api import idempotency_key, operation, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import outbox
+from app.platform.export import csv_response
 from app.services import tickets
 from app.services.tickets import stats as tickets_stats
 
 bp = Blueprint("tickets", __name__, url_prefix="/v1")
 
 TAGS = ["tickets"]
+TICKET_PROBLEMS = {403: "role-not-allowed, department-not-allowed, approver-not-distinct, not-ticket-user",
+                   409: "transition-not-allowed (names the allowed ones), state-changed, no-approval-pending, "
+                        "ticket-closed, idempotency-key-reused",
+                   422: "actor-required, comment-required, unknown-staff, unknown-department, unknown-queue"}
 LIST_QUERY = {"status": "workflow state", "category": "category", "department": "department code",
-              "priority": "P1..P4", "assignee": "staff_no", "sla": "ok | warning | breached",
-              "user_id": "user", "channel": "channel", "queue": "queue", "open": "true | false",
-              "cursor": "from next_cursor", "limit": "1..200 (default 50)"}
+              "priority": "P1..P4", "assignee": "staff_no",
+              "sla": q("SLA state", enum=["ok", "warning", "breached"]),
+              "user_id": "user", "channel": "channel", "queue": "queue",
+              "open": q("only open (true) or closed (false) tickets", enum=["true", "false"]),
+              "cursor": q("next_cursor of the previous page", "integer", minimum=1, maximum=2**63 - 1),
+              "limit": q("page size", "integer", minimum=1, maximum=200, default=50)}
 
 
 def _respond(status, result, replayed=False):
@@ -33,7 +41,8 @@ def _instant(name):
 @bp.post("/tickets")
 @operation("Create a ticket (routed and prioritised by rules; idempotent)", scope="tickets:write",
            body="api/tickets/create.json", idempotent=True, tags=TAGS, status=201, permission="ticket.create",
-           allow_service=True, audit="ticket.create")
+           allow_service=True, audit="ticket.create",
+           problems={409: "workflow-missing, idempotency-key-reused", 422: "unknown-category, validation-failed"})
 def create_ticket():
     status, result, replayed = tickets.create(g.principal, g.body, idempotency_key())
     return _respond(status, result, replayed)
@@ -51,8 +60,7 @@ def list_tickets():
         if request.args["open"] not in ("true", "false"):
             raise validation_failed([{"pointer": "/query/open", "validator": "enum", "message": "true or false"}])
         filters["open"] = request.args["open"]
-    cursor = query_int("cursor", None, minimum=1)
-    return jsonify(tickets.list_tickets(filters, cursor=cursor, limit=query_int("limit", 50, 1, 200)))
+    return jsonify(tickets.list_tickets(filters, cursor=query_int("cursor"), limit=query_int("limit")))
 
 
 @bp.get("/tickets/<int:ticket_id>")
@@ -64,18 +72,18 @@ def get_ticket(ticket_id):
 @bp.post("/tickets/<int:ticket_id>/transitions")
 @operation("Take a workflow transition as the signed-in person (409 transition-not-allowed names the allowed "
            "ones)", scope="tickets:write", body="api/tickets/transition.json", idempotent=True, tags=TAGS,
-           permission="ticket.transition", allow_service=True)
+           permission="ticket.transition", allow_service=True, problems=TICKET_PROBLEMS)
 def transition(ticket_id):
-    status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key(required=False))
+    status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
 
 
 @bp.post("/tickets/<int:ticket_id>/approvals")
 @operation("Approve or reject the pending approval step as the signed-in person", scope="tickets:write",
            body="api/tickets/approval.json", idempotent=True, tags=TAGS,
-           permission=("ticket.approve.l1", "ticket.approve.l2"))
+           permission=("ticket.approve.l1", "ticket.approve.l2"), problems=TICKET_PROBLEMS)
 def approve(ticket_id):
-    status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key(required=False))
+    status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
 
 
@@ -87,7 +95,8 @@ def list_approvals(ticket_id):
 
 @bp.post("/tickets/<int:ticket_id>/assign")
 @operation("Reassign to a person and/or department/queue", scope="tickets:write", body="api/tickets/assign.json",
-           tags=TAGS, permission="ticket.assign", allow_service=True)
+           tags=TAGS, permission="ticket.assign", allow_service=True, problems=TICKET_PROBLEMS,
+           idempotent="replay")
 def assign(ticket_id):
     return jsonify(tickets.assign(g.principal, ticket_id, g.body))
 
@@ -95,13 +104,14 @@ def assign(ticket_id):
 @bp.post("/tickets/<int:ticket_id>/comments")
 @operation("Comment as the signed-in person (internal/public), or relay the user's comment (a service)",
            scope="tickets:write", body="api/tickets/comment.json", tags=TAGS, status=201,
-           permission="ticket.comment", allow_service=True, audit="ticket.comment")
+           permission="ticket.comment", allow_service=True, audit="ticket.comment", problems=TICKET_PROBLEMS,
+           idempotent="replay")
 def add_comment(ticket_id):
     return _respond(201, tickets.comment(g.principal, ticket_id, g.body))
 
 
 @bp.get("/tickets/<int:ticket_id>/comments")
-@operation("Comments of a ticket", scope="tickets:read", tags=TAGS, query={"visibility": "internal | public"})
+@operation("Comments of a ticket", scope="tickets:read", tags=TAGS, query={"visibility": q("comment visibility", enum=["internal", "public"])})
 def list_comments(ticket_id):
     visibility = request.args.get("visibility")
     if visibility not in (None, "internal", "public"):
@@ -112,7 +122,8 @@ def list_comments(ticket_id):
 
 @bp.post("/tickets/<int:ticket_id>/attachments")
 @operation("Attach a file by reference", scope="tickets:write", body="api/tickets/attachment.json", tags=TAGS,
-           status=201, permission="ticket.comment", allow_service=True, audit="ticket.attach")
+           status=201, permission="ticket.comment", allow_service=True, audit="ticket.attach",
+           problems=TICKET_PROBLEMS, idempotent="replay")
 def add_attachment(ticket_id):
     return _respond(201, tickets.add_attachment(g.principal, ticket_id, g.body))
 
@@ -138,12 +149,13 @@ def user_status(ticket_id):
 
 @bp.get("/ticket-notices")
 @operation("User-facing notices of a user, newest first", scope="tickets:read", tags=TAGS,
-           query={"user_id": "required", "limit": "1..200"})
+           query={"user_id": q("the user", required=True, minLength=1),
+                  "limit": q("page size", "integer", minimum=1, maximum=200, default=50)})
 def notices():
     user_id = request.args.get("user_id")
     if not user_id:
         raise validation_failed([{"pointer": "/query/user_id", "validator": "required", "message": "required"}])
-    return jsonify(items=tickets.notices(user_id, query_int("limit", 50, 1, 200)))
+    return jsonify(items=tickets.notices(user_id, query_int("limit")))
 
 
 @bp.get("/ticket-workflows")
@@ -154,8 +166,11 @@ def workflows():
 
 @bp.get("/ticket-stats")
 @operation("Ticket statistics: volume, backlog by age, SLA compliance, response/resolution times",
-           scope="tickets:read", tags=TAGS, query={"from": "ISO date-time (default to - 30 days)",
-                                                   "to": "ISO date-time (default now)", "format": "json | csv"})
+           scope="tickets:read", tags=TAGS, problems={422: "invalid-window, validation-failed"},
+           query={"from": "ISO date-time (default to - 30 days)",
+                                                   "to": "ISO date-time (default now)",
+                                                   "format": q("json (default) or csv", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
 def stats():
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv"):
@@ -165,14 +180,14 @@ def stats():
         raise Problem(422, "invalid-window", "Invalid window", "'from' must be before 'to'")
     data = tickets_stats.stats(start, end)
     if fmt == "csv":
-        return Response(tickets_stats.to_csv(data), mimetype="text/csv",
-                        headers={"Content-Disposition": "attachment; filename=ticket-stats.csv"})
+        return csv_response(tickets_stats.to_csv(data), "ticket-stats.csv")
     return jsonify(data)
 
 
 @bp.post("/webhooks")
 @operation("Register a webhook for outbox messages (signed with the returned secret)", scope="admin",
-           body="api/tickets/webhook.json", tags=["outbox"], status=201)
+           body="api/tickets/webhook.json", tags=["outbox"], status=201, idempotent="replay",
+           problems={422: "invalid-url, validation-failed"})
 def create_webhook():
     body = g.body
     hook, secret = outbox.create_webhook(body["name"], body["url"], body.get("topics", "*"), body.get("secret"))
@@ -181,7 +196,7 @@ def create_webhook():
 
 
 @bp.delete("/webhooks/<int:webhook_id>")
-@operation("Deactivate a webhook", scope="admin", tags=["outbox"])
+@operation("Deactivate a webhook", scope="admin", tags=["outbox"], idempotent="replay")
 def delete_webhook(webhook_id):
     outbox.deactivate_webhook(webhook_id)
     return jsonify(id=webhook_id, active=False)
@@ -189,14 +204,15 @@ def delete_webhook(webhook_id):
 
 @bp.get("/outbox/deliveries")
 @operation("Outbox deliveries, newest first", scope="admin", tags=["outbox"],
-           query={"message_id": "one message", "status": "pending | delivered | dead | dropped", "limit": "1..500"})
+           query={"message_id": q("one message", "integer", minimum=1, maximum=2**63 - 1),
+                  "status": q("delivery status", enum=["pending", "delivered", "dead", "dropped"]),
+                  "limit": q("page size", "integer", minimum=1, maximum=500, default=100)})
 def list_deliveries():
     status = request.args.get("status")
     if status not in (None, "pending", "delivered", "dead"):
         raise validation_failed([{"pointer": "/query/status", "validator": "enum",
                                   "message": "pending, delivered or dead"}])
-    return jsonify(items=outbox.deliveries(query_int("message_id", None, 1), status,
-                                           query_int("limit", 100, 1, 500)))
+    return jsonify(items=outbox.deliveries(query_int("message_id"), status, query_int("limit")))
 
 
 @bp.get("/outbox/deliveries/<int:delivery_id>/attempts")

@@ -22,9 +22,9 @@ def cmd_rotate(args):
     return 0
 
 
-def register(subparsers):
-    p = subparsers.add_parser("secrets", help="keys that encrypt webhook secrets at rest")
-    sub = p.add_subparsers(dest="secrets_command", required=True)
-    sub.add_parser("new-key", help="print a new key for PATRON_SECRET_KEYS").set_defaults(func=cmd_new_key)
-    sub.add_parser("rotate", help="re-encrypt every stored secret under the first key "
-                                  "(after putting a new key first)").set_defaults(func=cmd_rotate)
+def register(root):
+    from app.cli import command, group
+    grp = group(root, "secrets", "keys that encrypt webhook secrets at rest")
+    command(grp, "new-key", cmd_new_key, kind="write", help="print a new key for PATRON_SECRET_KEYS")
+    command(grp, "rotate", cmd_rotate, kind="write",
+            help="re-encrypt every stored secret under the first key (after putting a new key first)")

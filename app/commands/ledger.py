@@ -2,21 +2,27 @@
 import json
 import sys
 
+import click
+
 
 def cmd_reconcile(args):
     from app import policy
     from app.cli import _app
     from app.db import db
+    from app.cli import status_word
     from app.services.ledger.reconcile import reconcile
     app = _app(args)
     with app.app_context(), db.connection_context():
         policy.startup(app)
-        report = reconcile(customers=args.customer or None, store=args.store)
+        from app.cli import Progress
+        with Progress("reconcile") as bar:
+            report = reconcile(customers=list(args.customer) or None, store=args.store, progress=bar)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         for name, check in report["checks"].items():
-            print(f"{'ok   ' if check['ok'] else 'DRIFT'} {name}" + ("" if check["ok"] else f" ({check['count']})"))
+            click.echo(f"{status_word(check['ok'], 'ok   ', 'DRIFT')} {name}"
+                       + ("" if check["ok"] else f" ({check['count']})"))
             for row in check["drift"]:
                 print(f"      {json.dumps(row, ensure_ascii=False)}")
         for asset, t in sorted(report["totals"].get("per_asset", {}).items()):
@@ -42,13 +48,12 @@ def cmd_balances(args):
     return 0
 
 
-def register(subparsers):
-    lp = subparsers.add_parser("ledger", help="accounts ledger").add_subparsers(dest="ledger_command", required=True)
-    p = lp.add_parser("reconcile", help="check every ledger invariant; exit 1 on drift")
-    p.add_argument("--customer", action="append", help="limit per-account checks to this customer (repeatable)")
-    p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument("--store", action="store_true", help="also record the report in the database")
-    p.set_defaults(func=cmd_reconcile)
-    p = lp.add_parser("balances", help="balances of one customer")
-    p.add_argument("customer")
-    p.set_defaults(func=cmd_balances)
+def register(root):
+    from app.cli import command, group, json_option
+    grp = group(root, "ledger", "accounts ledger")
+    command(grp, "reconcile", cmd_reconcile,
+            click.Option(["--customer"], multiple=True, help="limit per-account checks to this customer (repeatable)"),
+            json_option(), click.Option(["--store"], is_flag=True, help="also record the report in the database"),
+            kind="read", help="check every ledger invariant; exit 1 on drift")
+    command(grp, "balances", cmd_balances, click.Argument(["customer"]), json_option(), kind="read",
+            help="balances of one customer (JSON)")

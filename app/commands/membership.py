@@ -2,6 +2,8 @@
 import json
 import sys
 
+import click
+
 from app.cli import open_app as _ctx  # the command's app: context pushed, connection open, policy loaded
 
 JOBS = ("deduct_growth", "renew_plans", "issue_coupons")
@@ -28,7 +30,9 @@ def cmd_kpis(args):
     from app.services.membership import kpi
     _ctx(args)
     try:
-        report = kpi.compute(args.month_from, args.month_to or args.month_from)
+        from app.cli import Progress
+        with Progress("months") as bar:
+            report = kpi.compute(args.month_from, args.month_to or args.month_from, progress=bar)
     except Problem as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
@@ -47,20 +51,15 @@ def cmd_run(args):
     return 0
 
 
-def register(subparsers):
-    mp = subparsers.add_parser("membership", help="members, KPIs, membership jobs") \
-        .add_subparsers(dest="membership_command", required=True)
-    p = mp.add_parser("show", help="the member view (or --history)")
-    p.add_argument("member")
-    p.add_argument("--history", action="store_true")
-    p.add_argument("--limit", type=int, default=50)
-    p.set_defaults(func=cmd_show)
-    p = mp.add_parser("kpis", help="membership KPIs per month")
-    p.add_argument("--from", dest="month_from", required=True, help="YYYY-MM")
-    p.add_argument("--to", dest="month_to", help="YYYY-MM (default: --from)")
-    p.add_argument("--csv", action="store_true")
-    p.set_defaults(func=cmd_kpis)
-    p = mp.add_parser("run", help="run a membership job now")
-    p.add_argument("job", choices=JOBS)
-    p.add_argument("--at", help="RFC 3339 instant to run the job for (default: now)")
-    p.set_defaults(func=cmd_run)
+def register(root):
+    from app.cli import command, group, json_option
+    grp = group(root, "membership", "members, KPIs, membership jobs")
+    command(grp, "show", cmd_show, click.Argument(["member"]), click.Option(["--history"], is_flag=True),
+            click.Option(["--limit"], type=click.IntRange(1, 1000), default=50, show_default=True), json_option(),
+            kind="read", help="the member view (or --history), as JSON")
+    command(grp, "kpis", cmd_kpis, click.Option(["--from", "month_from"], required=True, help="YYYY-MM"),
+            click.Option(["--to", "month_to"], help="YYYY-MM (default: --from)"), click.Option(["--csv"], is_flag=True),
+            json_option(), kind="read", help="membership KPIs per month (JSON, or --csv)")
+    command(grp, "run", cmd_run, click.Argument(["job"], type=click.Choice(JOBS)),
+            click.Option(["--at"], help="RFC 3339 instant to run the job for (default: now)"),
+            kind="write", help="run a membership job now")

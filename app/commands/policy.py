@@ -3,6 +3,8 @@ import json
 import sys
 from pathlib import Path
 
+import click
+
 
 def _files(app, folder):
     from app.policy import read_dirs, read_root
@@ -23,12 +25,37 @@ def cmd_check(args):
     app = _app(args)
     with app.app_context():
         ps, errors = policy.check(_files(app, args.dir), complete=not args.partial)
+    warnings = _calendar_warnings(ps)
+    n_examples = sum(len(d.get("examples") or ()) for d in ps.get("ruleset"))
+    if args.json:
+        from app.cli import echo_json
+        echo_json({"ok": not errors, "files": len(ps.files), "errors": [str(e) for e in errors],
+                   "warnings": warnings, "examples": n_examples, "version": ps.version})
+        return 1 if errors else 0
+    from app.cli import status_word
     for err in errors:
         print(err)
-    n_examples = sum(len(d.get("examples") or ()) for d in ps.get("ruleset"))
-    print(f"{'FAILED' if errors else 'OK'}: {len(ps.files)} file(s), {len(errors)} error(s), "
-          f"{n_examples} example(s), version {ps.version}", file=sys.stderr)
+    for warning in warnings:
+        click.echo(click.style("warning: ", fg="yellow") + warning, err=True)
+    click.echo(f"{status_word(not errors)}: {len(ps.files)} file(s), {len(errors)} error(s), "
+               f"{n_examples} example(s), version {ps.version}", err=True)
     return 1 if errors else 0
+
+
+def _calendar_warnings(ps):
+    """This year's and the coming year's holidays checked against the holidays package (when installed)."""
+    from app.platform import clock, holidays
+    if not holidays.available():
+        return []
+    year = clock.now().year
+    out = []
+    for doc in ps.get("calendar"):
+        for name, cal in (doc.get("calendars") or {}).items():
+            if not isinstance(cal, dict):
+                continue
+            for y in (year, year + 1):
+                out += [f"{doc['_file']}: calendars.{name}: {msg}" for msg in holidays.compare(cal, y)]
+    return out
 
 
 def cmd_diff(args):
@@ -131,6 +158,10 @@ def cmd_history(args):
     with app.app_context(), connection():
         rows = store.history(args.limit)
         current, _ = store.current()
+    if args.json:
+        from app.cli import echo_json
+        echo_json({"active": current, "activations": rows})
+        return 0
     for r in rows:
         star = "*" if r["version"] == current and r is rows[0] else " "
         print(f"{star} {r['seq']:>5}  {r['version']}  {r['activated_at']}  {r['activated_by']}"
@@ -140,30 +171,23 @@ def cmd_history(args):
     return 0
 
 
-def register(subparsers):
-    p = subparsers.add_parser("policy", help="check, diff, explain, apply policy sets")
-    sub = p.add_subparsers(dest="policy_command", required=True)
-    c = sub.add_parser("check", help="validate a policy set and run its examples (exit 1 on any error)")
-    c.add_argument("dir", nargs="?", help="folder with policies/ and rules/ (default: the configured ones)")
-    c.add_argument("--partial", action="store_true",
-                   help="check a fragment: do not require every kind and ruleset the product needs")
-    c.set_defaults(func=cmd_check)
-    c = sub.add_parser("diff", help="semantic diff of two policy sets")
-    c.add_argument("dir_a")
-    c.add_argument("dir_b")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_diff)
-    c = sub.add_parser("explain", help="which rule fires for an event, and why")
-    c.add_argument("ruleset")
-    c.add_argument("event", help="JSON file with the facts")
-    c.add_argument("--dir", help="policy folder (default: the configured ones)")
-    c.add_argument("--active", action="store_true", help="use the active set from the database")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_explain)
-    c = sub.add_parser("apply", help="validate and activate a policy set")
-    c.add_argument("dir", nargs="?")
-    c.add_argument("--note")
-    c.set_defaults(func=cmd_apply)
-    c = sub.add_parser("history", help="activations, newest first")
-    c.add_argument("--limit", type=int, default=50)
-    c.set_defaults(func=cmd_history)
+def register(root):
+    from app.cli import command, group, json_option
+    grp = group(root, "policy", "check, diff, explain, apply policy sets")
+    folder = click.Path(exists=True, file_okay=False)
+    command(grp, "check", cmd_check, click.Argument(["dir"], required=False, type=folder),
+            click.Option(["--partial"], is_flag=True,
+                         help="check a fragment: do not require every kind and ruleset the product needs"),
+            json_option(), kind="read", help="validate a policy set and run its examples (exit 1 on any error)")
+    command(grp, "diff", cmd_diff, click.Argument(["dir_a"], type=folder), click.Argument(["dir_b"], type=folder),
+            json_option(), kind="read", help="semantic diff of two policy sets")
+    command(grp, "explain", cmd_explain, click.Argument(["ruleset"]),
+            click.Argument(["event"]),
+            click.Option(["--dir"], type=folder, help="policy folder (default: the configured ones)"),
+            click.Option(["--active"], is_flag=True, help="use the active set from the database"), json_option(),
+            kind="read", help="which rule fires for an event (a JSON file of facts), and why")
+    command(grp, "apply", cmd_apply, click.Argument(["dir"], required=False, type=folder), click.Option(["--note"]),
+            kind="write", help="validate and activate a policy set")
+    command(grp, "history", cmd_history, click.Option(["--limit"], type=click.IntRange(1, 1000), default=50,
+                                                       show_default=True),
+            json_option(), kind="read", help="activations, newest first")

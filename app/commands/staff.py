@@ -3,6 +3,8 @@ import getpass
 import os
 import sys
 
+import click
+
 
 def _cli_actor():
     try:
@@ -80,24 +82,19 @@ def cmd_deactivate(args):
     return 0
 
 
-def register(sub):
-    grp = sub.add_parser("staff", help="staff accounts: create, set passwords, deactivate") \
-        .add_subparsers(dest="staff_command", required=True)
-    p = grp.add_parser("create", help="create a staff member with a password (generated and printed once)")
-    p.add_argument("staff_no")
-    p.add_argument("--name", required=True)
-    p.add_argument("--department", required=True, help="a department code of the staff policy")
-    p.add_argument("--roles", required=True, help="comma separated role codes of the staff policy")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    p.add_argument("--must-change", action="store_true", help="require a change at the first sign-in")
-    p.set_defaults(func=cmd_create)
-    p = grp.add_parser("passwd", help="set a password (generated and printed once unless --password-stdin); "
-                                      "ends the staff member's sessions and lifts a lock")
-    p.add_argument("staff_no")
-    p.add_argument("--password-stdin", action="store_true")
-    p.add_argument("--must-change", action="store_true", help="an admin reset: change required at next sign-in")
-    p.add_argument("--reset-totp", action="store_true", help="also remove the TOTP second factor")
-    p.set_defaults(func=cmd_passwd)
-    p = grp.add_parser("deactivate", help="deactivate; every session ends at once")
-    p.add_argument("staff_no")
-    p.set_defaults(func=cmd_deactivate)
+def register(root):
+    from app.cli import command, group
+    grp = group(root, "staff", "staff accounts: create, set passwords, deactivate")
+    command(grp, "create", cmd_create, click.Argument(["staff_no"]), click.Option(["--name"], required=True),
+            click.Option(["--department"], required=True, help="a department code of the staff policy"),
+            click.Option(["--roles"], required=True, help="comma separated role codes of the staff policy"),
+            click.Option(["--password-stdin"], is_flag=True, help="read the password from the first line of stdin"),
+            click.Option(["--must-change"], is_flag=True, help="require a change at the first sign-in"),
+            kind="write", help="create a staff member with a password (generated and printed once)")
+    command(grp, "passwd", cmd_passwd, click.Argument(["staff_no"]), click.Option(["--password-stdin"], is_flag=True),
+            click.Option(["--must-change"], is_flag=True, help="an admin reset: change required at next sign-in"),
+            click.Option(["--reset-totp"], is_flag=True, help="also remove the TOTP second factor"),
+            kind="write", help="set a password (generated and printed once unless --password-stdin); "
+                               "ends the staff member's sessions and lifts a lock")
+    command(grp, "deactivate", cmd_deactivate, click.Argument(["staff_no"]), kind="write",
+            help="deactivate; every session ends at once")

@@ -3,6 +3,8 @@ import datetime as dt
 import json
 import sys
 
+import click
+
 from app.platform import clock
 
 
@@ -15,9 +17,21 @@ def cmd_worker(args):
               "in-process)", file=sys.stderr)
         return 2
     _load_policies(app)
+    if args.metrics_port is not None:
+        _serve_metrics(args.metrics_host, args.metrics_port)
     queues = [q.strip() for q in (args.queues or app.config["JOBS_QUEUE"]).split(",") if q.strip()]
     run_worker(app, queues=queues, burst=args.burst, cron=not args.no_cron, name=args.name)
     return 0
+
+
+def _serve_metrics(host, port):
+    """/metrics of this worker process (patron_jobs_total and the rest) for Prometheus to scrape."""
+    from prometheus_client import start_http_server
+
+    from app.metrics import REGISTRY
+    server, _ = start_http_server(port, addr=host, registry=REGISTRY)
+    bound = server.server_address[1]
+    print(f"worker metrics on http://{host}:{bound}/metrics", file=sys.stderr, flush=True)
 
 
 def _load_policies(app):
@@ -37,6 +51,10 @@ def cmd_jobs_list(args):
     now = clock.now().replace(tzinfo=dt.timezone.utc)
     rows = [(path, expr, next_tick(expr, now, tz).astimezone(tz).isoformat(timespec="minutes"))
             for path, expr in periodic_jobs()]
+    if args.json:
+        from app.cli import echo_json
+        echo_json([{"job": path, "cron": expr, "next_run": nxt, "timezone": tz.key} for path, expr, nxt in rows])
+        return 0
     width = max([len(r[0]) for r in rows] + [4])
     print(f"{'job':<{width}}  {'cron':<16}  next run ({tz.key})")
     for path, expr, nxt in rows:
@@ -65,20 +83,23 @@ def cmd_jobs_run(args):
     return 1 if ref.status == "failed" else 0
 
 
-def register(sub):
-    p = sub.add_parser("worker", help="run an RQ worker and the cron scheduler for periodic jobs")
-    p.add_argument("--queues", default=None,
-                   help="comma separated queue names (default PATRON_JOBS_QUEUE or 'default')")
-    p.add_argument("--burst", action="store_true", help="process queued jobs, then exit (no cron)")
-    p.add_argument("--no-cron", action="store_true",
-                   help="do not run the cron scheduler here (several are safe, one is enough)")
-    p.add_argument("--name", default=None, help="worker name (default: host + pid)")
-    p.set_defaults(func=cmd_worker)
-
-    jp = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs_command", required=True)
-    jp.add_parser("list", help="periodic jobs and their next run").set_defaults(func=cmd_jobs_list)
-    p = jp.add_parser("run", help="enqueue a job (inline without Redis)")
-    p.add_argument("path", help="e.g. jobs.platform.prune_job_runs")
-    p.add_argument("args", nargs="*", help="JSON arguments, e.g. 42 '\"abc\"'")
-    p.add_argument("--job-id", default=None, help="deterministic id: the job runs once")
-    p.set_defaults(func=cmd_jobs_run)
+def register(root):
+    from app.cli import command, group, json_option
+    command(root, "worker", cmd_worker,
+            click.Option(["--queues"], default=None,
+                         help="comma separated queue names (default PATRON_JOBS_QUEUE or 'default')"),
+            click.Option(["--burst"], is_flag=True, help="process queued jobs, then exit (no cron)"),
+            click.Option(["--no-cron"], is_flag=True,
+                         help="do not run the cron scheduler here (several are safe, one is enough)"),
+            click.Option(["--name"], default=None, help="worker name (default: host + pid)"),
+            click.Option(["--metrics-port"], type=click.IntRange(0, 65535), default=None,
+                         help="serve this worker's Prometheus metrics (job counters) on this port (0: any free one)"),
+            click.Option(["--metrics-host"], default="127.0.0.1", show_default=True, help="address for --metrics-port"),
+            kind="write", help="run an RQ worker and the cron scheduler for periodic jobs")
+    grp = group(root, "jobs", "jobs")
+    command(grp, "list", cmd_jobs_list, json_option(), kind="read", help="periodic jobs and their next run")
+    command(grp, "run", cmd_jobs_run, click.Argument(["path"]),
+            click.Argument(["args"], nargs=-1),
+            click.Option(["--job-id"], default=None, help="deterministic id: the job runs once"),
+            kind="write", help="enqueue a job (inline without Redis); arguments are JSON values, "
+                               "e.g. jobs.platform.prune_job_runs 42")

@@ -15,17 +15,27 @@ def _cell(value):
 
 
 def csv_text(columns, rows, headers=None):
-    """CSV text of ``rows`` (dicts) with ``columns`` in order, starting with a BOM.
+    """CSV text of ``rows`` with ``columns`` in order, starting with a BOM.
 
     Args:
-        columns: the keys to write, in order.
-        rows: dicts (a missing key or None is an empty cell; dicts and lists are written as JSON).
+        columns: the header names, and the keys to write when rows are dicts.
+        rows: dicts (a missing key or None is an empty cell) or sequences in column order; dicts and lists
+            inside are written as JSON.
         headers: the header line (default: the column names).
     """
     buf = io.StringIO()
     buf.write(BOM)
-    w = csv.writer(buf)  # excel dialect: CRLF line ends, minimal quoting
+    w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(headers or columns)
     for row in rows:
-        w.writerow([_cell(row.get(c)) for c in columns])
+        cells = [row.get(c) for c in columns] if isinstance(row, dict) else row
+        w.writerow([_cell(v) for v in cells])
     return buf.getvalue()
+
+
+def csv_response(text, filename):
+    """A download response for ``csv_text`` output."""
+    from flask import Response
+    return Response(text.encode("utf-8"), mimetype="text/csv",
+                    headers={"Content-Type": "text/csv; charset=utf-8",
+                             "Content-Disposition": f"attachment; filename={filename}"})

@@ -29,13 +29,19 @@ _active = None
 _checked_at = 0.0
 
 
+def _file_pointer(name):
+    """JSON pointer of a policy file in an apply/validate body: ``/files/policies~1sla.yaml``."""
+    return "/files/" + str(name).replace("~", "~0").replace("/", "~1")
+
+
 class PolicyInvalid(Problem):
     """A policy set with errors; never activated."""
 
     def __init__(self, errors, version=None):
         super().__init__(422, "policy-invalid", "Policy set invalid",
                          f"{len(errors)} error(s); the active policy set is unchanged",
-                         errors=[e.to_dict() for e in errors], version=version)
+                         errors=[{**e.to_dict(), "pointer": _file_pointer(e.file)} for e in errors],
+                         version=version)
         self.errors = errors
 
 
@@ -148,13 +154,14 @@ def active_version():
     return _active.version if _active is not None else None
 
 
-def apply(files, actor, note=None):
+def apply(files, actor, note=None, if_match=None):
     """Validate, compile, store and activate a policy set atomically; a bad set changes nothing.
 
     Args:
         files: {"policies/x.yaml": text, ...} (the complete set).
         actor: who applies (e.g. ``api_key:abc``, ``cli:alice``).
         note: optional free text kept in the history.
+        if_match: the version the caller expects to be active (412 precondition-failed otherwise).
 
     Returns:
         ApplyResult(version, previous, changed).
@@ -168,7 +175,7 @@ def apply(files, actor, note=None):
     # Storing and adopting under one lock: two concurrent applies in this process adopt in the order they
     # were stored (the last stored wins here too), and a refresh cannot slip an older version in between.
     with _lock:
-        previous, changed = store.save_and_activate(ps, actor, note)
+        previous, changed = store.save_and_activate(ps, actor, note, if_match=if_match)
         _activate(ps)
     if changed:
         log.info("policy set %s activated by %s (was %s)", ps.version, actor, previous)

@@ -3,6 +3,7 @@ import hashlib
 import json
 import secrets
 
+from app.metrics import DECISIONS
 from app.platform import clock
 from app.platform import sql as fastsql
 from app.platform.timefmt import iso
@@ -15,6 +16,8 @@ def _canon(value):
 
 def row(ruleset, version, rule, subject, inputs, outcome):
     """The decision-log row (column -> value) for one decision; ``record`` writes it, batch writers send it."""
+    # every decision-log row goes through here (record() and the batch writers), so this is the count
+    DECISIONS.labels(str(ruleset)[:100]).inc()
     text = _canon(inputs)
     return {"decision_id": "dec_" + secrets.token_hex(12), "ruleset": str(ruleset)[:100], "version": version,
             "rule": None if rule is None else str(rule)[:200], "subject": str(subject)[:200],

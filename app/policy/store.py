@@ -4,6 +4,7 @@ import json
 from app.platform import clock
 from app.platform.timefmt import iso
 from app.db import db, for_update, transactional
+from app.errors import Problem
 
 from app.models.policy import PolicyActivation, PolicyActive, PolicyVersion
 from app.platform import audit
@@ -25,8 +26,11 @@ def files_of(version):
 
 
 @transactional()
-def save_and_activate(policy_set, actor, note=None):
+def save_and_activate(policy_set, actor, note=None, if_match=None):
     """Store the set (if new) and make it the active one, in one transaction.
+
+    ``if_match``: the version the caller saw active (HTTP If-Match); another one active now is 412,
+    so two operators cannot silently overwrite each other's activation.
 
     Returns:
         (previous version, changed: bool).
@@ -40,6 +44,10 @@ def save_and_activate(policy_set, actor, note=None):
         PolicyVersion.create(version=policy_set.version, files=json.dumps(policy_set.files, ensure_ascii=False),
                              file_count=len(policy_set.files), created_by=actor)
     previous = row.version
+    if if_match is not None and if_match != previous:
+        raise Problem(412, "precondition-failed", "Precondition failed",
+                      f"the active policy set is {previous}, not {if_match}; reload it and apply again",
+                      active=previous)
     if previous == policy_set.version:
         return previous, False
     seq = row.seq + 1

@@ -5,8 +5,9 @@ Usage:  .venv/bin/python bench/ledger/bench.py [--runs 3] [--seconds 5] [--skip-
 Creates a fresh PostgreSQL database ``bench_ledger_<pid>`` (dropped at the end unless --keep), migrates
 it, seeds customers, starts ``patron serve`` on it and drives it from client processes; measures
 pgbench with bench/ledger/consume.sql in the same run as the physical reference; then does the same on
-SQLite (embedded). Prints one table with medians over --runs, the ratios against the targets of
-SPEC section 4, and the reconciliation result (invariants must hold after every run).
+SQLite (embedded). Prints one table with medians over --runs, the ratios against the ledger's
+performance targets (in ``checks`` and ``absolute`` below; docs/ledger.md lists them), and the
+reconciliation result (invariants must hold after every run).
 """
 import argparse
 import http.client

@@ -52,7 +52,7 @@ def test_duplicate_keys_are_refused(server, auth, customer):
     status, problem = _raw(server, "POST", "/v1/ledger/recharge", body, dict(auth, **{"Idempotency-Key": ref("k")}))
     assert status == 400 and problem["code"] == "duplicate-key" and "'amount'" in problem["detail"]
     nested = b'{"name": "n", "url": "https://example.com/h", "topics": "a", "topics": "b"}'
-    status, problem = _raw(server, "POST", "/v1/webhooks", nested, auth)
+    status, problem = _raw(server, "POST", "/v1/webhooks", nested, dict(auth, **{"Idempotency-Key": ref("k")}))
     assert status == 400 and problem["code"] == "duplicate-key"
 
 

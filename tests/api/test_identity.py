@@ -88,11 +88,12 @@ def test_cookie_session_needs_the_csrf_header_on_unsafe_methods(server, http):
                headers={"X-CSRF-Token": "forged-" + s.cookies["patron_csrf"]})
     assert r.status_code == 403 and r.json()["code"] == "csrf-failed"
     r = s.post(f"{server}/v1/tickets/{t['id']}/comments", json={"body": "ok"},
-               headers={"X-CSRF-Token": s.cookies["patron_csrf"]})
+               headers={"X-CSRF-Token": s.cookies["patron_csrf"], "Idempotency-Key": uid("k")})
     assert r.status_code == 201 and r.json()["author"] == staff_no
     # the cookie's token is not a bearer token of its own (and vice versa)
     assert Http(server, s.cookies["patron_session"]).get("/v1/auth/me").status_code == 200
-    r = s.post(server + "/v1/auth/logout", headers={"X-CSRF-Token": s.cookies.get("patron_csrf", "")})
+    r = s.post(server + "/v1/auth/logout", headers={"X-CSRF-Token": s.cookies.get("patron_csrf", ""),
+                                                    "Idempotency-Key": uid("k")})
     assert r.status_code == 200
     assert requests.get(server + "/v1/auth/me", cookies={"patron_session": r.cookies.get("patron_session") or
                                                           "pts_x_y"}, timeout=30).status_code == 401

@@ -60,7 +60,7 @@ def test_idempotency_header_replays_with_same_status_and_rejects_other_body(http
     assert again.json() == first.json() and again.headers.get("Idempotent-Replayed") == "true"
     other = http.post("/v1/ledger/recharge", json={**body, "amount": 101}, key=key)
     assert other.status_code == 409 and other.json()["code"] == "idempotency-key-reused"
-    assert http.post("/v1/ledger/recharge", json=body).status_code == 428
+    assert http.post("/v1/ledger/recharge", json=body, key=False).status_code == 428
     assert cash(http, customer)["sub_accounts"]["available"] == 100
 
 def test_consume_replay_returns_the_record_written_with_the_journal(http, customer):

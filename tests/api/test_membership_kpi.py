@@ -41,7 +41,8 @@ def test_kpis_per_month(http, db_conn, frozen_clock):
 
     r = http.get("/v1/member-kpis?from=2019-01&to=2019-03&format=csv")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
-    table = list(csv.DictReader(io.StringIO(r.text)))
+    assert r.content.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads the labels right
+    table = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert [t["period"] for t in table] == ["2019-01", "2019-02", "2019-03"]
     assert table[1]["paid_gmv_share"] == "0.2" and table[0]["retention_rate"] == ""
 
@@ -78,7 +79,7 @@ def test_cli_runs_jobs_and_prints_kpis(app, database_url):
                              capture_output=True, text=True, timeout=120)
         return out.returncode, out.stdout
     rc, out = run("kpis", "--from", "2018-01", "--csv")
-    assert rc == 0 and out.splitlines()[0].startswith("period,start,end,members")
+    assert rc == 0 and out.splitlines()[0].startswith("\ufeffperiod,start,end,members")
     rc, out = run("run", "renew_plans", "--at", "2018-01-01T00:00:00+08:00")
     assert rc == 0 and '"renewed"' in out
     assert run("show", "nobody-" + uid())[0] == 1

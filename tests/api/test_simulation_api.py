@@ -25,7 +25,8 @@ def test_simulation_run_as_job(server, http):
     assert Http(server, make_token(["members:write"])).get("/v1/simulations/x").status_code == 403
     writer = Http(server, make_token(["simulate:write"]))
     # without Redis the job runs inline, inside this request: two replays in spawned processes
-    r = writer.session.post(server + "/v1/simulations", json=body, timeout=600)
+    r = writer.session.post(server + "/v1/simulations", json=body, timeout=600,
+                            headers={"Idempotency-Key": "sim-" + uuid.uuid4().hex})
     assert r.status_code == 202, r.text
     run_id = r.json()["id"]
     assert r.headers["Location"] == f"/v1/simulations/{run_id}"

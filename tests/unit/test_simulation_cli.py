@@ -36,4 +36,4 @@ def test_generate_run_and_preview(tmp_path):
     assert _patron(tmp_path, "db", "upgrade").returncode == 0
     r = _patron(tmp_path, "simulate", "preview", "--at", "2026-01-01T00:00:00+08:00", "--csv")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0].startswith("member_id,level,level_after,demoted,")
+    assert r.stdout.splitlines()[0].startswith("\ufeffmember_id,level,level_after,demoted,")  # BOM: Excel

@@ -22,7 +22,11 @@ def _scope_ids(customers):
     return ids or [-1]
 
 
-def reconcile(customers=None, store=False):
+# Number of checks reconcile() runs: the total of a progress bar.
+CHECKS = 10
+
+
+def reconcile(customers=None, store=False, progress=None):
     """Check the ledger's invariants.
 
     Checks: every journal has >= 2 entries and sums to zero per asset; snapshots per asset sum to
@@ -35,6 +39,7 @@ def reconcile(customers=None, store=False):
         customers: external_refs to limit the per-account checks to (the global sums are skipped);
             None checks everything.
         store: also append the report to ledger_reconciliation (the periodic job does).
+        progress: optional ``progress(done, total)`` called after each check (the CLI's progress bar).
 
     Returns:
         {"ok", "checked_at", "policy_version", "scope", "totals", "checks": {name: {"ok", "count", "drift"}}}.
@@ -47,6 +52,8 @@ def reconcile(customers=None, store=False):
 
     def check(name, rows, fmt):
         checks[name] = {"ok": not rows, "count": len(rows), "drift": [fmt(r) for r in rows[:MAX_ROWS]]}
+        if progress:
+            progress(len(checks), CHECKS)
 
     if ids is None:
         jsum = _rows("SELECT journal_id, asset, SUM(amount_minor) FROM ledger_entry GROUP BY journal_id, asset "

@@ -1,7 +1,5 @@
 """Membership KPIs (留存、复购、会员转化率、会员贡献率) per month: retention, repurchase, paid conversion, paid GMV share, levels."""
-import csv
 import datetime as dt
-import io
 import re
 
 import peewee as pw
@@ -34,13 +32,14 @@ def _active(start, end):
         (MemberEvent.occurred_at >= start) & (MemberEvent.occurred_at < end)).distinct().tuples()}
 
 
-def compute(month_from, month_to):
+def compute(month_from, month_to, progress=None):
     """KPI rows for each month in [month_from, month_to] (YYYY-MM, policy time zone), plus level distribution.
 
     Definitions: active = posted any event in the month; retention = active last month and this
     month / active last month; repurchase = members with >= 2 paid orders / buyers; paid GMV share =
     order amount paid while the member was paid / all order amount; paid conversion = members whose
     first paid period starts in the month / active members who had never been paid before it.
+    ``progress(done, total)``, when given, is called after each month (the CLI's progress bar).
     """
     cfg = mp.current()
     y0, m0 = _month(month_from, "from")
@@ -87,6 +86,8 @@ def compute(month_from, month_to):
             "paid_conversion_rate": _ratio(len(new_paid & never_paid_before) , len(never_paid_before)),
         })
         prev_active = active
+        if progress:
+            progress(i + 1, months)
     levels = dict(Member.select(Member.level, pw.fn.COUNT(Member.id)).group_by(Member.level).tuples())
     distribution = [{"level": n, "members": levels.get(n, 0)} for n in cfg.level_names]
     return {"policy_version": cfg.version, "timezone": str(cfg.tz), "periods": rows,
@@ -94,9 +95,6 @@ def compute(month_from, month_to):
 
 
 def to_csv(report):
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    w.writeheader()
-    for row in report["periods"]:
-        w.writerow({k: ("" if row[k] is None else row[k]) for k in FIELDS})
-    return buf.getvalue()
+    """The periods as CSV (UTF-8 with a BOM, app.platform.export)."""
+    from app.platform.export import csv_text
+    return csv_text(FIELDS, ([row[k] for k in FIELDS] for row in report["periods"]))

@@ -1,7 +1,5 @@
 """Period-end preview: what the next deduction and points expiry do to every member, computed by the live code in a rolled-back transaction."""
-import csv
 import datetime as dt
-import io
 from types import SimpleNamespace
 
 from app.db import write_transaction
@@ -119,9 +117,5 @@ CSV_FIELDS = ("member_id", "level", "level_after", "demoted", "growth", "deduct"
 
 
 def to_csv(result):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_FIELDS)
-    for item in result["items"]:
-        w.writerow([item[f] for f in CSV_FIELDS])
-    return buf.getvalue()
+    from app.platform.export import csv_text
+    return csv_text(CSV_FIELDS, ([item[f] for f in CSV_FIELDS] for item in result["items"]))

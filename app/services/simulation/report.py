@@ -1,7 +1,5 @@
 """Simulation reports: baseline beside candidate with their difference, as JSON, CSV, a terminal table and a self-contained HTML page."""
-import csv
 import html
-import io
 import json
 
 
@@ -90,23 +88,15 @@ def metric_rows(report):
 
 
 def to_csv(report):
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["metric", "baseline", "candidate", "diff"])
-    for row in metric_rows(report):
-        w.writerow(row)
-    return buf.getvalue()
+    from app.platform.export import csv_text
+    return csv_text(["metric", "baseline", "candidate", "diff"], metric_rows(report))
 
 
 def members_csv(rows):
-    buf = io.StringIO()
+    from app.platform.export import csv_text
     fields = ["member_id", "baseline_level", "candidate_level", "baseline_growth", "candidate_growth",
               "baseline_points", "candidate_points"]
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
+    return csv_text(fields, ([r.get(f) for f in fields] for r in rows))
 
 
 SUMMARY = [("members", "members"), ("levels.promotions", "promotions"), ("levels.demotions", "demotions"),

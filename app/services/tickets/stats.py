@@ -1,7 +1,5 @@
 """Ticket statistics: volume, backlog by age, SLA compliance, response/resolution times (JSON and CSV)."""
-import csv
 import datetime as dt
-import io
 
 import peewee as pw
 
@@ -108,21 +106,20 @@ def stats(start=None, end=None, now=None):
 
 def to_csv(data):
     """Long-format CSV (section, dimension, key, metric, value) of ``stats()``."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["section", "dimension", "key", "metric", "value"])
+    from app.platform.export import csv_text
+    rows = []
     for dim in ("category", "channel"):
         for k, n in data["volume"][f"by_{dim}"].items():
-            w.writerow(["volume", dim, k, "tickets", n])
-    w.writerow(["volume", "all", "", "tickets", data["volume"]["total"]])
+            rows.append(["volume", dim, k, "tickets", n])
+    rows.append(["volume", "all", "", "tickets", data["volume"]["total"]])
     for k, n in data["backlog"]["by_age"].items():
-        w.writerow(["backlog", "age", k, "open_tickets", n])
+        rows.append(["backlog", "age", k, "open_tickets", n])
     for k, n in data["backlog"]["by_department"].items():
-        w.writerow(["backlog", "department", k, "open_tickets", n])
+        rows.append(["backlog", "department", k, "open_tickets", n])
     for dim in ("category", "department", "priority"):
         for k, metrics in data["sla"][f"by_{dim}"].items():
             for m, v in metrics.items():
-                w.writerow(["sla", dim, k, m, "" if v is None else v])
+                rows.append(["sla", dim, k, m, "" if v is None else v])
     for m, v in data["sla"]["overall"].items():
-        w.writerow(["sla", "all", "", m, "" if v is None else v])
-    return buf.getvalue()
+        rows.append(["sla", "all", "", m, "" if v is None else v])
+    return csv_text(["section", "dimension", "key", "metric", "value"], rows)
