@@ -20,13 +20,6 @@ PROBLEM_SCHEMA = {
                        "type": "object", "required": ["pointer", "message"],
                        "properties": {"pointer": {"type": "string"}, "message": {"type": "string"},
                                       "validator": {"type": "string"}}}}}}
-<<<<<<< HEAD
-# Problems every operation of a kind can answer, so clients see them in the document.
-_COMMON = {"400": "Malformed request", "401": "Missing, unknown or revoked API key",
-           "403": "API key lacks the scope", "413": "Request body too large",
-           "415": "Body is not application/json", "422": "Body fails its JSON Schema, or control characters in the query, path or headers (every field listed)",
-           "428": "Idempotency-Key header required", "409": "Idempotency-Key reused with another body"}
-=======
 # The success body of an operation that declares no response schema: any JSON object.
 FREE_FORM = {"type": "object", "description": "A JSON object; its members are described in the operation's "
                                               "summary and in docs/<context>.md (no schema is published yet)."}
@@ -35,12 +28,11 @@ _COMMON = {"400": "Malformed JSON, or nested too deeply", "401": "Missing, unkno
            "403": "API key lacks the scope (or the acting person the permission)",
            "404": "No such resource", "413": "Request body too large",
            "415": "Body is not application/json",
-           "422": "Body or query fails validation (every field listed with a JSON pointer)",
+           "422": "Body, query, path or headers fail validation (every field listed with a JSON pointer)",
            "428": "Idempotency-Key header required",
            "409": "Idempotency-Key reused with another body, or a state conflict (see `code`)",
            "429": "rate-limited: too many expensive calls for this key (see Retry-After)",
            "503": "The database or Redis is unreachable"}
->>>>>>> integ
 
 
 def _path(rule):
@@ -152,9 +144,9 @@ def _responses(op, has_path_params):
     responses = {str(op["status"]): {"description": "Success", "content": content}}
     for code, description in op.get("also", {}).items():
         responses[str(code)] = {"description": description, "content": copy.deepcopy(content)}
-    codes = {}
+    codes = {"422": _COMMON["422"]}  # every route: control characters in query, path or headers (check_request_text)
     if op["body"]:
-        codes.update({c: _COMMON[c] for c in ("400", "413", "415", "422")})
+        codes.update({c: _COMMON[c] for c in ("400", "413", "415")})
     if not op["public"]:
         codes.update({c: _COMMON[c] for c in ("401", "403", "503")})
     if op["idempotent"] in (True, "replay"):
@@ -187,22 +179,6 @@ def build(app):
             continue
         item = paths.setdefault(_path(rule.rule), {})
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-<<<<<<< HEAD
-            responses = {str(op["status"]): {"description": "Success"}}
-            codes = ["422"]  # every route: control characters in query, path or headers (check_request_text)
-            if op["body"]:
-                codes += ["400", "413", "415"]
-            if not op["public"]:
-                codes += ["401", "403"]
-            if op["idempotent"]:
-                codes += ["409", "428"]
-            for code in sorted(codes):
-                responses[code] = {"description": _COMMON[code], "content": {
-                    "application/problem+json": {"schema": PROBLEM}}}
-            responses["default"] = {"description": "Problem (RFC 9457)",
-                                    "content": {"application/problem+json": {"schema": PROBLEM}}}
-=======
->>>>>>> integ
             doc = {"operationId": f"{rule.endpoint}.{method.lower()}", "summary": op["summary"],
                    "tags": op["tags"], "responses": _responses(op, bool(rule.arguments))}
             converters = getattr(rule, "_converters", {})

@@ -7,13 +7,10 @@ from app.errors import Problem
 from app.models.membership import PlanPeriod
 from app.platform import clock
 from app.services.membership import policy as mp
-from app.services.membership.state import LIVE
+from app.services.membership.state import LIVE, LIVE_SUBSCRIPTION as LIVE_STATES
 from app.platform import timefmt
 
 log = logging.getLogger(__name__)
-
-LIVE_STATES = ("active", "cancelled")
-
 
 def active_period(member_ref, at):
     """The paid period in force at ``at`` (start <= at < end), or None."""
@@ -43,7 +40,7 @@ def status_at(sub, at=None):
     it. An auto-renewing one whose renewal is still to be tried stays ``active`` (the renewal starts at the
     period end); the member is not paid meanwhile, since no paid period is in force (``active_plan``)."""
     at = at or clock.now()
-    if sub.status in LIVE and sub.current_end <= at:
+    if sub.status in LIVE_STATES and sub.current_end <= at:
         if sub.status == "active" and sub.auto_renew:
             if sub.renew_attempts < int(mp.current().renewal.get("max_attempts", 2)):
                 return sub.status, sub.ended_at
@@ -61,7 +58,7 @@ def subscription_dict(sub, at=None):
                                                              "end": timefmt.iso(sub.current_end)},
             "renews_at": timefmt.iso(sub.current_end) if status == "active" and sub.auto_renew else None,
             "renew_attempts": sub.renew_attempts,
-            "next_attempt_at": timefmt.iso(sub.next_attempt_at) if status in LIVE else None,
+            "next_attempt_at": timefmt.iso(sub.next_attempt_at) if status in LIVE_STATES else None,
             "last_failure": sub.last_failure, "ended_at": timefmt.iso(ended_at),
             "policy_version": sub.policy_version}
 
