@@ -1,0 +1,87 @@
+"""In a real browser: an agent serves a user of the customer chat page, live, from sign-in to CSAT."""
+import re
+import secrets
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import shot, web_sign_in
+from tests.service_factories import clean_floor, new_agent, service_policy
+
+
+def _start_chat(page, server, user_id, topic):
+    page.goto(f"{server}/web/chat")
+    page.get_by_label("用户编号").fill(user_id)
+    page.get_by_label("想咨询什么？").fill(topic)
+    page.get_by_role("button", name="开始咨询").click()
+    expect(page).to_have_url(re.compile(r"/web/chat/\d+$"))
+
+
+def test_agent_serves_a_user_end_to_end(app, server, new_page, chat_demo):
+    clean_floor(app)
+    agent = new_agent(app, roles=("agent_l1",), prefix="WEB")
+    user_id = f"u-web-{secrets.token_hex(4)}"
+    with service_policy(app):  # the queue without the bot
+        a = new_page()
+        web_sign_in(a, server, agent, "/web/agent")
+        expect(a.locator("#agent-status")).to_have_attribute("data-status", "offline")
+        shot(a, "agent-offline")
+
+        u = new_page(width=420, height=800)  # the small embedded window
+        _start_chat(u, server, user_id, "订单还没发货")
+        expect(u.locator("#queue-state")).to_have_text("排队中")
+        expect(u.locator("#queue-position")).to_be_visible()
+        expect(u.locator(".timeout-note")).to_contain_text("没有任何操作")
+        shot(u, "chat-queued")
+
+        # the agent goes online and is given the waiting user (the lock closes)
+        a.get_by_role("button", name="上线").click()
+        expect(a.locator("#agent-status")).to_have_attribute("data-status", "online")
+        expect(a.locator("#messages")).to_have_attribute("data-user", user_id)
+        expect(a.locator("#agent-lock")).to_have_attribute("data-lock", "closed")
+        expect(u.locator("#queue-state")).to_have_text("客服接待中")
+
+        # messages both ways, live
+        u.get_by_placeholder("请输入消息").fill("你好，我的订单还没发货")
+        u.get_by_role("button", name="发送").click()
+        expect(a.locator("#messages li.from-user").last).to_contain_text("我的订单还没发货")
+        a.get_by_label(re.compile("^回复")).fill("您好，我来帮您查一下")
+        a.get_by_role("button", name="发送").click()
+        expect(u.locator("#messages li.from-agent").last).to_contain_text("我来帮您查一下")
+        shot(u, "chat-serving")
+
+        # the customer view and an order looked up
+        expect(a.locator("#customer-view")).to_have_attribute("data-user", user_id)
+        a.locator("#customer-view a").first.click()
+        expect(a.locator("#order")).to_be_visible()
+        expect(a.locator("#order")).to_contain_text(user_id)
+        shot(a, "agent-serving")
+
+        # compensation within the agent's limit is paid at once
+        expect(a.locator("#compensation-limits")).to_contain_text("单笔限额")
+        a.get_by_label("金额（元）").fill("5")
+        a.locator("#comp-submit").click()
+        expect(a.locator("#flash [data-code=compensation-paid]")).to_be_visible()
+
+        # a ticket from the conversation
+        a.locator("#ticket-box summary").click()
+        a.get_by_label("问题描述").fill("物流超时，需物流部跟进")
+        a.locator("#ticket-submit").click()
+        expect(a.locator("#flash [data-code=ticket]")).to_contain_text("工单 #")
+        expect(u.locator("#messages")).to_contain_text("已为您创建工单")
+
+        # close with category and summary: the lock opens, the user is asked for CSAT
+        a.locator("#close-box summary").click()
+        a.get_by_label("分类").select_option("物流")
+        a.get_by_label("小结").fill("已补偿并转物流部")
+        a.locator("#close-submit").click()
+        expect(a.locator("#agent-lock")).to_have_attribute("data-lock", "open")
+        expect(a.locator("#no-conversation")).to_be_visible()
+        expect(u.get_by_role("group", name="满意度评分")).to_be_visible()
+        shot(u, "chat-csat")
+        u.get_by_role("button", name="5 分").click()
+        expect(u.locator("#csat-thanks")).to_be_visible()
+        shot(u, "chat-rated")
+        shot(a, "agent-idle")
+
+        a.get_by_role("button", name="下线").click()
+        expect(a.locator("#agent-status")).to_have_attribute("data-status", "offline")
