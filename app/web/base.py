@@ -66,11 +66,11 @@ def _principal():
     return auth.authenticate(None, request)
 
 
-def page(permission=None, scope=None, self_service=False):
+def page(permission=None, scope=None, self_service=False, audit=True):
     """A web page or action: the staff session must hold ``permission`` (else ``scope``), as the API route does.
 
     Unsafe methods need the CSRF token (header ``X-CSRF-Token``, which htmx sends, or the form field
-    ``csrf_token``); a successful one is audited like an API request.
+    ``csrf_token``); a successful one is audited like an API request (``audit=False``: it changes nothing).
     """
     def deco(view):
         @functools.wraps(view)
@@ -80,7 +80,7 @@ def page(permission=None, scope=None, self_service=False):
             g.principal = auth.resolve(principal, request.headers, scope, permission, False, self_service)
             g.staff_no = g.principal.get("staff_no")
             result = view(*args, **kwargs)
-            if request.method in UNSAFE:
+            if audit and request.method in UNSAFE:
                 from app.platform import audit as audit_log
                 result = current_app.make_response(result)
                 audit_log.from_response("web." + (request.endpoint or "").split(".", 1)[-1], kwargs, result)

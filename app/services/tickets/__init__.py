@@ -3,11 +3,13 @@ staff and the policy view in their own modules; ``ledger_port``/``membership_por
 from app.models.staff import Staff
 from app.services.tickets import routing as tickets_routing, staff
 from app.services.tickets.operations import (LIST_FILTERS, add_attachment, allowed_transitions, approvals, approve,
+                                             awaiting_approval,
                                              assign, attachments, comment, comments, create, facts_of, get,
                                              get_ticket, history, list_tickets, notices, serialize, transition,
                                              user_view, workflows)
 
 __all__ = ["LIST_FILTERS", "add_attachment", "allowed_transitions", "approvals", "approve", "assign", "attachments",
+           "awaiting_approval",
            "comment", "comments", "create", "facts_of", "get", "get_ticket", "history", "list_tickets", "notices",
            "register", "seed_demo", "serialize", "transition", "user_view", "workflows"]
 
