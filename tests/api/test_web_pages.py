@@ -116,3 +116,32 @@ def test_customer_chat_needs_its_token(server):
     assert r.status_code in (401, 404)
     r = requests.post(f"{server}/web/chat", data={"user_id": f"u-{secrets.token_hex(3)}"}, timeout=30)
     assert r.status_code == 403  # the demo start is off unless CHAT_DEMO_START
+
+
+def test_every_guarded_web_route_refuses_a_role_without_it(app, server, staff):
+    """Every route of the web workspace declared with a permission or a scope, taken by a QA inspector (who
+    holds qa.score and the default scopes only): each one the inspector lacks answers 403."""
+    from app.platform import auth
+    from app.db import db
+    with app.app_context(), db.connection_context():
+        access = auth.access_view()
+        perms, scopes = access.permissions_for(["qa_inspector"]), access.scopes_for(["qa_inspector"])
+    principal = {"permissions": perms, "scopes": scopes}
+    s = web_session(server, staff["qa_inspector"])
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        guard = getattr(app.view_functions[rule.endpoint], "web_page", None)
+        if not guard or not (guard["permission"] or guard["scope"]):
+            continue
+        held = (auth.has_permission(principal, guard["permission"]) if guard["permission"]
+                else auth.has_scope(principal, guard["scope"]))
+        if held:
+            continue
+        path = rule.rule
+        for arg in rule.arguments:
+            path = path.replace(f"<int:{arg}>", "1").replace(f"<{arg}>", "x1")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            r = s.request(method, server + path, data={"csrf_token": s.cookies["patron_csrf"]}, timeout=30)
+            assert r.status_code == 403 and 'data-code="forbidden"' in r.text, (method, path, r.status_code)
+            checked += 1
+    assert checked >= 25, checked
