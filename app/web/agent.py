@@ -15,7 +15,7 @@ from app.services.knowledge import entries
 from app.services.service import actions, complaints, compensation, connectors, customer, desk
 from app.services.service.policy import current
 from app.services.tickets import policy as tickets_policy
-from app.web.base import blueprint, form_int, form_text, page, render, validated
+from app.web.base import blueprint, form_fields, form_text, page, render, validated
 
 bp = blueprint("web_agent", "/web/agent")
 
@@ -134,9 +134,7 @@ def send(conv_id):
 @bp.post("/conversations/<int:conv_id>/transfer")
 @page(**SERVE)
 def transfer(conv_id):
-    body = {"to_agent": form_text("to_agent")} if form_text("to_agent") else {"to_group": form_text("to_group")}
-    if form_text("note"):
-        body["note"] = form_text("note")
+    body = form_fields("to_agent", "note") if form_text("to_agent") else form_fields("to_group", "note")
     desk.transfer(g.staff_no, conv_id, validated("api/service/transfer.json", body))
     return _refresh(make_response("", 204))
 
@@ -144,9 +142,7 @@ def transfer(conv_id):
 @bp.post("/conversations/<int:conv_id>/close")
 @page(**SERVE)
 def close(conv_id):
-    body = {"category": form_text("category")}
-    if form_text("summary"):
-        body["summary"] = form_text("summary")
+    body = form_fields("category", "summary", required=("category",))
     desk.close(g.staff_no, conv_id, validated("api/service/close.json", body))
     return _refresh(make_response("", 204))
 
@@ -154,11 +150,7 @@ def close(conv_id):
 @bp.post("/conversations/<int:conv_id>/ticket")
 @page(**SERVE)
 def open_ticket(conv_id):
-    body = {"category": form_text("category")}
-    if form_text("summary"):
-        body["summary"] = form_text("summary")
-    if form_text("ticket_id"):
-        body["ticket_id"] = form_int("ticket_id", "/ticket_id")
+    body = form_fields("category", "summary", ints=("ticket_id",), required=("category",))
     out = complaints.ticket_from_conversation(g.principal, g.staff_no, conv_id,
                                               validated("api/service/ticket.json", body))
     return _refresh(render("_flash.html", kind="ok", title="已创建工单",
@@ -226,13 +218,7 @@ def _form_key():
 
 def _action(kind):
     def view():
-        body = {"order_no": form_text("order_no")}
-        for name in ("user_id",):
-            if form_text(name):
-                body[name] = form_text(name)
-        for name in ("conversation_id", "ticket_id"):
-            if form_text(name):
-                body[name] = form_int(name)
+        body = form_fields("order_no", "user_id", ints=("conversation_id", "ticket_id"), required=("order_no",))
         params = {k[7:]: v.strip() for k, v in request.form.items() if k.startswith("params.") and v.strip()}
         if params:
             body["params"] = params
@@ -251,13 +237,8 @@ for _kind in ("invoice", "return", "cancel"):
 @bp.post("/compensations")
 @page(scope="service:write", permission="compensation.issue")
 def compensate():
-    body = {"user_id": form_text("user_id"), "reason": form_text("reason"),
-            "amount_fen": round(_yuan_to_fen(form_text("amount_yuan")))}
-    if form_text("note"):
-        body["note"] = form_text("note")
-    for name in ("conversation_id", "ticket_id"):
-        if form_text(name):
-            body[name] = form_int(name)
+    body = dict(form_fields("user_id", "reason", "note", ints=("conversation_id", "ticket_id"),
+                            required=("user_id", "reason")), amount_fen=round(_yuan_to_fen(form_text("amount_yuan"))))
     validated("api/service/compensation.json", body)
     key = _form_key()
     keyed = dict(body, _staff_no=g.staff_no)

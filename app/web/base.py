@@ -120,6 +120,19 @@ def form_int(name, pointer=None):
     return int(raw)
 
 
+def form_fields(*names, ints=(), required=()):
+    """The non-empty fields ``names`` (text) and ``ints`` (integers) of the posted form, as an API body;
+    ``required`` ones are present even when empty (the schema then says what is wrong)."""
+    out = {}
+    for name in names:
+        if form_text(name) or name in required:
+            out[name] = form_text(name)
+    for name in ints:
+        if form_text(name):
+            out[name] = form_int(name)
+    return out
+
+
 def render(template, status=200, **ctx):
     return make_response(render_template(template, **ctx), status)
 

@@ -8,7 +8,7 @@ from flask import current_app, make_response, redirect, request
 from app.errors import Problem
 from app.services.service import desk
 from app.services.service.policy import current
-from app.web.base import blueprint, form_int, form_text, is_htmx, render, validated
+from app.web.base import blueprint, form_fields, form_int, form_text, is_htmx, render, validated
 
 bp = blueprint("web_chat", "/web/chat")
 
@@ -50,9 +50,7 @@ def start_form():
 def start():
     if not current_app.config.get("CHAT_DEMO_START"):
         raise Problem(403, "forbidden", "Forbidden", "请从商城页面发起咨询（演示入口未开启）。")
-    body = {"user_id": form_text("user_id"), "channel": "web"}
-    if form_text("topic"):
-        body["topic"] = form_text("topic")
+    body = dict(form_fields("user_id", "topic", required=("user_id",)), channel="web")
     validated("api/service/request.json", body)
     try:
         _, out = desk.request_service(body)
@@ -113,9 +111,7 @@ def leave(conv_id):
 @bp.post("/<int:conv_id>/csat")
 def csat(conv_id):
     c = _conversation(conv_id, form_text("token"))
-    body = {"user_id": c.user_id, "score": form_int("score", "/score")}
-    if form_text("comment"):
-        body["comment"] = form_text("comment")
+    body = dict(form_fields("comment"), user_id=c.user_id, score=form_int("score", "/score"))
     desk.csat(conv_id, validated("api/service/csat.json", body))
     conv = desk.view(conv_id)
     return render("_chat_status.html", conv=conv, notes=timeout_notes(conv["group"]), thanked=True,

@@ -8,7 +8,7 @@ from app.errors import Problem
 from app.platform import auth
 from app.services import tickets
 from app.services.service import compensation
-from app.web.base import blueprint, form_text, page, render, validated
+from app.web.base import blueprint, form_fields, form_text, page, render, validated
 
 bp = blueprint("web_supervisor", "/web")
 
@@ -46,9 +46,7 @@ def approvals_list():
 @bp.post("/approvals/compensations/<int:comp_id>")
 @page(scope="service:write", permission="compensation.approve")
 def decide_compensation(comp_id):
-    body = {"decision": form_text("decision")}
-    if form_text("note"):
-        body["note"] = form_text("note")
+    body = form_fields("decision", "note", required=("decision",))
     validated("api/service/compensation_decision.json", body)
     out = transactional()(compensation.decide)(g.staff_no, comp_id, body["decision"] == "approve", body.get("note"))
     resp = render("_flash.html", kind="ok", title="已批准并发放" if out["state"] == "paid" else "已驳回",
@@ -60,9 +58,7 @@ def decide_compensation(comp_id):
 @bp.post("/approvals/tickets/<int:ticket_id>")
 @page(scope="tickets:write", permission=("ticket.approve.l1", "ticket.approve.l2"))
 def decide_ticket(ticket_id):
-    body = {"decision": form_text("decision")}
-    if form_text("comment"):
-        body["comment"] = form_text("comment")
+    body = form_fields("decision", "comment", required=("decision",))
     validated("api/tickets/approval.json", body)
     key = form_text("idempotency_key")
     _, out, _ = tickets.approve(g.principal, ticket_id, body, f"web-{key}" if key.isalnum() else None)
