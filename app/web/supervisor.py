@@ -7,7 +7,7 @@ from app.db import transactional
 from app.errors import Problem
 from app.platform import auth
 from app.services import tickets
-from app.services.service import compensation
+from app.services.service import compensation, desk
 from app.web.base import blueprint, form_fields, form_text, page, render, validated
 
 bp = blueprint("web_supervisor", "/web")
@@ -67,3 +67,17 @@ def decide_ticket(ticket_id):
                   code=f"ticket-{body['decision']}")
     resp.headers["HX-Trigger"] = "approvals-refresh"
     return resp
+
+
+# --- the floor ---------------------------------------------------------------------------------------
+
+@bp.get("/floor")
+@page(scope="service:read", permission="service.supervise")
+def floor():
+    return render("floor.html", floor=desk.floor())
+
+
+@bp.get("/floor/live")
+@page(scope="service:read", permission="service.supervise")
+def floor_live():
+    return render("_floor.html", floor=desk.floor())

@@ -12,6 +12,7 @@ from tests.conftest import STAFF_PASSWORD, create_staff, set_staff_password
 PAGES = {
     "/web/agent": ("agent_l1", "qa_inspector"),
     "/web/approvals": ("supervisor", "agent_l1"),
+    "/web/floor": ("supervisor", "agent_l1"),
     "/web/policies": ("admin", "supervisor"),
     "/web/policies/diff?a=active&b=active": ("admin", "agent_l1"),
     "/web/simulations": ("admin", "agent_l1"),

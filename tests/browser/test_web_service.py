@@ -83,5 +83,5 @@ def test_agent_serves_a_user_end_to_end(app, server, new_page, chat_demo):
         shot(u, "chat-rated")
         shot(a, "agent-idle")
 
-        a.get_by_role("button", name="下线").click()
+        a.keyboard.press("Alt+3")  # the shortcut for 下线
         expect(a.locator("#agent-status")).to_have_attribute("data-status", "offline")

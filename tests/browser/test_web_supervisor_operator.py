@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import shot, web_sign_in
 from tests.conftest import Http, create_staff, make_token
-from tests.service_factories import new_agent
+from tests.service_factories import clean_floor, new_agent, service_policy
 
 
 def test_supervisor_approves_an_above_limit_compensation(app, server, admin_token, new_page):
@@ -23,7 +23,19 @@ def test_supervisor_approves_an_above_limit_compensation(app, server, admin_toke
     comp_id = r.json()["id"]
 
     p = new_page()
-    web_sign_in(p, server, supervisor, "/web/approvals")
+    web_sign_in(p, server, supervisor, "/web/floor")
+    clean_floor(app)
+    with service_policy(app):  # the queue without the bot; no agent is online, so the user waits
+        general = p.locator('#floor-groups tr[data-group="general"] td.queued')
+        expect(general).to_have_text("0")
+        shot(p, "floor-empty")
+        r = backend.post("/v1/service/conversations", json={"user_id": f"u-floor-{secrets.token_hex(4)}"})
+        assert r.status_code == 201 and r.json()["conversation"]["state"] == "queued", r.text
+        expect(general).to_have_text("1")  # the floor refreshes itself
+        shot(p, "floor-queued")
+    clean_floor(app)
+
+    p.goto(f"{server}/web/approvals")
     row = p.locator(f'tr[data-compensation="{comp_id}"]')
     expect(row).to_contain_text("¥50.00")
     shot(p, "approvals")
