@@ -1,12 +1,15 @@
 """Supervisor pages: the approvals inbox (compensation above an agent's limit, ticket approval steps)."""
 import secrets
 
-from flask import g
+import re
+
+from flask import Response, g, request
 
 from app.db import transactional
 from app.errors import Problem
-from app.platform import auth
+from app.platform import auth, charts, clock
 from app.services import tickets
+from app.services.tickets import stats as tickets_stats
 from app.services.service import compensation, desk
 from app.web.base import blueprint, form_fields, form_text, page, render, validated
 
@@ -81,3 +84,49 @@ def floor():
 @page(scope="service:read", permission="service.supervise")
 def floor_live():
     return render("_floor.html", floor=desk.floor())
+
+
+# --- statistics -------------------------------------------------------------------------------------------
+
+def _day():
+    day = request.args.get("date") or clock.now().date().isoformat()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+        raise Problem(422, "validation-failed", "Validation failed", "日期格式为 YYYY-MM-DD",
+                      errors=[{"pointer": "/query/date", "validator": "format", "message": "YYYY-MM-DD"}])
+    return day
+
+
+@bp.get("/stats")
+@page(scope="tickets:read", permission="service.supervise")
+def stats():
+    """Ticket statistics of the last 30 days and one day's compensation, with server-side SVG charts."""
+    data = tickets_stats.stats()
+    day = _day()
+    comp = compensation.report(day)
+    vol = data["volume"]["by_category"]
+    age = data["backlog"]["by_age"]
+    by_agent = {}
+    for item in comp["items"]:
+        by_agent[item["staff_no"]] = by_agent.get(item["staff_no"], 0) + item["paid_fen"]
+    svg = {
+        "volume": charts.bars("近 30 天工单量（按类别）", list(vol), [("工单", list(vol.values()))]),
+        "backlog": charts.bars("未结工单（按时长）", list(age), [("未结", list(age.values()))]),
+        "compensation": charts.bars(f"{day} 赔付（元，按客服）", list(by_agent),
+                                    [("已发放", [round(v / 100, 2) for v in by_agent.values()])]),
+    }
+    return render("stats.html", data=data, comp=comp, day=day, svg=svg, reasons=_reasons())
+
+
+@bp.get("/stats/tickets.csv")
+@page(scope="tickets:read", permission="service.supervise")
+def stats_tickets_csv():
+    return Response(tickets_stats.to_csv(tickets_stats.stats()), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=ticket-stats.csv"})
+
+
+@bp.get("/stats/compensation.csv")
+@page(scope="service:read", permission="service.supervise")
+def stats_compensation_csv():
+    day = _day()
+    return Response(compensation.report_csv(day), mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment; filename=compensation-{day}.csv"})

@@ -13,6 +13,8 @@ PAGES = {
     "/web/agent": ("agent_l1", "qa_inspector"),
     "/web/approvals": ("supervisor", "agent_l1"),
     "/web/floor": ("supervisor", "agent_l1"),
+    "/web/stats": ("supervisor", "agent_l2"),
+    "/web/stats/tickets.csv": ("supervisor", "agent_l1"),
     "/web/policies": ("admin", "supervisor"),
     "/web/policies/diff?a=active&b=active": ("admin", "agent_l1"),
     "/web/simulations": ("admin", "agent_l1"),
@@ -74,7 +76,7 @@ def test_each_page_refuses_a_role_without_its_permission(server, staff, path):
     allowed, refused = PAGES[path]
     ok = web_session(server, staff[allowed]).get(server + path, timeout=30)
     assert ok.status_code == 200, ok.text[:500]
-    assert ok.headers["Content-Type"].startswith("text/html")
+    assert ok.headers["Content-Type"].startswith("text/csv" if path.endswith(".csv") else "text/html")
     no = web_session(server, staff[refused]).get(server + path, timeout=30)
     assert no.status_code == 403, no.text[:500]
     assert 'data-code="forbidden"' in no.text and "没有权限" in no.text
@@ -146,3 +148,14 @@ def test_every_guarded_web_route_refuses_a_role_without_it(app, server, staff):
             assert r.status_code == 403 and 'data-code="forbidden"' in r.text, (method, path, r.status_code)
             checked += 1
     assert checked >= 25, checked
+
+
+def test_statistics_page_has_svg_charts_and_csv_exports(server, staff):
+    s = web_session(server, staff["supervisor"])
+    page = s.get(f"{server}/web/stats", timeout=30)
+    assert page.status_code == 200 and page.text.count("<svg") == 3
+    r = s.get(f"{server}/web/stats/tickets.csv", timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
+    assert r.text.splitlines()[0] == "section,dimension,key,metric,value"
+    r = s.get(f"{server}/web/stats/compensation.csv?date=2026-01-01", timeout=30)
+    assert r.status_code == 200 and "staff_no" in r.text.splitlines()[0]

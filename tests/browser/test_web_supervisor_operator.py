@@ -45,6 +45,11 @@ def test_supervisor_approves_an_above_limit_compensation(app, server, admin_toke
     assert http.get(f"/v1/service/compensations/{comp_id}").json()["state"] == "paid"
     shot(p, "approvals-done")
 
+    p.goto(f"{server}/web/stats")
+    expect(p.locator("#compensation-stats svg")).to_contain_text("已发放")
+    expect(p.locator("#compensation-stats")).to_contain_text(agent)  # the approved payment counts
+    shot(p, "stats")
+
 
 def test_operator_sees_a_broken_set_refused_and_applies_a_good_one(app, server, admin_token, new_page):
     from app import policy
