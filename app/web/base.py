@@ -164,6 +164,15 @@ def _duration(seconds):
     return f"{sign}{seconds // 3600} 小时 {seconds % 3600 // 60} 分"
 
 
+# the shop's order statuses, for people (the API keeps the codes)
+ORDER_STATUS_ZH = {"paid": "已付款", "unshipped": "待发货", "shipped": "已发货", "delivered": "已签收",
+                   "completed": "已完成", "cancelled": "已取消", "refunded": "已退款", "returning": "退货中"}
+
+
+def _order_status(code):
+    return ORDER_STATUS_ZH.get(code, code)
+
+
 def _csrf():
     return request.cookies.get(auth.CSRF_COOKIE, "")
 
@@ -173,5 +182,6 @@ def init_app(app):
     app.add_template_filter(_local, "local")
     app.add_template_filter(_yuan, "yuan")
     app.add_template_filter(_duration, "duration")
+    app.add_template_filter(_order_status, "order_status")
     app.add_template_global(_csrf, "csrf_token")
     app.add_template_global(can, "can")

@@ -5,6 +5,7 @@ import secrets
 from playwright.sync_api import expect
 
 from tests.browser.conftest import shot, web_sign_in
+from tests.conftest import Http, make_token
 from tests.service_factories import clean_floor, new_agent, service_policy
 
 
@@ -16,10 +17,26 @@ def _start_chat(page, server, user_id, topic):
     expect(page).to_have_url(re.compile(r"/web/chat/\d+$"))
 
 
+def _publish(app, server, title, body):
+    """A published knowledge entry (written by a knowledge keeper, published by a supervisor)."""
+    api = Http(server, make_token(["service:write", "act-as"], "web-knowledge"))
+    editor, reviewer = new_agent(app, roles=("knowledge_keeper",), prefix="WK"), new_agent(app, roles=("supervisor",))
+    r = api.post("/v1/knowledge/entries", json={"title": title, "body": body, "category": "发货"},
+                 headers={"Patron-Act-As": editor})
+    assert r.status_code == 201, r.text
+    entry = r.json()["id"]
+    assert api.post(f"/v1/knowledge/entries/{entry}/submit", headers={"Patron-Act-As": editor}).status_code == 200
+    r = api.post(f"/v1/knowledge/entries/{entry}/publish", json={}, headers={"Patron-Act-As": reviewer})
+    assert r.status_code == 200, r.text
+    return entry
+
+
 def test_agent_serves_a_user_end_to_end(app, server, new_page, chat_demo):
     clean_floor(app)
     agent = new_agent(app, roles=("agent_l1",), prefix="WEB")
     user_id = f"u-web-{secrets.token_hex(4)}"
+    script = f"非常抱歉让您久等，您的订单将在 48 小时内发出（{secrets.token_hex(3)}）"
+    entry = _publish(app, server, "发货延迟安抚话术", script)
     with service_policy(app):  # the queue without the bot
         a = new_page()
         web_sign_in(a, server, agent, "/web/agent")
@@ -47,6 +64,16 @@ def test_agent_serves_a_user_end_to_end(app, server, new_page, chat_demo):
         a.get_by_label(re.compile("^回复")).fill("您好，我来帮您查一下")
         a.get_by_role("button", name="发送").click()
         expect(u.locator("#messages li.from-agent").last).to_contain_text("我来帮您查一下")
+
+        # knowledge: search (Alt+K), one-click insert into the reply, send
+        a.keyboard.press("Alt+K")
+        expect(a.get_by_label(re.compile("^搜索话术"))).to_be_focused()
+        a.keyboard.type("发货延迟安抚话术")
+        a.keyboard.press("Enter")
+        a.locator(f'#knowledge-result button.insert[data-entry="{entry}"]').click()
+        expect(a.get_by_label(re.compile("^回复"))).to_have_value(script)
+        a.get_by_role("button", name="发送").click()
+        expect(u.locator("#messages li.from-agent").last).to_contain_text(script)
         shot(u, "chat-serving")
 
         # the customer view and an order looked up
