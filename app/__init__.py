@@ -11,7 +11,8 @@ def create_app(test_config=None):
     from app import logs
     from app.api import ops
     from app import contexts
-    from app.api import audit, auth, knowledge, ledger, membership, policy, service, simulation, staff, tickets
+    from app.api import (audit, auth, knowledge, ledger, membership, policy, service, service_ops, simulation, staff,
+                         tickets)
     from app import engine
     from app.config import ConfigError, load_config
     from app.db import db, open_database
@@ -54,7 +55,8 @@ def create_app(test_config=None):
     logs.install_request_logging(app)
     register_error_handlers(app)
     app.register_blueprint(ops.bp)
-    for module in (auth, audit, ledger, membership, policy, service, simulation, staff, tickets, knowledge):  # every blueprint, listed
+    for module in (auth, audit, ledger, membership, policy, service, service_ops, simulation, staff, tickets,
+                   knowledge):  # every blueprint, listed
         app.register_blueprint(module.bp)
     web_base.init_app(app)
     for module in (web_signin, web_chat, web_agent, web_supervisor, web_operator):  # the web workspace's blueprints, listed

@@ -5,10 +5,12 @@ import peewee
 
 from app.db import db
 from app.migrations import TABLE as MIGRATIONS_TABLE, engine_of
-from app.models import core, jobs, knowledge, ledger, membership, outbox, policy, service, simulation, staff, tickets
+from app.models import (core, jobs, knowledge, ledger, membership, outbox, policy, service, service_ops, simulation,
+                        staff, tickets)
 
 # Every model module, listed (a new context adds its module here and a migration creating its tables).
-MODEL_MODULES = (core, jobs, staff, policy, ledger, membership, tickets, outbox, service, knowledge, simulation)
+MODEL_MODULES = (core, jobs, staff, policy, ledger, membership, tickets, outbox, service, service_ops, knowledge,
+                 simulation)
 
 # DDL type names as peewee writes them -> PostgreSQL's format_type() spelling
 _PG_TYPES = {

@@ -1,7 +1,7 @@
 """Prometheus metrics (one registry per process)."""
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter("patron_http_requests_total", "HTTP requests", ["method", "route", "status"],
@@ -13,6 +13,15 @@ DECISIONS = Counter("patron_decisions_total", "Policy decisions recorded", ["rul
 JOBS = Counter("patron_jobs_total", "Jobs run", ["job", "outcome"], registry=REGISTRY)
 SCHEDULER_ERRORS = Counter("patron_scheduler_errors_total", "Failed iterations of the periodic-job scheduler",
                            ["loop"], registry=REGISTRY)  # loop: cron (RQ, in workers) | ticker (in-process)
+
+# The customer-service floor, set by every floor read and by the minute monitoring job (jobs.service.monitor);
+# "mostrecent": merged over processes, the latest write wins.
+SERVICE_QUEUE_LENGTH = Gauge("patron_service_queue_length", "Users waiting in a skill group's queue", ["group"],
+                             registry=REGISTRY, multiprocess_mode="mostrecent")
+SERVICE_LONGEST_WAIT = Gauge("patron_service_longest_wait_seconds", "Longest wait in a skill group's queue",
+                             ["group"], registry=REGISTRY, multiprocess_mode="mostrecent")
+SERVICE_AGENTS = Gauge("patron_service_agents", "Agents of a skill group by state (online, serving, away, offline)",
+                       ["group", "state"], registry=REGISTRY, multiprocess_mode="mostrecent")
 
 
 def observe_request(method, route, status, seconds):

@@ -1,4 +1,5 @@
-"""Service-desk jobs: the presence sweep (timeouts told to users, auto-assignment) every few seconds.
+"""Service-desk jobs: the presence sweep (timeouts told to users, auto-assignment) every few seconds; the monitor
+(alert thresholds, floor gauges) every minute; QA sampling hourly.
 
 RQ's cron (and the in-process ticker) fire once a minute; the tick's job loops inside the minute,
 sweeping every ``sweep_seconds`` of the service policy, and stops before the next tick. The tick is
@@ -9,7 +10,9 @@ import time
 
 from app.db import connection
 
-PERIODIC = [("jobs.service.sweep", "* * * * *")]
+# qa_sample first: the sweep's tick loops for most of the minute
+PERIODIC = [("jobs.service.qa_sample", "20 * * * *"), ("jobs.service.monitor", "* * * * *"),
+            ("jobs.service.sweep", "* * * * *")]
 
 LOOP_SECONDS = 50  # leaves the rest of the minute so the next tick's loop never overlaps this one
 
@@ -42,3 +45,36 @@ def sweep(seconds=LOOP_SECONDS):
         if started + interval >= end:
             return totals
         time.sleep(max(0.0, started + interval - time.monotonic()))
+
+
+def monitor():
+    """Evaluate the monitoring thresholds once (alerts opened/recovered, webhooks through the outbox) and set the
+    floor gauges.
+
+    Returns:
+        {"opened": n, "recovered": n, "open": n}.
+    """
+    from app.services.service import monitoring
+    with connection():
+        out = monitoring.evaluate()
+    return {"opened": len(out["opened"]), "recovered": len(out["recovered"]), "open": out["open"]}
+
+
+def qa_sample(date=None):
+    """Draw the QA sample of one local day (default: yesterday in the quality calendar's zone).
+
+    Hourly, so a missed run is caught up; a second run of a day adds nothing (one review per conversation).
+
+    Args:
+        date: ``YYYY-MM-DD`` local date.
+
+    Returns:
+        what ``quality.sample_day`` returns (drawn, created, by stratum).
+    """
+    import datetime as dt
+    from app.platform import clock
+    from app.services.service import quality
+    with connection():
+        cfg = quality.current()
+        day = dt.date.fromisoformat(date) if date else quality.local_day(cfg, clock.now()) - dt.timedelta(days=1)
+        return quality.sample_day(day)

@@ -21,27 +21,42 @@ def service_policy(app, **changes):
     """
     if not any(k.split(".")[0].split("__")[0] == "bot" for k in changes):
         changes["bot.enabled"] = False
+    with policy_variant(app, {"service.yaml": changes}) as docs:
+        yield docs["service.yaml"]
+
+
+@contextlib.contextmanager
+def policy_variant(app, edits):
+    """Apply the active set with files of ``policies/`` edited and restore it afterwards (variants nest).
+
+    ``edits``: {file name: {dotted key: value}} or {file name: fn(doc) editing the parsed document in place}.
+    Yields {file name: the edited document}.
+    """
     from app import policy
     from app.db import db
     with app.app_context(), db.connection_context():
         files = dict(policy.active().files)  # restored afterwards: variants nest
-    key = next(k for k in files if k.endswith("policies/service.yaml"))
-    doc = yaml.safe_load(files[key])
-    for name, value in changes.items():
-        parts = name.replace("__", ".").split(".")
-        node = doc
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    variant = dict(files)
-    variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    variant, docs = dict(files), {}
+    for name, edit in edits.items():
+        key = next(k for k in files if k.endswith("policies/" + name))
+        doc = docs[name] = yaml.safe_load(files[key])
+        if callable(edit):
+            edit(doc)
+        else:
+            for dotted, value in edit.items():
+                parts = dotted.replace("__", ".").split(".")
+                node = doc
+                for p in parts[:-1]:
+                    node = node.setdefault(p, {})
+                node[parts[-1]] = value
+        variant[key] = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     with app.app_context(), db.connection_context():
         try:
             policy.apply(variant, "tests")
         except policy.PolicyInvalid as exc:
             raise AssertionError("\n".join(str(e) for e in exc.errors)) from None
     try:
-        yield doc
+        yield docs
     finally:
         with app.app_context(), db.connection_context():
             policy.apply(files, "tests")
@@ -98,3 +113,29 @@ def read_sse(resp, until, limit=200):
         name, _, value = line.partition(":")
         cur[name] = value[1:] if value.startswith(" ") else value
     return out
+
+
+@contextlib.contextmanager
+def policy_files(app, changes):
+    """Apply the active set with top-level keys of some files replaced: ``{"workforce.yaml": {"key": value}}``."""
+    with policy_variant(app, {name: (lambda doc, fields=fields: doc.update(fields)) for name, fields in changes.items()}):
+        yield
+
+
+def make_conversation(agent, closed_at, channel="app", category="咨询", csat=None, handle_seconds=300, group="general"):
+    """A closed conversation row an agent served (handled ``handle_seconds``, closed at ``closed_at``, naive UTC)."""
+    import datetime as dt
+    from app.models.service import ServiceConversation
+    assigned = closed_at - dt.timedelta(seconds=handle_seconds)
+    return ServiceConversation.create(
+        user_id=f"u-{secrets.token_hex(6)}", group=group, channel=channel, state="closed", priority=0,
+        policy_version="tests", facts="{}", topic="", queued_at=assigned, agent=agent, assigned_at=assigned,
+        user_seen_at=closed_at, token_hash="x", closed_at=closed_at, close_reason="resolved",
+        close_category=category, closed_by=agent, csat_score=csat, created_at=assigned).id
+
+
+def compensate(conv_id, agent):
+    """A paid red packet linked to the conversation (the QA stratum ``compensated``)."""
+    from app.models.service import ServiceCompensation
+    ServiceCompensation.create(user_id="u", staff_no=agent, amount_fen=500, reason="goodwill", conversation_id=conv_id,
+                               state="paid", business_date="2025-03-01", policy_version="tests", rule="tests")

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app.api import idempotency_key, operation, query_int
 from app.db import connection
-from app.services.service import compensation, complaints, desk, live
+from app.services.service import compensation, complaints, desk, live, monitoring, stats
 from app.services.service.policy import current
 
 bp = Blueprint("service", __name__, url_prefix="/v1/service")
@@ -284,11 +284,90 @@ def agent_stream():
 
 # --- supervisors ---------------------------------------------------------------------------------
 
+FLOOR = {"scope": "service:read", "permission": ("service.floor.view", "service.supervise"), "allow_service": True}
+
+
 @bp.get("/floor")
-@operation("The floor: queue length and longest wait per group, agents by state and lock", scope="service:read",
-           permission="service.supervise", tags=TAGS)
+@operation("The real-time floor: per skill group queue length, waits, agents by state, refusals, abandonment and "
+           "SLA at risk; per agent state, current conversation and handled today", **FLOOR, tags=TAGS)
 def floor():
-    return jsonify(desk.floor())
+    return jsonify(monitoring.floor())
+
+
+@bp.get("/floor/stream")
+@operation("The real-time floor as Server-Sent Events (event ``floor``): sent at once, then on every change",
+           **FLOOR, tags=TAGS)
+def floor_stream():
+    app = current_app._get_current_object()
+    refresh = monitoring.settings().refresh_seconds
+    sub = live.subscribe(live.FLOOR_KEY)  # every desk event wakes the stream, whichever process wrote it
+
+    def view():
+        with connection():
+            return monitoring.floor()
+
+    def stream():
+        try:
+            with app.app_context():
+                yield from monitoring.floor_frames(view, sub.wait, refresh)
+        finally:
+            sub.close()
+
+    return Response(stream(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/stats")
+@operation("Service statistics per business day and agent / skill group / channel (JSON, or CSV in UTF-8 with BOM: "
+           "format=csv)", **FLOOR, tags=TAGS,
+           query={"from": "first business day YYYY-MM-DD (default today)", "to": "last day, inclusive (default: from)",
+                  "by": "comma list of agent, group, channel (default all)", "group": "one skill group",
+                  "format": "json | csv"})
+def statistics():
+    from app.errors import validation_failed
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise validation_failed([{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])
+    start, end, dims, group = stats.parse_query(request.args)
+    result = stats.statistics(start, end, dims, group)
+    if fmt == "csv":
+        return Response(stats.statistics_csv(result), content_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f"attachment; filename=service-stats-{start}-{end}.csv"})
+    return jsonify(result)
+
+
+@bp.get("/alerts")
+@operation("Monitoring alerts, newest first (an episode: open, then recovered)", **FLOOR, tags=TAGS,
+           query={"state": "open | recovered", "cursor": "id cursor (next_cursor)", "limit": "1-500"})
+def list_alerts():
+    from app.errors import validation_failed
+    state = request.args.get("state")
+    if state not in (None, "open", "recovered"):
+        raise validation_failed([{"pointer": "/query/state", "validator": "enum", "message": "open or recovered"}])
+    return jsonify(monitoring.list_alerts(state, query_int("limit", 100, 1, 500),
+                                          query_int("cursor", None, minimum=1)))
+
+
+@bp.get("/alerts/<int:alert_id>")
+@operation("One monitoring alert", **FLOOR, tags=TAGS)
+def get_alert(alert_id):
+    return jsonify(monitoring.alert_dict(monitoring.get_alert(alert_id)))
+
+
+@bp.post("/alerts/<int:alert_id>/acknowledge")
+@operation("Acknowledge an alert (once; it stays open until the value recovers)", scope="service:write",
+           permission="service.alerts.manage", body="api/service/alert_ack.json", tags=TAGS)
+def acknowledge_alert(alert_id):
+    return jsonify(monitoring.acknowledge(g.staff_no, alert_id, g.body.get("note")))
+
+
+@bp.post("/alerts/evaluate")
+@operation("Evaluate the alert thresholds now (what the minute job does): episodes opened and recovered",
+           scope="service:write", permission="service.alerts.manage", allow_service=True, tags=TAGS)
+def evaluate_alerts():
+    out = monitoring.evaluate()
+    out.pop("floor")
+    return jsonify(out)
 
 
 @bp.post("/sweep")

@@ -38,7 +38,7 @@ class ServiceConversation(BaseModel):
     policy_version = pw.CharField(max_length=64)
     facts = pw.TextField(default="{}")
     topic = pw.TextField(default="")
-    queued_at = pw.DateTimeField(null=True)
+    queued_at = pw.DateTimeField(null=True, index=True)  # statistics and the floor's window read by it
     agent = pw.CharField(max_length=64, null=True, index=True)
     assigned_at = pw.DateTimeField(null=True)
     user_seen_at = pw.DateTimeField()
@@ -46,7 +46,7 @@ class ServiceConversation(BaseModel):
     token_hash = pw.CharField(max_length=64)
     last_seq = pw.IntegerField(default=0)
     requeues = pw.IntegerField(default=0)
-    closed_at = pw.DateTimeField(null=True)
+    closed_at = pw.DateTimeField(null=True, index=True)  # the floor: abandoned in the window, handled today
     close_reason = pw.CharField(max_length=32, null=True)
     close_category = pw.CharField(max_length=64, null=True)
     close_summary = pw.TextField(null=True)
@@ -59,7 +59,8 @@ class ServiceConversation(BaseModel):
     created_at = pw.DateTimeField(default=clock.now)
 
     class Meta:
-        indexes = ((("state", "group", "priority", "queued_at"), False),)
+        indexes = ((("state", "group", "priority", "queued_at"), False),
+                   (("group", "ticket_id"), False))  # the floor: tickets of a group (SLA at risk)
 
 
 # one open conversation per user, whichever process asks
@@ -179,6 +180,33 @@ class ServiceAction(BaseModel):
     updated_at = pw.DateTimeField(default=clock.now)
 
 
+class ServiceAlert(BaseModel):
+    """One alert episode: a monitored value over its ``monitoring`` threshold (open) until it is back under (recovered)."""
+    rule = pw.CharField(max_length=200)  # the threshold's policy path, e.g. alerts.groups.vip.queue_length
+    metric = pw.CharField(max_length=64)  # queue_length | longest_wait_seconds | refusal_rate_percent | ...
+    scope = pw.CharField(max_length=64)  # a skill group code, or "*" for the whole desk
+    state = pw.CharField(max_length=16)  # open | recovered
+    threshold = pw.BigIntegerField()
+    value = pw.BigIntegerField()  # the value that opened the episode
+    peak = pw.BigIntegerField()  # the worst value seen while open
+    last_value = pw.BigIntegerField()
+    policy_version = pw.CharField(max_length=64)
+    opened_at = pw.DateTimeField()
+    evaluated_at = pw.DateTimeField()
+    recovered_at = pw.DateTimeField(null=True)
+    acknowledged_by = pw.CharField(max_length=64, null=True)
+    acknowledged_at = pw.DateTimeField(null=True)
+    acknowledge_note = pw.TextField(null=True)
+
+    class Meta:
+        indexes = ((("state", "opened_at"), False),)
+
+
+# one open episode per (metric, scope), whichever process evaluates
+ServiceAlert.add_index(ServiceAlert.index(ServiceAlert.metric, ServiceAlert.scope, unique=True,
+                                          where=(ServiceAlert.state == "open"), name="service_alert_one_open"))
+
+
 MODELS = [ServiceGroup, ServiceAgent, ServiceConversation, ServiceEvent, ServiceComplaint, ServiceCall,
           ServiceReview, ServiceNode, ServiceCompensation,
-          ServiceAction]
+          ServiceAction, ServiceAlert]

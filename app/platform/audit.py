@@ -5,12 +5,10 @@ One hook point: ``app.api.operation`` records every successful state-changing re
 services record explicitly (``record``) where they know a before/after summary, inside the transaction of
 the change, and the hook then adds nothing for that request.
 """
-import csv
-import io
 import json
 
 from app.models.core import AuditLog
-from app.platform import clock
+from app.platform import clock, export
 
 MAX_SUMMARY_TEXT = 200
 # never copied from a response into the log (a webhook's signing secret, a generated password, tokens)
@@ -163,12 +161,4 @@ CSV_COLUMNS = ("id", "at", "actor", "staff_no", "credential", "action", "subject
 
 def to_csv(items):
     """CSV (UTF-8 with a byte order mark, so spreadsheet programs read the Chinese text right)."""
-    buf = io.StringIO()
-    buf.write("\ufeff")
-    w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
-    for item in items:
-        w.writerow(["" if item[c] is None else (json.dumps(item[c], ensure_ascii=False)
-                                                 if isinstance(item[c], (dict, list)) else item[c])
-                    for c in CSV_COLUMNS])
-    return buf.getvalue()
+    return export.csv_text(CSV_COLUMNS, items)

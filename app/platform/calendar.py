@@ -212,3 +212,13 @@ def is_open(cal, at_utc):
     for open_utc, close_utc in _open_intervals(cal, at_utc):
         return open_utc <= at_utc < close_utc
     return False  # pragma: no cover
+
+
+def local_date(cal, utc_naive):
+    """The calendar day (in the calendar's time zone) an instant falls on: the business day of statistics."""
+    return _to_local(cal, utc_naive).date()
+
+
+def day_start(cal, day):
+    """The instant (naive UTC) the business day ``day`` begins in the calendar's time zone."""
+    return _to_utc(_local_at(cal, day, 0))

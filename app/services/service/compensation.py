@@ -6,9 +6,7 @@ and the per-role daily budget of an agent. Within both the red packet is paid at
 ``compensation.approve`` (not the requester; within their own limit), which is noted on the ticket; past
 the daily budget it is refused. Every outcome records the policy version and the rule, and is audited.
 """
-import csv
 import datetime as dt
-import io
 
 import peewee as pw
 
@@ -16,7 +14,7 @@ from app.db import is_postgres
 from app.errors import Problem, not_found
 from app.models.service import ServiceCompensation
 from app.models.staff import Staff
-from app.platform import audit, clock, timefmt
+from app.platform import audit, clock, export, timefmt
 from app.services.service.policy import current
 
 def settings(cfg=None):
@@ -225,9 +223,4 @@ CSV_FIELDS = ("staff_no", "reason", "paid_count", "paid_fen", "pending_count", "
 
 def report_csv(day):
     """The report as CSV with a UTF-8 BOM (Excel opens Chinese text right)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_FIELDS)
-    for item in report(day)["items"]:
-        w.writerow([item[f] for f in CSV_FIELDS])
-    return "\ufeff" + buf.getvalue()
+    return export.csv_text(CSV_FIELDS, report(day)["items"])

@@ -22,7 +22,7 @@ from app.errors import Problem, not_found
 from app.models.service import ServiceAgent, ServiceConversation, ServiceEvent, ServiceGroup
 from app.models.staff import Staff
 from app.platform import clock, sql as fastsql
-from app.services.service import live
+from app.services.service import live, workforce
 from app.services.service.policy import PRIORITY, current
 
 log = logging.getLogger(__name__)
@@ -185,27 +185,6 @@ def agent_view(staff_no):
         return {"staff_no": staff_no, "status": "offline", "groups": [], "capacity": 0, "serving_count": 0,
                 "lock": "open", "serving": []}
     return agent_dict(a)
-
-
-def floor():
-    """The supervisor's floor: per group the queue length, longest wait, agents by state."""
-    cfg = current()
-    now = clock.now()
-    expire()
-    out = []
-    for code, g in cfg.groups.items():
-        queued = ServiceConversation.select().where((ServiceConversation.state == "queued")
-                                                    & (ServiceConversation.group == code))
-        oldest = queued.order_by(ServiceConversation.queued_at).first()
-        agents = list(ServiceAgent.select().where(ServiceAgent.groups.contains(f" {code} ")
-                                                  & (ServiceAgent.status != "offline")))
-        out.append({"group": code, "name": g["name"], "queue_cap": g["queue_cap"], "queued": queued.count(),
-                    "longest_wait_seconds": int((now - oldest.queued_at).total_seconds()) if oldest else 0,
-                    "serving": ServiceConversation.select().where((ServiceConversation.state == "serving")
-                                                                  & (ServiceConversation.group == code)).count(),
-                    "agents": {s: sum(1 for a in agents if a.status == s) for s in ("online", "away")},
-                    "agents_locked": sum(1 for a in agents if a.serving >= a.capacity)})
-    return {"policy_version": cfg.version, "assignment": cfg.assignment, "groups": out}
 
 
 def events_after(conv_id, after_seq, audience=("all", "user"), limit=500):
@@ -495,7 +474,8 @@ def _user_deadline(c, cfg):
     return d
 
 
-def _staff(staff_no):
+def active_staff(staff_no):
+    """The active staff member (422 ``unknown-staff`` otherwise)."""
     s = Staff.get_or_none(Staff.staff_no == staff_no)
     if s is None or not s.active:
         raise Problem(422, "unknown-staff", "Unknown staff member", f"no active staff member {staff_no!r}")
@@ -505,7 +485,7 @@ def _staff(staff_no):
 def go_online(staff_no, groups=None):
     """An agent goes online in the skill groups its roles staff (or a subset); capacity from policy."""
     cfg = current()
-    s = _staff(staff_no)
+    s = active_staff(staff_no)
     mine = cfg.groups_for(s.role_list)
     if not mine:
         raise Problem(403, "no-skill-group", "No skill group",
@@ -516,7 +496,11 @@ def go_online(staff_no, groups=None):
         raise Problem(422, "not-in-group", "Not in skill group", f"{staff_no} does not staff {bad}", allowed=mine)
     expire(staff_no=staff_no)
     now = clock.now()
+    workforce.check_online(staff_no, now)
     with write_transaction():
+        before = _agent_row(staff_no)
+        if before is None or before.status != "online":
+            workforce.log_presence(staff_no, "online", "go-online", now)
         fields = {"status": "online", "groups": " " + " ".join(chosen) + " ", "capacity": cfg.capacity(s.role_list),
                   "heartbeat_at": now, "left_at": None, "updated_at": now}
         n = ServiceAgent.update(fields).where(ServiceAgent.staff_no == staff_no).execute()
@@ -532,8 +516,12 @@ def go_away(staff_no):
     """Away: keeps the users being served, is offered nobody new."""
     expire(staff_no=staff_no)
     now = clock.now()
-    n = (ServiceAgent.update(status="away", heartbeat_at=now, updated_at=now)
-         .where((ServiceAgent.staff_no == staff_no) & (ServiceAgent.status != "offline")).execute())
+    with write_transaction():
+        before = _agent_row(staff_no)
+        n = (ServiceAgent.update(status="away", heartbeat_at=now, updated_at=now)
+             .where((ServiceAgent.staff_no == staff_no) & (ServiceAgent.status != "offline")).execute())
+        if n and before.status != "away":
+            workforce.log_presence(staff_no, "away", "go-away", now)
     if not n:
         raise Problem(409, "agent-offline", "Agent offline", "go online first")
     return agent_view(staff_no)
@@ -661,6 +649,9 @@ def agent_gone(staff_no, reason, explicit=False):
             released.append(conv.id)
         ServiceAgent.update(status="offline", serving=0, left_at=None, updated_at=now) \
             .where(ServiceAgent.id == agent.id).execute()
+        # a timeout took effect at the deadline, not when it was noticed: attendance counts to then
+        workforce.log_presence(staff_no, "offline", "go-offline" if explicit else why,
+                               now if explicit else min(now, deadline))
         return released, evs
 
     released, evs = attempt()

@@ -16,7 +16,8 @@ import time
 
 log = logging.getLogger(__name__)
 
-_subs = collections.defaultdict(set)  # key ("c:<conversation id>" | "a:<staff_no>") -> {_Sub}
+_subs = collections.defaultdict(set)  # key ("c:<conversation id>" | "a:<staff_no>" | FLOOR_KEY) -> {_Sub}
+FLOOR_KEY = "floor"  # every event: the supervisors' floor stream recomputes on any desk activity
 _subs_lock = threading.Lock()
 _listeners = {}  # (redis url, channel) -> thread
 NODE_ID = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -84,7 +85,7 @@ class _Sub:
 
 
 def _keys(ev):
-    keys = [f"c:{ev['conversation_id']}"]
+    keys = [f"c:{ev['conversation_id']}", FLOOR_KEY]
     if ev.get("staff_no") and ev.get("audience") in ("all", "agent"):
         keys.append(f"a:{ev['staff_no']}")
     return keys
@@ -147,7 +148,7 @@ def _listen(url, chan):
 
 
 def subscribe(key):
-    """A subscription to ``c:<conversation id>`` or ``a:<staff_no>``; subscribe BEFORE reading the backlog."""
+    """A subscription to ``c:<conversation id>``, ``a:<staff_no>`` or FLOOR_KEY; subscribe BEFORE reading the backlog."""
     url, database_url = _config()
     if url:
         chan = channel(database_url)

@@ -62,15 +62,20 @@ def current():
     return policy.derived("service", build)
 
 
-def build(ps):
+def with_calendar(ps, kind):
+    """(document, Calendar) of the single policy of ``kind`` and the calendar it names (503 ``policy-missing``)."""
     try:
-        doc = ps.one("service")
+        doc = ps.one(kind)
         cal_doc = ps.one("calendar")
     except KeyError:
         raise Problem(503, "policy-missing", "Policy missing",
-                      "the active policy set has no single 'service' or 'calendar' policy") from None
-    return ServiceConfig(version=ps.version, doc=doc,
-                         calendar=calmath.calendar_from_policy(cal_doc["calendars"][doc["calendar"]]))
+                      f"the active policy set has no single {kind!r} or 'calendar' policy") from None
+    return doc, calmath.calendar_from_policy(cal_doc["calendars"][doc["calendar"]])
+
+
+def build(ps):
+    doc, calendar = with_calendar(ps, "service")
+    return ServiceConfig(version=ps.version, doc=doc, calendar=calendar)
 
 
 def _first(ps, kind):

@@ -7,8 +7,9 @@ from app.platform import clock
 from app.db import write_transaction
 
 from app.models.staff import Staff
+from app.models.policy import Decision
 from app.models.tickets import Ticket, TicketEvent, TicketSlaEvent
-from app.platform import outbox
+from app.platform import outbox, sql as fastsql
 from app.platform import calendar as slamath
 from app.services.tickets import policy as tickets_policy
 from app.platform.timefmt import iso
@@ -138,6 +139,35 @@ def state_of(t, now=None):
     return t.sla_state
 
 
+def risk_counts(ticket_ids, now=None):
+    """How many of the tickets ``ticket_ids`` are near an SLA breach (a running clock past its warning, not yet
+    due) and how many are breached (a running clock past due), from the clock now, not the watcher's record.
+
+    Args:
+        ticket_ids: a select of ticket ids (a subquery: only open, unpaused tickets are read), or ids.
+        now: the instant (default: the clock).
+
+    Returns:
+        {"at_risk": n, "breached": n}.
+    """
+    now = now or clock.now()
+    if isinstance(ticket_ids, (list, tuple, set, frozenset)) and not ticket_ids:
+        return {"at_risk": 0, "breached": 0}
+    if isinstance(ticket_ids, (set, frozenset)):
+        ticket_ids = sorted(ticket_ids)
+    running_response = Ticket.response_metric.is_null(False) & Ticket.response_due_at.is_null(False)
+    running_resolution = Ticket.resolved_at.is_null() & Ticket.resolution_due_at.is_null(False)
+    breached = ((running_response & (Ticket.response_due_at <= now))
+                | (running_resolution & (Ticket.resolution_due_at <= now)))
+    warned = ((running_response & (Ticket.response_warn_at <= now))
+              | (running_resolution & (Ticket.resolution_warn_at <= now)))
+    base = (Ticket.id.in_(ticket_ids) & (Ticket.terminal == False)  # noqa: E712
+            & Ticket.sla_paused_at.is_null())
+    n_breached = Ticket.select().where(base & breached).count()
+    n_warned = Ticket.select().where(base & warned & ~breached).count()
+    return {"at_risk": n_warned, "breached": n_breached}
+
+
 _RAISE = pw.Case(Ticket.priority, [("P4", "P3"), ("P3", "P2"), ("P2", "P1")], "P1")
 
 
@@ -181,13 +211,9 @@ def watch(now=None, tick=None):
                    Ticket.updated_at: now}
         if esc.get("raise_priority"):
             updates[Ticket.priority] = _RAISE
-        if esc.get("assign_role"):
-            supervisor = (Staff.select(Staff.staff_no)
-                          .where((Staff.department == Ticket.department) & (Staff.active == True)  # noqa: E712
-                                 & Staff.roles.contains(f" {esc['assign_role']} "))
-                          .order_by(Staff.id).limit(1))
-            updates[Ticket.assignee] = pw.fn.COALESCE(supervisor, Ticket.assignee)
         Ticket.update(updates).where(Ticket.id.in_(breached)).execute()
+        if esc.get("assign_role"):
+            _assign_escalations(cfg, esc["assign_role"], breached, now)
         Ticket.update(response_breached=True).where(Ticket.id.in_(
             breached.where(TicketSlaEvent.metric != "resolution"))).execute()
         Ticket.update(resolution_breached=True).where(Ticket.id.in_(
@@ -219,6 +245,42 @@ def watch(now=None, tick=None):
         outbox.publish_many(messages)
     return {"warnings": sum(r["kind"] == "warning" for r in fired),
             "breaches": sum(r["kind"] == "breach" for r in fired), "tick": tick}
+
+
+def _assign_escalations(cfg, role, breached, now):
+    """Each breached ticket goes to a holder of ``role`` in its department: the least-loaded one on shift
+    (service context's workforce policy), else the department's first as before; each choice is a decision."""
+    from app.policy import decisions
+    from app.services.tickets import service_port
+    rows = list(Ticket.select(Ticket.id, Ticket.department, Ticket.assignee)
+                .where(Ticket.id.in_(breached)).order_by(Ticket.id))
+    if not rows:
+        return
+    depts = sorted({r.department for r in rows})
+    staff = list(Staff.select(Staff.staff_no, Staff.department)
+                 .where(Staff.department.in_(depts) & (Staff.active == True)  # noqa: E712
+                        & Staff.roles.contains(f" {role} ")).order_by(Staff.id))
+    candidates = {d: [s.staff_no for s in staff if s.department == d] for d in depts}
+    everyone = [s.staff_no for s in staff]
+    loads = {}
+    if everyone:
+        loads = {r.assignee: r.n for r in Ticket.select(Ticket.assignee, pw.fn.COUNT(Ticket.id).alias("n"))
+                 .where(Ticket.assignee.in_(everyone) & (Ticket.terminal == False))  # noqa: E712
+                 .group_by(Ticket.assignee)}
+    pick_for = service_port.escalation_picker(now)
+    moved, logged = {}, []
+    for r in rows:
+        pick, rule, inputs, outcome, version = pick_for(candidates[r.department], loads)
+        if pick is not None and pick != r.assignee:
+            moved.setdefault(pick, []).append(r.id)
+            loads[pick] = loads.get(pick, 0) + 1
+            if r.assignee in loads:
+                loads[r.assignee] -= 1
+        logged.append(decisions.row("sla", version or cfg.version, rule, f"ticket:{r.id}",
+                                    dict(inputs, department=r.department, role=role), outcome))
+    for pick, ids in moved.items():
+        Ticket.update(assignee=pick).where(Ticket.id.in_(ids)).execute()
+    fastsql.insert(Decision, logged)
 
 
 def describe(t):
