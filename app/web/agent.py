@@ -12,7 +12,7 @@ from app.errors import Problem
 from app.platform import idempotency
 from app.services import tickets
 from app.services.knowledge import entries
-from app.services.service import actions, complaints, compensation, connectors, customer, desk
+from app.services.service import actions, complaints, compensation, connectors, customer, desk, monitoring
 from app.services.service.policy import current
 from app.services.tickets import policy as tickets_policy
 from app.web.base import blueprint, form_fields, form_text, page, render, validated
@@ -44,7 +44,7 @@ def _queue(me):
     """The waiting queue of the agent's skill groups (the floor's rows for those groups)."""
     cfg = current()
     mine = set(me.get("groups") or cfg.groups_for(g.principal.get("roles") or []))
-    return [row for row in desk.floor()["groups"] if row["group"] in mine]
+    return [row for row in monitoring.floor()["groups"] if row["group"] in mine]
 
 
 def _my_tickets():

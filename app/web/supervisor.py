@@ -1,16 +1,14 @@
 """Supervisor pages: the approvals inbox (compensation above an agent's limit, ticket approval steps)."""
 import secrets
 
-import re
-
 from flask import Response, g, request
 
 from app.db import transactional
 from app.errors import Problem
-from app.platform import auth, charts, clock
+from app.platform import auth, charts
 from app.services import tickets
 from app.services.tickets import stats as tickets_stats
-from app.services.service import compensation, desk
+from app.services.service import compensation, monitoring, stats as service_stats
 from app.web.base import blueprint, form_fields, form_text, page, render, validated
 
 bp = blueprint("web_supervisor", "/web")
@@ -74,59 +72,74 @@ def decide_ticket(ticket_id):
 
 # --- the floor ---------------------------------------------------------------------------------------
 
+FLOOR = {"scope": "service:read", "permission": ("service.floor.view", "service.supervise")}
+
+
+def _floor():
+    return {"floor": monitoring.floor(), "alerts": monitoring.list_alerts("open", 20)["items"]}
+
+
 @bp.get("/floor")
-@page(scope="service:read", permission="service.supervise")
+@page(**FLOOR)
 def floor():
-    return render("floor.html", floor=desk.floor())
+    return render("floor.html", **_floor())
 
 
 @bp.get("/floor/live")
-@page(scope="service:read", permission="service.supervise")
+@page(**FLOOR)
 def floor_live():
-    return render("_floor.html", floor=desk.floor())
+    return render("_floor.html", **_floor())
+
+
+@bp.post("/floor/alerts/<int:alert_id>/acknowledge")
+@page(scope="service:write", permission="service.alerts.manage")
+def acknowledge_alert(alert_id):
+    monitoring.acknowledge(g.staff_no, alert_id, form_text("note") or None)
+    return render("_floor.html", **_floor())
 
 
 # --- statistics -------------------------------------------------------------------------------------------
 
-def _day():
-    day = request.args.get("date") or clock.now().date().isoformat()
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
-        raise Problem(422, "validation-failed", "Validation failed", "日期格式为 YYYY-MM-DD",
-                      errors=[{"pointer": "/query/date", "validator": "format", "message": "YYYY-MM-DD"}])
-    return day
+def _stats_query():
+    args = {"from": request.args.get("from") or "", "to": request.args.get("to") or "", "by": "agent"}
+    return service_stats.parse_query({k: v for k, v in args.items() if v})
 
 
 @bp.get("/stats")
-@page(scope="tickets:read", permission="service.supervise")
+@page(**FLOOR)
 def stats():
-    """Ticket statistics of the last 30 days and one day's compensation, with server-side SVG charts."""
-    data = tickets_stats.stats()
-    day = _day()
-    comp = compensation.report(day)
-    vol = data["volume"]["by_category"]
-    age = data["backlog"]["by_age"]
+    """Service statistics per business day and agent (the same numbers as GET /v1/service/stats), ticket SLA,
+    with server-side SVG charts and CSV exports."""
+    start, end, dims, group = _stats_query()
+    result = service_stats.statistics(start, end, dims, group)
     by_agent = {}
-    for item in comp["items"]:
-        by_agent[item["staff_no"]] = by_agent.get(item["staff_no"], 0) + item["paid_fen"]
+    for row in result["items"]:
+        agg = by_agent.setdefault(row["agent"] or "-", {"served": 0, "compensation_fen": 0})
+        agg["served"] += row["served"] or 0
+        agg["compensation_fen"] += row["compensation_fen"] or 0
+    names = list(by_agent)
+    tdata = tickets_stats.stats()
+    vol = tdata["volume"]["by_category"]
     svg = {
-        "volume": charts.bars("近 30 天工单量（按类别）", list(vol), [("工单", list(vol.values()))]),
-        "backlog": charts.bars("未结工单（按时长）", list(age), [("未结", list(age.values()))]),
-        "compensation": charts.bars(f"{day} 赔付（元，按客服）", list(by_agent),
-                                    [("已发放", [round(v / 100, 2) for v in by_agent.values()])]),
+        "served": charts.bars("接待量（按客服）", names, [("已接待", [by_agent[n]["served"] for n in names])]),
+        "compensation": charts.bars("赔付金额（元，按客服）", names,
+                                    [("已发放", [round(by_agent[n]["compensation_fen"] / 100, 2) for n in names])]),
+        "tickets": charts.bars("近 30 天工单量（按类别）", list(vol), [("工单", list(vol.values()))]),
     }
-    return render("stats.html", data=data, comp=comp, day=day, svg=svg, reasons=_reasons())
+    return render("stats.html", result=result, tdata=tdata, svg=svg, start=start, end=end)
+
+
+@bp.get("/stats/service.csv")
+@page(**FLOOR)
+def stats_service_csv():
+    start, end, dims, group = _stats_query()
+    return Response(service_stats.statistics_csv(service_stats.statistics(start, end, dims, group)),
+                    content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f"attachment; filename=service-stats-{start}-{end}.csv"})
 
 
 @bp.get("/stats/tickets.csv")
-@page(scope="tickets:read", permission="service.supervise")
+@page(scope="tickets:read", permission=("service.floor.view", "service.supervise"))
 def stats_tickets_csv():
     return Response(tickets_stats.to_csv(tickets_stats.stats()), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=ticket-stats.csv"})
-
-
-@bp.get("/stats/compensation.csv")
-@page(scope="service:read", permission="service.supervise")
-def stats_compensation_csv():
-    day = _day()
-    return Response(compensation.report_csv(day), mimetype="text/csv",
-                    headers={"Content-Disposition": f"attachment; filename=compensation-{day}.csv"})

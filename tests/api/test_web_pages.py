@@ -157,5 +157,7 @@ def test_statistics_page_has_svg_charts_and_csv_exports(server, staff):
     r = s.get(f"{server}/web/stats/tickets.csv", timeout=30)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
     assert r.text.splitlines()[0] == "section,dimension,key,metric,value"
-    r = s.get(f"{server}/web/stats/compensation.csv?date=2026-01-01", timeout=30)
-    assert r.status_code == 200 and "staff_no" in r.text.splitlines()[0]
+    r = s.get(f"{server}/web/stats/service.csv?from=2026-01-01&to=2026-01-02", timeout=30)
+    assert r.status_code == 200 and r.text.lstrip("\ufeff").startswith("day,agent,group,channel,")
+    r = s.get(f"{server}/web/stats?from=2026-02-30", timeout=30)
+    assert r.status_code == 422 and "/query/from" in r.text
