@@ -13,6 +13,8 @@ PAGES = {
     "/web/agent": ("agent_l1", "qa_inspector"),
     "/web/approvals": ("supervisor", "agent_l1"),
     "/web/floor": ("supervisor", "agent_l1"),
+    "/web/qa": ("qa_inspector", "logistics_specialist"),
+    "/web/rosters": ("scheduler", "agent_l1"),
     "/web/stats": ("supervisor", "agent_l2"),
     "/web/stats/tickets.csv": ("supervisor", "agent_l1"),
     "/web/policies": ("admin", "supervisor"),
@@ -27,6 +29,8 @@ ACTIONS = {
     "/web/approvals/compensations/1": ("supervisor", "agent_l1"),
     "/web/approvals/tickets/1": ("supervisor", "agent_l1"),
     "/web/policies/apply": ("admin", "supervisor"),
+    "/web/qa/1/score": ("qa_inspector", "agent_l1"),
+    "/web/rosters": ("scheduler", "agent_l1"),
 }
 
 

@@ -96,6 +96,7 @@ def test_agent_serves_a_user_end_to_end(app, server, new_page, chat_demo):
         expect(a.locator("#flash [data-code=ticket]")).to_contain_text("工单 #")
         expect(u.locator("#messages")).to_contain_text("已为您创建工单")
 
+        conv_id = int(a.locator("#messages").get_attribute("data-conv"))
         # close with category and summary: the lock opens, the user is asked for CSAT
         a.locator("#close-box summary").click()
         a.get_by_label("分类").select_option("物流")
@@ -112,3 +113,22 @@ def test_agent_serves_a_user_end_to_end(app, server, new_page, chat_demo):
 
         a.keyboard.press("Alt+3")  # the shortcut for 下线
         expect(a.locator("#agent-status")).to_have_attribute("data-status", "offline")
+
+    # a QA inspector scores the conversation with the rubric
+    inspector = new_agent(app, roles=("qa_inspector",), prefix="WQA")
+    api = Http(server, make_token(["service:write", "act-as"], "web-qa"))
+    r = api.post("/v1/service/qa/reviews", json={"subject": "conversation", "id": conv_id},
+                 headers={"Patron-Act-As": inspector})
+    assert r.status_code == 201, r.text
+    review = r.json()["id"]
+    q = new_page()
+    web_sign_in(q, server, inspector, "/web/qa")
+    q.locator(f'#qa-reviews tr[data-review="{review}"] a').click()
+    expect(q.locator("ul.messages")).to_contain_text("我的订单还没发货")  # the transcript beside the rubric
+    for field, points in (("礼貌问候与结束语", "10"), ("准确理解问题", "18"), ("解答准确完整", "35"),
+                          ("处理及时高效", "15"), ("服务态度", "15")):
+        q.get_by_label(re.compile("^" + field)).fill(points)
+    q.get_by_label("评语").fill("处理及时，补偿得当")
+    shot(q, "qa-review")
+    q.get_by_role("button", name="提交评分").click()
+    expect(q.locator("#flash [data-code=qa-scored]")).to_contain_text("93 分")
