@@ -94,7 +94,7 @@ def main():
             (agent, "/web/agent/conversation"), (agent, f"/web/agent/customers/demo-user?conv={conv}"),
             (agent, f"/web/agent/orders?order_no={order_no}&conv={conv}"), (agent, "/web/agent/knowledge?q=退款"),
             (agent, f"/web/agent/knowledge/suggestions?conv={conv}"), (user, f"/web/chat/{conv}"),
-            (sup, "/web/approvals"), (sup, "/web/floor"), (sup, "/web/stats"), (admin, "/web/policies"), (admin, "/web/policies/diff?a=active&b=disk"),
+            (sup, "/web/approvals"), (sup, "/web/floor"), (sup, "/web/stats"), (sup, "/web/qa"), (sup, "/web/rosters"), (admin, "/web/policies"), (admin, "/web/policies/diff?a=active&b=disk"),
             (admin, "/web/policies/edit?file=policies/service.yaml"), (admin, "/web/simulations"),
         ]
         for client, path in pages:
