@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve worker test test-sqlite test-postgres services bench check clean lock
+.PHONY: install run serve worker test test-sqlite test-postgres services browser bench check clean lock
 
 install: $(VENV)/.installed
 
@@ -31,7 +31,7 @@ lock:
 # Embedded default: SQLite file under instance/, no Redis (jobs in-process, ticker thread).
 run: install
 	$(BIN)/patron demo --port $(PORT)
-	$(BIN)/patron serve --host $(HOST) --port $(PORT)
+	PATRON_CHAT_DEMO_START=$${PATRON_CHAT_DEMO_START:-true} $(BIN)/patron serve --host $(HOST) --port $(PORT)
 
 serve: install
 	$(BIN)/patron serve --host $(HOST) --port $(PORT)
@@ -43,15 +43,19 @@ worker: install
 services:
 	@bash .ci/services
 
+# Debian's chromium for tests/browser (installed when missing; Playwright never downloads a browser)
+browser:
+	@bash .ci/browser
+
 # Both backends, real PostgreSQL and Redis (started if down); PARALLEL=0 runs them one after the other.
-test: install services
+test: install services browser
 	$(BIN)/patron policy check
 	PYTHON=$(BIN)/python .ci/test $(ARGS)
 
-test-sqlite: install
+test-sqlite: install browser
 	PATRON_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q $(ARGS)
 
-test-postgres: install services
+test-postgres: install services browser
 	PATRON_TEST_DATABASE=postgres $(BIN)/python -m pytest -q $(ARGS)
 
 check: install

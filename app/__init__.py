@@ -18,6 +18,8 @@ def create_app(test_config=None):
     from app.db import db, open_database
     from app.errors import register_error_handlers
     from app.platform import crypto
+    from app.web import agent as web_agent, base as web_base, chat as web_chat, signin as web_signin
+    from app.web import operations as web_operations, operator as web_operator, supervisor as web_supervisor
 
     # INSTANCE_PATH (tests, tools): a folder of their own instead of ./instance and its config.yaml
     app = Flask(__name__, instance_path=(test_config or {}).get("INSTANCE_PATH"), instance_relative_config=True)
@@ -57,6 +59,9 @@ def create_app(test_config=None):
     app.register_blueprint(ops.bp)
     for module in (auth, audit, ledger, membership, policy, service, service_ops, simulation, staff, tickets,
                    knowledge):  # every blueprint, listed
+        app.register_blueprint(module.bp)
+    web_base.init_app(app)
+    for module in (web_signin, web_chat, web_agent, web_supervisor, web_operations, web_operator):  # the web workspace's blueprints, listed
         app.register_blueprint(module.bp)
     contexts.register()
     return app

@@ -45,6 +45,10 @@ DEFAULTS = {
     # RATE_LIMIT_PER_MINUTE; counted per process (see docs/policy.md)
     "RATE_LIMIT_PER_MINUTE": 30,
     "RATE_LIMIT_BURST": 10,
+    # the customer chat page (/web/chat) may start a chat for any user id typed in: the demo and the browser
+    # tests. A shop starts chats with its API key (POST /v1/service/conversations) and sends the user to
+    # /web/chat/<id>/enter?token=<user_token> instead.
+    "CHAT_DEMO_START": False,
 }
 
 # PATRON_* environment names that are not settings: the config file path, the shell variable the docs
@@ -60,7 +64,7 @@ _INT_MIN = {"MAX_CONTENT_LENGTH": 1024, "DB_MAX_CONNECTIONS": 1, "JOB_RUN_RETENT
             "DB_CONNECT_TIMEOUT": 1, "DB_STATEMENT_TIMEOUT": 0, "DB_LOCK_TIMEOUT": 0,
             "RATE_LIMIT_PER_MINUTE": 1, "RATE_LIMIT_BURST": 1}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_BOOL = {"TICKER", "WEBHOOK_ALLOW_PRIVATE"}
+_BOOL = {"TICKER", "WEBHOOK_ALLOW_PRIVATE", "CHAT_DEMO_START"}
 
 
 class ConfigError(Exception):

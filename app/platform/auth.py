@@ -22,6 +22,8 @@ ACT_AS_HEADER = "Patron-Act-As"
 SESSION_COOKIE = "patron_session"
 CSRF_COOKIE = "patron_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+# ... or, from a plain HTML form of the web workspace (no JavaScript), in this form field
+CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # --- permissions: a static registry every context contributes to from its register() --------------
@@ -143,8 +145,10 @@ def authenticate(header, request=None):
         Problem: 401 for a missing, malformed, unknown, revoked or expired credential; 403 csrf-failed.
     """
     if not header and request is not None and request.cookies.get(SESSION_COOKIE):
-        return _session_principal(request.cookies[SESSION_COOKIE], "cookie",
-                                  request.headers.get(CSRF_HEADER), request.method)
+        csrf = request.headers.get(CSRF_HEADER)
+        if csrf is None and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            csrf = request.form.get(CSRF_FIELD)
+        return _session_principal(request.cookies[SESSION_COOKIE], "cookie", csrf, request.method)
     if not header:
         raise _unauthorized("Send Authorization: Bearer <api key or session token>.")
     scheme, _, token = header.partition(" ")

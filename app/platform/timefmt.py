@@ -37,3 +37,15 @@ def parse(text, pointer, offset_required=False):
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
+
+
+def local_text(value, tz_name, fmt="%Y-%m-%d %H:%M:%S"):
+    """An instant (naive UTC, aware, or ISO text) shown in the business time zone ``tz_name``; "" for None."""
+    if value is None or value == "":
+        return ""
+    from zoneinfo import ZoneInfo
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(ZoneInfo(tz_name)).strftime(fmt)

@@ -1,7 +1,9 @@
 """Semantic diff of two policy sets, per kind: what was added, removed or changed, and where."""
+import collections
 import json
+import threading
 
-from app.policy.sets import PolicySet
+from app.policy.sets import PolicySet, content_hash
 
 # keys that identify an item in a list of mappings (tiers, rules, caps ...), in preference order
 ID_KEYS = ("name", "code", "id", "key", "level", "tier", "event", "type")
@@ -71,6 +73,28 @@ def _docs(ps):
     return out
 
 
+# Parsed documents of the last few sets diffed, by content hash (a version never changes its content): the
+# operators' diff page compares the same versions again and again, and parsing YAML with marks is the cost.
+_PARSED = collections.OrderedDict()
+_PARSED_MAX = 8
+_PARSED_LOCK = threading.Lock()
+
+
+def _parsed(files):
+    key = content_hash(dict(sorted(files.items())))
+    with _PARSED_LOCK:
+        hit = _PARSED.get(key)
+        if hit is not None:
+            _PARSED.move_to_end(key)
+            return hit
+    docs = _docs(PolicySet(files))
+    with _PARSED_LOCK:
+        _PARSED[key] = docs
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return docs
+
+
 def diff(files_a, files_b):
     """Changes from set A to set B.
 
@@ -78,7 +102,7 @@ def diff(files_a, files_b):
         list of dicts {kind, name, file, change: added|removed|changed, path, old, new}; rulesets are
         compared rule by rule (by rule name), other kinds key lists of mappings by name/code/id.
     """
-    a, b = _docs(PolicySet(files_a)), _docs(PolicySet(files_b))
+    a, b = _parsed(files_a), _parsed(files_b)
     out = []
     for key in sorted(set(a) | set(b), key=lambda k: (k[0], str(k[1]))):
         kind, ident = key

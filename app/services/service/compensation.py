@@ -87,6 +87,25 @@ def _note_on_ticket(principal, ticket_id, text):
     tickets_port.note(principal, ticket_id, text)
 
 
+def limits(staff_no):
+    """What a staff member may pay now: reasons, per-payment limit, daily budget and what is used of it today."""
+    doc = settings()
+    staff = _staff(staff_no)
+    limit, limit_role = _role_value(doc, "limit_fen_by_role", staff)
+    budget, budget_role = _role_value(doc, "daily_budget_fen_by_role", staff)
+    used = _used_today(staff_no, business_date())
+    return {"reasons": dict(doc.get("reasons") or {}), "limit_fen": limit, "limit_role": limit_role,
+            "budget_fen": budget, "budget_role": budget_role, "used_today_fen": used,
+            "left_today_fen": None if budget is None else max(0, budget - used)}
+
+
+def pending(limit=100):
+    """Compensations waiting for approval, oldest first (the approvals inbox)."""
+    q = (ServiceCompensation.select().where(ServiceCompensation.state == "pending_approval")
+         .order_by(ServiceCompensation.id).limit(limit))
+    return [view(c) for c in q]
+
+
 def _open_approval(principal, c, doc, reasons):
     """The approval ticket of a payment above the payer's limit (the tickets workflow decides it)."""
     from app.services.service import complaints, tickets_port

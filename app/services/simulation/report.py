@@ -2,6 +2,8 @@
 import html
 import json
 
+from app.platform import charts
+
 
 def build(run):
     """The report (without member states) and the per-member comparison rows from ``runner.execute`` output."""
@@ -158,54 +160,6 @@ def to_text(report):
 
 # ---- HTML (inline SVG, no scripts, no network) ---------------------------------------------------
 
-COLOURS = ("#4e79a7", "#f28e2b")
-
-
-def _bars(title, labels, series):
-    """Grouped bar chart: series = [(name, [values])]."""
-    width, height, pad = 640, 260, 40
-    top = max([1] + [v for _, vals in series for v in vals])
-    n = max(1, len(labels))
-    group = (width - 2 * pad) / n
-    bw = group / (len(series) + 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" role="img" '
-           f'aria-label="{html.escape(title)}"><text x="{pad}" y="16" font-size="14">{html.escape(title)}</text>']
-    for i, label in enumerate(labels):
-        for s, (_, vals) in enumerate(series):
-            v = vals[i]
-            h = (height - 40) * v / top
-            x = pad + i * group + s * bw + bw / 2
-            out.append(f'<rect x="{x:.1f}" y="{height - h:.1f}" width="{bw:.1f}" height="{h:.1f}" '
-                       f'fill="{COLOURS[s % 2]}"><title>{html.escape(str(label))}: {v}</title></rect>')
-        out.append(f'<text x="{pad + i * group + group / 2:.1f}" y="{height + 16}" font-size="11" '
-                   f'text-anchor="middle">{html.escape(str(label))}</text>')
-    for s, (name, _) in enumerate(series):
-        out.append(f'<rect x="{width - 150}" y="{24 + s * 16}" width="10" height="10" fill="{COLOURS[s % 2]}"/>'
-                   f'<text x="{width - 135}" y="{33 + s * 16}" font-size="11">{html.escape(name)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _lines(title, labels, series):
-    width, height, pad = 640, 240, 40
-    top = max([1] + [v for _, vals in series for v in vals])
-    n = max(2, len(labels))
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 40}" role="img" '
-           f'aria-label="{html.escape(title)}"><text x="{pad}" y="16" font-size="14">{html.escape(title)}</text>']
-    palette = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7")
-    for s, (name, vals) in enumerate(series):
-        pts = " ".join(f"{pad + i * (width - 2 * pad) / (n - 1):.1f},{height - (height - 40) * v / top:.1f}"
-                       for i, v in enumerate(vals))
-        dash = ' stroke-dasharray="5,3"' if name.startswith("candidate") else ""
-        out.append(f'<polyline fill="none" stroke="{palette[(s // 2) % len(palette)]}" stroke-width="2"{dash} '
-                   f'points="{pts}"><title>{html.escape(name)}</title></polyline>')
-    for i, label in enumerate(labels):
-        out.append(f'<text x="{pad + i * (width - 2 * pad) / (n - 1):.1f}" y="{height + 16}" font-size="10" '
-                   f'text-anchor="middle">{html.escape(label)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
 def to_html(report):
     """A self-contained page: tables and inline SVG charts; no script, stylesheet or font is fetched."""
     b, c = report["baseline"], report["candidate"]
@@ -218,7 +172,7 @@ def to_html(report):
              f"<h1>Simulation {esc(report['inputs']['from'])} .. {esc(report['inputs']['to'])}</h1>",
              f"<p>{report['inputs']['records']} records; baseline policy {esc(str(b.get('policy_version')))}, "
              f"candidate {esc(str(c.get('policy_version')))}; input sha256 {esc(report['inputs']['events_sha256'])}</p>",
-             _bars("Level distribution at end", order,
+             charts.bars("Level distribution at end", order,
                    [("baseline", [b["levels"]["end"].get(lv, 0) for lv in order]),
                     ("candidate", [c["levels"]["end"].get(lv, 0) for lv in order])])]
     months = [m["month"] for m in c["levels"]["monthly"]]
@@ -227,12 +181,12 @@ def to_html(report):
         for lv in order:
             series.append((f"baseline {lv}", [m["levels"].get(lv, 0) for m in b["levels"]["monthly"]]))
             series.append((f"candidate {lv}", [m["levels"].get(lv, 0) for m in c["levels"]["monthly"]]))
-        parts.append(_lines("Members per level at each month start (solid baseline, dashed candidate)",
+        parts.append(charts.lines("Members per level at each month start (solid baseline, dashed candidate)",
                             months, series))
     flows = [("growth earned", "growth.earned"), ("growth deducted", "growth.deducted"),
              ("points issued", "points.issued"), ("points redeemed", "points.redeemed"),
              ("points expired", "points.expired")]
-    parts.append(_bars("Growth and points flows", [f for f, _ in flows],
+    parts.append(charts.bars("Growth and points flows", [f for f, _ in flows],
                        [("baseline", [_get(b, p) for _, p in flows]), ("candidate", [_get(c, p) for _, p in flows])]))
     parts.append("<h2>Figures</h2><table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>diff</th></tr>")
     for path, label in SUMMARY:

@@ -119,3 +119,9 @@ def execute(run_id):
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def listing(limit=50):
+    """Simulations newest first, without their reports (the reports list)."""
+    q = SimulationRun.select().order_by(SimulationRun.id.desc()).limit(limit)
+    return [_dict(run, with_report=False) for run in q]

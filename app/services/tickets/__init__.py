@@ -3,15 +3,16 @@ staff and the policy view in their own modules; ``ledger_port``/``membership_por
 from app.models.staff import Staff
 from app.services.tickets import routing as tickets_routing, staff
 from app.services.tickets.operations import (LIST_FILTERS, add_attachment, allowed_transitions, approvals, approve,
+                                             awaiting_approval,
                                              assign, attachments, comment, comments, create, facts_of, get,
                                              get_ticket, history, link_conversation, list_tickets, new_ticket,
                                              notices, register_action, route, serialize, transition, user_view,
                                              workflows)
 
 __all__ = ["LIST_FILTERS", "add_attachment", "allowed_transitions", "approvals", "approve", "assign", "attachments",
-           "comment", "comments", "create", "facts_of", "get", "get_ticket", "history", "link_conversation",
-           "list_tickets", "new_ticket", "notices", "register", "register_action", "route", "seed_demo", "serialize",
-           "transition", "user_view", "workflows"]
+           "awaiting_approval", "comment", "comments", "create", "facts_of", "get", "get_ticket", "history",
+           "link_conversation", "list_tickets", "new_ticket", "notices", "register", "register_action", "route",
+           "seed_demo", "serialize", "transition", "user_view", "workflows"]
 
 
 def seed_demo():

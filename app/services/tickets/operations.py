@@ -129,6 +129,30 @@ def approvals(ticket_id):
             for a in TicketApproval.select().where(TicketApproval.ticket == ticket_id).order_by(TicketApproval.id)]
 
 
+def awaiting_approval(levels=None, limit=100):
+    """Open tickets whose state has an approval step (of ``levels``, when given), oldest first: the approvals inbox.
+
+    Returns:
+        [{"ticket": serialize(t), "levels": [1, 2, ...]}].
+    """
+    cfg = tickets_policy.current()
+    wanted = {}  # (workflow, state) -> approval levels there
+    for wf_name, wf in cfg.tickets["workflows"].items():
+        for state in wf["states"]:
+            lv = sorted({tr["approval"]["level"] for tr in cfg.transitions_from(wf_name, state) if tr.get("approval")})
+            lv = [x for x in lv if levels is None or x in levels]
+            if lv:
+                wanted[(wf_name, state)] = lv
+    if not wanted:
+        return []
+    cond = None
+    for wf_name, state in wanted:
+        c = (Ticket.workflow == wf_name) & (Ticket.state == state)
+        cond = c if cond is None else (cond | c)
+    rows = Ticket.select().where(cond & (Ticket.terminal == False)).order_by(Ticket.id).limit(limit)  # noqa: E712
+    return [{"ticket": serialize(t, cfg), "levels": wanted[(t.workflow, t.state)]} for t in rows]
+
+
 def user_view(ticket_id, user_id=None):
     """What the user may see: status in their words, public comments, notices, no internal detail."""
     t = get_ticket(ticket_id)
