@@ -3,7 +3,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from app.api import idempotency_key, operation, q, query_int
+from app.api import PAGE, idempotency_key, operation, q, query_int
 from app.db import connection
 from app.services.service import compensation, complaints, desk, live, monitoring, stats
 from app.services.service.policy import current
@@ -310,7 +310,9 @@ def floor():
 
 @bp.get("/floor/stream")
 @operation("The real-time floor as Server-Sent Events (event ``floor``): sent at once, then on every change",
-           **FLOOR, tags=TAGS)
+           **FLOOR, tags=TAGS, response=False,
+           content={"text/event-stream": "event ``floor`` frames (data: the floor view), sent at once and on every "
+                                         "change; keep-alive comments"})
 def floor_stream():
     app = current_app._get_current_object()
     refresh = monitoring.settings().refresh_seconds
@@ -336,12 +338,10 @@ def floor_stream():
            "format=csv)", **FLOOR, tags=TAGS,
            query={"from": "first business day YYYY-MM-DD (default today)", "to": "last day, inclusive (default: from)",
                   "by": "comma list of agent, group, channel (default all)", "group": "one skill group",
-                  "format": "json | csv"})
+                  "format": q("json | csv", enum=["json", "csv"])},
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM, one row per line of items"})
 def statistics():
-    from app.errors import validation_failed
     fmt = request.args.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise validation_failed([{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])
     start, end, dims, group = stats.parse_query(request.args)
     result = stats.statistics(start, end, dims, group)
     if fmt == "csv":
@@ -352,13 +352,9 @@ def statistics():
 
 @bp.get("/alerts")
 @operation("Monitoring alerts, newest first (an episode: open, then recovered)", **FLOOR, tags=TAGS,
-           query={"state": "open | recovered", "cursor": "id cursor (next_cursor)", "limit": "1-500"})
+           query={"state": q("open | recovered", enum=["open", "recovered"]), **PAGE})
 def list_alerts():
-    from app.errors import validation_failed
-    state = request.args.get("state")
-    if state not in (None, "open", "recovered"):
-        raise validation_failed([{"pointer": "/query/state", "validator": "enum", "message": "open or recovered"}])
-    return jsonify(monitoring.list_alerts(state, query_int("limit", 100, 1, 500),
+    return jsonify(monitoring.list_alerts(request.args.get("state"), query_int("limit", 50, 1, 200),
                                           query_int("cursor", None, minimum=1)))
 
 
@@ -370,14 +366,14 @@ def get_alert(alert_id):
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
 @operation("Acknowledge an alert (once; it stays open until the value recovers)", scope="service:write",
-           permission="service.alerts.manage", body="api/service/alert_ack.json", tags=TAGS)
+           permission="service.alerts.manage", body="api/service/alert_ack.json", tags=TAGS, idempotent="replay")
 def acknowledge_alert(alert_id):
     return jsonify(monitoring.acknowledge(g.staff_no, alert_id, g.body.get("note")))
 
 
 @bp.post("/alerts/evaluate")
 @operation("Evaluate the alert thresholds now (what the minute job does): episodes opened and recovered",
-           scope="service:write", permission="service.alerts.manage", allow_service=True, tags=TAGS)
+           scope="service:write", permission="service.alerts.manage", allow_service=True, tags=TAGS, idempotent="replay")
 def evaluate_alerts():
     out = monitoring.evaluate()
     out.pop("floor")
@@ -510,7 +506,7 @@ def shop_order(order_no):
 
 @bp.get("/shop/users/<user_id>/orders")
 @operation("A user's recent orders in the shop (cached briefly)", scope="service:read", tags=TAGS,
-           query={"limit": "1-50 (default 10)"})
+           query={"limit": q("how many of the most recent", "integer", minimum=1, maximum=50, default=10)})
 def shop_user_orders(user_id):
     from app.services.service import connectors
     return jsonify(items=connectors.lookup("list_orders", user_id, _limit(10, 50)))

@@ -54,7 +54,7 @@ def _text(name, maximum=64):
 
 @bp.post("/qa/sample")
 @operation("Draw the QA sample of one local day (the daily job does yesterday; a second run adds nothing)",
-           scope="service:write", permission="qa.manage", body="api/service/qa_sample.json", tags=TAGS)
+           scope="service:write", permission="qa.manage", body="api/service/qa_sample.json", tags=TAGS, idempotent="replay")
 def qa_sample():
     from app.services.service.workforce import parse_day
     return jsonify(quality.sample_day(parse_day(g.body["date"], "/date")))
@@ -77,7 +77,7 @@ def qa_reviews():
 
 @bp.post("/qa/reviews")
 @operation("Pick a closed conversation or a ticket for review by hand (assigned to me; one review per subject)",
-           scope="service:write", permission="qa.score", body="api/service/qa_review.json", tags=TAGS, status=201)
+           scope="service:write", permission="qa.score", body="api/service/qa_review.json", tags=TAGS, status=201, idempotent="replay")
 def qa_create():
     resp = jsonify(quality.create_review(g.staff_no, g.body))
     resp.status_code = 201
@@ -105,28 +105,28 @@ def qa_decisions(review_id):
 
 @bp.post("/qa/reviews/<int:review_id>/score")
 @operation("Score a review with the rubric in force (a fatal item scores 0) and comment", scope="service:write",
-           permission=("qa.score", "qa.manage"), body="api/service/qa_score.json", tags=TAGS)
+           permission=("qa.score", "qa.manage"), body="api/service/qa_score.json", tags=TAGS, idempotent="replay")
 def qa_score(review_id):
     from app.platform.auth import has_permission
     return jsonify(quality.score(g.staff_no, review_id, g.body, manager=has_permission(g.principal, "qa.manage")))
 
 
 @bp.post("/qa/reviews/<int:review_id>/acknowledge")
-@operation("The agent accepts the score of their work", scope="service:write", permission="qa.appeal", tags=TAGS)
+@operation("The agent accepts the score of their work", scope="service:write", permission="qa.appeal", tags=TAGS, idempotent="replay")
 def qa_acknowledge(review_id):
     return jsonify(quality.acknowledge(g.staff_no, review_id))
 
 
 @bp.post("/qa/reviews/<int:review_id>/appeal")
 @operation("The agent appeals the score of their work (within the policy's appeal_days)", scope="service:write",
-           permission="qa.appeal", body="api/service/qa_appeal.json", tags=TAGS)
+           permission="qa.appeal", body="api/service/qa_appeal.json", tags=TAGS, idempotent="replay")
 def qa_appeal(review_id):
     return jsonify(quality.appeal(g.staff_no, review_id, g.body))
 
 
 @bp.post("/qa/reviews/<int:review_id>/resolve")
 @operation("A supervisor resolves an appeal: uphold, or amend with a new rubric sheet", scope="service:write",
-           permission="qa.manage", body="api/service/qa_resolve.json", tags=TAGS)
+           permission="qa.manage", body="api/service/qa_resolve.json", tags=TAGS, idempotent="replay")
 def qa_resolve(review_id):
     return jsonify(quality.resolve(g.staff_no, review_id, g.body))
 
@@ -158,7 +158,7 @@ def put_roster(staff_no, group):
 
 @bp.delete("/rosters/<staff_no>/<group>")
 @operation("Remove an agent's weekly pattern in a skill group", scope="service:write", permission="roster.edit",
-           tags=TAGS)
+           tags=TAGS, idempotent="replay")
 def delete_roster(staff_no, group):
     return jsonify(workforce.delete_roster(staff_no, group))
 
@@ -177,7 +177,7 @@ def shift_exceptions():
 
 @bp.post("/shift-exceptions")
 @operation("Record leave (whole day or a time range) or an extra shift", scope="service:write",
-           permission="roster.edit", body="api/service/shift_exception.json", tags=TAGS, status=201)
+           permission="roster.edit", body="api/service/shift_exception.json", tags=TAGS, status=201, idempotent="replay")
 def add_shift_exception():
     resp = jsonify(workforce.add_exception(g.staff_no, g.body))
     resp.status_code = 201
@@ -185,7 +185,7 @@ def add_shift_exception():
 
 
 @bp.delete("/shift-exceptions/<int:exc_id>")
-@operation("Remove a roster exception", scope="service:write", permission="roster.edit", tags=TAGS)
+@operation("Remove a roster exception", scope="service:write", permission="roster.edit", tags=TAGS, idempotent="replay")
 def delete_shift_exception(exc_id):
     return jsonify(workforce.delete_exception(exc_id))
 

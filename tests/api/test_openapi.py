@@ -74,7 +74,8 @@ def test_policy_invalid_errors_carry_a_json_pointer(http):
 
 # Operations schemathesis must not call on a shared instance: applying a random policy set, and
 # registering webhooks (the outbox would deliver to whatever URL was generated).
-EXCLUDED = ["/v1/policies/apply", "/v1/webhooks"]
+# /v1/service/floor/stream never ends by design (an SSE stream of the floor): tests/api/test_service_operations.py reads it
+EXCLUDED = ["/v1/policies/apply", "/v1/webhooks", "/v1/service/floor/stream"]
 
 
 def test_schemathesis_against_the_live_server(demo_instance, tmp_path):

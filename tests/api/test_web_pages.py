@@ -159,7 +159,8 @@ def test_statistics_page_has_svg_charts_and_csv_exports(server, staff):
     assert page.status_code == 200 and page.text.count("<svg") == 3
     r = s.get(f"{server}/web/stats/tickets.csv", timeout=30)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
-    assert r.text.splitlines()[0] == "section,dimension,key,metric,value"
+    assert r.content.startswith(b"\xef\xbb\xbf")  # the UTF-8 BOM: Excel on Chinese Windows reads it
+    assert r.text.lstrip("\ufeff").splitlines()[0] == "section,dimension,key,metric,value"
     r = s.get(f"{server}/web/stats/service.csv?from=2026-01-01&to=2026-01-02", timeout=30)
     assert r.status_code == 200 and r.text.lstrip("\ufeff").startswith("day,agent,group,channel,")
     r = s.get(f"{server}/web/stats?from=2026-02-30", timeout=30)

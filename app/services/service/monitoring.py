@@ -374,7 +374,7 @@ def list_alerts(state=None, limit=100, before=None):
         q = q.where(ServiceAlert.id < before)
     rows = list(q)
     return {"items": [alert_dict(a) for a in rows[:limit]],
-            "next_cursor": str(rows[limit - 1].id) if len(rows) > limit else None}
+            "next_cursor": rows[limit - 1].id if len(rows) > limit else None}
 
 
 def get_alert(alert_id):
