@@ -257,6 +257,19 @@ def json_option():
     return click.Option(["--json"], is_flag=True, help="print JSON on stdout")
 
 
+class ReaderGone(Exception):
+    """The reader of our output went away (``patron ... | head``). Not an OSError, so click's own EPIPE
+    handling (exit 1) lets it through to ``main``, which exits 141 quietly as shells expect."""
+
+
+def run_quietly_on_a_closed_pipe(fn, args):
+    """``fn(args)``, a BrokenPipeError turned into ReaderGone (every command callback runs through here)."""
+    try:
+        return fn(args)
+    except BrokenPipeError as exc:
+        raise ReaderGone() from exc
+
+
 def command(group, name, func, *params, kind, help=None):
     """Add ``func(args)`` to a click group as ``name``.
 
@@ -277,7 +290,7 @@ def command(group, name, func, *params, kind, help=None):
     def callback(**kwargs):
         root = click.get_current_context().find_root()
         kwargs.setdefault("database_url", root.params.get("database_url"))
-        return func(argparse.Namespace(**kwargs))
+        return run_quietly_on_a_closed_pipe(func, argparse.Namespace(**kwargs))
 
     doc = help or (func.__doc__ or "").strip().split("\n")[0]
     cmd = click.Command(name, params=list(params), callback=callback, help=doc, short_help=doc)
@@ -423,7 +436,7 @@ def main(argv=None):
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         print(f"redis error: {_one_line(exc)} (check PATRON_REDIS_URL and that Redis is up)", file=sys.stderr)
         return 2
-    except BrokenPipeError:
+    except (BrokenPipeError, ReaderGone):
         # the reader closed the pipe: stop quietly, and keep the interpreter's final flush from failing too
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -95,6 +95,9 @@ def operation(summary, scope=None, body=None, public=False, tags=(), query=None,
             ``"body:<field>"``: idempotent by a client id in the body (e.g. ``event_id``), no header.
             ``"no-replay"``: the answer is a one-time secret (a session token, a TOTP secret) that must never
             be stored for a replay; a retry mints a new one and the unused one expires or is replaced.
+            ``"state"``: the call sets a state of the caller (an agent going online, away, offline): a retry
+            sets the same state and changes nothing more, as a PUT would, so no key is needed — and a refusal's
+            decision row is committed, not rolled back with a replay transaction.
         readonly: a POST that changes nothing (validate, explain, a quote); it needs no idempotency.
         status: success status code, for the document.
         permission: a staff permission (``access`` policy) the acting person must hold (a tuple: any of them);

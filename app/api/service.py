@@ -193,20 +193,20 @@ def agent_me():
 
 @bp.post("/agent/online")
 @operation("Go online in my skill groups (auto-assignment may offer a user at once)", **SERVE,
-           body="api/service/online.json", tags=TAGS, idempotent="replay")
+           body="api/service/online.json", tags=TAGS, idempotent="state")
 def agent_online():
     return jsonify(desk.go_online(g.staff_no, g.body.get("groups")))
 
 
 @bp.post("/agent/away")
-@operation("Away: keep my users, take nobody new", **SERVE, tags=TAGS, idempotent="replay")
+@operation("Away: keep my users, take nobody new", **SERVE, tags=TAGS, idempotent="state")
 def agent_away():
     return jsonify(desk.go_away(g.staff_no))
 
 
 @bp.post("/agent/offline")
 @operation("Go offline: my lock opens, my users are requeued/ticketed/closed by policy and told", **SERVE,
-           tags=TAGS, idempotent="replay")
+           tags=TAGS, idempotent="state")
 def agent_offline():
     return jsonify(desk.go_offline(g.staff_no))
 

@@ -90,11 +90,12 @@ def _run_group(args):
 
 
 def register(root):
-    from app.cli import command, json_option
+    from app.cli import command, json_option, run_quietly_on_a_closed_pipe
 
     def callback(**kwargs):
         root_ctx = click.get_current_context().find_root()
-        return _run_group(argparse.Namespace(database_url=root_ctx.params.get("database_url"), **kwargs))
+        return run_quietly_on_a_closed_pipe(
+            _run_group, argparse.Namespace(database_url=root_ctx.params.get("database_url"), **kwargs))
 
     grp = click.Group("simulate", invoke_without_command=True, callback=callback, params=[
         click.Option(["--candidate"], help="folder holding the candidate policies/ and rules/"),

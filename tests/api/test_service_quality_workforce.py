@@ -423,8 +423,10 @@ def test_escalation_goes_to_the_least_loaded_supervisor_on_shift(app, api, floor
     from tests.jobs.test_tickets_sla_watch import make_ticket
     sched = new_agent(app, ("supervisor",), "ES")
     busy, idle, away = (new_agent(app, ("supervisor",), p) for p in ("EB", "EI", "EA"))
+    from app.db import db
     now = clock.now()
     # whatever earlier tests left due is escalated first, before these two are on shift (else it lands on them)
+    db.connect(reuse_if_open=True)  # watch() opens a transaction: the connection must be open (autoconnect is not)
     tickets_sla.watch(now=now)
     around_the_clock = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
     for s in (busy, idle):
