@@ -25,6 +25,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -224,10 +225,14 @@ def bench_fanout(app, clients, messages, redis_url):
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     hdr = {"Patron-Act-As": team[0]}
-    assert s.post(base + "/v1/service/agent/online", json={}, headers=hdr).status_code == 200
-    r = s.post(base + "/v1/service/conversations", json={"user_id": "fanout-user"})
+
+    def post(path, **kw):  # state-changing calls carry a fresh Idempotency-Key, as every client's must
+        headers = {**kw.pop("headers", {}), "Idempotency-Key": uuid.uuid4().hex}
+        return s.post(base + path, headers=headers, **kw)
+    assert post("/v1/service/agent/online", json={}, headers=hdr).status_code == 200
+    r = post("/v1/service/conversations", json={"user_id": "fanout-user"})
     conv_id, user_token = r.json()["conversation"]["id"], r.json()["user_token"]
-    assert s.post(base + "/v1/service/agent/take", headers=hdr).json()["conversation"]["id"] == conv_id
+    assert post("/v1/service/agent/take", headers=hdr).json()["conversation"]["id"] == conv_id
     after = s.get(f"{base}/v1/service/conversations/{conv_id}").json()["last_seq"]
     c = Clients(srv.server_port, f"/v1/service/conversations/{conv_id}/stream?token={user_token}&after={after}",
                 clients)
@@ -235,8 +240,8 @@ def bench_fanout(app, clients, messages, redis_url):
     sent = {}
     for i in range(messages):
         t0 = time.perf_counter()
-        ev = s.post(f"{base}/v1/service/agent/conversations/{conv_id}/messages",
-                    json={"type": "text", "text": f"广播 {i}"}, headers=hdr).json()
+        ev = post(f"/v1/service/agent/conversations/{conv_id}/messages",
+                  json={"type": "text", "text": f"广播 {i}"}, headers=hdr).json()
         sent[ev["seq"]] = t0
         time.sleep(0.25)
     time.sleep(2)
