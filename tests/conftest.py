@@ -114,7 +114,23 @@ def app(database_url, tmp_path_factory):
     upgrade()
     with application.app_context():
         policy.startup(application)
+    application.after_request(_documented_response)
     return application
+
+
+def _documented_response(response):
+    """Every JSON success the suite receives matches its operation's documented response schema (``response=``),
+    so the OpenAPI document cannot drift from what the routes answer."""
+    from flask import current_app, request
+    from app.schemas import errors_of
+    op = getattr(current_app.view_functions.get(request.endpoint), "operation", None)
+    if (op is None or not op["response"] or not response.is_json or response.direct_passthrough
+            or (response.status_code != op["status"] and response.status_code not in op.get("also", {}))):
+        return response
+    errors = errors_of(op["response"], response.get_json())
+    assert not errors, (f"{request.method} {request.path} answered {response.status_code} with a body its documented "
+                        f"schema {op['response']} refuses: {errors[:5]}")
+    return response
 
 
 @pytest.fixture()
