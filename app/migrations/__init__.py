@@ -16,6 +16,7 @@ import datetime as dt
 import importlib
 import logging
 import pkgutil
+import re
 from contextlib import contextmanager
 
 import peewee
@@ -40,6 +41,24 @@ def engine_of(database):
     """``postgres`` or ``sqlite``: which frozen DDL list applies to ``database``."""
     database = getattr(database, "obj", None) or database
     return "postgres" if isinstance(database, peewee.PostgresqlDatabase) else "sqlite"
+
+
+# SQLite's names for PostgreSQL's column types, as peewee's fields map them on each engine. Statements both
+# engines share are written once in PostgreSQL's types and run on SQLite through ``sqlite_types``. Frozen like
+# the migrations themselves: tests/unit/test_migrations_frozen.py pins every migration's statements.
+_SQLITE_TYPES = ((r'"id" SERIAL NOT NULL PRIMARY KEY', '"id" INTEGER NOT NULL PRIMARY KEY'),
+                 (r"\bBIGINT\b", "INTEGER"), (r"\bTIMESTAMP\b", "DATETIME"), (r"\bBOOLEAN\b", "INTEGER"),
+                 (r"\bDOUBLE PRECISION\b", "REAL"))
+
+
+def sqlite_types(statements):
+    """The SQLite form of statements written in PostgreSQL's column types (see ``_SQLITE_TYPES``)."""
+    out = []
+    for statement in statements:
+        for pattern, replacement in _SQLITE_TYPES:
+            statement = re.sub(pattern, replacement, statement)
+        out.append(statement)
+    return out
 
 
 def ddl(database, sqlite, postgres):
