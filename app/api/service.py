@@ -30,54 +30,62 @@ def _respond(status, result):
            scope="service:write", body="api/service/request.json", tags=TAGS, status=201,
            idempotent="body:user_id", also={200: "the user's open conversation, answered again"},
            problems={429: "queue-full: the group's queue is at its cap (nothing is created)",
-                     409: "outside-business-hours"})  # a refusal's decision row must outlive the 429, so no replay transaction
+                     409: "outside-business-hours"},  # a refusal's decision row must outlive the 429: no replay transaction
+           response="api/service/conversation_opened.json")
 def request_service():
     status, out = desk.request_service(g.body)
     return _respond(status, out)
 
 
 @bp.get("/conversations/<int:conv_id>")
-@operation("A conversation now: state, agent, queue position and estimated wait", scope="service:read", tags=TAGS)
+@operation("A conversation now: state, agent, queue position and estimated wait", scope="service:read", tags=TAGS,
+           response="api/service/conversation.json")
 def get_conversation(conv_id):
     return jsonify(desk.view(conv_id))
 
 
 @bp.post("/conversations/<int:conv_id>/messages")
 @operation("The user sends a message (text, image by reference, order card)", scope="service:write",
-           body="api/service/user_message.json", tags=TAGS, status=201, idempotent="replay")
+           body="api/service/user_message.json", tags=TAGS, status=201, idempotent="replay",
+           response="api/service/message_sent.json")
 def user_message(conv_id):
     return _respond(201, desk.user_message(conv_id, g.body))
 
 
 @bp.post("/conversations/<int:conv_id>/heartbeat")
 @operation("The user is still there", scope="service:write", body="api/service/user_ref.json",
-           tags=TAGS, idempotent="replay")
+           tags=TAGS, idempotent="replay",
+           response="api/service/conversation.json")
 def user_heartbeat(conv_id):
     return jsonify(desk.user_heartbeat(conv_id, g.body["user_id"]))
 
 
 @bp.post("/conversations/<int:conv_id>/leave")
 @operation("The user leaves (explicit offline): an agent serving them is freed", scope="service:write",
-           body="api/service/user_ref.json", tags=TAGS, idempotent="replay")
+           body="api/service/user_ref.json", tags=TAGS, idempotent="replay",
+           response="api/service/conversation.json")
 def user_leave(conv_id):
     return jsonify(desk.leave(conv_id, g.body["user_id"]))
 
 
 @bp.post("/conversations/<int:conv_id>/csat")
 @operation("The satisfaction survey after close", scope="service:write", body="api/service/csat.json",
-           tags=TAGS, idempotent="replay")
+           tags=TAGS, idempotent="replay",
+           response="api/service/conversation.json")
 def csat(conv_id):
     return jsonify(desk.csat(conv_id, g.body))
 
 
 @bp.get("/conversations/<int:conv_id>/transcript")
-@operation("The whole conversation (the reference a ticket carries)", scope="service:read", tags=TAGS)
+@operation("The whole conversation (the reference a ticket carries)", scope="service:read", tags=TAGS,
+           response="api/service/transcript.json")
 def transcript(conv_id):
     return jsonify(desk.transcript(conv_id))
 
 
 @bp.get("/conversations/<int:conv_id>/decisions")
-@operation("Why this user was queued, assigned, requeued or closed (decision log)", scope="service:read", tags=TAGS)
+@operation("Why this user was queued, assigned, requeued or closed (decision log)", scope="service:read", tags=TAGS,
+           response="api/service/decisions.json")
 def conversation_decisions(conv_id):
     return jsonify({"items": desk.decisions(conv_id)})
 
@@ -186,39 +194,45 @@ def user_stream(conv_id):
 # --- agents (the person acting: staff session, or an act-as key naming them) ------------------------
 
 @bp.get("/agent")
-@operation("Me as an agent: presence, lock, serving list", **SERVE, tags=TAGS)
+@operation("Me as an agent: presence, lock, serving list", **SERVE, tags=TAGS,
+           response="api/service/agent.json")
 def agent_me():
     return jsonify(desk.agent_view(g.staff_no))
 
 
 @bp.post("/agent/online")
 @operation("Go online in my skill groups (auto-assignment may offer a user at once)", **SERVE,
-           body="api/service/online.json", tags=TAGS, idempotent="state")
+           body="api/service/online.json", tags=TAGS, idempotent="state",
+           response="api/service/agent.json")
 def agent_online():
     return jsonify(desk.go_online(g.staff_no, g.body.get("groups")))
 
 
 @bp.post("/agent/away")
-@operation("Away: keep my users, take nobody new", **SERVE, tags=TAGS, idempotent="state")
+@operation("Away: keep my users, take nobody new", **SERVE, tags=TAGS, idempotent="state",
+           response="api/service/agent.json")
 def agent_away():
     return jsonify(desk.go_away(g.staff_no))
 
 
 @bp.post("/agent/offline")
 @operation("Go offline: my lock opens, my users are requeued/ticketed/closed by policy and told", **SERVE,
-           tags=TAGS, idempotent="state")
+           tags=TAGS, idempotent="state",
+           response="api/service/agent.json")
 def agent_offline():
     return jsonify(desk.go_offline(g.staff_no))
 
 
 @bp.post("/agent/heartbeat")
-@operation("I am still here", **SERVE, tags=TAGS, idempotent="replay")
+@operation("I am still here", **SERVE, tags=TAGS, idempotent="replay",
+           response="api/service/agent.json")
 def agent_heartbeat():
     return jsonify(desk.agent_heartbeat(g.staff_no))
 
 
 @bp.post("/agent/take")
-@operation("Take the next user of my groups (refused while my lock is closed)", **SERVE, tags=TAGS, idempotent="replay")
+@operation("Take the next user of my groups (refused while my lock is closed)", **SERVE, tags=TAGS, idempotent="replay",
+           response="api/service/taken.json")
 def agent_take():
     conv = desk.take(g.staff_no)
     return jsonify({"conversation": conv})
@@ -226,28 +240,32 @@ def agent_take():
 
 @bp.post("/agent/conversations/<int:conv_id>/messages")
 @operation("Say something to the user I serve", **SERVE, body="api/service/agent_message.json", tags=TAGS,
-           status=201, idempotent="replay")
+           status=201, idempotent="replay",
+           response="api/service/event.json")
 def agent_message(conv_id):
     return _respond(201, desk.agent_message(g.staff_no, conv_id, g.body))
 
 
 @bp.post("/agent/conversations/<int:conv_id>/transfer")
 @operation("Transfer my user to another agent or to a group's queue", **SERVE, body="api/service/transfer.json",
-           tags=TAGS, idempotent="replay")
+           tags=TAGS, idempotent="replay",
+           response="api/service/conversation.json")
 def agent_transfer(conv_id):
     return jsonify(desk.transfer(g.staff_no, conv_id, g.body))
 
 
 @bp.post("/agent/conversations/<int:conv_id>/close")
 @operation("Finish serving: category and summary; my lock opens", **SERVE, body="api/service/close.json",
-           tags=TAGS, idempotent="replay")
+           tags=TAGS, idempotent="replay",
+           response="api/service/conversation.json")
 def agent_close(conv_id):
     return jsonify(desk.close(g.staff_no, conv_id, g.body))
 
 
 @bp.post("/agent/conversations/<int:conv_id>/ticket")
 @operation("This needs another department: a complaint with a ticket carrying the transcript", **SERVE,
-           body="api/service/ticket.json", tags=TAGS, status=201, idempotent="replay")
+           body="api/service/ticket.json", tags=TAGS, status=201, idempotent="replay",
+           response="api/service/complaint.json")
 def agent_ticket(conv_id):
     return _respond(201, complaints.ticket_from_conversation(g.principal, g.staff_no, conv_id, g.body))
 
@@ -303,7 +321,8 @@ FLOOR = {"scope": "service:read", "permission": ("service.floor.view", "service.
 
 @bp.get("/floor")
 @operation("The real-time floor: per skill group queue length, waits, agents by state, refusals, abandonment and "
-           "SLA at risk; per agent state, current conversation and handled today", **FLOOR, tags=TAGS)
+           "SLA at risk; per agent state, current conversation and handled today", **FLOOR, tags=TAGS,
+           response="api/service/floor.json")
 def floor():
     return jsonify(monitoring.floor())
 
@@ -339,7 +358,8 @@ def floor_stream():
            query={"from": "first business day YYYY-MM-DD (default today)", "to": "last day, inclusive (default: from)",
                   "by": "comma list of agent, group, channel (default all)", "group": "one skill group",
                   "format": q("json | csv", enum=["json", "csv"])},
-           content={"text/csv": "format=csv: UTF-8 CSV with a BOM, one row per line of items"})
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM, one row per line of items"},
+           response="api/service/statistics.json")
 def statistics():
     fmt = request.args.get("format", "json")
     start, end, dims, group = stats.parse_query(request.args)
@@ -352,28 +372,32 @@ def statistics():
 
 @bp.get("/alerts")
 @operation("Monitoring alerts, newest first (an episode: open, then recovered)", **FLOOR, tags=TAGS,
-           query={"state": q("open | recovered", enum=["open", "recovered"]), **PAGE})
+           query={"state": q("open | recovered", enum=["open", "recovered"]), **PAGE},
+           response="api/service/alerts.json")
 def list_alerts():
     return jsonify(monitoring.list_alerts(request.args.get("state"), query_int("limit", 50, 1, 200),
                                           query_int("cursor", None, minimum=1)))
 
 
 @bp.get("/alerts/<int:alert_id>")
-@operation("One monitoring alert", **FLOOR, tags=TAGS)
+@operation("One monitoring alert", **FLOOR, tags=TAGS,
+           response="api/service/alert.json")
 def get_alert(alert_id):
     return jsonify(monitoring.alert_dict(monitoring.get_alert(alert_id)))
 
 
 @bp.post("/alerts/<int:alert_id>/acknowledge")
 @operation("Acknowledge an alert (once; it stays open until the value recovers)", scope="service:write",
-           permission="service.alerts.manage", body="api/service/alert_ack.json", tags=TAGS, idempotent="replay")
+           permission="service.alerts.manage", body="api/service/alert_ack.json", tags=TAGS, idempotent="replay",
+           response="api/service/alert.json")
 def acknowledge_alert(alert_id):
     return jsonify(monitoring.acknowledge(g.staff_no, alert_id, g.body.get("note")))
 
 
 @bp.post("/alerts/evaluate")
 @operation("Evaluate the alert thresholds now (what the minute job does): episodes opened and recovered",
-           scope="service:write", permission="service.alerts.manage", allow_service=True, tags=TAGS, idempotent="replay")
+           scope="service:write", permission="service.alerts.manage", allow_service=True, tags=TAGS, idempotent="replay",
+           response="api/service/alert_evaluation.json")
 def evaluate_alerts():
     out = monitoring.evaluate()
     out.pop("floor")
@@ -382,7 +406,8 @@ def evaluate_alerts():
 
 @bp.post("/sweep")
 @operation("Apply every timeout due now and auto-assign (what the sweep job does)", scope="service:write",
-           permission="service.supervise", tags=TAGS, idempotent="replay")
+           permission="service.supervise", tags=TAGS, idempotent="replay",
+           response="api/service/sweep.json")
 def sweep():
     out = desk.expire()
     out["assigned"] = desk.dispatch()
@@ -398,14 +423,17 @@ def list_complaints():
 
 
 @bp.get("/complaints/<int:complaint_id>")
-@operation("One complaint with its ticket and calls", scope="service:read", tags=TAGS)
+@operation("One complaint with its ticket and calls", scope="service:read", tags=TAGS,
+           response="api/service/complaint.json")
 def get_complaint(complaint_id):
     return jsonify(complaints.get_complaint(complaint_id))
 
 
 @bp.post("/calls")
 @operation("Log a call-center record (recording reference); opens or updates a complaint", scope="service:write",
-           body="api/service/call.json", tags=TAGS, status=201, idempotent="replay")
+           body="api/service/call.json", tags=TAGS, status=201, idempotent="replay",
+           also={200: "this external_ref was logged already: the same record"},
+           response="api/service/call_record.json")
 def log_call():
     status, out = complaints.log_call(g.principal, g.body)
     return _respond(status, out)
@@ -413,7 +441,9 @@ def log_call():
 
 @bp.post("/reviews")
 @operation("A review/feedback from another system; the review ruleset decides on a complaint",
-           scope="service:write", body="api/service/review.json", tags=TAGS, status=201, idempotent="replay")
+           scope="service:write", body="api/service/review.json", tags=TAGS, status=201, idempotent="replay",
+           also={200: "this external_ref was posted already: the same record"},
+           response="api/service/review_record.json")
 def post_review():
     status, out = complaints.post_review(g.principal, g.body)
     return _respond(status, out)
@@ -426,7 +456,9 @@ def post_review():
 @operation("Pay a user a red packet (201 paid; 202 above my limit: an approval ticket decides it, see "
            "approval_ticket_id; 409 past my daily budget)",
            scope="service:write", permission="compensation.issue", body="api/service/compensation.json",
-           idempotent=True, tags=TAGS, status=201)
+           idempotent=True, tags=TAGS, status=201,
+           also={202: "above my limit: pending_approval, decided by the approval ticket (approval_ticket_id)"},
+           response="api/service/compensation_record.json")
 def issue_compensation():
     from app.platform import idempotency
     key = idempotency_key()
@@ -446,7 +478,8 @@ def _issued(out):
 
 
 @bp.get("/compensations/<int:comp_id>")
-@operation("A compensation", scope="service:read", tags=TAGS)
+@operation("A compensation", scope="service:read", tags=TAGS,
+           response="api/service/compensation_record.json")
 def get_compensation(comp_id):
     return jsonify(compensation.get(comp_id))
 
@@ -483,7 +516,9 @@ def _action_route(kind):
     view.__name__ = f"action_{kind}"
     return operation(f"{actions.LABELS[kind]} for the user in the shop (checked against policy; exactly once per "
                      f"Idempotency-Key)", scope="service:write", permission=ACTION_PERMISSIONS[kind],
-                     body="api/service/action.json", idempotent=True, tags=TAGS, status=201)(view)
+                     body="api/service/action.json", idempotent=True, tags=TAGS, status=201,
+                     also={200: "this key's action was done already: the same record"},
+                     response="api/service/action_record.json")(view)
 
 
 for _kind in ("invoice", "return", "cancel"):
@@ -491,14 +526,16 @@ for _kind in ("invoice", "return", "cancel"):
 
 
 @bp.get("/actions/<int:action_id>")
-@operation("An action: its state, the shop's answer, attempts", scope="service:read", tags=TAGS)
+@operation("An action: its state, the shop's answer, attempts", scope="service:read", tags=TAGS,
+           response="api/service/action_record.json")
 def get_action(action_id):
     from app.services.service import actions
     return jsonify(actions.get(action_id))
 
 
 @bp.get("/shop/orders/<order_no>")
-@operation("Look up an order in the shop (cached briefly)", scope="service:read", tags=TAGS)
+@operation("Look up an order in the shop (cached briefly)", scope="service:read", tags=TAGS,
+           response="api/service/shop_order.json")
 def shop_order(order_no):
     from app.services.service import connectors
     return jsonify(connectors.lookup("get_order", order_no))
@@ -506,28 +543,32 @@ def shop_order(order_no):
 
 @bp.get("/shop/users/<user_id>/orders")
 @operation("A user's recent orders in the shop (cached briefly)", scope="service:read", tags=TAGS,
-           query={"limit": q("how many of the most recent", "integer", minimum=1, maximum=50, default=10)})
+           query={"limit": q("how many of the most recent", "integer", minimum=1, maximum=50, default=10)},
+           response="api/service/shop_orders.json")
 def shop_user_orders(user_id):
     from app.services.service import connectors
     return jsonify(items=connectors.lookup("list_orders", user_id, _limit(10, 50)))
 
 
 @bp.get("/shop/users/<user_id>")
-@operation("Look up a user in the shop (cached briefly)", scope="service:read", tags=TAGS)
+@operation("Look up a user in the shop (cached briefly)", scope="service:read", tags=TAGS,
+           response="api/service/shop_user.json")
 def shop_user(user_id):
     from app.services.service import connectors
     return jsonify(connectors.lookup("get_user", user_id))
 
 
 @bp.get("/shop/products/<sku>")
-@operation("Look up a product in the shop (cached briefly)", scope="service:read", tags=TAGS)
+@operation("Look up a product in the shop (cached briefly)", scope="service:read", tags=TAGS,
+           response="api/service/shop_product.json")
 def shop_product(sku):
     from app.services.service import connectors
     return jsonify(connectors.lookup("get_product", sku))
 
 
 @bp.get("/shop/promotions")
-@operation("The shop's current promotions (cached briefly)", scope="service:read", tags=TAGS)
+@operation("The shop's current promotions (cached briefly)", scope="service:read", tags=TAGS,
+           response="api/service/shop_promotions.json")
 def shop_promotions():
     from app.services.service import connectors
     return jsonify(items=connectors.lookup("promotions"))
@@ -546,7 +587,8 @@ def _limit(default, most):
 @bp.get("/customers/<user_id>")
 @operation("The customer view for the agent: member level and benefits, service benefits, balances, recent orders, "
            "open tickets, recent conversations (a failing part is listed in errors)", scope="service:read",
-           permission="service.serve", tags=TAGS)
+           permission="service.serve", tags=TAGS,
+           response="api/service/customer.json")
 def customer_view(user_id):
     from app.services.service import customer
     return jsonify(customer.view(user_id))

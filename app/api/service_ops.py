@@ -54,7 +54,8 @@ def _text(name, maximum=64):
 
 @bp.post("/qa/sample")
 @operation("Draw the QA sample of one local day (the daily job does yesterday; a second run adds nothing)",
-           scope="service:write", permission="qa.manage", body="api/service/qa_sample.json", tags=TAGS, idempotent="replay")
+           scope="service:write", permission="qa.manage", body="api/service/qa_sample.json", tags=TAGS, idempotent="replay",
+           response="api/service/qa_sampling.json")
 def qa_sample():
     from app.services.service.workforce import parse_day
     return jsonify(quality.sample_day(parse_day(g.body["date"], "/date")))
@@ -64,7 +65,8 @@ def qa_sample():
 @operation("QA reviews (inspectors and QA managers see all; an agent sees their own)", scope="service:read",
            permission=("qa.score", "qa.manage", "qa.appeal"), tags=TAGS,
            query={"inspector": "staff number", "agent": "staff number", "state": "assigned | scored | acknowledged | "
-                  "appealed | resolved", "date_from": "first local date", "date_to": "last local date"})
+                  "appealed | resolved", "date_from": "first local date", "date_to": "last local date"},
+           response="api/service/qa_reviews.json")
 def qa_reviews():
     from app.platform.auth import has_permission
     agent = _text("agent")
@@ -77,7 +79,8 @@ def qa_reviews():
 
 @bp.post("/qa/reviews")
 @operation("Pick a closed conversation or a ticket for review by hand (assigned to me; one review per subject)",
-           scope="service:write", permission="qa.score", body="api/service/qa_review.json", tags=TAGS, status=201, idempotent="replay")
+           scope="service:write", permission="qa.score", body="api/service/qa_review.json", tags=TAGS, status=201, idempotent="replay",
+           response="api/service/qa_review_record.json")
 def qa_create():
     resp = jsonify(quality.create_review(g.staff_no, g.body))
     resp.status_code = 201
@@ -86,7 +89,8 @@ def qa_create():
 
 @bp.get("/qa/reviews/<int:review_id>")
 @operation("A QA review with its score, appeal and resolution", scope="service:read",
-           permission=("qa.score", "qa.manage", "qa.appeal"), tags=TAGS)
+           permission=("qa.score", "qa.manage", "qa.appeal"), tags=TAGS,
+           response="api/service/qa_review_record.json")
 def qa_get(review_id):
     from app.errors import not_found
     from app.platform.auth import has_permission
@@ -98,42 +102,48 @@ def qa_get(review_id):
 
 @bp.get("/qa/reviews/<int:review_id>/decisions")
 @operation("Why this review exists and scored as it did (sampling stratum, rubric rule, resolution; with versions)",
-           scope="service:read", permission=("qa.score", "qa.manage"), tags=TAGS)
+           scope="service:read", permission=("qa.score", "qa.manage"), tags=TAGS,
+           response="api/service/decisions.json")
 def qa_decisions(review_id):
     return jsonify({"items": quality.decisions_of(review_id)})
 
 
 @bp.post("/qa/reviews/<int:review_id>/score")
 @operation("Score a review with the rubric in force (a fatal item scores 0) and comment", scope="service:write",
-           permission=("qa.score", "qa.manage"), body="api/service/qa_score.json", tags=TAGS, idempotent="replay")
+           permission=("qa.score", "qa.manage"), body="api/service/qa_score.json", tags=TAGS, idempotent="replay",
+           response="api/service/qa_review_record.json")
 def qa_score(review_id):
     from app.platform.auth import has_permission
     return jsonify(quality.score(g.staff_no, review_id, g.body, manager=has_permission(g.principal, "qa.manage")))
 
 
 @bp.post("/qa/reviews/<int:review_id>/acknowledge")
-@operation("The agent accepts the score of their work", scope="service:write", permission="qa.appeal", tags=TAGS, idempotent="replay")
+@operation("The agent accepts the score of their work", scope="service:write", permission="qa.appeal", tags=TAGS, idempotent="replay",
+           response="api/service/qa_review_record.json")
 def qa_acknowledge(review_id):
     return jsonify(quality.acknowledge(g.staff_no, review_id))
 
 
 @bp.post("/qa/reviews/<int:review_id>/appeal")
 @operation("The agent appeals the score of their work (within the policy's appeal_days)", scope="service:write",
-           permission="qa.appeal", body="api/service/qa_appeal.json", tags=TAGS, idempotent="replay")
+           permission="qa.appeal", body="api/service/qa_appeal.json", tags=TAGS, idempotent="replay",
+           response="api/service/qa_review_record.json")
 def qa_appeal(review_id):
     return jsonify(quality.appeal(g.staff_no, review_id, g.body))
 
 
 @bp.post("/qa/reviews/<int:review_id>/resolve")
 @operation("A supervisor resolves an appeal: uphold, or amend with a new rubric sheet", scope="service:write",
-           permission="qa.manage", body="api/service/qa_resolve.json", tags=TAGS, idempotent="replay")
+           permission="qa.manage", body="api/service/qa_resolve.json", tags=TAGS, idempotent="replay",
+           response="api/service/qa_review_record.json")
 def qa_resolve(review_id):
     return jsonify(quality.resolve(g.staff_no, review_id, g.body))
 
 
 @bp.get("/qa/summary")
 @operation("QA scores per agent, group and local day (reviews, scored, average, fatal, passed, appealed)",
-           scope="service:read", tags=TAGS, query=RANGE)
+           scope="service:read", tags=TAGS, query=RANGE,
+           response="api/service/qa_summary.json")
 def qa_summary():
     lo, hi = _range(_today())
     return jsonify({"date_from": lo.isoformat(), "date_to": hi.isoformat(),
@@ -144,28 +154,32 @@ def qa_summary():
 
 @bp.get("/rosters")
 @operation("Weekly shift patterns per agent and skill group", scope="service:read", tags=TAGS,
-           query={"staff_no": "one agent's", "group": "one skill group's"})
+           query={"staff_no": "one agent's", "group": "one skill group's"},
+           response="api/service/rosters.json")
 def rosters():
     return jsonify({"items": workforce.list_rosters(_text("staff_no"), _text("group"))})
 
 
 @bp.put("/rosters/<staff_no>/<group>")
 @operation("Set an agent's weekly shift pattern in a skill group (local times of the workforce calendar)",
-           scope="service:write", permission="roster.edit", body="api/service/roster.json", tags=TAGS)
+           scope="service:write", permission="roster.edit", body="api/service/roster.json", tags=TAGS,
+           response="api/service/roster_record.json")
 def put_roster(staff_no, group):
     return jsonify(workforce.put_roster(g.staff_no, staff_no, group, g.body))
 
 
 @bp.delete("/rosters/<staff_no>/<group>")
 @operation("Remove an agent's weekly pattern in a skill group", scope="service:write", permission="roster.edit",
-           tags=TAGS, idempotent="replay")
+           tags=TAGS, idempotent="replay",
+           response="api/service/deleted.json")
 def delete_roster(staff_no, group):
     return jsonify(workforce.delete_roster(staff_no, group))
 
 
 @bp.get("/shift-exceptions")
 @operation("Dated roster exceptions (leave, extra shifts)", scope="service:read", tags=TAGS,
-           query=dict(RANGE, staff_no="one agent's"))
+           query=dict(RANGE, staff_no="one agent's"),
+           response="api/service/shift_exceptions.json")
 def shift_exceptions():
     from app.models.service_ops import ServiceShiftException as E
     lo, hi = _range(_today())
@@ -177,7 +191,8 @@ def shift_exceptions():
 
 @bp.post("/shift-exceptions")
 @operation("Record leave (whole day or a time range) or an extra shift", scope="service:write",
-           permission="roster.edit", body="api/service/shift_exception.json", tags=TAGS, status=201, idempotent="replay")
+           permission="roster.edit", body="api/service/shift_exception.json", tags=TAGS, status=201, idempotent="replay",
+           response="api/service/shift_exception_record.json")
 def add_shift_exception():
     resp = jsonify(workforce.add_exception(g.staff_no, g.body))
     resp.status_code = 201
@@ -185,14 +200,16 @@ def add_shift_exception():
 
 
 @bp.delete("/shift-exceptions/<int:exc_id>")
-@operation("Remove a roster exception", scope="service:write", permission="roster.edit", tags=TAGS, idempotent="replay")
+@operation("Remove a roster exception", scope="service:write", permission="roster.edit", tags=TAGS, idempotent="replay",
+           response="api/service/deleted.json")
 def delete_shift_exception(exc_id):
     return jsonify(workforce.delete_exception(exc_id))
 
 
 @bp.get("/shifts")
 @operation("Shifts as worked out on the business calendar (holidays, make-up workdays, leave, extra shifts)",
-           scope="service:read", tags=TAGS, query=dict(RANGE, staff_no="one agent's", group="one skill group's"))
+           scope="service:read", tags=TAGS, query=dict(RANGE, staff_no="one agent's", group="one skill group's"),
+           response="api/service/shifts.json")
 def shifts():
     lo, hi = _range(_today())
     items = workforce.shifts(lo, hi, _text("staff_no"), _text("group"))
@@ -203,7 +220,8 @@ def shifts():
 @bp.get("/attendance")
 @operation("Attendance per agent per local day from the presence log: late, early leave, absent, online minutes",
            scope="service:read", permission=("service.supervise", "roster.edit"), tags=TAGS,
-           query=dict(RANGE, staff_no="one agent's"))
+           query=dict(RANGE, staff_no="one agent's"),
+           response="api/service/attendance.json")
 def attendance():
     lo, hi = _range(_today())
     return jsonify({"items": workforce.attendance(lo, hi, _text("staff_no"))})
@@ -211,7 +229,8 @@ def attendance():
 
 @bp.get("/capacity-forecast")
 @operation("Rostered capacity per skill group per local hour (agents on shift × capacity from the service policy)",
-           scope="service:read", tags=TAGS, query=dict(RANGE, group="one skill group"))
+           scope="service:read", tags=TAGS, query=dict(RANGE, group="one skill group"),
+           response="api/service/capacity_forecast.json")
 def capacity_forecast():
     lo, hi = _range(_today())
     return jsonify(dict(workforce.capacity_forecast(lo, hi, _text("group")), date_from=lo.isoformat(),

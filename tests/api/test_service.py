@@ -261,6 +261,34 @@ def test_rule3_agent_offline_in_a_ticket_group_turns_the_user_into_a_ticket(app,
     assert comp["user_id"] == user and comp["ticket_id"] == t.id and comp["source"] == "chat"
 
 
+def test_user_heartbeats_keep_the_user_and_the_sweep_applies_the_timeouts_due(app, api, floor):
+    a, user, conv, token = _serving(app, api)
+    for _ in range(7):  # 140 s in all (> the 120 s user timeout): each heartbeat keeps the user served
+        advance(20)
+        assert act(api, a, "POST", "/heartbeat").status_code == 200
+        r = api.post(f"/v1/service/conversations/{conv['id']}/heartbeat", json={"user_id": user})
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "serving" and r.json()["agent"] == a
+    r = api.post(f"/v1/service/conversations/{conv['id']}/heartbeat", json={"user_id": uid()})
+    assert r.status_code == 404  # another user's conversation is not found
+    again = ask(api, user)  # asking again while served answers the open conversation, with a new user token
+    assert again.status_code == 200 and again.json()["conversation"]["id"] == conv["id"], again.text
+    assert again.json()["user_token"] != token
+    assert act(api, a, "POST", f"/conversations/{conv['id']}/close", {"category": "咨询"}).status_code == 200
+    assert act(api, a, "POST", "/offline").status_code == 200
+    # a queued user goes silent; nothing reads the conversation until the sweep (the job's work, by hand)
+    waiting = ask(api, uid()).json()["conversation"]
+    assert waiting["state"] == "queued"
+    advance(121)
+    sup = new_agent(app, ("supervisor",), "SW")
+    assert api.post("/v1/service/sweep", headers={"Patron-Act-As": a}).status_code == 403  # an agent does not sweep
+    r = api.post("/v1/service/sweep", headers={"Patron-Act-As": sup})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"agents": 0, "users": 1, "assigned": 0}
+    assert api.get(f"/v1/service/conversations/{waiting['id']}").json()["close_reason"] == "user-timeout"
+    assert api.post("/v1/service/sweep", headers={"Patron-Act-As": sup}).json()["users"] == 0  # nothing due twice
+
+
 def test_user_closed_connection_counts_as_offline_after_the_grace(app, api, server, floor):
     a, user, conv, token = _serving(app, api)
     resp = stream(server, conv["id"], token)

@@ -85,6 +85,13 @@ def test_policy_limits_refuse_before_anything_is_sent(api, app, shop):
     r = api.post("/v1/service/actions/cancel", json={"order_no": order(shop, status="paid")},
                  headers={"Patron-Act-As": agent, "Idempotency-Key": f"k-{secrets.token_hex(6)}"})
     assert r.status_code == 201 and r.json()["state"] == "done" and len(shop.effects) == 1
+    no = order(shop)  # delivered 3 days ago, within the return limits
+    r = api.post("/v1/service/actions/return", json={"order_no": no, "params": {"reason": "尺码不合"}},
+                 headers={"Patron-Act-As": agent, "Idempotency-Key": f"k-{secrets.token_hex(6)}"})
+    assert r.status_code == 201, r.text
+    done = r.json()
+    assert (done["kind"], done["order_no"], done["state"], done["rule"]) == ("return", no, "done", "actions.return")
+    assert done["params"] == {"reason": "尺码不合"} and len(shop.effects) == 2
     r = api.post("/v1/service/actions/cancel", json={"order_no": "nope"},
                  headers={"Patron-Act-As": agent, "Idempotency-Key": f"k-{secrets.token_hex(6)}"})
     assert r.status_code == 404

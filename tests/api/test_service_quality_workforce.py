@@ -413,6 +413,43 @@ def test_capacity_forecast_per_group_and_hour(app, api, floor, db_conn):
     assert r.status_code == 422 and r.json()["code"] == "not-in-group"
 
 
+
+def test_rosters_and_exceptions_are_listed_and_removed(app, api, floor, db_conn):
+    sup = new_agent(app, ("supervisor",), "RS")
+    a = new_agent(app, ("agent_l1",), "RA")
+    b = new_agent(app, ("agent_l2",), "RB")
+    set_roster(api, sup, a)
+    set_roster(api, sup, b, week={"sat": [["13:00", "24:00"]]}, group="vip", valid_from="2026-09-05")
+    r = api.get("/v1/service/rosters")
+    assert r.status_code == 200, r.text
+    assert [(x["staff_no"], x["group"]) for x in r.json()["items"]] == sorted([(a, "general"), (b, "vip")])
+    [mine] = api.get("/v1/service/rosters", params={"staff_no": b}).json()["items"]
+    assert mine["week"] == {"sat": [["13:00", "24:00"]]} and mine["valid_from"] == "2026-09-05"
+    assert mine["valid_to"] is None and mine["updated_by"] == sup
+    assert [x["staff_no"] for x in api.get("/v1/service/rosters", params={"group": "general"}).json()["items"]] == [a]
+    leave = as_(api, sup, "POST", "/shift-exceptions", {"staff_no": a, "date": "2026-09-24", "kind": "leave",
+                                                        "start": "09:00", "end": "12:00"}).json()
+    extra = as_(api, sup, "POST", "/shift-exceptions", {"staff_no": b, "date": "2026-09-26", "kind": "extra",
+                                                        "group": "vip", "start": "10:00", "end": "14:00"}).json()
+    r = api.get("/v1/service/shift-exceptions", params={"date_from": "2026-09-20", "date_to": "2026-09-30"})
+    assert r.status_code == 200, r.text
+    assert [(x["id"], x["kind"], x["group"], x["start"]) for x in r.json()["items"]] == [
+        (leave["id"], "leave", None, "09:00"), (extra["id"], "extra", "vip", "10:00")]
+    assert [x["id"] for x in api.get("/v1/service/shift-exceptions", params={
+        "date_from": "2026-09-20", "date_to": "2026-09-30", "staff_no": b}).json()["items"]] == [extra["id"]]
+    assert api.get("/v1/service/shift-exceptions").json()["items"] == []  # default: today only
+    # removed: gone from the list and from the shifts; a second delete finds nothing
+    r = as_(api, sup, "DELETE", f"/shift-exceptions/{extra['id']}")
+    assert r.status_code == 200 and r.json() == {"deleted": True}, r.text
+    assert as_(api, sup, "DELETE", f"/shift-exceptions/{extra['id']}").status_code == 404
+    assert as_(api, a, "DELETE", f"/shift-exceptions/{leave['id']}").status_code == 403  # roster.edit
+    shifts = api.get("/v1/service/shifts", params={"date_from": "2026-09-26", "date_to": "2026-09-26",
+                                                   "staff_no": b}).json()["items"]
+    assert [(s["group"], s["start"], s["end"]) for s in shifts] == [("vip", "13:00", "24:00")]
+    r = as_(api, sup, "DELETE", f"/rosters/{b}/vip")
+    assert r.status_code == 200 and r.json() == {"deleted": True}
+    assert [x["staff_no"] for x in api.get("/v1/service/rosters").json()["items"]] == [a]
+
 # --- escalation ----------------------------------------------------------------------------------------
 
 def test_escalation_goes_to_the_least_loaded_supervisor_on_shift(app, api, floor, db_conn):

@@ -181,9 +181,10 @@ def agent_dict(a, cfg=None, now=None):
 def agent_view(staff_no):
     expire(staff_no=staff_no)
     a = ServiceAgent.get_or_none(ServiceAgent.staff_no == staff_no)
-    if a is None:
+    if a is None:  # never online yet: the same shape as any agent's
         return {"staff_no": staff_no, "status": "offline", "groups": [], "capacity": 0, "serving_count": 0,
-                "lock": "open", "serving": []}
+                "lock": "open", "heartbeat_at": None, "heartbeat_seconds": current().seconds("heartbeat_seconds", 10),
+                "timeout_at": None, "serving": []}
     return agent_dict(a)
 
 
