@@ -56,6 +56,7 @@ def _make_view(op):
     permission = "ledger.freeze" if op in ledger.FREEZE_OPS else None
     wrapped = operation(summary, scope="ledger:write", body=f"api/ledger/{op}.json", idempotent=True,
                         tags=TAGS, status=ledger.status_of(op), problems=LEDGER_PROBLEMS,
+                        response=f"api/ledger/results/{op}.json",
                         permission=permission, allow_service=bool(permission), audit=f"ledger.{op}")(view)
     bp.add_url_rule(f"/{op.replace('_', '-')}", endpoint=f"op_{op}", view_func=wrapped, methods=["POST"])
 
@@ -66,7 +67,8 @@ for _op in ledger.OPERATIONS:
 
 @bp.post("/batch")
 @operation("Up to 1,000 operations in one commit; per-item results (a failed item changes nothing)",
-           scope="ledger:write", body="api/ledger/batch.json", idempotent=True, tags=TAGS, problems=LEDGER_PROBLEMS)
+           scope="ledger:write", body="api/ledger/batch.json", idempotent=True, tags=TAGS, problems=LEDGER_PROBLEMS,
+           response="api/ledger/results/batch.json")
 def batch():
     key = idempotency_key()
     body = g.body
@@ -81,7 +83,7 @@ def batch():
 @operation("Create a customer (idempotent) and open its accounts per the ledger policy",
            scope="ledger:write", body="api/ledger/customer.json", tags=TAGS, status=201, idempotent="replay",
            problems={409: "customer-kind-mismatch: the customer exists with another kind",
-                     422: "unknown-customer-kind, reserved-customer"})
+                     422: "unknown-customer-kind, reserved-customer"}, response="api/ledger/balances.json")
 def create_customer():
     result = ledger.ensure_customer(g.body["external_ref"], g.body.get("kind", "user"))
     return jsonify(result), 201
@@ -89,14 +91,16 @@ def create_customer():
 
 @bp.post("/accounts")
 @operation("Open another account of a type (merchants may hold several)", scope="ledger:write",
-           body="api/ledger/account.json", tags=TAGS, status=201, problems=LEDGER_PROBLEMS, idempotent="replay")
+           body="api/ledger/account.json", tags=TAGS, status=201, problems=LEDGER_PROBLEMS, idempotent="replay",
+           response="api/ledger/balances.json")
 def open_account():
     result = ledger.open_account(g.body["customer"], g.body["account_type"], g.body["label"])
     return jsonify(result), 201
 
 
 @bp.get("/customers/<ref>/balances")
-@operation("Balances per account and sub-account (from snapshots)", scope="ledger:read", tags=TAGS)
+@operation("Balances per account and sub-account (from snapshots)", scope="ledger:read", tags=TAGS,
+           response="api/ledger/balances.json")
 def balances(ref):
     return jsonify(ledger.balances(_ref(ref)))
 
@@ -104,7 +108,7 @@ def balances(ref):
 @bp.get("/customers/<ref>/lots")
 @operation("Open lots with expiry, earliest-expiring first", scope="ledger:read", tags=TAGS,
            query={"asset": "POINTS, RED_PACKET, VOUCHER...",
-                  "all": q("1 to include spent/expired lots", enum=["0", "1"])})
+                  "all": q("1 to include spent/expired lots", enum=["0", "1"])}, response="api/ledger/lots.json")
 def lots(ref):
     return jsonify(items=ledger.lots(_ref(ref), _arg("asset"),
                                      include_closed=request.args.get("all") == "1"))
@@ -112,19 +116,20 @@ def lots(ref):
 
 @bp.get("/customers/<ref>/holds")
 @operation("Holds (withdrawals, risk freezes)", scope="ledger:read", tags=TAGS,
-           query={"state": q("hold state", enum=["held", "settled", "released", "expired"])})
+           query={"state": q("hold state", enum=["held", "settled", "released", "expired"])},
+           response="api/ledger/holds.json")
 def holds(ref):
     return jsonify(items=ledger.holds(_ref(ref), _arg("state")))
 
 
 @bp.get("/holds/<int:hold_id>")
-@operation("One hold", scope="ledger:read", tags=TAGS)
+@operation("One hold", scope="ledger:read", tags=TAGS, response="api/ledger/hold.json")
 def hold(hold_id):
     return jsonify(ledger.hold(hold_id))
 
 
 @bp.get("/journals/<int:journal_id>")
-@operation("One journal with its entries", scope="ledger:read", tags=TAGS)
+@operation("One journal with its entries", scope="ledger:read", tags=TAGS, response="api/ledger/journal.json")
 def journal(journal_id):
     return jsonify(ledger.journal(journal_id))
 
@@ -134,7 +139,7 @@ def journal(journal_id):
            problems={404: "customer-not-found or account-not-found"},
            query={"customer": "customer external_ref", "account": q("account id", "integer", minimum=1, maximum=2**63 - 1), "type": "journal type",
                   "since": "ISO 8601, inclusive", "until": "ISO 8601, exclusive",
-                  **page_query(maximum=500)})
+                  **page_query(maximum=500)}, response="api/ledger/statement.json")
 def statement():
     return jsonify(ledger.statement(
         customer=_arg("customer"),
@@ -146,7 +151,8 @@ def statement():
 @bp.get("/reconcile")
 @operation("Reconciliation report: every invariant, with drift listed", scope="ledger:read", tags=TAGS,
            problems={404: "customer-not-found"},
-           query={"customer": "limit per-account checks to these customers (repeatable)"})
+           query={"customer": "limit per-account checks to these customers (repeatable)"},
+           response="api/ledger/reconciliation.json")
 def reconcile():
     customers = request.args.getlist("customer") or None
     if customers and any("\x00" in c or len(c) > 200 for c in customers):

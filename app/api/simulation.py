@@ -12,7 +12,8 @@ TAGS = ["simulation"]
 
 @bp.post("/simulations")
 @operation("Start a simulation: replay a history against a candidate policy set (runs as a job)",
-           scope="simulate:write", body="api/simulation/run.json", tags=TAGS, status=202, idempotent="replay")
+           scope="simulate:write", body="api/simulation/run.json", tags=TAGS, status=202, idempotent="replay",
+           response="api/simulation/run_status.json")
 def post_simulation():
     run = runs.create(g.body, auth.actor(g.principal))
     return jsonify(run), 202, {"Location": f"/v1/simulations/{run['id']}"}
@@ -20,7 +21,12 @@ def post_simulation():
 
 @bp.get("/simulations/<run_id>")
 @operation("A simulation's status, progress and (when finished) its report", scope="simulate:read", tags=TAGS,
-           query={"format": "json (default), csv, text or html (the report only, when finished)"})
+           query={"format": "json (default), csv, text or html (the report only, when finished)"},
+           response="api/simulation/run_status.json",
+           content={"text/csv": "format=csv: the report's metrics (baseline, candidate, diff)",
+                    "text/plain": "format=text: the report as a terminal table",
+                    "text/html": "format=html: the report as a self-contained page"},
+           problems={409: "simulation-not-finished: a report format asked before the run finished"})
 def get_simulation(run_id):
     run = runs.get(run_id)
     fmt = request.args.get("format", "json")
@@ -59,14 +65,15 @@ def get_preview():
 
 @bp.post("/simulations/shadow")
 @operation("Shadow a candidate policy set on live member events (no effects)", scope="simulate:write",
-           body="api/simulation/shadow.json", tags=TAGS, status=201, idempotent="replay")
+           body="api/simulation/shadow.json", tags=TAGS, status=201, idempotent="replay",
+           response="api/simulation/shadow_set.json")
 def post_shadow():
     return jsonify(shadow.start(g.body["candidate"], auth.actor(g.principal))), 201
 
 
 @bp.delete("/simulations/shadow")
 @operation("Stop the running shadow evaluation", scope="simulate:write", tags=TAGS, idempotent="replay",
-           problems={404: "no-shadow: no candidate set is being shadowed"})
+           problems={404: "no-shadow: no candidate set is being shadowed"}, response="api/simulation/shadow_set.json")
 def delete_shadow():
     return jsonify(shadow.stop())
 
@@ -74,6 +81,6 @@ def delete_shadow():
 @bp.get("/simulations/shadow")
 @operation("Differences the shadowed candidate set would have made (which rule, members, how much)",
            scope="simulate:read", tags=TAGS, query={"id": "shadow id (default: the latest)"},
-           problems={404: "no-shadow: no shadow evaluation exists"})
+           problems={404: "no-shadow: no shadow evaluation exists"}, response="api/simulation/shadow_report.json")
 def get_shadow():
     return jsonify(shadow.report(query_int("id", 0, 0) or None))

@@ -231,6 +231,37 @@ def test_batch_gives_per_item_results_in_one_commit(http, customer):
     assert cash(http, customer)["sub_accounts"]["available"] == 601
 
 
+def test_lot_spends_refunds_repayment_and_lot_batches_answer_their_documented_shapes(http, customer):
+    """The operations no other test posts over HTTP; tests/conftest.py checks each body against its
+    schemas/api/ledger/results/<op>.json (a batch item carries the same parts, its journal without entries)."""
+    voucher = http.post("/v1/ledger/grant-lot", json={"customer": customer, "asset": "VOUCHER", "amount": 300},
+                        key=ref("k")).json()["lot"]
+    r = http.post("/v1/ledger/spend-lots", json={"customer": customer, "asset": "VOUCHER", "amount": 300,
+                                                 "lot_ids": [voucher["id"]]}, key=ref("k"))
+    assert r.status_code == 201 and r.json()["lots_used"] == [{"lot_id": voucher["id"], "amount": 300,
+                                                                "expires_at": None}], r.text
+    spend = r.json()["journal"]["id"]
+    r = http.post("/v1/ledger/refund-lot-spend", json={"spend_journal_id": spend, "amount": 100}, key=ref("k"))
+    assert r.status_code == 201, r.text
+    assert r.json()["lot_refund"]["lots"][0]["how"] == "original lot"
+    assert r.json()["lot_refund"]["refundable_after"] == 200
+    assert http.post("/v1/ledger/credit-draw", json={"customer": customer, "amount": 800}, key=ref("k")).ok
+    r = http.post("/v1/ledger/credit-repay", json={"customer": customer, "amount": 300}, key=ref("k"))
+    assert r.status_code == 201 and r.json()["operation"] == "credit_repay", r.text
+    assert {e["sub"] for e in r.json()["journal"]["entries"]} == {"available", "overdraft"}
+    ops = [{"op": "grant_lot", "body": {"customer": customer, "asset": "POINTS", "amount": 50}},
+           {"op": "spend_lot", "body": {"customer": customer, "asset": "POINTS", "amount": 20}},
+           {"op": "withdraw", "body": {"customer": customer, "amount": 100}},
+           {"op": "block", "body": {"customer": customer, "credit": True, "reason": "kyc"}}]
+    r = http.post("/v1/ledger/batch", json={"operations": ops}, key=ref("batch"))
+    assert r.status_code == 200 and r.json()["failed"] == 0, r.text
+    results = [x["result"] for x in r.json()["results"]]
+    assert [sorted(x) for x in results] == [["journal", "lot", "operation"], ["journal", "lots_used", "operation"],
+                                             ["hold", "journal", "operation"], ["account", "operation"]]
+    assert http.post("/v1/ledger/unblock", json={"customer": customer, "credit": True, "reason": "ok"},
+                     key=ref("k")).status_code == 200
+
+
 def test_crash_mid_request_then_retry_with_same_key(http, customer):
     assert http.post("/v1/ledger/recharge", json={"customer": customer, "amount": 500}, key=ref("k")).ok
     key, body = ref("k"), {"customer": customer, "amount": 200}

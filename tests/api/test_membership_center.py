@@ -88,3 +88,21 @@ def test_mall_eligibility_services_and_goods_cancelled_before_fulfilment(http, d
     mug2 = http.post(f"/v1/members/{m}/mall/redemptions", json={"redemption_id": uid("rd"), "item": "mug"})
     assert mug2.status_code == 422 and mug2.json()["cap"] == "mug_per_member_yearly"
     assert ledger.reconcile()["ok"]
+
+
+def test_goods_fulfilled_once_and_offers_of_a_member(http, db_conn):
+    m = uid("ship")
+    post(http, order(m, 12000))
+    mug = http.post(f"/v1/members/{m}/mall/redemptions", json={"redemption_id": uid("rd"), "item": "mug"}).json()
+    assert mug["status"] == "pending_fulfilment" and mug["issued"] == {"fulfilment": "pending"}
+    url = f"/v1/members/{m}/mall/redemptions/{mug['redemption_id']}"
+    r = http.post(url + "/fulfil", json={"note": "SF123"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "fulfilled" and r.json()["issued"] == {"fulfilment": "shipped", "note": "SF123"}
+    again = http.post(url + "/fulfil", json={"note": "SF123"})  # a new key: already fulfilled, same answer
+    assert again.status_code == 200 and again.json() == r.json()
+    offers = http.get(f"/v1/members/{m}/offers")
+    assert offers.status_code == 200, offers.text
+    view = http.get(f"/v1/members/{m}").json()
+    assert offers.json() == {"member_id": m, "policy_version": view["policy_version"], "offers": view["offers"]}
+    assert offers.json()["offers"] and all(o["adds"] for o in offers.json()["offers"])

@@ -74,9 +74,11 @@ def test_voucher_from_points_applied_at_checkout_and_refunded_with_expiry(http, 
     _clean()
 
     # partial refund: pro rata on cash and points; the voucher is indivisible and waits for the full refund
-    r = http.post(f"/v1/members/{m}/orders/{body['order_ref']}/refunds", json={"refund_id": uid("rf"),
-                                                                                "amount_fen": payable // 2})
+    half = {"refund_id": uid("rf"), "amount_fen": payable // 2}
+    r = http.post(f"/v1/members/{m}/orders/{body['order_ref']}/refunds", json=half)
     assert r.status_code == 201, r.text
+    again = http.post(f"/v1/members/{m}/orders/{body['order_ref']}/refunds", json=half)
+    assert again.status_code == 200 and again.json() == r.json()  # idempotent by refund_id: the stored answer
     back = {b["instrument"]: b for b in r.json()["back"]}
     assert set(back) == {"cash", "points"}
     assert back["points"]["units"] == 1000 * (payable // 2) // payable
