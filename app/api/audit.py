@@ -33,7 +33,8 @@ def _instant(name):
 @bp.get("/audit")
 @operation("The audit log, newest first: every state change with actor, request id, policy version and a "
            "before/after summary (JSON, or CSV in UTF-8 with BOM)", scope="admin", tags=["audit"],
-           query=QUERY, permission="audit.read", allow_service=True, content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
+           query=QUERY, permission="audit.read", allow_service=True, content={"text/csv": "format=csv: UTF-8 CSV with a BOM"},
+           response="api/audit/audit_page.json")
 def search():
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv"):

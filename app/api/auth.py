@@ -35,7 +35,8 @@ def _clear_cookies(resp):
            "HttpOnly SameSite=Strict session cookie plus a CSRF token", public=True, body="api/auth/login.json",
            tags=TAGS, idempotent="no-replay",
            problems={401: "invalid-credentials, totp-required", 423: "account-locked: too many failed attempts",
-                     422: "invalid-totp, validation-failed"})
+                     422: "invalid-totp, validation-failed"},
+           response="api/auth/signed_in.json")
 def login():
     result = identity.login(g.body, request.headers.get("User-Agent"))
     if result["transport"] == "cookie":
@@ -48,7 +49,8 @@ def login():
 
 @bp.post("/logout")
 @operation("End this session (?everywhere=true: every session of this staff member)", tags=TAGS,
-           self_service=True, query={"everywhere": "true: end every session of this staff member"}, idempotent="replay")
+           self_service=True, query={"everywhere": "true: end every session of this staff member"}, idempotent="replay",
+           response="api/auth/signed_out.json")
 def logout():
     _session_required()
     resp = jsonify(identity.logout(g.principal, everywhere=request.args.get("everywhere") == "true"))
@@ -58,7 +60,8 @@ def logout():
 
 @bp.post("/refresh")
 @operation("A new session token with a fresh expiry, replacing this one", tags=TAGS, self_service=True,
-           idempotent="no-replay")
+           idempotent="no-replay",
+           response="api/auth/session.json")
 def refresh():
     _session_required()
     result = identity.refresh(g.principal)
@@ -71,7 +74,8 @@ def refresh():
 
 @bp.get("/me")
 @operation("Who is signed in: staff number, department, roles, permissions, scopes, session expiry", tags=TAGS,
-           self_service=True)
+           self_service=True,
+           response="api/auth/me.json")
 def me():
     _session_required()
     return jsonify(identity.me(g.principal))
@@ -79,7 +83,8 @@ def me():
 
 @bp.post("/password")
 @operation("Change one's own password (the current one required); other sessions end", tags=TAGS,
-           body="api/auth/password.json", self_service=True, idempotent="replay")
+           body="api/auth/password.json", self_service=True, idempotent="replay",
+           response="api/auth/password_changed.json")
 def change_password():
     _session_required()
     return jsonify(identity.change_password(g.principal, g.body["current_password"], g.body["new_password"]))
@@ -87,7 +92,8 @@ def change_password():
 
 @bp.post("/totp/setup")
 @operation("Start TOTP enrolment: a secret (shown once) and an otpauth:// URI", tags=TAGS, self_service=True,
-           idempotent="no-replay")
+           idempotent="no-replay",
+           response="api/auth/totp_setup_started.json")
 def totp_setup():
     _session_required()
     return jsonify(identity.totp_setup(g.principal))
@@ -95,7 +101,8 @@ def totp_setup():
 
 @bp.post("/totp/confirm")
 @operation("Enable TOTP with a first code from the authenticator", tags=TAGS, body="api/auth/totp.json",
-           self_service=True, idempotent="replay")
+           self_service=True, idempotent="replay",
+           response="api/auth/totp_enabled.json")
 def totp_confirm():
     _session_required()
     return jsonify(identity.totp_confirm(g.principal, g.body["code"]))

@@ -27,7 +27,8 @@ def _query_text(name, required=False, max_len=500):
 
 
 @bp.post("/entries")
-@operation("Write a new entry (a draft: version 1)", **EDIT, body="api/knowledge/entry.json", tags=TAGS, status=201, idempotent="replay")
+@operation("Write a new entry (a draft: version 1)", **EDIT, body="api/knowledge/entry.json", tags=TAGS, status=201, idempotent="replay",
+           response="api/knowledge/entry_view.json")
 def create_entry():
     entry_id = entries.create(g.staff_no, g.body)
     resp = jsonify(entries.view(entry_id))
@@ -45,59 +46,68 @@ def list_entries():
 
 
 @bp.get("/entries/<int:entry_id>")
-@operation("An entry: latest version and the published one", scope="service:read", tags=TAGS)
+@operation("An entry: latest version and the published one", scope="service:read", tags=TAGS,
+           response="api/knowledge/entry_view.json")
 def get_entry(entry_id):
     return jsonify(entries.view(entry_id))
 
 
 @bp.put("/entries/<int:entry_id>")
 @operation("A new version of an entry (draft; the published one is served until the new one is reviewed)", **EDIT,
-           body="api/knowledge/revision.json", tags=TAGS)
+           body="api/knowledge/revision.json", tags=TAGS,
+           response="api/knowledge/entry_view.json")
 def revise_entry(entry_id):
     return jsonify(entries.revise(entry_id, g.staff_no, g.body))
 
 
 @bp.post("/entries/<int:entry_id>/submit")
-@operation("Ask for review of the latest version", **EDIT, tags=TAGS, idempotent="replay")
+@operation("Ask for review of the latest version", **EDIT, tags=TAGS, idempotent="replay",
+           response="api/knowledge/entry_view.json")
 def submit_entry(entry_id):
     return jsonify(entries.submit(entry_id, g.staff_no))
 
 
 @bp.post("/entries/<int:entry_id>/publish")
 @operation("Publish the version in review (by someone other than its author)", **PUBLISH,
-           body="api/knowledge/review.json", tags=TAGS, idempotent="replay")
+           body="api/knowledge/review.json", tags=TAGS, idempotent="replay",
+           response="api/knowledge/entry_view.json")
 def publish_entry(entry_id):
     return jsonify(entries.review(entry_id, g.staff_no, True, g.body.get("note"), g.body.get("version")))
 
 
 @bp.post("/entries/<int:entry_id>/reject")
-@operation("Send the version in review back to its author", **PUBLISH, body="api/knowledge/review.json", tags=TAGS, idempotent="replay")
+@operation("Send the version in review back to its author", **PUBLISH, body="api/knowledge/review.json", tags=TAGS, idempotent="replay",
+           response="api/knowledge/entry_view.json")
 def reject_entry(entry_id):
     return jsonify(entries.review(entry_id, g.staff_no, False, g.body.get("note"), g.body.get("version")))
 
 
 @bp.get("/entries/<int:entry_id>/versions")
-@operation("Every version: who wrote and reviewed it, when", scope="service:read", tags=TAGS)
+@operation("Every version: who wrote and reviewed it, when", scope="service:read", tags=TAGS,
+           response="api/knowledge/version_list.json")
 def entry_versions(entry_id):
     return jsonify(entries.versions(entry_id))
 
 
 @bp.get("/entries/<int:entry_id>/versions/<int:number>")
-@operation("One version", scope="service:read", tags=TAGS)
+@operation("One version", scope="service:read", tags=TAGS,
+           response="api/knowledge/version_view.json")
 def entry_version(entry_id, number):
     return jsonify(entries.version(entry_id, number))
 
 
 @bp.post("/entries/<int:entry_id>/versions/<int:number>/restore")
 @operation("Restore an old version as a new draft (reviewed again before it is published)", **EDIT,
-           body="api/knowledge/review.json", tags=TAGS, idempotent="replay")
+           body="api/knowledge/review.json", tags=TAGS, idempotent="replay",
+           response="api/knowledge/entry_view.json")
 def restore_version(entry_id, number):
     return jsonify(entries.restore(entry_id, number, g.staff_no, g.body.get("note", "")))
 
 
 @bp.post("/entries/<int:entry_id>/use")
 @operation("Count a use of an entry (the agent sent it)", scope="service:write", permission="service.serve",
-           body="api/knowledge/use.json", tags=TAGS, idempotent="replay")
+           body="api/knowledge/use.json", tags=TAGS, idempotent="replay",
+           response="api/knowledge/entry_view.json")
 def use_entry(entry_id):
     return jsonify(entries.use(entry_id, g.staff_no, g.body.get("conversation_id")))
 
@@ -105,7 +115,8 @@ def use_entry(entry_id):
 @bp.get("/search")
 @operation("Search the published knowledge (Chinese tokenised with jieba, BM25 ranking)", scope="service:read",
            tags=TAGS, query={"q": "the question", "category": "only this category", "tag": "only with this tag",
-                             "limit": q_("hits", "integer", minimum=1, maximum=50, default=10)})
+                             "limit": q_("hits", "integer", minimum=1, maximum=50, default=10)},
+           response="api/knowledge/search_result.json")
 def search():
     q = _query_text("q", required=True)
     return jsonify({"query": q, "items": entries.search(q, query_int("limit", 10, 1, 50),
@@ -118,7 +129,8 @@ def search():
            permission="service.serve", tags=TAGS,
            query={"conversation_id": q_("the conversation", "integer", required=True, minimum=1,
                                         maximum=2**63 - 1),
-                  "limit": q_("hits", "integer", minimum=1, maximum=20, default=5)})
+                  "limit": q_("hits", "integer", minimum=1, maximum=20, default=5)},
+           response="api/knowledge/suggestions.json")
 def suggestions():
     conv = query_int("conversation_id", None, 1)
     if conv is None:

@@ -68,6 +68,10 @@ def _component_ref(uri):
     return ref + fragment
 
 
+# Keywords whose value maps names to schemas (as app.schemas._inline reads them), never literal values.
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+
+
 def _bundle(node, base):
     """A copy of a schemas/ file whose $refs all point into components/schemas (no $id left to resolve by)."""
     if isinstance(node, list):
@@ -82,6 +86,9 @@ def _bundle(node, base):
             continue
         if key == "$ref" and isinstance(value, str):
             out[key] = _component_ref(urljoin(base, value))
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            # name -> schema: a property may be called "examples" or "default" and still holds a schema
+            out[key] = {name: _bundle(sub, base) for name, sub in value.items()}
         elif key in ("const", "enum", "examples", "default"):
             out[key] = copy.deepcopy(value)
         else:
@@ -98,7 +105,10 @@ def _refs(node, base):
         if isinstance(ref, str):
             yield urldefrag(urljoin(base, ref))[0]
         for key, value in node.items():
-            if key not in ("const", "enum", "examples", "default"):
+            if key in _SCHEMA_MAPS and isinstance(value, dict):
+                for sub in value.values():
+                    yield from _refs(sub, base)
+            elif key not in ("const", "enum", "examples", "default"):
                 yield from _refs(value, base)
     elif isinstance(node, list):
         for value in node:

@@ -17,14 +17,16 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-@operation("Process is alive", public=True, tags=["ops"])
+@operation("Process is alive", public=True, tags=["ops"],
+           response="api/ops/health.json")
 def healthz():
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
 @operation("Database (and Redis, if configured) reachable; answers within 2 s", public=True, tags=["ops"],
-           problems={503: "not-ready: a dependency is unreachable (the failing check is named)"})
+           problems={503: "not-ready: a dependency is unreachable (the failing check is named)"},
+           response="api/ops/readiness.json")
 def readyz():
     app = current_app._get_current_object()
     checks = app.extensions.setdefault("patron.readiness", Readiness()).checks(app)
@@ -138,7 +140,8 @@ def metrics():
 
 
 @bp.get("/openapi.json")
-@operation("This OpenAPI 3.1 document", public=True, tags=["ops"])
+@operation("This OpenAPI 3.1 document", public=True, tags=["ops"],
+           response="api/ops/openapi_document.json")
 def openapi():
     return jsonify(build(current_app))
 

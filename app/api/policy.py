@@ -12,7 +12,8 @@ bp = Blueprint("policy", __name__, url_prefix="/v1")
 
 @bp.post("/policies/validate")
 @operation("Validate a policy set (``files``, or the configured folders when the body is {}); runs examples",
-           scope="policy:read", body="api/policy/validate.json", tags=["policy"], readonly=True, rate_limited=True)
+           scope="policy:read", body="api/policy/validate.json", tags=["policy"], readonly=True, rate_limited=True,
+           response="api/policy/validation.json")
 def validate():
     files = g.body.get("files")
     ps, errors = policy.check(files if files is not None else _configured())
@@ -31,7 +32,8 @@ def _configured():
            tags=["policy"], idempotent="replay", permission="policy.apply", allow_service=True,
            rate_limited=True,
            problems={422: "policy-invalid: every error with file, line, column and a pointer",
-                     412: "precondition-failed: If-Match names another version than the active one"})
+                     412: "precondition-failed: If-Match names another version than the active one"},
+           response="api/policy/applied.json")
 def apply():
     from app.platform import audit
     audit.suppress()  # policy.apply records its own row when the active set changes, and none otherwise
@@ -60,7 +62,8 @@ def _active_row():
 
 @bp.get("/policies/active")
 @operation("The active policy set: version, files, kinds, rulesets", scope="policy:read", tags=["policy"],
-           query={"files": q("1 to include each file's text", enum=["0", "1"])})
+           query={"files": q("1 to include each file's text", enum=["0", "1"])},
+           response="api/policy/active.json")
 def active():
     ps = policy.active()
     row = _active_row()
@@ -85,7 +88,8 @@ def versions():
 
 
 @bp.get("/policies/versions/<version>")
-@operation("The files of one stored policy set version", scope="policy:read", tags=["policy"])
+@operation("The files of one stored policy set version", scope="policy:read", tags=["policy"],
+           response="api/policy/version_files.json")
 def version_files(version):
     from app.policy import store
     files = store.files_of(version) if len(version) == 16 else None
@@ -97,7 +101,8 @@ def version_files(version):
 @bp.post("/decisions/explain")
 @operation("Which rule of a ruleset fires for these facts, and why (each condition's value and result)",
            scope="policy:read", body="api/policy/explain.json", tags=["policy"], readonly=True,
-           problems={404: "unknown-ruleset, or no stored policy version", 422: "invalid-facts, validation-failed"})
+           problems={404: "unknown-ruleset, or no stored policy version", 422: "invalid-facts, validation-failed"},
+           response="api/policy/explanation.json")
 def explain():
     from app import engine
     from app.policy import store

@@ -12,7 +12,8 @@ TAGS = ["staff"]
 
 
 @bp.get("/departments")
-@operation("Departments and their queues (from the staff policy)", scope="tickets:read", tags=TAGS)
+@operation("Departments and their queues (from the staff policy)", scope="tickets:read", tags=TAGS,
+           response="api/staff/departments.json")
 def departments():
     return jsonify(items=tickets_staff.departments())
 
@@ -20,7 +21,8 @@ def departments():
 @bp.post("/staff")
 @operation("Create a staff member", scope="admin", body="api/tickets/staff.json", tags=TAGS, status=201,
            idempotent="replay", permission="staff.admin", allow_service=True,
-           problems={409: "staff-exists", 422: "unknown-department, unknown-role, validation-failed"})
+           problems={409: "staff-exists", 422: "unknown-department, unknown-role, validation-failed"},
+           response="api/staff/staff_member.json")
 def create_staff():
     resp = jsonify(identity.create_staff(actor(g.principal), g.body))
     resp.status_code = 201
@@ -34,7 +36,8 @@ def list_staff():
 
 
 @bp.get("/staff/<staff_no>")
-@operation("One staff member", scope="tickets:read", tags=TAGS)
+@operation("One staff member", scope="tickets:read", tags=TAGS,
+           response="api/staff/staff_member.json")
 def get_staff(staff_no):
     return jsonify(tickets_staff.get_staff(staff_no))
 
@@ -43,7 +46,8 @@ def get_staff(staff_no):
 @operation("Change a staff member's department, roles or active flag (inactive: every session ends at once)",
            scope="admin", body="api/tickets/staff_update.json", tags=TAGS, permission="staff.admin",
            allow_service=True, idempotent="replay",
-           problems={422: "unknown-department, unknown-role, validation-failed"})
+           problems={422: "unknown-department, unknown-role, validation-failed"},
+           response="api/staff/staff_member.json")
 def update_staff(staff_no):
     return jsonify(identity.update_staff(actor(g.principal), staff_no, g.body))
 
@@ -51,7 +55,8 @@ def update_staff(staff_no):
 @bp.post("/staff/<staff_no>/password")
 @operation("Reset a staff member's password (given, or generated and returned once); the change is required "
            "at the next sign-in, the lock is lifted and every session ends", scope="admin",
-           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True, idempotent="replay")
+           body="api/auth/password_reset.json", tags=TAGS, permission="staff.admin", allow_service=True, idempotent="replay",
+           response="api/staff/password_reset_result.json")
 def reset_password(staff_no):
     return jsonify(identity.admin_reset(actor(g.principal), staff_no, g.body.get("password"),
                                         bool(g.body.get("reset_totp"))))
@@ -59,6 +64,7 @@ def reset_password(staff_no):
 
 @bp.post("/staff/<staff_no>/deactivate")
 @operation("Deactivate a staff member: every session ends at once, in every process", scope="admin", tags=TAGS,
-           permission="staff.admin", allow_service=True, idempotent="replay")
+           permission="staff.admin", allow_service=True, idempotent="replay",
+           response="api/staff/deactivated.json")
 def deactivate(staff_no):
     return jsonify(identity.deactivate(actor(g.principal), staff_no))

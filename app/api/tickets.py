@@ -42,7 +42,8 @@ def _instant(name):
 @operation("Create a ticket (routed and prioritised by rules; idempotent)", scope="tickets:write",
            body="api/tickets/create.json", idempotent=True, tags=TAGS, status=201, permission="ticket.create",
            allow_service=True, audit="ticket.create",
-           problems={409: "workflow-missing, idempotency-key-reused", 422: "unknown-category, validation-failed"})
+           problems={409: "workflow-missing, idempotency-key-reused", 422: "unknown-category, validation-failed"},
+           response="api/tickets/ticket.json")
 def create_ticket():
     status, result, replayed = tickets.create(g.principal, g.body, idempotency_key())
     return _respond(status, result, replayed)
@@ -50,7 +51,8 @@ def create_ticket():
 
 @bp.get("/tickets")
 @operation("List tickets, newest first, with filters and cursor pagination", scope="tickets:read", tags=TAGS,
-           query=LIST_QUERY)
+           query=LIST_QUERY,
+           response="api/tickets/ticket_page.json")
 def list_tickets():
     filters = {}
     for name in tickets.LIST_FILTERS:
@@ -64,7 +66,8 @@ def list_tickets():
 
 
 @bp.get("/tickets/<int:ticket_id>")
-@operation("A ticket with its SLA clocks and allowed transitions", scope="tickets:read", tags=TAGS)
+@operation("A ticket with its SLA clocks and allowed transitions", scope="tickets:read", tags=TAGS,
+           response="api/tickets/ticket_detail.json")
 def get_ticket(ticket_id):
     return jsonify(tickets.get(ticket_id))
 
@@ -72,7 +75,8 @@ def get_ticket(ticket_id):
 @bp.post("/tickets/<int:ticket_id>/transitions")
 @operation("Take a workflow transition as the signed-in person (409 transition-not-allowed names the allowed "
            "ones)", scope="tickets:write", body="api/tickets/transition.json", idempotent=True, tags=TAGS,
-           permission="ticket.transition", allow_service=True, problems=TICKET_PROBLEMS)
+           permission="ticket.transition", allow_service=True, problems=TICKET_PROBLEMS,
+           response="api/tickets/ticket_detail.json")
 def transition(ticket_id):
     status, result, replayed = tickets.transition(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
@@ -81,14 +85,16 @@ def transition(ticket_id):
 @bp.post("/tickets/<int:ticket_id>/approvals")
 @operation("Approve or reject the pending approval step as the signed-in person", scope="tickets:write",
            body="api/tickets/approval.json", idempotent=True, tags=TAGS,
-           permission=("ticket.approve.l1", "ticket.approve.l2"), problems=TICKET_PROBLEMS)
+           permission=("ticket.approve.l1", "ticket.approve.l2"), problems=TICKET_PROBLEMS,
+           response="api/tickets/ticket_detail.json")
 def approve(ticket_id):
     status, result, replayed = tickets.approve(g.principal, ticket_id, g.body, idempotency_key())
     return _respond(status, result, replayed)
 
 
 @bp.get("/tickets/<int:ticket_id>/approvals")
-@operation("Approval decisions of a ticket", scope="tickets:read", tags=TAGS)
+@operation("Approval decisions of a ticket", scope="tickets:read", tags=TAGS,
+           response="api/tickets/approval_list.json")
 def list_approvals(ticket_id):
     return jsonify(items=tickets.approvals(ticket_id))
 
@@ -96,7 +102,8 @@ def list_approvals(ticket_id):
 @bp.post("/tickets/<int:ticket_id>/assign")
 @operation("Reassign to a person and/or department/queue", scope="tickets:write", body="api/tickets/assign.json",
            tags=TAGS, permission="ticket.assign", allow_service=True, problems=TICKET_PROBLEMS,
-           idempotent="replay")
+           idempotent="replay",
+           response="api/tickets/ticket_detail.json")
 def assign(ticket_id):
     return jsonify(tickets.assign(g.principal, ticket_id, g.body))
 
@@ -105,13 +112,15 @@ def assign(ticket_id):
 @operation("Comment as the signed-in person (internal/public), or relay the user's comment (a service)",
            scope="tickets:write", body="api/tickets/comment.json", tags=TAGS, status=201,
            permission="ticket.comment", allow_service=True, audit="ticket.comment", problems=TICKET_PROBLEMS,
-           idempotent="replay")
+           idempotent="replay",
+           response="api/tickets/comment_view.json")
 def add_comment(ticket_id):
     return _respond(201, tickets.comment(g.principal, ticket_id, g.body))
 
 
 @bp.get("/tickets/<int:ticket_id>/comments")
-@operation("Comments of a ticket", scope="tickets:read", tags=TAGS, query={"visibility": q("comment visibility", enum=["internal", "public"])})
+@operation("Comments of a ticket", scope="tickets:read", tags=TAGS, query={"visibility": q("comment visibility", enum=["internal", "public"])},
+           response="api/tickets/comment_list.json")
 def list_comments(ticket_id):
     visibility = request.args.get("visibility")
     if visibility not in (None, "internal", "public"):
@@ -123,26 +132,30 @@ def list_comments(ticket_id):
 @bp.post("/tickets/<int:ticket_id>/attachments")
 @operation("Attach a file by reference", scope="tickets:write", body="api/tickets/attachment.json", tags=TAGS,
            status=201, permission="ticket.comment", allow_service=True, audit="ticket.attach",
-           problems=TICKET_PROBLEMS, idempotent="replay")
+           problems=TICKET_PROBLEMS, idempotent="replay",
+           response="api/tickets/attachment_view.json")
 def add_attachment(ticket_id):
     return _respond(201, tickets.add_attachment(g.principal, ticket_id, g.body))
 
 
 @bp.get("/tickets/<int:ticket_id>/attachments")
-@operation("Attachments of a ticket", scope="tickets:read", tags=TAGS)
+@operation("Attachments of a ticket", scope="tickets:read", tags=TAGS,
+           response="api/tickets/attachment_list.json")
 def list_attachments(ticket_id):
     return jsonify(items=tickets.attachments(ticket_id))
 
 
 @bp.get("/tickets/<int:ticket_id>/history")
-@operation("Every change: who, when, field from -> to, policy version and rule", scope="tickets:read", tags=TAGS)
+@operation("Every change: who, when, field from -> to, policy version and rule", scope="tickets:read", tags=TAGS,
+           response="api/tickets/history.json")
 def history(ticket_id):
     return jsonify(items=tickets.history(ticket_id))
 
 
 @bp.get("/tickets/<int:ticket_id>/status")
 @operation("The user-visible view: status, public replies, notices", scope="tickets:read", tags=TAGS,
-           query={"user_id": "only if the ticket belongs to this user"})
+           query={"user_id": "only if the ticket belongs to this user"},
+           response="api/tickets/user_view.json")
 def user_status(ticket_id):
     return jsonify(tickets.user_view(ticket_id, request.args.get("user_id")))
 
@@ -159,7 +172,8 @@ def notices():
 
 
 @bp.get("/ticket-workflows")
-@operation("Categories and workflows of the active policy", scope="tickets:read", tags=TAGS)
+@operation("Categories and workflows of the active policy", scope="tickets:read", tags=TAGS,
+           response="api/tickets/workflows.json")
 def workflows():
     return jsonify(tickets.workflows())
 
@@ -170,7 +184,8 @@ def workflows():
            query={"from": "ISO date-time (default to - 30 days)",
                                                    "to": "ISO date-time (default now)",
                                                    "format": q("json (default) or csv", enum=["json", "csv"])},
-           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"},
+           response="api/tickets/stats.json")
 def stats():
     fmt = request.args.get("format", "json")
     if fmt not in ("json", "csv"):
@@ -187,7 +202,8 @@ def stats():
 @bp.post("/webhooks")
 @operation("Register a webhook for outbox messages (signed with the returned secret)", scope="admin",
            body="api/tickets/webhook.json", tags=["outbox"], status=201, idempotent="replay",
-           problems={422: "invalid-url, validation-failed"})
+           problems={422: "invalid-url, validation-failed"},
+           response="api/tickets/webhook_created.json")
 def create_webhook():
     body = g.body
     hook, secret = outbox.create_webhook(body["name"], body["url"], body.get("topics", "*"), body.get("secret"))
@@ -196,7 +212,8 @@ def create_webhook():
 
 
 @bp.delete("/webhooks/<int:webhook_id>")
-@operation("Deactivate a webhook", scope="admin", tags=["outbox"], idempotent="replay")
+@operation("Deactivate a webhook", scope="admin", tags=["outbox"], idempotent="replay",
+           response="api/tickets/webhook_deactivated.json")
 def delete_webhook(webhook_id):
     outbox.deactivate_webhook(webhook_id)
     return jsonify(id=webhook_id, active=False)
@@ -216,6 +233,7 @@ def list_deliveries():
 
 
 @bp.get("/outbox/deliveries/<int:delivery_id>/attempts")
-@operation("Attempts of one delivery", scope="admin", tags=["outbox"])
+@operation("Attempts of one delivery", scope="admin", tags=["outbox"],
+           response="api/tickets/attempt_list.json")
 def list_attempts(delivery_id):
     return jsonify(items=outbox.attempts(delivery_id))

@@ -192,6 +192,16 @@ def test_deactivation_and_key_revocation_act_at_once_in_another_process(server, 
     s2 = sign_in(server, staff2)
     assert http.request("PATCH", f"/v1/staff/{staff2}", json={"active": False}).status_code == 200
     assert s2.get("/v1/auth/me").status_code == 401
+    # the deactivate route does the same in one call; the staff record then reads inactive
+    staff3 = create_staff(http, "cs", ["agent_l1"])
+    s3 = sign_in(server, staff3)
+    assert http.get(f"/v1/staff/{staff3}").json()["active"] is True
+    r = http.post(f"/v1/staff/{staff3}/deactivate")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"staff_no": staff3, "active": False, "sessions_ended": 1}
+    assert s3.get("/v1/auth/me").status_code == 401
+    r = http.get(f"/v1/staff/{staff3}")
+    assert r.status_code == 200 and r.json()["staff_no"] == staff3 and r.json()["active"] is False
 
 
 def test_cli_staff_create_and_passwd(server, http, database_url):

@@ -84,6 +84,9 @@ def test_versions_review_before_publish_and_restore(api, people):
         (1, "superseded", people["editor"], people["reviewer"]),
         (2, "published", people["editor"], people["reviewer"])]
     assert all(v["created_at"] and v["reviewed_at"] for v in items)
+    r = api.get(f"/v1/knowledge/entries/{eid}/versions/1")
+    assert r.status_code == 200 and r.json() == items[0]
+    assert api.get(f"/v1/knowledge/entries/{eid}/versions/9").status_code == 404
     r = api.post(f"/v1/knowledge/entries/{eid}/versions/1/restore", json={}, headers=ed)
     assert r.status_code == 200 and r.json()["version"] == 3
     assert r.json()["latest"]["restored_from"] == 1 and r.json()["latest"]["body"] == "质量问题退货运费由商家承担。"

@@ -12,6 +12,8 @@ def _walk(node, found):
         for key, value in node.items():
             if key in ("$ref", "$id"):
                 found.append((key, value))
+            elif key in ("properties", "patternProperties", "$defs", "dependentSchemas") and isinstance(value, dict):
+                _walk(list(value.values()), found)  # a property named "examples" still holds a schema
             elif key not in ("const", "enum", "examples", "default"):
                 _walk(value, found)
     elif isinstance(node, list):
