@@ -28,7 +28,10 @@ def decode(cursor, size):
         for v in raw:
             if isinstance(v, dict):
                 v = dt.datetime.fromisoformat(v["t"])
-            elif not isinstance(v, (int, str)) or isinstance(v, bool):
+                if v.tzinfo is not None:  # the keys are naive UTC; a cursor we made never has an offset
+                    raise ValueError(cursor)
+            elif (isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, int) and abs(v) >= 2**63)
+                  or (isinstance(v, str) and not v.isprintable())):  # no NUL or lone surrogate reaches SQL
                 raise ValueError(cursor)
             out.append(v)
         return out

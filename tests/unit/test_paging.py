@@ -51,7 +51,10 @@ def test_a_composite_key_walks_ties_once_and_rows_added_meanwhile_are_neither_sk
 def test_a_cursor_keeps_microseconds_and_refuses_what_it_did_not_make():
     at = dt.datetime(2026, 1, 2, 3, 4, 5, 6)
     assert paging.decode(paging.encode([at, "v", 7]), 3) == [at, "v", 7]
-    for bad in ("", "%%%", paging.encode([1, 2]), paging.encode([True, 1, 2]), paging.encode([[1], 1, 2])):
+    for bad in ("", "%%%", paging.encode([1, 2]), paging.encode([True, 1, 2]), paging.encode([[1], 1, 2]),
+                paging.encode([at, "v", 2**63]), paging.encode([{"t": "2026-01-01T00:00:00+08:00"}, "v", 1]),
+                paging.encode([{"t": "not a time"}, "v", 1]), paging.encode([at, "\u0000", 1]),
+                paging.encode([at, "\ud800", 1])):
         with pytest.raises(Problem) as exc:
             paging.decode(bad, 3)
         assert exc.value.status == 422 and exc.value.extra["errors"][0]["pointer"] == "/query/cursor"
