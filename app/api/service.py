@@ -274,7 +274,8 @@ def agent_events():
 
 @bp.get("/agent/stream")
 @operation("My live events (Server-Sent Events; closing it counts as offline after the grace)", **SERVE, tags=TAGS,
-           query=RESUME, response=False, content={"text/event-stream": "id/event/data frames, one per event; keep-alive comments"})
+           query=RESUME, response=False,
+           content={"text/event-stream": "id/event/data frames, one per event; keep-alive comments"})
 def agent_stream():
     staff_no = g.staff_no
     last = _resume()

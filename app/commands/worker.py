@@ -142,7 +142,8 @@ def register(root):
             click.Argument(["args"], nargs=-1),
             click.Option(["--job-id"], default=None, help="deterministic id: the job runs once"),
             click.Option(["--wait"], is_flag=True,
-                         help="on RQ: wait for the job to end (a progress bar on a terminal), exit 1 unless it succeeds"),
+                         help="on RQ: wait for the job to end (a progress bar on a terminal); "
+                              "exit 1 unless it succeeds"),
             click.Option(["--wait-timeout"], type=click.IntRange(1, 86400), default=3600, show_default=True,
                          help="seconds --wait waits at most"),
             kind="write", help="enqueue a job (inline without Redis); arguments are JSON values, "
