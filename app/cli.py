@@ -316,15 +316,17 @@ def status_word(ok, good="OK", bad="FAILED"):
 
 
 class Progress:
-    """``progress(done, total)`` drawing a click progress bar on stderr, only when stderr is a terminal."""
+    """``progress(done, total)`` drawing a click progress bar on stderr, only when stderr is a terminal and the
+    command was not asked for ``--json`` (``quiet``): the one progress bar of every long command."""
 
-    def __init__(self, label):
+    def __init__(self, label, quiet=False):
         self.label = label
+        self.quiet = quiet
         self.bar = None
         self.done = 0
 
     def __call__(self, done, total):
-        if not sys.stderr.isatty():
+        if self.quiet or not sys.stderr.isatty():
             return
         if self.bar is None:
             self.bar = click.progressbar(length=max(total, 1), label=self.label, file=sys.stderr,

@@ -1,4 +1,6 @@
 """Jobs: one way to enqueue (RQ on Redis when configured, inline otherwise) and one place periodic jobs are declared."""
+import contextlib
+import contextvars
 import functools
 import importlib
 import json
@@ -21,6 +23,29 @@ MODULES = ("ledger", "membership", "outbox", "platform", "simulation", "tickets"
 # Other modules whose functions may run as jobs; empty in the product. A test suite lists its own
 # job module here (monkeypatch, or its worker launcher) so workers accept paths into it.
 EXTRA_MODULES = ()
+
+# Where a running job's progress goes: the CLI's bar (inline), the RQ job's meta (a worker), or nowhere.
+_PROGRESS = contextvars.ContextVar("job_progress", default=None)
+
+
+def progress(done, total):
+    """A running job says how far it is (``done`` of ``total`` items): long jobs pass this as their services'
+    ``progress`` callback. ``patron jobs run`` draws it on a terminal; on a worker it is kept in the RQ job's
+    meta (``progress: [done, total]``), which ``patron jobs run --wait`` reads."""
+    report = _PROGRESS.get()
+    if report is not None:
+        report(done, total)
+
+
+@contextlib.contextmanager
+def reporting(callback):
+    """Send the progress of jobs run in this context (inline) to ``callback(done, total)``."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
 
 # The Flask app of a worker process (set by runner.run_worker, or created on first use by a plain `rq worker`).
 process_app = None

@@ -6,7 +6,7 @@ from app.errors import Problem
 from app.platform import clock
 from app.models.ledger import LedgerHold, LedgerLot
 from app.platform import timefmt
-from jobs import job
+from jobs import job, progress
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def reconcile():
     from app.services.ledger.reconcile import reconcile as run
     with connection():  # own connection, or the caller's when run inline inside one
         with db.atomic():
-            report = run(store=True)
+            report = run(store=True, progress=progress)
     failed = [name for name, c in report["checks"].items() if not c["ok"]]
     if failed:
         log.error("ledger reconciliation found drift in %s", ", ".join(failed))

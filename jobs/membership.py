@@ -4,7 +4,7 @@ import logging
 from app.db import db
 from app.platform import clock
 from app.platform import timefmt
-from jobs import job
+from jobs import job, progress
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def deduct_growth(at=None):
     """
     from app.services.membership.growth import deduct_all
     with db.connection_context():
-        out = deduct_all(_at(at))
+        out = deduct_all(_at(at), progress=progress)
     log.info("growth deduction: %s", out)
     return out
 
@@ -56,4 +56,4 @@ def issue_coupons(at=None):
     """
     from app.services.membership.benefits import issue_coupons as run
     with db.connection_context():
-        return run(_at(at))
+        return run(_at(at), progress=progress)

@@ -78,6 +78,28 @@ def _jsonable(value):
         return json.loads(json.dumps(value, default=str))
 
 
+def _rq_progress():
+    """``progress(done, total)`` kept in the current RQ job's meta (at most once a second, and the last step),
+    for ``patron jobs run --wait``; None outside an RQ job. A Redis hiccup here never fails the job."""
+    from rq import get_current_job
+    current = get_current_job()
+    if current is None:
+        return None
+    last = [0.0]
+
+    def report(done, total):
+        now = time.monotonic()
+        if now - last[0] < 1.0 and done < total:
+            return
+        last[0] = now
+        current.meta["progress"] = [int(done), int(total)]
+        try:
+            current.save_meta()
+        except Exception as exc:  # noqa: BLE001 - progress is best effort; the job goes on
+            log.warning("job %s: progress not saved: %s", current.id, exc)
+    return report
+
+
 def execute(path, run_key, args=None, kwargs=None, scheduled_for=None, runner="rq"):
     """Run one job, recorded in ``job_run`` so a run key never succeeds twice.
 
@@ -108,8 +130,13 @@ def execute(path, run_key, args=None, kwargs=None, scheduled_for=None, runner="r
             log.info("job %s %s already done or running; skipped", path, run_key)
             return {"status": "duplicate"}
         started = time.perf_counter()
+        report = _rq_progress() if runner == "rq" and jobs._PROGRESS.get() is None else None
         try:
-            result = fn(*(args or []), **(kwargs or {}))
+            if report is None:
+                result = fn(*(args or []), **(kwargs or {}))
+            else:
+                with jobs.reporting(report):
+                    result = fn(*(args or []), **(kwargs or {}))
         except Exception as exc:
             _finish(path, run_key, token, "failed", f"{type(exc).__name__}: {exc}"[:2000])
             JOBS.labels(path, "failed").inc()

@@ -2,7 +2,7 @@
 import logging
 
 from app.db import connection
-from jobs import job
+from jobs import job, progress
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def run(run_id):
     """
     from app.services.simulation import runs
     with connection():
-        return runs.execute(run_id)
+        return runs.execute(run_id, progress=progress)
 
 
 @job(retries=2)  # one unique diff row per (shadow, event, kind, rule) and rolled-back evaluations: safe to repeat

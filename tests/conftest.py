@@ -264,3 +264,23 @@ def create_staff(http, department, roles, prefix="s"):
                                      "roles": list(roles)})
     assert r.status_code == 201, r.text
     return staff_no
+
+
+class FakeTerminal:
+    """stderr that says it is a terminal, keeping what is drawn on it."""
+
+    def __init__(self):
+        import io
+        self.buffer = io.StringIO()
+
+    def write(self, text):
+        return self.buffer.write(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+    def getvalue(self):
+        return self.buffer.getvalue()

@@ -60,6 +60,14 @@ def page_query(cursor_type="integer", maximum=200, default=50):
 PAGE = page_query()
 
 
+def page_args():
+    """``(cursor, limit)`` of a paged list as its ``page_query`` declares them (cursor None on the first page)."""
+    declared = (_declared_query("cursor") or {}).get("schema", {})
+    if declared.get("type") == "integer":
+        return query_int("cursor"), query_int("limit")
+    return request.args.get("cursor") or None, query_int("limit")
+
+
 def page(items, next_cursor):
     """The one shape of a page: ``{"items": [...], "next_cursor": str | int | None}`` (None: the last page)."""
     from flask import jsonify

@@ -1,7 +1,7 @@
 """Knowledge HTTP API: editors write versions, reviewers publish, agents search, get suggestions and count uses."""
 from flask import Blueprint, g, jsonify, request
 
-from app.api import operation, query_int
+from app.api import PAGE, operation, page, page_args, query_int
 from app.api import q as q_
 from app.errors import validation_failed
 from app.services.knowledge import entries
@@ -37,12 +37,13 @@ def create_entry():
 
 
 @bp.get("/entries")
-@operation("Entries (editors' list; filter by state and category)", scope="service:read", tags=TAGS,
-           query={"state": "draft | in_review | published | rejected", "category": "category", "after": "cursor",
-                  "limit": "page size (1-200)"})
+@operation("Entries (editors' list, oldest first; filter by state and category)", scope="service:read", tags=TAGS,
+           query={"state": "draft | in_review | published | rejected", "category": "category", **PAGE},
+           response="api/knowledge/entries_page.json")
 def list_entries():
-    return jsonify(entries.listing(_query_text("state", max_len=16), _query_text("category", max_len=64),
-                                   query_int("limit", 50, 1, 200), query_int("after", 0)))
+    cursor, limit = page_args()
+    return page(*entries.listing(_query_text("state", max_len=16), _query_text("category", max_len=64),
+                                 limit, cursor))
 
 
 @bp.get("/entries/<int:entry_id>")

@@ -3,7 +3,7 @@ import re
 
 from flask import Blueprint, g, jsonify, request
 
-from app.api import idempotency_key, operation, q, query_int
+from app.api import idempotency_key, operation, page, page_args, page_query, q
 from app.errors import Problem, validation_failed
 from app.platform import auth, idempotency
 from app.platform.export import csv_response
@@ -71,12 +71,10 @@ def get_member(member_id):
 @bp.get("/members/<member_id>/history")
 @operation("Growth, level and points changes with reasons (newest first)", scope="members:read", tags=TAGS,
            path=MEMBER, problems=NOT_FOUND,
-           query={"limit": q("page size", "integer", minimum=1, maximum=500, default=50),
-                  "before": "cursor: next_before of the previous page"})
+           query=page_query("string", maximum=500), response="api/members/history_page.json")
 def get_history(member_id):
-    before = request.args.get("before")
-    before_at = timefmt.parse(before, "/query/before", offset_required=True) if before else None
-    return jsonify(membership.history(_member_id(member_id), query_int("limit"), before_at))
+    cursor, limit = page_args()
+    return page(*membership.history(_member_id(member_id), limit, cursor))
 
 
 @bp.get("/members/<member_id>/offers")

@@ -3,7 +3,7 @@ from flask import Blueprint, g, jsonify, request
 
 from app.platform.timefmt import iso
 from app import policy
-from app.api import operation, q, query_int
+from app.api import operation, page, page_args, page_query, q
 from app.errors import Problem, not_found
 from app.platform.auth import actor
 
@@ -79,12 +79,23 @@ def active():
 
 
 @bp.get("/policies/versions")
-@operation("History of activations (newest first) and stored versions", scope="policy:read", tags=["policy"],
-           query={"limit": q("at most this many rows", "integer", minimum=1, maximum=1000, default=100)})
+@operation("Stored policy set versions, newest first (the active one: GET /v1/policies/active)",
+           scope="policy:read", tags=["policy"], query=page_query("string", maximum=1000, default=100),
+           response="api/policy/versions_page.json")
 def versions():
     from app.policy import store
-    limit = query_int("limit")
-    return jsonify(active=policy.active_version(), history=store.history(limit), versions=store.versions(limit))
+    cursor, limit = page_args()
+    return page(*store.versions(limit, cursor))
+
+
+@bp.get("/policies/activations")
+@operation("History of activations, newest first (who applied which version, when, over which)",
+           scope="policy:read", tags=["policy"], query=page_query(maximum=1000, default=100),
+           response="api/policy/activations_page.json")
+def activations():
+    from app.policy import store
+    cursor, limit = page_args()
+    return page(*store.history(limit, cursor))
 
 
 @bp.get("/policies/versions/<version>")
@@ -117,8 +128,10 @@ def explain():
 
 
 @bp.get("/decisions")
-@operation("Logged decisions about one subject (oldest first)", scope="policy:read", tags=["policy"],
-           query={"subject": q("e.g. ticket:T-1 or member:u1", required=True, minLength=1)})
+@operation("Logged decisions about one subject (oldest first), a page at a time", scope="policy:read",
+           tags=["policy"], response="api/policy/decisions_page.json",
+           query={"subject": q("e.g. ticket:T-1 or member:u1", required=True, minLength=1),
+                  **page_query("string")})
 def decisions_for():
     from app.policy import decisions
     subject = request.args.get("subject")
@@ -126,5 +139,5 @@ def decisions_for():
         raise Problem(422, "validation-failed", "Validation failed", "query parameter subject is required",
                       errors=[{"pointer": "/query/subject", "message": "required, 1-200 characters",
                                "validator": "required"}])
-    return jsonify(subject=subject, decisions=decisions.for_subject(subject))
+    return page(*decisions.page(subject, *page_args()))
 

@@ -3,7 +3,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from app.api import PAGE, idempotency_key, operation, q, query_int
+from app.api import PAGE, idempotency_key, operation, page, page_args, page_query, q, query_int
 from app.db import connection
 from app.services.service import compensation, complaints, desk, live, monitoring, stats
 from app.services.service.policy import current
@@ -12,8 +12,11 @@ bp = Blueprint("service", __name__, url_prefix="/v1/service")
 
 TAGS = ["service"]
 SERVE = {"scope": "service:write", "permission": "service.serve"}
-TOKEN_QUERY = {"token": "the conversation's user token (instead of an API key)",
-               "after": "resume after this event seq (or send Last-Event-ID)"}
+TOKEN_QUERY = {"token": "the conversation's user token (instead of an API key)"}
+# A stream resumes from Last-Event-ID; a first connect (EventSource cannot set headers) passes the same value as
+# ``cursor``. It is not a list: it takes no limit. Its polling fallback (``.../events``) is a feed: PAGE.
+RESUME = {"cursor": q("resume after this event (seq of a conversation, id of an agent's events); "
+                      "Last-Event-ID wins", "integer", minimum=0, maximum=2**63 - 1)}
 
 
 def _respond(status, result):
@@ -102,34 +105,43 @@ def _user_access(conv_id):
     return True
 
 
-def _cursor(name="after"):
+def _resume():
+    """Where a stream goes on from: Last-Event-ID (a reconnect), else ``cursor`` (a first connect), else 0."""
     raw = request.headers.get("Last-Event-ID")
     if raw is not None and raw.isdigit() and len(raw) < 19:
         return int(raw)
-    return query_int(name, 0)
+    return query_int("cursor", 0)
+
+
+def _feed(items, cursor, key):
+    """A page of a feed: ``next_cursor`` is where to poll from next (the last event's ``key``, else the cursor
+    given), so a poller never goes back and never skips; null only before the first event."""
+    return page(items, items[-1][key] if items else cursor)
 
 
 @bp.get("/conversations/<int:conv_id>/events")
-@operation("Cursor polling of a conversation's events (fallback for the live stream); user token or key",
-           public=True, tags=TAGS, query=dict(TOKEN_QUERY, wait="seconds to wait for a new event (0-25)"),
+@operation("Cursor polling of a conversation's events, oldest first (fallback for the live stream); user token or "
+           "key", public=True, tags=TAGS, response="api/service/conversation_events_page.json",
+           query={**TOKEN_QUERY, "wait": "seconds to wait for a new event (0-25)",
+                  **page_query(maximum=500, default=100)},
            problems={401: "neither an API key nor the conversation's user token", 403: "a wrong user token, or a key "
                      "without service:read"})
 def poll_events(conv_id):
     by_token = _user_access(conv_id)
-    after = _cursor()
+    cursor, limit = page_args()
     wait = query_int("wait", 0, 0, 25)
     sub = live.subscribe(f"c:{conv_id}") if wait else None
     try:
-        items = desk.events_after(conv_id, after)
+        items = desk.events_after(conv_id, cursor or 0, limit=limit)
         if not items and wait:
             if by_token:
                 desk.expire(conversation_id=conv_id)
             sub.wait(wait)
-            items = desk.events_after(conv_id, after)
+            items = desk.events_after(conv_id, cursor or 0, limit=limit)
     finally:
         if sub is not None:
             sub.close()
-    return jsonify({"events": items, "next_cursor": items[-1]["seq"] if items else after})
+    return _feed(items, cursor, "seq")
 
 
 def _sse(ev, ident):
@@ -138,13 +150,13 @@ def _sse(ev, ident):
 
 @bp.get("/conversations/<int:conv_id>/stream")
 @operation("Live events of a conversation (Server-Sent Events; resumes from Last-Event-ID); user token or key",
-           public=True, tags=TAGS, query=TOKEN_QUERY, response=False,
+           public=True, tags=TAGS, query={**TOKEN_QUERY, **RESUME}, response=False,
            content={"text/event-stream": "id/event/data frames, one per conversation event; keep-alive comments"},
            problems={401: "neither an API key nor the conversation's user token", 403: "a wrong user token, or a key "
                      "without service:read"})
 def user_stream(conv_id):
     by_token = _user_access(conv_id)
-    last = _cursor()
+    last = _resume()
     app = current_app._get_current_object()
     keepalive = current().seconds("heartbeat_seconds", 10)
     sub = live.subscribe(f"c:{conv_id}")  # before the backlog is read: nothing falls in between
@@ -271,20 +283,20 @@ def agent_ticket(conv_id):
 
 
 @bp.get("/agent/events")
-@operation("Cursor polling of my events (fallback for the live stream)", **SERVE, tags=TAGS,
-           query={"after": "event id cursor"})
+@operation("Cursor polling of my events, oldest first (fallback for the live stream)", **SERVE, tags=TAGS,
+           query=page_query(maximum=500, default=100), response="api/service/agent_events_page.json")
 def agent_events():
-    after = _cursor()
-    items = desk.agent_events_after(g.staff_no, after)
-    return jsonify({"events": items, "next_cursor": items[-1]["id"] if items else after})
+    cursor, limit = page_args()
+    return _feed(desk.agent_events_after(g.staff_no, cursor or 0, limit), cursor, "id")
 
 
 @bp.get("/agent/stream")
 @operation("My live events (Server-Sent Events; closing it counts as offline after the grace)", **SERVE, tags=TAGS,
-           response=False, content={"text/event-stream": "id/event/data frames, one per event; keep-alive comments"})
+           query=RESUME, response=False,
+           content={"text/event-stream": "id/event/data frames, one per event; keep-alive comments"})
 def agent_stream():
     staff_no = g.staff_no
-    last = _cursor()
+    last = _resume()
     app = current_app._get_current_object()
     keepalive = current().seconds("heartbeat_seconds", 10)
     sub = live.subscribe(f"a:{staff_no}")
@@ -417,9 +429,11 @@ def sweep():
 # --- complaints and other channels ---------------------------------------------------------------
 
 @bp.get("/complaints")
-@operation("Complaints, newest first", scope="service:read", tags=TAGS, query={"user_id": "one user's"})
+@operation("Complaints, newest first", scope="service:read", tags=TAGS, query={"user_id": "one user's", **PAGE},
+           response="api/service/complaints_page.json")
 def list_complaints():
-    return jsonify({"items": complaints.list_complaints(request.args.get("user_id"))})
+    cursor, limit = page_args()
+    return page(*complaints.list_complaints(request.args.get("user_id"), limit, cursor))
 
 
 @bp.get("/complaints/<int:complaint_id>")

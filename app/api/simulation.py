@@ -1,7 +1,7 @@
 """Simulation API: start a simulation (a job), read its status/progress/report, period-end preview, shadow evaluation."""
 from flask import Blueprint, Response, g, jsonify, request
 
-from app.api import operation, q, query_int
+from app.api import operation, page, page_args, page_query, q, query_int
 from app.errors import Problem
 from app.platform import auth
 from app.services.simulation import preview, runs, shadow
@@ -45,11 +45,12 @@ def get_simulation(run_id):
 
 
 @bp.get("/simulations/period-end-preview")
-@operation("What the next deduction/expiry does to every member under the active policy", scope="simulate:read",
+@operation("What the next deduction/expiry does to every member under the active policy (a page of members "
+           "by member id; each row names the instant and policy version it was computed at)", scope="simulate:read",
            tags=TAGS, query={"at": "RFC 3339 instant (default: the next deduction date)",
-                             "after": "cursor: next_after of the previous page", "limit": "page size (1-1000)",
+                             **page_query("string", maximum=1000, default=100),
                              "format": q("json (default) or csv (every member, for notices)", enum=["json", "csv"])},
-           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"}, response="api/simulation/preview_page.json")
 def get_preview():
     fmt = request.args.get("format", "json")
     if fmt == "csv":
@@ -59,8 +60,9 @@ def get_preview():
     if fmt != "json":
         raise Problem(422, "validation-failed", "Validation failed", "format is json or csv",
                       errors=[{"pointer": "/query/format", "validator": "enum", "message": "json or csv"}])
-    return jsonify(preview.period_end(request.args.get("at"), request.args.get("after"),
-                                      query_int("limit", 100, 1, 1000)))
+    result = preview.period_end(request.args.get("at"), *page_args())
+    return page([dict(item, at=result["at"], policy_version=result["policy_version"]) for item in result["items"]],
+                result["next_cursor"])
 
 
 @bp.post("/simulations/shadow")

@@ -1,7 +1,7 @@
 """Staff and departments HTTP API (departments and roles come from the staff policy), passwords, deactivation."""
 from flask import Blueprint, g, jsonify, request
 
-from app.api import operation
+from app.api import operation, page, page_args, page_query
 from app.platform.auth import actor
 from app.services import identity
 from app.services.tickets import staff as tickets_staff
@@ -30,9 +30,10 @@ def create_staff():
 
 
 @bp.get("/staff")
-@operation("Staff members", scope="tickets:read", tags=TAGS, query={"department": "code", "role": "role code"})
+@operation("Staff members by staff_no", scope="tickets:read", tags=TAGS, response="api/tickets/staff_page.json",
+           query={"department": "code", "role": "role code", **page_query("string")})
 def list_staff():
-    return jsonify(items=tickets_staff.list_staff(request.args.get("department"), request.args.get("role")))
+    return page(*tickets_staff.list_staff(request.args.get("department"), request.args.get("role"), *page_args()))
 
 
 @bp.get("/staff/<staff_no>")

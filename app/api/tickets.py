@@ -3,7 +3,7 @@
 from flask import Blueprint, g, jsonify, request
 
 from app.platform import timefmt
-from app.api import idempotency_key, operation, q, query_int
+from app.api import idempotency_key, operation, page, page_args, page_query, q, query_int
 from app.errors import Problem, validation_failed
 from app.platform import outbox
 from app.platform.export import csv_response
@@ -162,13 +162,14 @@ def user_status(ticket_id):
 
 @bp.get("/ticket-notices")
 @operation("User-facing notices of a user, newest first", scope="tickets:read", tags=TAGS,
-           query={"user_id": q("the user", required=True, minLength=1),
-                  "limit": q("page size", "integer", minimum=1, maximum=200, default=50)})
+           query={"user_id": q("the user", required=True, minLength=1), **page_query()},
+           response="api/tickets/notices_page.json")
 def notices():
     user_id = request.args.get("user_id")
     if not user_id:
         raise validation_failed([{"pointer": "/query/user_id", "validator": "required", "message": "required"}])
-    return jsonify(items=tickets.notices(user_id, query_int("limit")))
+    cursor, limit = page_args()
+    return page(*tickets.notices(user_id, limit, cursor))
 
 
 @bp.get("/ticket-workflows")
@@ -223,13 +224,15 @@ def delete_webhook(webhook_id):
 @operation("Outbox deliveries, newest first", scope="admin", tags=["outbox"],
            query={"message_id": q("one message", "integer", minimum=1, maximum=2**63 - 1),
                   "status": q("delivery status", enum=["pending", "delivered", "dead", "dropped"]),
-                  "limit": q("page size", "integer", minimum=1, maximum=500, default=100)})
+                  **page_query(maximum=500, default=100)},
+           response="api/tickets/deliveries_page.json")
 def list_deliveries():
     status = request.args.get("status")
-    if status not in (None, "pending", "delivered", "dead"):
+    if status not in (None, "pending", "delivered", "dead", "dropped"):
         raise validation_failed([{"pointer": "/query/status", "validator": "enum",
-                                  "message": "pending, delivered or dead"}])
-    return jsonify(items=outbox.deliveries(query_int("message_id"), status, query_int("limit")))
+                                  "message": "pending, delivered, dead or dropped"}])
+    cursor, limit = page_args()
+    return page(*outbox.deliveries(query_int("message_id"), status, limit, cursor))
 
 
 @bp.get("/outbox/deliveries/<int:delivery_id>/attempts")

@@ -15,7 +15,7 @@ def cmd_reconcile(args):
     with app.app_context(), db.connection_context():
         policy.startup(app)
         from app.cli import Progress
-        with Progress("reconcile") as bar:
+        with Progress("reconcile", quiet=args.json) as bar:
             report = reconcile(customers=list(args.customer) or None, store=args.store, progress=bar)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

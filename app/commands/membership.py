@@ -18,7 +18,11 @@ def cmd_show(args):
     from app.services import membership
     _ctx(args)
     try:
-        _print(membership.view(args.member) if not args.history else membership.history(args.member, args.limit))
+        if args.history:  # one page, as GET /v1/members/<id>/history answers it (--cursor: the next one)
+            items, next_cursor = membership.history(args.member, args.limit, args.cursor)
+            _print({"items": items, "next_cursor": next_cursor})
+        else:
+            _print(membership.view(args.member))
     except Problem as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
         return 1
@@ -31,7 +35,7 @@ def cmd_kpis(args):
     _ctx(args)
     try:
         from app.cli import Progress
-        with Progress("months") as bar:
+        with Progress("months", quiet=args.json) as bar:
             report = kpi.compute(args.month_from, args.month_to or args.month_from, progress=bar)
     except Problem as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
@@ -45,9 +49,13 @@ def cmd_kpis(args):
 
 def cmd_run(args):
     """Run one membership job now, in this process (``--at`` replays a date, e.g. a year end)."""
+    import jobs
     import jobs.membership as jm
+    from app.cli import Progress
     _ctx(args)
-    _print(getattr(jm, args.job)(at=args.at))
+    with Progress(args.job.replace("_", " ")) as bar, jobs.reporting(bar):
+        out = getattr(jm, args.job)(at=args.at)
+    _print(out)
     return 0
 
 
@@ -55,7 +63,8 @@ def register(root):
     from app.cli import command, group, json_option
     grp = group(root, "membership", "members, KPIs, membership jobs")
     command(grp, "show", cmd_show, click.Argument(["member"]), click.Option(["--history"], is_flag=True),
-            click.Option(["--limit"], type=click.IntRange(1, 1000), default=50, show_default=True), json_option(),
+            click.Option(["--limit"], type=click.IntRange(1, 500), default=50, show_default=True),
+            click.Option(["--cursor"], help="with --history: the next_cursor of the previous page"), json_option(),
             kind="read", help="the member view (or --history), as JSON")
     command(grp, "kpis", cmd_kpis, click.Option(["--from", "month_from"], required=True, help="YYYY-MM"),
             click.Option(["--to", "month_to"], help="YYYY-MM (default: --from)"), click.Option(["--csv"], is_flag=True),

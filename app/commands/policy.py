@@ -156,7 +156,7 @@ def cmd_history(args):
     from app.policy import store
     app = _app(args)
     with app.app_context(), connection():
-        rows = store.history(args.limit)
+        rows, _ = store.history(args.limit)
         current, _ = store.current()
     if args.json:
         from app.cli import echo_json

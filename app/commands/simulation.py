@@ -52,8 +52,10 @@ def cmd_generate(args):
 
 def cmd_preview(args):
     from app.services.simulation import preview
+    from app.cli import Progress
     _ctx(args)
-    result = preview.period_end(args.at)
+    with Progress("members", quiet=args.json) as bar:
+        result = preview.period_end(args.at, progress=bar)
     if args.csv and not args.json:
         sys.stdout.write(preview.to_csv(result))
     else:

@@ -63,24 +63,64 @@ def cmd_jobs_list(args):
 
 
 def cmd_jobs_run(args):
-    from app.cli import _app
+    from app.cli import Progress, _app
     from app.db import connection
-    from jobs import enqueue
+    from jobs import enqueue, reporting
     app = _app(args)
     try:
         job_args = [json.loads(a) for a in args.args]
     except json.JSONDecodeError as exc:
         print(f"error: job arguments are JSON values: {exc}", file=sys.stderr)
         return 2
-    with app.app_context(), connection():
+    with app.app_context(), connection(), Progress(args.path) as bar:
         try:
-            ref = enqueue(args.path, *job_args, job_id=args.job_id)
+            with reporting(bar):  # inline (no Redis): the job runs here and draws its progress
+                ref = enqueue(args.path, *job_args, job_id=args.job_id)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if args.wait and ref.status in ("queued", "requeued", "duplicate"):
+            ref = _wait(ref, bar, args.wait_timeout)
     print(json.dumps({"id": ref.id, "job": ref.path, "status": ref.status, "result": ref.result,
                       "error": ref.error}, ensure_ascii=False, default=str))
-    return 1 if ref.status == "failed" else 0
+    return 0 if ref.status in ("succeeded", "queued", "requeued", "duplicate") else 1
+
+
+def _wait(ref, bar, timeout):
+    """Wait for a job queued on RQ to end, drawing the progress it reports (``jobs.progress``).
+
+    Returns:
+        a JobRef: succeeded (with the job's result), failed (with the last line of its error), or, past
+        ``timeout`` seconds, the RQ status it still has (queued, started...).
+    """
+    import time
+
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    from jobs import JobRef, queue, redis_connection
+    q = queue(redis_connection())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            job = Job.fetch(ref.id, connection=q.connection, serializer=q.serializer)
+        except NoSuchJobError:
+            return JobRef(ref.id, ref.path, "expired", error="the job is no longer in Redis (see job_run)")
+        status = job.get_status()
+        done_total = (job.meta or {}).get("progress")
+        if done_total:
+            bar(*done_total)
+        if status == JobStatus.FINISHED:
+            out = job.return_value() or {}
+            return JobRef(ref.id, ref.path, "succeeded" if out.get("status") != "duplicate" else "duplicate",
+                          result=out.get("result"))
+        if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+            lines = (job.exc_info or "").strip().splitlines()
+            return JobRef(ref.id, ref.path, "failed", error=lines[-1] if lines else str(status))
+        if time.monotonic() >= deadline:
+            return JobRef(ref.id, ref.path, str(getattr(status, "value", status)),
+                          error=f"still {getattr(status, 'value', status)} after {timeout} s")
+        time.sleep(0.2)
 
 
 def register(root):
@@ -101,5 +141,10 @@ def register(root):
     command(grp, "run", cmd_jobs_run, click.Argument(["path"]),
             click.Argument(["args"], nargs=-1),
             click.Option(["--job-id"], default=None, help="deterministic id: the job runs once"),
+            click.Option(["--wait"], is_flag=True,
+                         help="on RQ: wait for the job to end (a progress bar on a terminal); "
+                              "exit 1 unless it succeeds"),
+            click.Option(["--wait-timeout"], type=click.IntRange(1, 86400), default=3600, show_default=True,
+                         help="seconds --wait waits at most"),
             kind="write", help="enqueue a job (inline without Redis); arguments are JSON values, "
                                "e.g. jobs.platform.prune_job_runs 42")

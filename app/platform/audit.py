@@ -173,7 +173,8 @@ def search(filters=None, start=None, end=None, cursor=None, limit=100):
     Returns:
         {"items": [...], "next_cursor": str | None}.
     """
-    q = AuditLog.select().order_by(AuditLog.id.desc()).limit(limit + 1)
+    from app.platform import paging
+    q = AuditLog.select()
     for name, value in (filters or {}).items():
         if value is None:
             continue
@@ -186,11 +187,8 @@ def search(filters=None, start=None, end=None, cursor=None, limit=100):
         q = q.where(AuditLog.at >= start)
     if end is not None:
         q = q.where(AuditLog.at < end)
-    if cursor is not None:
-        q = q.where(AuditLog.id < cursor)
-    rows = list(q)
-    return {"items": [to_dict(r) for r in rows[:limit]],
-            "next_cursor": str(rows[limit - 1].id) if len(rows) > limit else None}
+    rows, nxt = paging.keyset(q, AuditLog.id, cursor, limit)
+    return {"items": [to_dict(r) for r in rows], "next_cursor": None if nxt is None else str(nxt)}
 
 
 CSV_COLUMNS = ("id", "at", "actor", "staff_no", "credential", "action", "subject", "request_id",

@@ -392,14 +392,20 @@ def serialize_delivery(d):
 
 
 
-def deliveries(message_id=None, status=None, limit=100):
-    """Deliveries (newest first), optionally for one message or in one status."""
-    q = OutboxDelivery.select().order_by(OutboxDelivery.id.desc()).limit(limit)
+def deliveries(message_id=None, status=None, limit=100, cursor=None):
+    """Deliveries, newest first (keyset on id), optionally for one message or in one status.
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    q = OutboxDelivery.select()
     if message_id is not None:
         q = q.where(OutboxDelivery.message == message_id)
     if status:
         q = q.where(OutboxDelivery.status == status)
-    return [serialize_delivery(d) for d in q]
+    rows, nxt = paging.keyset(q, OutboxDelivery.id, cursor, limit)
+    return [serialize_delivery(d) for d in rows], nxt
 
 
 def attempts(delivery_id):

@@ -57,6 +57,18 @@ def for_subject(subject, limit=1000):
     return [_row(d) for d in q]
 
 
+def page(subject, cursor=None, limit=50):
+    """One page of the decisions about a subject, oldest first (keyset on (created_at, id)).
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    rows, nxt = paging.keyset(Decision.select().where(Decision.subject == str(subject)),
+                              (Decision.created_at, Decision.id), cursor, limit, desc=False)
+    return [_row(d) for d in rows], nxt
+
+
 def get(decision_id):
     d = Decision.get_or_none(Decision.decision_id == decision_id)
     return None if d is None else _row(d)

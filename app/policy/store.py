@@ -62,16 +62,28 @@ def save_and_activate(policy_set, actor, note=None, if_match=None):
     return previous, True
 
 
-def history(limit=100):
-    """Activations, newest first."""
-    q = PolicyActivation.select().order_by(PolicyActivation.seq.desc()).limit(limit)
+def history(limit=100, cursor=None):
+    """Activations, newest first (keyset on seq).
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    rows, nxt = paging.keyset(PolicyActivation.select(), PolicyActivation.seq, cursor, limit)
     return [{"seq": a.seq, "version": a.version, "previous_version": a.previous_version,
              "activated_by": a.activated_by, "activated_at": iso(a.activated_at), "note": a.note}
-            for a in q]
+            for a in rows], nxt
 
 
-def versions(limit=100):
+def versions(limit=100, cursor=None):
+    """Stored versions, newest first (keyset on (created_at, version)).
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
     q = PolicyVersion.select(PolicyVersion.version, PolicyVersion.file_count, PolicyVersion.created_by,
-                             PolicyVersion.created_at).order_by(PolicyVersion.created_at.desc()).limit(limit)
+                             PolicyVersion.created_at)
+    rows, nxt = paging.keyset(q, (PolicyVersion.created_at, PolicyVersion.version), cursor, limit)
     return [{"version": v.version, "files": v.file_count, "created_by": v.created_by,
-             "created_at": iso(v.created_at)} for v in q]
+             "created_at": iso(v.created_at)} for v in rows], nxt

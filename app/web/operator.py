@@ -61,7 +61,7 @@ def policies():
     row = PolicyActive.get_or_none(PolicyActive.id == 1) if store.tables_ready() else None
     return render("policies.html", version=ps.version, row=row,
                   kinds={k: [d["_file"] for d in ps.get(k)] for k in ps.kinds()},
-                  files=sorted(ps.files), history=store.history(30), versions=store.versions(30),
+                  files=sorted(ps.files), history=store.history(30)[0], versions=store.versions(30)[0],
                   rulesets=sorted(d["name"] for d in ps.get("ruleset") if isinstance(d.get("name"), str)))
 
 
@@ -80,7 +80,7 @@ def diff():
     a, b = request.args.get("a") or "active", request.args.get("b") or DISK
     changes = policy_diff(_files_of(a), _files_of(b))
     return render("policy_diff.html", a=a, b=b, changes=changes, lines=render_diff(changes),
-                  versions=store.versions(30))
+                  versions=store.versions(30)[0])
 
 
 @bp.get("/policies/edit")

@@ -234,7 +234,7 @@ def bench_fanout(app, clients, messages, redis_url):
     conv_id, user_token = r.json()["conversation"]["id"], r.json()["user_token"]
     assert post("/v1/service/agent/take", headers=hdr).json()["conversation"]["id"] == conv_id
     after = s.get(f"{base}/v1/service/conversations/{conv_id}").json()["last_seq"]
-    c = Clients(srv.server_port, f"/v1/service/conversations/{conv_id}/stream?token={user_token}&after={after}",
+    c = Clients(srv.server_port, f"/v1/service/conversations/{conv_id}/stream?token={user_token}&cursor={after}",
                 clients)
     time.sleep(3)  # every client subscribed
     sent = {}

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 from app.cli import main
-from tests.conftest import BACKEND, PG_URL, Http
+from tests.conftest import BACKEND, PG_URL, FakeTerminal, Http
 
 
 @pytest.fixture()
@@ -187,3 +187,47 @@ def test_serve_with_redis_runs_several_workers_and_merges_metrics(database_url, 
     total = sum(s.value for f in text_string_to_metric_families(text) if f.name == "patron_http_requests"
                 for s in f.samples if s.labels.get("route") == "/healthz" and s.name.endswith("_total"))
     assert total >= 21  # every request counted, whichever worker served it
+
+
+def test_long_commands_draw_a_progress_bar_on_a_terminal_only(app, http, monkeypatch, capsys, database_url):
+    """`simulate preview` (every member) and `membership run` (a job by hand): a bar on a terminal's stderr,
+    none when piped or asked for --json, and never on stdout."""
+    import json
+
+    from app.db import db
+    from app.models.membership import Member
+    from tests.membership_factories import order, post
+    post(http, order(f"bar-{secrets.token_hex(4)}", 10))
+    with db.connection_context():
+        members = Member.select().count()
+    preview = ["--database-url", database_url, "simulate", "preview", "--at", "2099-01-01T00:00:00+08:00"]
+    assert main(preview) == 0  # captured stderr: not a terminal
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)["items"]) == members and f"{members}/{members}" not in err
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(preview) == 0
+    drawn = terminal.getvalue()
+    assert "members" in drawn and f"{members}/{members}" in drawn, drawn[-500:]
+    assert f"{members}/{members}" not in capsys.readouterr().out
+    quiet = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    assert main(preview + ["--json"]) == 0
+    assert quiet.getvalue() == ""  # --json: machine output, no bar
+
+
+def test_a_membership_job_run_by_hand_draws_its_progress(fresh_db, monkeypatch, capsys):
+    """On a database of its own (the job changes every member): one step per member on the terminal."""
+    from app.db import db
+    from app.models.membership import Member
+    assert main(["--database-url", fresh_db, "demo", "--port", "8123"]) in (0, None)
+    with db.connection_context():
+        members = Member.select().count()
+    assert members >= 1
+    capsys.readouterr()
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(["--database-url", fresh_db, "membership", "run", "deduct_growth"]) == 0
+    assert '"deducted"' in capsys.readouterr().out
+    drawn = terminal.getvalue()
+    assert "deduct growth" in drawn and f"{members}/{members}" in drawn, drawn[-500:]

@@ -85,16 +85,10 @@ def test_policy_apply_takes_if_match_and_answers_412_on_a_stale_version(http):
 
 
 # ---- pagination: one style (cursor + bounded limit, answer {"items": [...], "next_cursor": ...}) ----------
-# Lists that still page another way (or not at all); each is to move to cursor + limit. A new list route is
-# not added here: it declares PAGE (app.api.page_query) and answers app.api.page(...).
-LEGACY_PAGING = {
-    "/v1/decisions", "/v1/knowledge/entries", "/v1/outbox/deliveries", "/v1/policies/versions",
-    "/v1/service/complaints", "/v1/simulations/period-end-preview", "/v1/staff", "/v1/ticket-notices",
-    "/v1/mall/items", "/v1/service/compensations/report", "/v1/members/<member_id>/history", "/v1/service/agent/events",
-    "/v1/service/conversations/<int:conv_id>/events", "/v1/service/conversations/<int:conv_id>/stream",
-}
+# Every list route declares PAGE (app.api.page_query) and answers app.api.page(...): no exemptions.
 # Small catalogues answered whole (bounded by the policy files, not by data): no paging.
 CATALOGUES = {"/v1/departments", "/v1/ticket-workflows",
+              "/v1/mall/items",  # the mall's items are the mall policy's; stock and eligibility ride along
               "/v1/service/shop/promotions",  # the shop's current promotions, as its connector answers them
               "/v1/service/rosters"}  # one weekly pattern per agent and skill group
 # Ranked "top N" answers (search, suggestions): a bounded limit, no further pages.
@@ -102,7 +96,10 @@ RANKED = {"/v1/knowledge/search", "/v1/knowledge/suggestions",
           "/v1/service/shop/users/<user_id>/orders"}  # the shop's most recent orders, as its connector answers
 # Reports over a bounded date range (each route caps the range it accepts), answered whole: no paging.
 REPORTS = {"/v1/service/stats", "/v1/service/qa/summary", "/v1/service/shifts", "/v1/service/attendance",
-           "/v1/service/capacity-forecast", "/v1/service/shift-exceptions"}
+           "/v1/service/capacity-forecast", "/v1/service/shift-exceptions",
+           # one business day, one row per (agent, reason): bounded by the staff and the policy's reasons, and
+           # its CSV is the finance export of that day, which must be whole
+           "/v1/service/compensations/report"}
 PAGING_WORDS = {"cursor", "limit", "after", "before", "offset", "page"}
 
 
@@ -120,23 +117,45 @@ def _paged(op):
             and limit.get("maximum", 10**9) <= 1000 and "default" in limit)
 
 
+def _streams(app):
+    return {rule.rule for rule, op in _gets(app) if "text/event-stream" in op["content"]}
+
+
+def test_a_stream_resumes_and_its_polling_fallback_pages_like_a_list(app):
+    """A Server-Sent Events stream is not a list: it never ends, takes no limit and resumes from Last-Event-ID
+    (or ``cursor``, the same value, on a first connect, since EventSource cannot set a header). Its polling
+    fallback (the sibling ``.../events``) is a feed: cursor + bounded limit, items + next_cursor."""
+    streams = _streams(app)
+    assert len(streams) >= 3
+    fallbacks = 0
+    for rule, op in _gets(app):
+        if rule.rule in streams:
+            words = PAGING_WORDS & set(op["query"])
+            assert words <= {"cursor"}, f"GET {rule.rule}: a stream resumes from cursor/Last-Event-ID, no {words}"
+        elif rule.rule.endswith("/events") and rule.rule[:-len("/events")] + "/stream" in streams:
+            assert _paged(op), f"GET {rule.rule}: the polling fallback of a stream pages (app.api.PAGE)"
+            assert op["response"], f"GET {rule.rule}: declare the page's schema"
+            fallbacks += 1
+    assert fallbacks >= 2  # a conversation's events, an agent's events
+
+
 def test_every_list_route_pages_with_cursor_and_bounded_limit(app, http):
     checked, offenders = 0, []
+    streams = _streams(app)
     for rule, op in _gets(app):
         url = rule.rule
         words = PAGING_WORDS & set(op["query"])
-        if url in LEGACY_PAGING:
-            continue
         if url in RANKED:
             limit = op["query"]["limit"]["schema"]
             assert limit.get("maximum", 10**9) <= 1000, url
             continue
+        if url in streams:
+            continue  # a stream never ends: not a list (the test above)
         if words:
             assert _paged(op) and words <= {"cursor", "limit"}, \
                 f"GET {url}: page with cursor + a bounded limit (app.api.PAGE), not {sorted(words)}"
-        if (rule.arguments or op["public"] or url in CATALOGUES | REPORTS
-                or "text/event-stream" in op["content"]):
-            continue  # a stream never ends: not a list
+        if rule.arguments or op["public"] or url in CATALOGUES | REPORTS:
+            continue
         r = http.get(url)
         if r.status_code != 200 or not r.headers.get("Content-Type", "").startswith("application/json"):
             continue
@@ -145,11 +164,11 @@ def test_every_list_route_pages_with_cursor_and_bounded_limit(app, http):
         if is_list:
             if not _paged(op):
                 offenders.append(f"GET {url} answers a list: declare app.api.PAGE and answer app.api.page(...)")
-            elif not (isinstance(body, dict) and "next_cursor" in body):
-                offenders.append(f"GET {url}: answer items + next_cursor")
+            elif not (isinstance(body, dict) and set(body) == {"items", "next_cursor"}):
+                offenders.append(f"GET {url}: answer exactly items + next_cursor (app.api.page), not {sorted(body)}")
             checked += 1
     assert not offenders, "\n".join(offenders)
-    assert checked >= 2  # tickets and audit at least
+    assert checked >= 8  # tickets, audit, staff, complaints, policy versions and activations, deliveries...
 
 
 def test_a_cursor_walks_every_row_once(http):

@@ -50,6 +50,13 @@ def test_versions_review_before_publish_and_restore(api, people):
     assert r.status_code == 201, r.text
     eid = r.json()["id"]
     assert r.json()["state"] == "draft" and r.json()["published_version"] is None
+    listed = api.get("/v1/knowledge/entries", params={"category": cat}).json()
+    assert [(e["id"], e["state"]) for e in listed["items"]] == [(eid, "draft")] and listed["next_cursor"] is None
+    r = api.post("/v1/knowledge/entries", headers=ed, json={"title": "第二条", "category": cat, "body": "另一条。"})
+    first = api.get("/v1/knowledge/entries", params={"category": cat, "limit": 1}).json()
+    assert [e["id"] for e in first["items"]] == [eid] and first["next_cursor"] == eid  # oldest first
+    rest = api.get("/v1/knowledge/entries", params={"category": cat, "cursor": eid}).json()
+    assert [e["id"] for e in rest["items"]] == [r.json()["id"]] and rest["next_cursor"] is None
     assert search(api, "退货运费", cat) == []  # a draft is not served
 
     # the author cannot publish their own version; publishing needs the version to be in review

@@ -91,6 +91,17 @@ def test_delivery_retried_until_receiver_recovers(http, db_conn, receiver):
         assert envelope["id"] == mid and envelope["data"]["文字"] == "中文"
     r = http.get(f"/v1/outbox/deliveries?message_id={mid}")
     assert r.status_code == 200 and r.json()["items"][0]["status"] == "delivered"
+    # newest first, a page at a time: the cursor goes on past the last row
+    everyone = http.get("/v1/outbox/deliveries", params={"limit": 5}).json()["items"]
+    seen, cursor = [], None
+    for _ in everyone:
+        page = http.get("/v1/outbox/deliveries", params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [d["id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert cursor == seen[-1]
+    assert seen == [d["id"] for d in everyone]
     r = http.get(f"/v1/outbox/deliveries/{d.id}/attempts")
     assert [a["status_code"] for a in r.json()["items"]] == [500, 500, 204]
 

@@ -80,8 +80,21 @@ def test_apply_activates_records_history_and_audit_then_restore(app, http):
         active = http.get("/v1/policies/active").json()
         assert active["version"] == new["version"] and name in active["rulesets"]
         assert active["activated_by"].startswith("api_key:")
-        hist = http.get("/v1/policies/versions").json()
-        assert hist["history"][0]["version"] == new["version"] and hist["history"][0]["note"] == "test"
+        hist = http.get("/v1/policies/activations").json()["items"]
+        assert hist[0]["version"] == new["version"] and hist[0]["note"] == "test" and hist[0]["previous_version"] == before
+        stored = http.get("/v1/policies/versions", params={"limit": 1000}).json()["items"]
+        assert new["version"] in [v["version"] for v in stored] and stored[0]["files"] >= 1
+        # a page at a time, newest first, each row once (versions: keyset on (created_at, version))
+        for path, key in (("/v1/policies/versions", "version"), ("/v1/policies/activations", "seq")):
+            whole = http.get(path, params={"limit": 1000}).json()
+            seen, cursor = [], None
+            for _ in range(3):
+                page = http.get(path, params={"limit": 1, **({"cursor": cursor} if cursor else {})}).json()
+                seen += [row[key] for row in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert seen == [row[key] for row in whole["items"][:3]], path
         assert http.get(f"/v1/policies/versions/{new['version']}").json()["files"] == files
         ev = http.post("/v1/decisions/explain", json={"ruleset": name, "facts": {"amount_fen": 150}}).json()
         assert ev["rule"] == "big" and ev["version"] == new["version"]
@@ -151,11 +164,19 @@ def test_decision_log_record_and_read(db_conn, http):
         d1 = decisions.record("demo_risk", "v1", "large_redemption", subject, {"points": 60000},
                               {"actions": [{"action": "require_review"}]})
         decisions.record("demo_risk", "v1", None, subject, {"points": 1}, {"actions": []})
-    rows = http.get("/v1/decisions", params={"subject": subject}).json()["decisions"]
+    page = http.get("/v1/decisions", params={"subject": subject}).json()
+    assert page["next_cursor"] is None
+    rows = page["items"]
     assert [r["decision_id"] for r in rows][0] == d1 and len(rows) == 2
     assert rows[0]["inputs"] == {"points": 60000} and rows[0]["rule"] == "large_redemption"
     assert rows[1]["rule"] is None and len(rows[0]["input_digest"]) == 64
     assert decisions.for_subject(subject) == rows
+    # a page at a time, oldest first: the cursor goes on from the last row, each row once
+    first = http.get("/v1/decisions", params={"subject": subject, "limit": 1}).json()
+    assert first["items"] == rows[:1] and first["next_cursor"]
+    rest = http.get("/v1/decisions", params={"subject": subject, "limit": 1, "cursor": first["next_cursor"]}).json()
+    assert rest == {"items": rows[1:], "next_cursor": None}
+    assert http.get("/v1/decisions", params={"subject": subject, "cursor": "nonsense"}).status_code == 422
 
 
 def test_active_set_survives_a_restart(app, http):

@@ -386,8 +386,16 @@ def test_sse_delivers_in_order_and_resumes_from_last_event_id(app, api, server, 
         resp.close()
     assert [int(e["id"]) for e in again] == list(range(4, ids[-1] + 2))
     polled = requests.get(f"{server}/v1/service/conversations/{conv['id']}/events",
-                          params={"token": token, "after": 3}, timeout=30).json()
-    assert [e["seq"] for e in polled["events"]] == [int(e["id"]) for e in again]
+                          params={"token": token, "cursor": 3}, timeout=30).json()
+    assert [e["seq"] for e in polled["items"]] == [int(e["id"]) for e in again]
+    assert polled["next_cursor"] == again[-1]["data"]["seq"]
+    # a page at a time: the cursor of a full page goes on from its last event; with nothing new it stays put
+    one = requests.get(f"{server}/v1/service/conversations/{conv['id']}/events",
+                       params={"token": token, "cursor": 3, "limit": 1}, timeout=30).json()
+    assert [e["seq"] for e in one["items"]] == [4] and one["next_cursor"] == 4
+    idle = requests.get(f"{server}/v1/service/conversations/{conv['id']}/events",
+                        params={"token": token, "cursor": polled["next_cursor"]}, timeout=30).json()
+    assert idle == {"items": [], "next_cursor": polled["next_cursor"]}
     assert requests.get(f"{server}/v1/service/conversations/{conv['id']}/events",
                         params={"token": "wrong"}, timeout=30).status_code == 401
 
@@ -438,6 +446,11 @@ def test_conversation_linked_to_an_existing_ticket_of_the_same_user(app, api, se
     told = _user_told(server, conv, token, "ticket")
     assert told["data"]["body"]["ticket_id"] == tid
     assert api.get(f"/v1/service/complaints/{comp['id']}").json()["ticket_id"] == tid
+    listed = api.get("/v1/service/complaints", params={"user_id": user}).json()
+    assert [c["id"] for c in listed["items"]] == [comp["id"]] and listed["next_cursor"] is None
+    first = api.get("/v1/service/complaints", params={"limit": 1}).json()
+    second = api.get("/v1/service/complaints", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert first["next_cursor"] == first["items"][0]["id"] > second["items"][0]["id"]  # newest first, none twice
 
 
 def test_calls_open_and_update_a_complaint(app, api, floor):
@@ -527,6 +540,15 @@ def test_agent_stream_delivers_and_its_closed_connection_counts_as_offline(app, 
                                                                        "message": {"type": "text", "text": "在吗"}})
     got = read_sse(resp, lambda e: e["event"] == "message")
     assert [e["event"] for e in got] == ["assigned", "message"] and got[1]["data"]["body"]["text"] == "在吗"
+    # the polling fallback pages the same events, oldest first
+    ids = [int(e["id"]) for e in got]
+    polled = act(api, a, "GET", "/events").json()
+    assert [e["id"] for e in polled["items"]] == ids and polled["next_cursor"] == ids[-1]
+    one = act(api, a, "GET", "/events?limit=1").json()
+    assert [e["id"] for e in one["items"]] == ids[:1] and one["next_cursor"] == ids[0]
+    rest = act(api, a, "GET", f"/events?cursor={ids[0]}").json()
+    assert [e["id"] for e in rest["items"]] == ids[1:]
+    assert act(api, a, "GET", f"/events?cursor={ids[-1]}").json() == {"items": [], "next_cursor": ids[-1]}
     resp.close()
     for _ in range(100):  # the server notices the closed connection on its next keep-alive write
         with app.app_context(), db.connection_context():

@@ -126,7 +126,7 @@ def test_above_limit_is_an_approval_step_on_a_ticket_that_pays_once(api, app, ad
     assert acts[0]["rule"] == "compensation_approval.paid.on_enter" and acts[0]["policy_version"]
     d = api.get("/v1/decisions", params={"subject": f"service:compensation:{pending['id']}"})
     assert d.status_code == 200, d.text
-    rules = [x["rule"] for x in d.json()["decisions"]]
+    rules = [x["rule"] for x in d.json()["items"]]
     assert "tickets:compensation_approval.paid.on_enter" in rules and "compensation.limit_fen_by_role.agent_l1" in rules
     audit = Http(server, admin_token).get("/v1/audit", params={"subject": f"service:compensation:{pending['id']}"})
     assert audit.status_code == 200, audit.text

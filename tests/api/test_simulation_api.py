@@ -62,12 +62,18 @@ def test_period_end_preview_changes_nothing(http, frozen_clock):
     post(http, order(tag + "a", 1500, at="2019-06-10T10:00:00+08:00"))
     post(http, order(tag + "b", 1100, at="2019-06-10T11:00:00+08:00"))
     frozen_clock(__import__("datetime").datetime(2019, 12, 20))
-    r = http.get("/v1/simulations/period-end-preview", params={"at": "2021-01-01T00:00:00+08:00", "after": tag,
+    r = http.get("/v1/simulations/period-end-preview", params={"at": "2021-01-01T00:00:00+08:00", "cursor": tag,
                                                                 "limit": 2})
     assert r.status_code == 200, r.text
     out = r.json()
-    assert out["at"] == "2020-12-31T16:00:00Z"
     a, b = out["items"]
+    assert a["at"] == b["at"] == "2020-12-31T16:00:00Z" and a["policy_version"]
+    one = http.get("/v1/simulations/period-end-preview", params={"at": "2021-01-01T00:00:00+08:00", "cursor": tag,
+                                                                  "limit": 1}).json()
+    assert one == {"items": [a], "next_cursor": tag + "a"}  # a full page: the next one starts past its last member
+    two = http.get("/v1/simulations/period-end-preview", params={"at": "2021-01-01T00:00:00+08:00",
+                                                                  "cursor": one["next_cursor"], "limit": 1}).json()
+    assert two["items"] == [b]
     assert (a["member_id"], a["level"], a["growth"], a["deduct"], a["growth_after"], a["level_after"], a["demoted"]) \
         == (tag + "a", "铜牌", 1500, 200, 1300, "铜牌", False)
     assert (b["member_id"], b["deduct"], b["growth_after"], b["level_after"], b["demoted"]) \
@@ -79,7 +85,7 @@ def test_period_end_preview_changes_nothing(http, frozen_clock):
     assert view["growth"] == 1100 and view["level"]["name"] == "铜牌"
     assert http.get(f"/v1/members/{tag}b/history").json()["items"][0]["type"] != "deduct"
     again = http.get("/v1/simulations/period-end-preview", params={"at": "2021-01-01T00:00:00+08:00",
-                                                                    "after": tag, "limit": 2}).json()
+                                                                    "cursor": tag, "limit": 2}).json()
     assert again["items"] == out["items"]
     csv_r = http.get("/v1/simulations/period-end-preview", params={"at": "2021-01-01T00:00:00+08:00",
                                                                     "format": "csv"})

@@ -112,7 +112,7 @@ def test_refund_dispute_routed_approved_twice_processed_closed(http, people):
     assert view["status"] == "已关闭" and view["closed"]
     assert any(n["text"] == "退款已完成" for n in view["notices"])
     # the decision log answers "why did this ticket go to finance?", and explain replays it
-    logged = http.get("/v1/decisions", params={"subject": f"ticket:{tid}"}).json()["decisions"]
+    logged = http.get("/v1/decisions", params={"subject": f"ticket:{tid}"}).json()["items"]
     assert [(d["ruleset"], d["rule"]) for d in logged] == [("ticket_routing", "refund_dispute_large"),
                                                             ("ticket_priority", "large_amount_vip")]
     assert logged[0]["version"] == routed["policy_version"]
@@ -217,8 +217,17 @@ def test_waiting_on_user_pauses_sla_and_comments(http, people):
     view = http.get(f"/v1/tickets/{tid}/status", params={"user_id": user}).json()
     assert [c["body"] for c in view["replies"]] == ["您好，正在核实", "还没到"]  # internal note hidden
     assert http.get(f"/v1/tickets/{tid}/status", params={"user_id": "other"}).status_code == 404
-    notices = http.get("/v1/ticket-notices", params={"user_id": user}).json()["items"]
-    assert any(n["text"] == "请补充工单所需信息" for n in notices)
+    page = http.get("/v1/ticket-notices", params={"user_id": user}).json()
+    notices = page["items"]
+    assert any(n["text"] == "请补充工单所需信息" for n in notices) and page["next_cursor"] is None
+    assert [n["id"] for n in notices] == sorted((n["id"] for n in notices), reverse=True)
+    seen, cursor = [], None
+    for _ in notices:  # a page of one at a time walks the same notices, each once
+        page = http.get("/v1/ticket-notices", params={"user_id": user, "limit": 1,
+                                                      **({"cursor": cursor} if cursor else {})}).json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+    assert seen == notices and cursor is None
     r = http.post(f"/v1/tickets/{tid}/attachments", json={"ref": "s3://bucket/photo.jpg", "name": "photo.jpg",
                                                           "content_type": "image/jpeg", "size_bytes": 1234})
     assert r.status_code == 201
@@ -312,8 +321,14 @@ def test_workflows_departments_staff(http, people):
     r = http.post("/v1/staff", json={"staff_no": people["agent"], "name": "x", "department": "cs",
                                      "roles": ["agent_l1"]})
     assert r.status_code == 409
-    sups = http.get("/v1/staff", params={"department": "finance", "role": "supervisor"}).json()["items"]
-    assert people["sup"] in {s["staff_no"] for s in sups}
+    sups = http.get("/v1/staff", params={"department": "finance", "role": "supervisor", "limit": 200}).json()
+    assert people["sup"] in {s["staff_no"] for s in sups["items"]}
+    # by staff_no, a page at a time: the cursor is the last staff_no of a full page
+    first = http.get("/v1/staff", params={"limit": 2}).json()
+    assert [s["staff_no"] for s in first["items"]] == sorted(s["staff_no"] for s in first["items"])
+    assert first["next_cursor"] == first["items"][-1]["staff_no"]
+    after = http.get("/v1/staff", params={"limit": 2, "cursor": first["next_cursor"]}).json()["items"]
+    assert after and after[0]["staff_no"] > first["next_cursor"]
 
 
 def test_reopen_window_closes_and_order_status_rule(http, people, db_conn):
@@ -352,7 +367,7 @@ def test_confirmed_defect_compensates_through_the_ledger_once(http, people):
     hist = http.get(f"/v1/tickets/{tid}/history").json()["items"]
     comp = [h for h in hist if h["kind"] == "compensated"]
     assert len(comp) == 1 and comp[0]["rule"] == "quality.compensating.on_enter" and comp[0]["detail"]["journal_id"]
-    logged = http.get("/v1/decisions", params={"subject": f"ticket:{tid}"}).json()["decisions"]
+    logged = http.get("/v1/decisions", params={"subject": f"ticket:{tid}"}).json()["items"]
     assert [d["rule"] for d in logged if d["ruleset"] == "tickets"] == ["quality.compensating.on_enter"]
     step(http, tid, "compensated")
     t = step(http, tid, "reopen", comment="又坏了")

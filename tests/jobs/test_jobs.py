@@ -12,6 +12,7 @@ import jobs
 from app.models.core import AuditLog
 from app.models.jobs import JobRun
 from jobs import runner
+from tests.conftest import FakeTerminal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,13 @@ def flaky(marker):
     if AuditLog.select().where((AuditLog.action == "test-flaky") & (AuditLog.subject == marker)).count() < 2:
         raise RuntimeError("transient")
     return "ok"
+
+
+def steps(n):
+    """Reports its progress one step at a time (what a long job does)."""
+    for i in range(1, n + 1):
+        jobs.progress(i, n)
+    return n
 
 
 def tick_fake():
@@ -324,3 +332,49 @@ def test_cron_loop_thread_enqueues_due_ticks_and_stops(app, redis_url):
         thread.join(10)
     assert not thread.is_alive()
     q.empty()
+
+
+# --- progress of a job run by hand ----------------------------------------------------------------
+
+def test_jobs_run_draws_the_job_progress_on_a_terminal_only(app, monkeypatch, capsys, database_url):
+    from app.cli import main
+    monkeypatch.delenv("PATRON_REDIS_URL", raising=False)
+    argv = ["--database-url", database_url, "jobs", "run", "tests.jobs.test_jobs.steps", "3"]
+    assert main(argv) == 0  # captured: not a terminal, no bar
+    out, err = capsys.readouterr()
+    assert '"status": "succeeded"' in out and '"result": 3' in out and "3/3" not in err
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(argv) == 0
+    drawn = terminal.getvalue()
+    assert "tests.jobs.test_jobs.steps" in drawn and "1/3" in drawn and "3/3" in drawn, drawn
+    assert "3/3" not in capsys.readouterr().out  # the bar never goes to stdout
+
+
+def test_jobs_run_wait_follows_a_worker_and_draws_its_progress(app, monkeypatch, capsys, database_url, redis_url):
+    import threading
+    import time
+
+    from app.cli import main
+    queue_name = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PATRON_REDIS_URL", redis_url)
+    monkeypatch.setenv("PATRON_JOBS_QUEUE", queue_name)
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    result = {}
+    waiter = threading.Thread(target=lambda: result.setdefault("rc", main(
+        ["--database-url", database_url, "jobs", "run", "tests.jobs.test_jobs.steps", "4", "--wait",
+         "--wait-timeout", "120"])))
+    waiter.start()
+    conn = jobs.redis_connection(redis_url)
+    deadline = time.monotonic() + 60
+    while jobs.queue(conn, queue_name).count == 0:  # enqueued, and waited for
+        assert time.monotonic() < deadline and waiter.is_alive(), "the job was never enqueued"
+        time.sleep(0.05)
+    assert waiter.is_alive()  # --wait: still waiting for a worker
+    run_worker_burst(database_url, redis_url, queue_name)
+    waiter.join(120)
+    assert not waiter.is_alive() and result["rc"] == 0
+    out = capsys.readouterr().out
+    assert '"status": "succeeded"' in out and '"result": 4' in out, out
+    assert "4/4" in terminal.getvalue(), terminal.getvalue()

@@ -65,17 +65,22 @@ def view(entry_id):
     return out
 
 
-def listing(state=None, category=None, limit=50, after=0):
-    q = KnowledgeEntry.select().where(KnowledgeEntry.id > after)
+def listing(state=None, category=None, limit=50, cursor=None):
+    """Entries in the order they were written (keyset on id), optionally in one state and category.
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    q = KnowledgeEntry.select()
     if state:
         q = q.where(KnowledgeEntry.state == state)
     if category:
         q = q.where(KnowledgeEntry.category == category)
-    rows = list(q.order_by(KnowledgeEntry.id).limit(limit))
-    return {"items": [{"id": e.id, "title": e.title, "category": e.category, "tags": _tags(e.tags),
-                       "state": e.state, "version": e.version, "published_version": e.published_version,
-                       "usage_count": e.usage_count} for e in rows],
-            "next_after": rows[-1].id if len(rows) == limit else None}
+    rows, nxt = paging.keyset(q, KnowledgeEntry.id, cursor, limit, desc=False)
+    return [{"id": e.id, "title": e.title, "category": e.category, "tags": _tags(e.tags),
+             "state": e.state, "version": e.version, "published_version": e.published_version,
+             "usage_count": e.usage_count} for e in rows], nxt
 
 
 def _write_version(e, staff_no, fields, note="", restored_from=None):

@@ -4,7 +4,7 @@ import datetime as dt
 from app.db import db
 from app.errors import Problem, validation_failed
 from app.models.ledger import LedgerAccount, LedgerCustomer, LedgerEntry, LedgerHold, LedgerJournal, LedgerLot
-from app.platform import clock, timefmt
+from app.platform import clock, paging, timefmt
 from app.services.ledger import core
 from app.services.ledger.core import config
 
@@ -162,15 +162,13 @@ def statement(customer=None, account_id=None, type=None, since=None, until=None,
         q = q.where(LedgerEntry.created_at >= timefmt.parse(since, "/since"))
     if until:
         q = q.where(LedgerEntry.created_at < timefmt.parse(until, "/until"))
-    if cursor:
-        if not str(cursor).isdigit():
-            raise validation_failed([{"pointer": "/query/cursor", "validator": "format",
-                                      "message": "not a cursor from this API"}])
-        q = q.where(LedgerEntry.id < int(cursor))
-    rows = list(q.order_by(LedgerEntry.id.desc()).limit(limit + 1).dicts())
+    if cursor and not str(cursor).isdigit():
+        raise validation_failed([{"pointer": "/query/cursor", "validator": "format",
+                                  "message": "not a cursor from this API"}])
+    rows, nxt = paging.keyset(q.dicts(), LedgerEntry.id, int(cursor) if cursor else None, limit)
     items = [{"entry_id": e["id"], "journal_id": e["journal"], "journal_type": e["journal_type"],
               "external_ref": e["external_ref"], "account_id": e["account"], "account_type": e["account_type"],
               "label": e["label"], "sub": e["sub"], "asset": e["asset"], "amount": e["amount_minor"],
               "balance_after": e["balance_after_minor"], "created_at": timefmt.iso(e["created_at"])}
-             for e in rows[:limit]]
-    return {"items": items, "next_cursor": str(rows[limit - 1]["id"]) if len(rows) > limit else None}
+             for e in rows]
+    return {"items": items, "next_cursor": None if nxt is None else str(nxt)}

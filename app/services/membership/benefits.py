@@ -218,8 +218,9 @@ def monthly_coupons(cfg, level, plan):
     return [item for item in benefits_in_force(cfg, level, plan) if item["type"] == "coupon"]
 
 
-def issue_coupons(at=None, actor="system:coupons"):
-    """Issue this month's coupon benefits as voucher lots, once per member, benefit and month."""
+def issue_coupons(at=None, actor="system:coupons", progress=None):
+    """Issue this month's coupon benefits as voucher lots, once per member, benefit and month
+    (``progress(done, total)`` is told after each member)."""
     from app.services.membership.mall import grant_voucher  # mall builds on benefits (one way): late import
     at = at or clock.now()
     cfg = mp.current()
@@ -233,7 +234,7 @@ def issue_coupons(at=None, actor="system:coupons"):
     refs |= {r for (r,) in PlanPeriod.select(PlanPeriod.member_ref).where(
         (PlanPeriod.start <= at) & (PlanPeriod.end > at)).tuples()}
     issued = 0
-    for ref in sorted(refs):
+    for i, ref in enumerate(sorted(refs), 1):
         member = Member.get_or_none(Member.member_ref == ref)
         level = member.level if member else cfg.levels[0]["name"]
         plan = active_plan(cfg, ref, at)
@@ -262,6 +263,8 @@ def issue_coupons(at=None, actor="system:coupons"):
                     & (CouponGrant.month == month)).execute()
                 return 1
             issued += grant()
+        if progress is not None:
+            progress(i, len(refs))
     return {"month": month, "issued": issued}
 
 

@@ -1,5 +1,6 @@
 """Membership (会员) public operations: member view, history, offers, facts for other contexts, policy cross-checks,
 registration, demo seed (re-exported by the package)."""
+import datetime as dt
 import json
 
 from app.db import db
@@ -119,41 +120,66 @@ def view(member_ref):
     }
 
 
-def history(member_ref, limit=50, before=None):
-    """Growth, level and points changes, newest first, each with its reason, rule and policy version."""
+_HISTORY_ORDER = {"level": 0, "points": 1, "growth": 2}  # within one instant, newest first: growth, points, level
+
+
+def history(member_ref, limit=50, cursor=None):
+    """Growth, level and points changes, newest first, each with its reason, rule and policy version.
+
+    Keyset over the three tables on (at, kind, id), so a page never skips or repeats a row.
+
+    Args:
+        member_ref: the member id.
+        limit: the page size.
+        cursor: the ``next_cursor`` of the previous page.
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
     if Member.get_or_none(Member.member_ref == member_ref) is None:
         raise Problem(404, "member-not-found", "Member not found", f"member {member_ref!r} does not exist")
+    past = None
+    if cursor is not None:
+        past = paging.decode(cursor, 3)
+        if not (isinstance(past[0], dt.datetime) and past[1] in _HISTORY_ORDER.values() and isinstance(past[2], int)):
+            raise paging.bad_cursor()
     out = []
 
-    def q(model):
+    def q(model, kind):
         query = model.select().where(model.member_ref == member_ref)
-        if before is not None:
-            query = query.where(model.at < before)
+        if past is not None:
+            at, order, row_id = past
+            here = _HISTORY_ORDER[kind]
+            if here < order:
+                query = query.where(model.at <= at)
+            elif here == order:
+                query = query.where((model.at < at) | ((model.at == at) & (model.id < row_id)))
+            else:
+                query = query.where(model.at < at)
         return query.order_by(model.at.desc(), model.id.desc()).limit(limit + 1)
 
-    for e in q(GrowthEntry):
+    for e in q(GrowthEntry, "growth"):
         out.append({"kind": "growth", "type": e.kind, "delta": e.delta, "balance_after": e.balance_after,
                     "cut": e.cut, "event_id": e.event_id, "order_ref": e.order_ref, "rule": e.rule,
-                    "policy_version": e.policy_version, "reason": e.reason, "at": timefmt.iso(e.at), "_id": e.id})
-    for c in q(LevelChange):
+                    "policy_version": e.policy_version, "reason": e.reason, "at": timefmt.iso(e.at),
+                    "_key": (e.at, _HISTORY_ORDER["growth"], e.id)})
+    for c in q(LevelChange, "level"):
         out.append({"kind": "level", "type": "demotion" if _lower(c) else "promotion", "from": c.from_level,
                     "to": c.to_level, "growth": c.growth, "event_id": c.event_id, "rule": c.rule,
-                    "policy_version": c.policy_version, "reason": c.reason, "at": timefmt.iso(c.at), "_id": c.id})
-    for p in q(PointsAward):
+                    "policy_version": c.policy_version, "reason": c.reason, "at": timefmt.iso(c.at),
+                    "_key": (c.at, _HISTORY_ORDER["level"], c.id)})
+    for p in q(PointsAward, "points"):
         out.append({"kind": "points", "type": p.kind, "delta": p.points, "cut": p.cut, "cuts": json.loads(p.cuts),
                     "event_id": p.event_id, "order_ref": p.order_ref, "rule": p.rule,
                     "policy_version": p.policy_version, "reason": p.reason, "expires_at": timefmt.iso(p.expires_at),
-                    "journal": p.journal, "at": timefmt.iso(p.at), "_id": p.id})
-    order = {"level": 0, "points": 1, "growth": 2}
-    out.sort(key=lambda r: (r["at"], order[r["kind"]], r["_id"]), reverse=True)
+                    "journal": p.journal, "at": timefmt.iso(p.at), "_key": (p.at, _HISTORY_ORDER["points"], p.id)})
+    out.sort(key=lambda r: r["_key"], reverse=True)
     page = out[:limit]
-    # never split one instant across pages: the cursor is strict ("before")
-    while len(page) < len(out) and page and out[len(page)]["at"] == page[-1]["at"]:
-        page.append(out[len(page)])
+    nxt = paging.encode(page[-1]["_key"]) if len(out) > limit else None
     for r in page:
-        r.pop("_id")
-    more = len(out) > len(page)
-    return {"items": page, "next_before": page[-1]["at"] if more and page else None}
+        r.pop("_key")
+    return page, nxt
 
 
 def _lower(change):

@@ -291,17 +291,21 @@ def deduct_member(cfg, member_ref, at):
     return run()
 
 
-def deduct_all(at, batch=500, cfg=None, st=None):
+def deduct_all(at, batch=500, cfg=None, st=None, progress=None):
     """Deduct every member whose deduction is due at ``at``; returns counts.
 
     Live (no ``st``): each member in its own transaction; a simulation passes its state and Config.
+    ``progress(done, total)`` is told after each member.
     """
     cfg = cfg or mp.current()
     if not cfg.deduction.get("method"):
         return {"members": 0, "deducted": 0, "demoted": 0}
     done = demoted = total = 0
-    for ref in list((st or LIVE).member_refs()):
+    refs = list((st or LIVE).member_refs())
+    for i, ref in enumerate(refs, 1):
         out = deduct_member(cfg, ref, at) if st is None else deduct(cfg, st.existing_member(ref), at, st)
+        if progress is not None:
+            progress(i, len(refs))
         if out:
             done += 1
             total += out["deducted"]

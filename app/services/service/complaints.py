@@ -50,11 +50,18 @@ def get_complaint(complaint_id):
     return complaint_dict(c)
 
 
-def list_complaints(user_id=None, limit=100):
-    q = ServiceComplaint.select().order_by(ServiceComplaint.id.desc()).limit(limit)
+def list_complaints(user_id=None, limit=50, cursor=None):
+    """Complaints newest first (keyset on id), optionally of one user.
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    q = ServiceComplaint.select()
     if user_id:
         q = q.where(ServiceComplaint.user_id == user_id)
-    return [complaint_dict(c) for c in q]
+    rows, nxt = paging.keyset(q, ServiceComplaint.id, cursor, limit)
+    return [complaint_dict(c) for c in rows], nxt
 
 
 @transactional()

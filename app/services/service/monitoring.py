@@ -367,14 +367,12 @@ def evaluate(now=None):
 
 def list_alerts(state=None, limit=100, before=None):
     """Alerts, newest first (``state``: open | recovered; ``before``: an id cursor)."""
-    q = ServiceAlert.select().order_by(ServiceAlert.id.desc()).limit(limit + 1)
+    from app.platform import paging
+    q = ServiceAlert.select()
     if state:
         q = q.where(ServiceAlert.state == state)
-    if before:
-        q = q.where(ServiceAlert.id < before)
-    rows = list(q)
-    return {"items": [alert_dict(a) for a in rows[:limit]],
-            "next_cursor": rows[limit - 1].id if len(rows) > limit else None}
+    rows, nxt = paging.keyset(q, ServiceAlert.id, before or None, limit)
+    return {"items": [alert_dict(a) for a in rows], "next_cursor": nxt}
 
 
 def get_alert(alert_id):

@@ -87,29 +87,34 @@ def member_preview(cfg, member_ref, at):
     return out
 
 
-def period_end(at=None, after=None, limit=None):
-    """Every member (by member id, from ``after``, at most ``limit``) at the next period end under the active policy.
+def period_end(at=None, cursor=None, limit=None, progress=None):
+    """Every member (by member id, past ``cursor``, at most ``limit``) at the next period end under the active policy.
 
     Returns:
-        {"at", "policy_version", "summary", "items", "next_after"}.
+        {"at", "policy_version", "summary", "items", "next_cursor"} (next_cursor: the last member id of a
+        full page, None on the last). ``progress(done, total)`` is told after each member.
     """
     cfg = mp.current()
     instant = resolve_at(cfg, at)
     query = Member.select(Member.member_ref).order_by(Member.member_ref)
-    if after:
-        query = query.where(Member.member_ref > after)
+    if cursor:
+        query = query.where(Member.member_ref > cursor)
     if limit:
         query = query.limit(limit + 1)
     refs = [r for (r,) in query.tuples()]
     more = bool(limit) and len(refs) > limit
     refs = refs[:limit] if limit else refs
-    items = [member_preview(cfg, ref, instant) for ref in refs]
+    items = []
+    for ref in refs:
+        items.append(member_preview(cfg, ref, instant))
+        if progress is not None:
+            progress(len(items), len(refs))
     summary = {"members": len(items), "demoted": sum(1 for i in items if i["demoted"]),
                "growth_deducted": sum(i["deduct"] for i in items),
                "points_expiring": sum(i["points_expiring"] for i in items),
                "members_losing_points": sum(1 for i in items if i["points_expiring"])}
     return {"at": timefmt.iso(instant), "policy_version": cfg.version, "summary": summary, "items": items,
-            "next_after": refs[-1] if more and refs else None}
+            "next_cursor": refs[-1] if more and refs else None}
 
 
 CSV_FIELDS = ("member_id", "level", "level_after", "demoted", "growth", "deduct", "growth_after", "points",

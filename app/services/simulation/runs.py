@@ -80,8 +80,9 @@ def _update(run_id, **fields):
     write()
 
 
-def execute(run_id):
-    """The job body: replay, store progress (at most once a second) and the canonical JSON report."""
+def execute(run_id, progress=None):
+    """The job body: replay, store progress (at most once a second; also told to ``progress(done, total)``)
+    and the canonical JSON report."""
     from app.services.simulation import report, runner
     run = SimulationRun.get_or_none(SimulationRun.run_id == run_id)
     if run is None or run.status in ("succeeded", "failed"):
@@ -91,11 +92,13 @@ def execute(run_id):
     work = tempfile.mkdtemp(prefix="patron-simrun-")
     last = [0.0]
 
-    def progress(done, total):
+    def stored(done, total):
         now = time.monotonic()
         if now - last[0] >= 1.0 or done >= total:
             last[0] = now
             _update(run_id, done=done, total=total)
+            if progress is not None:
+                progress(done, total)
     try:
         events = body.get("events") or "db"
         if isinstance(events, dict):
@@ -107,7 +110,7 @@ def execute(run_id):
         spec = {"candidate": body["candidate"], "baseline": body.get("baseline") or "active", "events": events,
                 "from": body["from"], "to": body["to"], "members": body.get("members"),
                 "point_value_fen": body.get("point_value_fen", 1), "workdir": work}
-        rep, _ = report.build(runner.execute(spec, progress))
+        rep, _ = report.build(runner.execute(spec, stored))
         _update(run_id, status="succeeded", report=report.to_json(rep), finished_at=clock.now())
         return {"id": run_id, "status": "succeeded"}
     except Problem as exc:

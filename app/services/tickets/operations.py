@@ -73,7 +73,8 @@ def list_tickets(filters, cursor=None, limit=50):
     Returns:
         {"items": [...], "next_cursor": str | None}.
     """
-    q = Ticket.select().order_by(Ticket.id.desc()).limit(limit + 1)
+    from app.platform import paging
+    q = Ticket.select()
     for name, value in filters.items():
         if name == "open":
             q = q.where(Ticket.terminal == (value not in ("true", "1", True)))
@@ -81,12 +82,9 @@ def list_tickets(filters, cursor=None, limit=50):
             q = q.where(tickets_sla.state_expr() == value)  # from the clock, as each ticket reads it
         elif value is not None:
             q = q.where(LIST_FILTERS[name] == value)
-    if cursor is not None:
-        q = q.where(Ticket.id < cursor)
-    rows = list(q)
+    rows, nxt = paging.keyset(q, Ticket.id, cursor, limit)
     cfg = tickets_policy.current()
-    items = [serialize(t, cfg) for t in rows[:limit]]
-    return {"items": items, "next_cursor": str(rows[limit - 1].id) if len(rows) > limit else None}
+    return {"items": [serialize(t, cfg) for t in rows], "next_cursor": None if nxt is None else str(nxt)}
 
 
 def history(ticket_id):
@@ -171,11 +169,17 @@ def user_view(ticket_id, user_id=None):
     }
 
 
-def notices(user_id, limit=50):
-    """User-facing notices of one user, newest first (for the app to show)."""
+def notices(user_id, limit=50, cursor=None):
+    """User-facing notices of one user, newest first (keyset on id), for the app to show.
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    rows, nxt = paging.keyset(TicketNotice.select().where(TicketNotice.user_id == user_id), TicketNotice.id,
+                              cursor, limit)
     return [{"id": n.id, "ticket_id": n.ticket_id, "at": iso(n.at), "kind": n.kind, "text": n.text}
-            for n in TicketNotice.select().where(TicketNotice.user_id == user_id)
-            .order_by(TicketNotice.id.desc()).limit(limit)]
+            for n in rows], nxt
 
 
 # --- writing helpers --------------------------------------------------------------------------------

@@ -89,13 +89,20 @@ def update_staff(staff_no, body):
     return serialize(s)
 
 
-def list_staff(department=None, role=None):
-    q = Staff.select().order_by(Staff.staff_no)
+def list_staff(department=None, role=None, cursor=None, limit=50):
+    """Staff members by staff_no (keyset on it), optionally of one department and holding one role.
+
+    Returns:
+        (items, next_cursor or None).
+    """
+    from app.platform import paging
+    q = Staff.select()
     if department:
         q = q.where(Staff.department == department)
     if role:
         q = q.where(Staff.roles.contains(f" {role} "))
-    return [serialize(s) for s in q]
+    rows, nxt = paging.keyset(q, Staff.staff_no, cursor, limit, desc=False)
+    return [serialize(s) for s in rows], nxt
 
 
 def get_staff(staff_no):
