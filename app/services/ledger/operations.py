@@ -250,6 +250,15 @@ def _lock_hold(hold_id, kind):
     return hold
 
 
+def _hold_amount(body, hold, verb, held):
+    """The part of a hold an operation moves: ``body["amount"]`` (default all of it), never more than it holds."""
+    amount = body.get("amount", hold.remaining_minor)
+    if amount > hold.remaining_minor:
+        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
+                      f"{verb} {amount} > {held} {hold.remaining_minor}", held=hold.remaining_minor)
+    return amount
+
+
 def _resolve(ctx, hold, state, journal_id, settled=0):
     now = ctx.now()
     LedgerHold.update(state=state, remaining_minor=0, settled_minor=settled, resolved_journal=journal_id,
@@ -266,10 +275,7 @@ def op_settle_hold(ctx, body):
         raise Problem(409, "hold-expired", "Hold expired",
                       f"hold {hold.id} expired at {timefmt.iso(hold.expires_at)}; its money goes back to available",
                       expires_at=timefmt.iso(hold.expires_at))
-    amount = body.get("amount", hold.remaining_minor)
-    if amount > hold.remaining_minor:
-        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
-                      f"settle {amount} > held {hold.remaining_minor}", held=hold.remaining_minor)
+    amount = _hold_amount(body, hold, "settle", "held")
     (acct,) = core.lock_accounts(account_ids=[hold.account_id])
     dst = cfg.system_code(cfg.routes["withdraw_to"], acct.asset)
     ctx.allow_blocked = True  # resolving an existing hold is not a new debit/credit decision
@@ -302,10 +308,7 @@ def op_expire_hold(ctx, body):
 
 def op_unfreeze(ctx, body):
     hold = _lock_hold(body["hold_id"], "risk")
-    amount = body.get("amount", hold.remaining_minor)
-    if amount > hold.remaining_minor:
-        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
-                      f"unfreeze {amount} > frozen {hold.remaining_minor}", held=hold.remaining_minor)
+    amount = _hold_amount(body, hold, "unfreeze", "frozen")
     (acct,) = core.lock_accounts(account_ids=[hold.account_id])
     ctx.allow_blocked = True
     j = post(ctx, "unfreeze", [Leg(acct, "frozen", -amount), Leg(acct, "available", amount)],
