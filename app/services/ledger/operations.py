@@ -100,7 +100,7 @@ def _need(acct, sub, amount):
 
 def op_recharge(ctx, body):
     cfg = config()
-    (acct,) = core.lock_accounts([account_ref(body)])
+    (acct,) = core.lock_accounts([account_ref(body)], shard_of=_route_shard(cfg, "recharge_from", account_ref(body)))
     _no_lots(acct, "recharge")
     src = cfg.system_code(cfg.routes["recharge_from"], acct.asset)
     j = post(ctx, "recharge", [Leg(system(src, acct.asset), "main", -body["amount"]),
@@ -122,6 +122,16 @@ def op_transfer(ctx, body):
     return {"journal": j}
 
 
+def _route_shard(cfg, route, ref):
+    """(system code, asset) a posting from/to account ``ref`` goes to by ``routes.<route>``, as far as the policy
+    tells before the account is read (``lock_accounts(shard_of=...)``); None when it cannot tell."""
+    asset = (cfg.account_types.get(ref[1]) or {}).get("asset")
+    code = cfg.routes.get(route)
+    if asset is None or cfg.is_lot_asset(asset) or asset not in cfg.system.get(code, ()):
+        return None
+    return (code, asset)
+
+
 def _decide_consume(body):
     """Lock (or reuse) the accounts and split the amount: (legs, counter columns, consume summary)."""
     cfg = config()
@@ -131,7 +141,7 @@ def _decide_consume(body):
         refs.append(account_ref(body["payee"]))
         if refs[0] == refs[1]:
             raise Problem(422, "same-account", "Same account", "payer and payee are the same account")
-    locked = core.lock_accounts(refs)
+    locked = core.lock_accounts(refs, shard_of=None if body.get("payee") else _route_shard(cfg, "consume_to", refs[0]))
     acct = locked[0]
     _no_lots(acct, "consume")
     limit = cfg.overdraft_limit(acct.type)
