@@ -14,6 +14,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded, PoolConnection, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.config import ConfigError
+from app.metrics import TRANSACTION_RETRIES
 
 db = peewee.DatabaseProxy()
 log = logging.getLogger(__name__)
@@ -417,6 +418,7 @@ def transactional(retries=8):
                     cause = retry_cause(exc)
                     with _retries_lock:
                         RETRIES[cause] += 1
+                    TRANSACTION_RETRIES.labels(cause).inc()
                     log.info("retrying %s after %s (attempt %d)", fn.__name__, cause, attempt)
                     time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.random())
         return wrapper
