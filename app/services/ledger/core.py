@@ -190,6 +190,7 @@ class Account:
     credit_blocked: bool
     is_system: bool = False
     subs: dict = field(default_factory=dict)  # sub -> [balance_id, balance_minor]
+    shard: tuple = None  # ((code, asset), shard row id) taken with this account's rows (lock_accounts(shard_of=))
 
     def ref(self):
         return {"customer": self.customer, "account_type": self.type, "label": self.label}
@@ -236,8 +237,9 @@ def lock_accounts(refs=(), account_ids=(), strict=True, shard_of=None):
         strict: False locks whatever exists and returns it (no 404 for the missing).
         shard_of: optional ``(system code, asset)`` this transaction is about to post to: on PostgreSQL,
             outside a batch, the same statement also takes a free shard of it as ``_pick_shard`` would
-            (SKIP LOCKED, so never a wait and never a deadlock), and the posting uses that shard — one
-            round trip fewer. A hint only: the posting picks a shard itself when none was taken.
+            (SKIP LOCKED, so never a wait and never a deadlock) and notes it on the returned accounts
+            (``Account.shard``); a posting with a leg on one of them uses that shard — one round trip
+            fewer. A hint only: the posting picks a shard itself when none was taken.
 
     Returns:
         list of Account, in the order of ``refs`` then ``account_ids``.
@@ -274,8 +276,8 @@ def _select_accounts(refs, account_ids, lock, shard=None):
     """Every sub-account row of the named accounts, by account id (locked FOR UPDATE on PostgreSQL).
 
     ``shard``: ``((code, asset), account id, customer id, shard row ids)`` of a system account whose free
-    shard the statement also takes (PostgreSQL, locking; see ``lock_accounts``); it is remembered for this
-    transaction's posting to that account.
+    shard the statement also takes (PostgreSQL, locking; see ``lock_accounts``), noted on every account
+    returned (``Account.shard``) for the posting that uses them.
     """
     p = param()
     conds, params = [], []
@@ -298,11 +300,12 @@ def _select_accounts(refs, account_ids, lock, shard=None):
     rows = db.execute_sql(sql, params).fetchall()
     if shard is None:
         return _accounts_from_rows(rows)
+    accounts = _accounts_from_rows([r[:-1] for r in rows])
     taken = rows[0][-1] if rows else None
     if taken is not None:
-        _thread_hints()[shard[0]] = taken
-        _local.taken_shard = (_outermost_transaction(), shard[0], taken)
-    return _accounts_from_rows([r[:-1] for r in rows])
+        for acct in accounts.values():
+            acct.shard = (shard[0], taken)
+    return accounts
 
 
 def _in_order(accounts, refs, account_ids):
@@ -525,7 +528,7 @@ def _cache(accounts):
             state["accounts"][(acct.customer, acct.type, acct.label)] = acct
 
 
-def _pick_shard(code, asset, shard_ids):
+def _pick_shard(code, asset, shard_ids, taken=None):
     """The shard of a system account this posting updates; on PostgreSQL, already locked by us.
 
     PostgreSQL: a shard is taken with ``FOR NO KEY UPDATE SKIP LOCKED`` — a shard held by another
@@ -535,6 +538,7 @@ def _pick_shard(code, asset, shard_ids):
     customer rows afterwards. The transaction prefers the shard it (or, outside a batch, this thread)
     used last, so a multi-posting transaction holds one shard per system account, not one per posting.
     Only when every shard is held by other transactions does it wait (briefly retrying first).
+    ``taken``: a shard this transaction already took with the accounts it posts on (``Account.shard``).
     """
     state = batch_state()
     hints = state["shards"] if state is not None else _thread_hints()
@@ -547,11 +551,9 @@ def _pick_shard(code, asset, shard_ids):
         return hints[key]
     if state is not None and key in state["held"]:
         return hints[key]  # taken earlier in this batch, which uses no savepoints: still ours until commit
-    taken = getattr(_local, "taken_shard", None)
-    if taken is not None:
-        _local.taken_shard = None
-        if taken[0] is _outermost_transaction() and taken[1] == key and taken[2] in shard_ids:
-            return taken[2]  # taken by this transaction's lock_accounts(shard_of=...): held until it ends
+    if state is None and taken in shard_ids:
+        hints[key] = taken  # locked with the customer's rows by this transaction: held until it ends
+        return taken
     hints[key] = _lock_free_shard(shard_ids, _shard_hint(key, shard_ids))
     if state is not None:
         state["held"].add(key)
@@ -643,7 +645,10 @@ def _resolve_legs(ctx, jtype, legs):
         if isinstance(acct, tuple):
             _, code, asset = acct
             aid, cid, shard_ids = system_shards(code, asset)
-            resolved.append((_pick_shard(code, asset, shard_ids), aid, cid, SYSTEM_SUB, asset, leg.amount, leg))
+            taken = next((other.account.shard[1] for other in legs if not isinstance(other.account, tuple)
+                          and other.account.shard and other.account.shard[0] == (code, asset)), None)
+            resolved.append((_pick_shard(code, asset, shard_ids, taken), aid, cid, SYSTEM_SUB, asset, leg.amount,
+                             leg))
         else:
             if not acct.has(leg.sub):
                 raise Problem(422, "no-such-sub-account", "No such sub-account",
