@@ -14,6 +14,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded, PoolConnection, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.config import ConfigError
+from app.metrics import TRANSACTION_RETRIES
 
 db = peewee.DatabaseProxy()
 log = logging.getLogger(__name__)
@@ -104,25 +105,58 @@ class _Pool(PooledPostgresqlDatabase):
 
     # BEGIN travels with the transaction's first statement instead of in a round trip of its own (a
     # posting is a handful of statements, so one trip fewer is felt). COMMIT/ROLLBACK of a transaction
-    # that sent nothing send nothing either.
+    # that sent nothing send nothing either. Likewise a write nothing reads back (``execute_later``:
+    # app.platform.sql.deferred) travels with the transaction's next statement or with its COMMIT.
     def begin(self, isolation_level=None):
         if self.is_closed():
             raise peewee.InterfaceError("Cannot begin, database connection not open.")
         self._state.conn.pending_begin = "BEGIN"
 
+    def execute_later(self, sql, params):
+        """Inside a transaction: send this write (no result read) with the next statement or the COMMIT.
+
+        Its error, if any, is raised by that statement (or by the commit, which then rolls back); a
+        rollback drops it unsent. Outside a transaction it runs now.
+        """
+        conn = self._state.conn
+        if conn is None or not self.in_transaction():
+            self.execute_sql(sql, params)
+            return
+        from psycopg2.extensions import encodings
+        text = conn.cursor().mogrify(sql, params).decode(encodings.get(conn.encoding, "utf-8"))
+        pending = getattr(conn, "pending_write", None)
+        conn.pending_write = f"{pending}; {text}" if pending else text
+
     def _execute_cursor(self, sql, params, **cursor_options):
         conn = self._state.conn
-        pending = getattr(conn, "pending_begin", None)
-        if pending:
-            conn.pending_begin = None
-            sql = f"{pending}; {sql}"
+        begin, write = getattr(conn, "pending_begin", None), getattr(conn, "pending_write", None)
+        if begin or write:
+            conn.pending_begin = conn.pending_write = None
+            # the queued write is already interpolated: its % must survive this statement's interpolation
+            head = [begin] if begin else []
+            if write:
+                head.append(write.replace("%", "%%"))
+            sql = f"{'; '.join(head)}; {sql}"
         return super()._execute_cursor(sql, params, **cursor_options)
 
     def commit(self):
+        conn = self._state.conn
+        write = getattr(conn, "pending_write", None) if conn is not None else None
+        if write:
+            begin = conn.pending_begin
+            conn.pending_begin = conn.pending_write = None
+            if self.is_closed():
+                raise peewee.InterfaceError("Cannot commit, database connection not open.")
+            with peewee.__exception_wrapper__:
+                self.cursor().execute(f"{begin}; {write}; COMMIT" if begin else f"{write}; COMMIT")
+            return
         if not self._pending_end():
             super().commit()
 
     def rollback(self):
+        conn = self._state.conn
+        if conn is not None:
+            conn.pending_write = None
         if not self._pending_end():
             super().rollback()
 
@@ -134,7 +168,7 @@ class _Pool(PooledPostgresqlDatabase):
         return False
 
     def _can_reuse(self, conn):
-        conn.pending_begin = None
+        conn.pending_begin = conn.pending_write = None
         reusable = super()._can_reuse(conn)
         if reusable:
             self._checked_in[self.conn_key(conn)] = time.monotonic()
@@ -384,6 +418,7 @@ def transactional(retries=8):
                     cause = retry_cause(exc)
                     with _retries_lock:
                         RETRIES[cause] += 1
+                    TRANSACTION_RETRIES.labels(cause).inc()
                     log.info("retrying %s after %s (attempt %d)", fn.__name__, cause, attempt)
                     time.sleep(min(0.2, 0.005 * 2 ** attempt) * random.random())
         return wrapper

@@ -15,6 +15,12 @@ SCHEDULER_ERRORS = Counter("patron_scheduler_errors_total", "Failed iterations o
                            ["loop"], registry=REGISTRY)  # loop: cron (RQ, in workers) | ticker (in-process)
 for _loop in ("cron", "ticker"):  # documented metrics have a value from the start (0 until one fails)
     SCHEDULER_ERRORS.labels(_loop)
+# app.db.transactional(): transactions rolled back and run again, by cause (a lock-wait tail shows here)
+TRANSACTION_RETRIES = Counter("patron_db_transaction_retries_total",
+                              "Transactions retried after a deadlock, serialization failure, lock timeout or busy "
+                              "database", ["cause"], registry=REGISTRY)
+for _cause in ("deadlock", "serialization", "lock", "busy"):
+    TRANSACTION_RETRIES.labels(_cause)
 
 # The customer-service floor, set by every floor read and by the minute monitoring job (jobs.service.monitor);
 # "mostrecent": merged over processes, the latest write wins.

@@ -61,8 +61,9 @@ class LedgerEntry(BaseModel):
     """One leg of a journal. Append-only; balance_after is the snapshot row's value after this entry."""
     journal = pw.ForeignKeyField(LedgerJournal, backref="entries", index=True)
     balance = pw.ForeignKeyField(LedgerBalance, index=True)
-    account = pw.ForeignKeyField(LedgerAccount, index=True)
-    customer = pw.ForeignKeyField(LedgerCustomer, null=True)
+    # no index of their own: (account, id) and (customer, id) below lead with them (m0610)
+    account = pw.ForeignKeyField(LedgerAccount, index=False)
+    customer = pw.ForeignKeyField(LedgerCustomer, null=True, index=False)
     sub = pw.CharField(max_length=20)
     asset = pw.CharField(max_length=20)
     amount_minor = pw.BigIntegerField()

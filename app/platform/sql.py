@@ -127,8 +127,10 @@ def deferred():
     """Collect ``insert_later``/``statement`` writes made inside; write them on a clean exit, drop them on an error.
 
     Rows are grouped per table into multi-row INSERTs; on PostgreSQL all of them (and the statements)
-    go in one data-modifying WITH statement, on SQLite one statement each (no round trip to save).
-    Only for writes nothing inside reads back (journal rows, the stored event, the member snapshot).
+    go in one data-modifying WITH statement, which inside a transaction travels with the transaction's
+    next statement or its COMMIT (no round trip of its own; its error is raised there); on SQLite one
+    statement each (no round trip to save). Only for writes nothing inside reads back (journal rows,
+    the stored event, the member snapshot).
     """
     outer = getattr(_local, "batch", None)
     _local.batch = batch = ({}, [])
@@ -170,11 +172,16 @@ def _flush(groups, statements):
     parts += statements
     if not parts:
         return
-    if is_postgres() and len(parts) > 1:
-        # Data-modifying CTEs always run to completion, referenced or not.
-        head = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(parts[:-1]))
-        db.execute_sql(f"WITH {head} {parts[-1][0]}", [v for _, params in parts for v in params])
-        return
+    if is_postgres():
+        # Data-modifying CTEs always run to completion, referenced or not. The statement rides with the
+        # transaction's next statement or its COMMIT (app.db._Pool.execute_later): no round trip of its own.
+        if len(parts) > 1:
+            head = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(parts[:-1]))
+            parts = [(f"WITH {head} {parts[-1][0]}", [v for _, params in parts for v in params])]
+        later = getattr(db.obj, "execute_later", None)
+        if later is not None:
+            later(*parts[0])
+            return
     for sql, params in parts:
         db.execute_sql(sql, params)
 

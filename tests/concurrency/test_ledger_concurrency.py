@@ -283,3 +283,51 @@ def test_concurrent_membership_batches_commit_many_events_without_deadlocks(app)
     assert not errors, errors[:3]
     assert retried == []
     assert_reconciled(members)
+
+
+def test_a_consume_posts_to_the_shard_it_took_with_the_customer_rows_and_holds_it(app, db_conn, monkeypatch):
+    # lock_accounts(shard_of=...) takes a platform shard (SKIP LOCKED) in the statement that locks the
+    # customer's rows; the posting uses that shard without a statement of its own, and the shard stays
+    # locked until the transaction ends.
+    from app.db import db
+    from app.models.ledger import LedgerEntry
+    from app.services import ledger
+    from app.services.ledger import core
+    cust = new_customer(cash=100)
+    _aid, _cid, shard_ids = core.system_shards("platform_revenue", "CNY")
+    picked = []
+    real = core._lock_free_shard
+    monkeypatch.setattr(core, "_lock_free_shard", lambda ids, hint: picked.append(hint) or real(ids, hint))
+    with db.atomic():
+        out = ledger.apply_operation("consume", {"customer": cust, "amount": 7}, "t", idempotency_key=ref("k"))
+        shard = (LedgerEntry.select(LedgerEntry.balance).where((LedgerEntry.journal == out["journal"]["id"])
+                                                               & LedgerEntry.balance.in_(shard_ids)).scalar())
+        assert shard is not None and picked == []  # the lock statement's shard, no pick of its own
+        assert _lockable_elsewhere(app, shard) is False  # held by this transaction
+    assert _lockable_elsewhere(app, shard) is True
+    # a posting on accounts locked without shard_of still picks (and locks) a shard itself
+    with db.atomic():
+        ledger.apply_operation("settlement", {"customer": cust, "amount": 1, "direction": "out",
+                                              "counterparty": "platform_revenue"}, "t", idempotency_key=ref("k"))
+    assert len(picked) == 1
+    assert_reconciled([cust])
+
+
+def _lockable_elsewhere(app, balance_id):
+    """Whether another connection can lock the row now (NOWAIT), from a thread of its own."""
+    from app.db import db
+    out = []
+
+    def other():
+        with app.app_context(), db.connection_context():
+            try:
+                with db.atomic():
+                    db.execute_sql("SELECT id FROM ledger_balance WHERE id = %s FOR NO KEY UPDATE NOWAIT",
+                                   [balance_id])
+                out.append(True)
+            except Exception:  # noqa: BLE001 - lock not available (55P03)
+                out.append(False)
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    return out[0]

@@ -100,7 +100,7 @@ def _need(acct, sub, amount):
 
 def op_recharge(ctx, body):
     cfg = config()
-    (acct,) = core.lock_accounts([account_ref(body)])
+    (acct,) = core.lock_accounts([account_ref(body)], shard_of=_route_shard(cfg, "recharge_from", account_ref(body)))
     _no_lots(acct, "recharge")
     src = cfg.system_code(cfg.routes["recharge_from"], acct.asset)
     j = post(ctx, "recharge", [Leg(system(src, acct.asset), "main", -body["amount"]),
@@ -122,6 +122,16 @@ def op_transfer(ctx, body):
     return {"journal": j}
 
 
+def _route_shard(cfg, route, ref):
+    """(system code, asset) a posting from/to account ``ref`` goes to by ``routes.<route>``, as far as the policy
+    tells before the account is read (``lock_accounts(shard_of=...)``); None when it cannot tell."""
+    asset = (cfg.account_types.get(ref[1]) or {}).get("asset")
+    code = cfg.routes.get(route)
+    if asset is None or cfg.is_lot_asset(asset) or asset not in cfg.system.get(code, ()):
+        return None
+    return (code, asset)
+
+
 def _decide_consume(body):
     """Lock (or reuse) the accounts and split the amount: (legs, counter columns, consume summary)."""
     cfg = config()
@@ -131,7 +141,7 @@ def _decide_consume(body):
         refs.append(account_ref(body["payee"]))
         if refs[0] == refs[1]:
             raise Problem(422, "same-account", "Same account", "payer and payee are the same account")
-    locked = core.lock_accounts(refs)
+    locked = core.lock_accounts(refs, shard_of=None if body.get("payee") else _route_shard(cfg, "consume_to", refs[0]))
     acct = locked[0]
     _no_lots(acct, "consume")
     limit = cfg.overdraft_limit(acct.type)
@@ -250,6 +260,15 @@ def _lock_hold(hold_id, kind):
     return hold
 
 
+def _hold_amount(body, hold, verb, held):
+    """The part of a hold an operation moves: ``body["amount"]`` (default all of it), never more than it holds."""
+    amount = body.get("amount", hold.remaining_minor)
+    if amount > hold.remaining_minor:
+        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
+                      f"{verb} {amount} > {held} {hold.remaining_minor}", held=hold.remaining_minor)
+    return amount
+
+
 def _resolve(ctx, hold, state, journal_id, settled=0):
     now = ctx.now()
     LedgerHold.update(state=state, remaining_minor=0, settled_minor=settled, resolved_journal=journal_id,
@@ -266,10 +285,7 @@ def op_settle_hold(ctx, body):
         raise Problem(409, "hold-expired", "Hold expired",
                       f"hold {hold.id} expired at {timefmt.iso(hold.expires_at)}; its money goes back to available",
                       expires_at=timefmt.iso(hold.expires_at))
-    amount = body.get("amount", hold.remaining_minor)
-    if amount > hold.remaining_minor:
-        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
-                      f"settle {amount} > held {hold.remaining_minor}", held=hold.remaining_minor)
+    amount = _hold_amount(body, hold, "settle", "held")
     (acct,) = core.lock_accounts(account_ids=[hold.account_id])
     dst = cfg.system_code(cfg.routes["withdraw_to"], acct.asset)
     ctx.allow_blocked = True  # resolving an existing hold is not a new debit/credit decision
@@ -302,10 +318,7 @@ def op_expire_hold(ctx, body):
 
 def op_unfreeze(ctx, body):
     hold = _lock_hold(body["hold_id"], "risk")
-    amount = body.get("amount", hold.remaining_minor)
-    if amount > hold.remaining_minor:
-        raise Problem(422, "amount-exceeds-hold", "Amount exceeds hold",
-                      f"unfreeze {amount} > frozen {hold.remaining_minor}", held=hold.remaining_minor)
+    amount = _hold_amount(body, hold, "unfreeze", "frozen")
     (acct,) = core.lock_accounts(account_ids=[hold.account_id])
     ctx.allow_blocked = True
     j = post(ctx, "unfreeze", [Leg(acct, "frozen", -amount), Leg(acct, "available", amount)],
