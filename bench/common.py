@@ -1,13 +1,22 @@
-"""Pieces every benchmark shares: paths, throwaway databases, the `patron` CLI, an in-process app, SQL counting."""
+"""Pieces every benchmark shares: paths, throwaway databases, the `patron` CLI, a `patron serve` server, an
+in-process app, SQL counting, cProfile output."""
 import contextlib
+import http.client
+import io
+import json
 import logging
+import multiprocessing as mp
 import os
+import pstats
+import random
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -58,6 +67,124 @@ def database(backend):
     return f"{pg_url}{sep}options={quote('-c search_path=' + schema)}", drop
 
 
+def in_app_process(url, body):
+    """Run the Python source ``body`` in a fresh process inside an app on ``url`` (app context, one connection,
+    policies active; ``app`` and ``db`` are defined); returns the last line it printed."""
+    code = (f"from app import create_app, policy\nfrom app.db import db\n"
+            f"app = create_app({{'DATABASE_URL': {url!r}, 'LOG_LEVEL': 'WARNING'}})\n"
+            "with app.app_context(), db.connection_context():\n    policy.startup(app)\n"
+            + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n")
+    out = subprocess.run([PY, "-c", code], env={**os.environ, "PATRON_LOG_LEVEL": "WARNING"}, capture_output=True,
+                         text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"in-app process failed:\n{out.stderr[-3000:]}")
+    lines = out.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+class Server:
+    """``patron serve`` (gunicorn, no Redis, no ticker) on ``url`` with a fresh API key of ``scopes``; ``.port``, ``.token``."""
+
+    def __init__(self, url, workers, threads, scopes, port=None, start_seconds=60):
+        self.url, self.port = url, port or free_port()
+        self.token = patron(url, "apikey", "create", "--name", "bench", "--scopes", scopes).strip()
+        env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING", "PATRON_TICKER": "false"}
+        env.pop("PATRON_REDIS_URL", None)
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([PY, "-m", "app.cli", "serve", "--port", str(self.port), "--workers",
+                                      str(workers), "--threads", str(threads)], env=env, cwd=ROOT,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + start_seconds  # workers import the app: slow on a loaded machine
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start; see {self.log.name}")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _http_client(port, token, seconds, request, index, timeout, out):
+    rnd = random.Random(index * 7919 + time.time_ns())
+    prefix = secrets.token_hex(5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    lat, done, errors, n = [], 0, 0, 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += 1
+        method, path, body, headers, counted = request(rnd, prefix, index, n)
+        t0 = time.perf_counter()
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers={**auth, **headers})
+        resp = conn.getresponse()
+        data = resp.read()
+        lat.append(time.perf_counter() - t0)
+        if resp.status >= 300:
+            errors += 1
+            if errors < 3:
+                print(f"  {method} {path}: error {resp.status}: {data[:300]!r}", file=sys.stderr)
+        else:
+            done += counted(json.loads(data)) if callable(counted) else counted
+    out.put((done, errors, lat))
+
+
+def http_load(port, token, clients, seconds, request, timeout=60):
+    """Drive a server from ``clients`` processes for ``seconds``, each on one keep-alive connection.
+
+    ``request(rnd, prefix, index, n)`` gives request ``n`` of client ``index`` (its own ``random.Random`` and a
+    prefix unique to it, for ids): ``(method, path, json body or None, extra headers, units)``, where units is
+    what a success counts (a number, or a function of the decoded response body). Returns (units per second,
+    sorted latencies in seconds, errors).
+    """
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_http_client, args=(port, token, seconds, request, i, timeout, q))
+             for i in range(clients)]
+    t0 = time.perf_counter()
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    lat = sorted(x for r in results for x in r[2])
+    return sum(r[0] for r in results) / min(elapsed, seconds + 0.5), lat, sum(r[1] for r in results)
+
+
+def percentile_ms(lat, fraction):
+    """The ``fraction`` percentile of sorted latencies (seconds), in ms; NaN when there are none."""
+    return 1000 * lat[min(len(lat) - 1, int(fraction * len(lat)))] if lat else float("nan")
+
+
+def close_database():
+    """Close this process's connections (the pool's too) before a throwaway database is removed."""
+    from app.db import db
+    if not db.is_closed():
+        db.close()
+    if getattr(db.obj, "close_all", None):
+        db.obj.close_all()
+
+
+def print_profile(prof, path, cumulative=50, tottime=25):
+    """Save a cProfile to ``path`` in the temp folder and print its top entries by cumulative and own time."""
+    prof.dump_stats(os.path.join(tempfile.gettempdir(), path))
+    for key, count in (("cumulative", cumulative), ("tottime", tottime)):
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats(key).print_stats(count)
+        print(out.getvalue())
+
+
 def in_process_app(url, setup=None):
     """An app on ``url``, migrated, policies active; ``setup()`` runs in a connection. Returns (app, admin token)."""
     logging.disable(logging.INFO)
@@ -75,6 +202,13 @@ def in_process_app(url, setup=None):
             token, _ = create_key("bench", ["admin"])
     logging.disable(logging.INFO)
     return app, token
+
+
+def statements_of(fn):
+    """The SQL statements (and BEGIN/COMMIT/ROLLBACK) ``fn()`` runs."""
+    with counted_statements() as statements:
+        fn()
+    return list(statements)
 
 
 @contextlib.contextmanager

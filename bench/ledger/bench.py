@@ -10,23 +10,18 @@ performance targets (in ``checks`` and ``absolute`` below; docs/ledger.md lists 
 reconciliation result (invariants must hold after every run).
 """
 import argparse
-import http.client
 import json
-import multiprocessing as mp
 import os
-import random
 import re
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import PG, PY, ROOT, free_port, patron, psql  # noqa: E402
+from common import PG, PY, ROOT, Server, http_load, in_app_process, patron, percentile_ms, psql  # noqa: E402
 CUSTOMERS = 200
 MERCHANTS = 64
 AMOUNT = 1
@@ -38,122 +33,50 @@ BATCH = 100
 
 def seed(url):
     """Customers bench-1..N with plenty of cash, merchants, the system accounts; returns ids for pgbench."""
-    code = f"""
-import json
-from app import create_app, policy
-from app.db import db
-from app.services import ledger
-from app.services.ledger import core as ledger_core
-app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
-with app.app_context(), db.connection_context():
-    policy.startup(app)
-    with db.atomic():
-        ledger_core.ensure_system_accounts()
-        for i in range(1, {CUSTOMERS} + 1):
-            ledger.ensure_customer(f"bench-{{i}}")
-            ledger.apply_operation("recharge", {{"customer": f"bench-{{i}}", "amount": 10**12}}, "bench")
-        for i in range(1, {MERCHANTS} + 1):
-            ledger.ensure_customer(f"merchant-{{i}}", "merchant")
-    aid, cid, shards = ledger_core.system_shards("platform_revenue", "CNY")
-    assert shards == list(range(shards[0], shards[0] + len(shards))), shards
-    print(json.dumps({{"sysacct": aid, "syscust": cid, "sysbase": shards[0], "shards": len(shards)}}))
-"""
-    env = {**os.environ, "PATRON_LOG_LEVEL": "WARNING"}
-    out = subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True, cwd=ROOT)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-class Server:
-    def __init__(self, url, workers, threads, port=None):
-        self.url, self.port = url, port or free_port()
-        self.token = patron(url, "apikey", "create", "--name", "bench", "--scopes", "ledger:write").strip()
-        env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING", "PATRON_TICKER": "false"}
-        env.pop("PATRON_REDIS_URL", None)
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-server-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([PY, "-m", "app.cli", "serve", "--port", str(self.port), "--workers",
-                                      str(workers), "--threads", str(threads)], env=env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(100):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start; see {self.log.name}")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(20)
+    return json.loads(in_app_process(url, f"""
+        import json
+        from app.services import ledger
+        from app.services.ledger import core as ledger_core
+        with db.atomic():
+            ledger_core.ensure_system_accounts()
+            for i in range(1, {CUSTOMERS} + 1):
+                ledger.ensure_customer(f"bench-{{i}}")
+                ledger.apply_operation("recharge", {{"customer": f"bench-{{i}}", "amount": 10**12}}, "bench")
+            for i in range(1, {MERCHANTS} + 1):
+                ledger.ensure_customer(f"merchant-{{i}}", "merchant")
+        aid, cid, shards = ledger_core.system_shards("platform_revenue", "CNY")
+        assert shards == list(range(shards[0], shards[0] + len(shards))), shards
+        print(json.dumps({{"sysacct": aid, "syscust": cid, "sysbase": shards[0], "shards": len(shards)}}))
+    """))
 
 
 # --------------------------------------------------------------------------- load
 
 
-def _client(port, token, kind, seconds, index, clients, out):
-    rnd = random.Random(index * 7919 + time.time_ns())
-    # a batch producer posts for its own slice of customers (as a sharded batch job would)
-    mine = [c for c in range(1, CUSTOMERS + 1) if (c - 1) % clients == index]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    lat, postings, errors, n = [], 0, 0, 0
-    prefix = secrets.token_hex(4)
-    end = time.perf_counter() + seconds
-    while True:
-        t0 = time.perf_counter()
-        if t0 >= end:
-            break
-        n += 1
+def _request(kind, clients):
+    """Request n of a client: a consume (hot: platform revenue; cold: a merchant payee), a batch, or a read."""
+    def request(rnd, prefix, index, n):
         cust = f"bench-{rnd.randint(1, CUSTOMERS)}"
         if kind == "read":
-            conn.request("GET", f"/v1/ledger/customers/{cust}/balances", headers=headers)
-            count = 0
-        elif kind == "batch":
+            return "GET", f"/v1/ledger/customers/{cust}/balances", None, {}, 1
+        if kind == "batch":
+            # a batch producer posts for its own slice of customers (as a sharded batch job would)
+            mine = range(index + 1, CUSTOMERS + 1, clients)
             ops = [{"op": "consume", "body": {"customer": f"bench-{rnd.choice(mine)}", "amount": AMOUNT}}
                    for _ in range(BATCH)]
-            conn.request("POST", "/v1/ledger/batch", body=json.dumps({"operations": ops}),
-                         headers={**headers, "Idempotency-Key": f"b-{prefix}-{n}"})
-            count = BATCH
-        else:
-            body = {"customer": cust, "amount": AMOUNT}
-            if kind == "cold":
-                body["payee"] = {"customer": f"merchant-{rnd.randint(1, MERCHANTS)}"}
-            conn.request("POST", "/v1/ledger/consume", body=json.dumps(body),
-                         headers={**headers, "Idempotency-Key": f"c-{prefix}-{n}"})
-            count = 1
-        resp = conn.getresponse()
-        data = resp.read()
-        lat.append(time.perf_counter() - t0)
-        if resp.status >= 300:
-            errors += 1
-            if errors < 3:
-                print(f"  error {resp.status}: {data[:200]!r}", file=sys.stderr)
-        elif kind == "batch":
-            postings += json.loads(data)["succeeded"]
-        else:
-            postings += count
-    out.put((postings, errors, lat))
+            return ("POST", "/v1/ledger/batch", {"operations": ops}, {"Idempotency-Key": f"b-{prefix}-{n}"},
+                    lambda answer: answer["succeeded"])
+        body = {"customer": cust, "amount": AMOUNT}
+        if kind == "cold":
+            body["payee"] = {"customer": f"merchant-{rnd.randint(1, MERCHANTS)}"}
+        return "POST", "/v1/ledger/consume", body, {"Idempotency-Key": f"c-{prefix}-{n}"}, 1
+    return request
 
 
 def load(server, kind, clients, seconds):
     """Drive the server from `clients` processes; returns (postings or reads per s, p50, p95, p99 ms, errors)."""
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_client, args=(server.port, server.token, kind, seconds, i, clients, q))
-             for i in range(clients)]
-    t0 = time.perf_counter()
-    for p in procs:
-        p.start()
-    results = [q.get() for _ in procs]
-    elapsed = time.perf_counter() - t0
-    for p in procs:
-        p.join()
-    postings = sum(r[0] for r in results) if kind != "read" else sum(len(r[2]) for r in results)
-    lat = sorted(x for r in results for x in r[2])
-    errors = sum(r[1] for r in results)
-    pct = lambda q_: 1000 * lat[min(len(lat) - 1, int(q_ * len(lat)))] if lat else float("nan")  # noqa: E731
-    return postings / min(elapsed, seconds + 0.5), pct(0.50), pct(0.95), pct(0.99), errors
+    rate, lat, errors = http_load(server.port, server.token, clients, seconds, _request(kind, clients), timeout=30)
+    return rate, percentile_ms(lat, 0.50), percentile_ms(lat, 0.95), percentile_ms(lat, 0.99), errors
 
 
 def pgbench(db, ids, clients, seconds):
@@ -174,25 +97,17 @@ def pgbench(db, ids, clients, seconds):
 
 def in_process(url, seconds):
     """Embedded: consumes through the service layer in this process (no HTTP), one thread."""
-    code = f"""
-import time
-from app import create_app, policy
-from app.db import db
-from app.services import ledger
-app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
-with app.app_context(), db.connection_context():
-    policy.startup(app)
-    n, end = 0, time.perf_counter() + {seconds}
-    t0 = time.perf_counter()
-    while time.perf_counter() < end:
-        n += 1
-        ledger.apply_operation("consume", {{"customer": f"bench-{{n % {CUSTOMERS} + 1}}", "amount": 1}}, "bench",
-                               idempotency_key=f"ip-{{t0}}-{{n}}")
-    print(n / (time.perf_counter() - t0))
-"""
-    env = {**os.environ, "PATRON_LOG_LEVEL": "WARNING"}
-    out = subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True, cwd=ROOT)
-    return float(out.stdout.strip().splitlines()[-1])
+    return float(in_app_process(url, f"""
+        import time
+        from app.services import ledger
+        n, end = 0, time.perf_counter() + {seconds}
+        t0 = time.perf_counter()
+        while time.perf_counter() < end:
+            n += 1
+            ledger.apply_operation("consume", {{"customer": f"bench-{{n % {CUSTOMERS} + 1}}", "amount": 1}}, "bench",
+                                   idempotency_key=f"ip-{{t0}}-{{n}}")
+        print(n / (time.perf_counter() - t0))
+    """))
 
 
 def reconcile(url):
@@ -231,7 +146,7 @@ def main():
             patron(url, "db", "upgrade")
             ids = seed(url)
             psql("ANALYZE", dbname)  # fresh tables: give the planner statistics (pgbench uses the same database)
-            server = Server(url, args.workers, args.threads, args.port)
+            server = Server(url, args.workers, args.threads, "ledger:write", args.port)
             ids["keyid"] = server.token.split("_")[1]  # pgbench reads the same API key row per transaction
         try:
             if server is not None:
@@ -254,7 +169,7 @@ def main():
             surl = f"sqlite:///{tmp}/bench.db"
             patron(surl, "db", "upgrade")
             seed(surl)
-            server = Server(surl, 1, 8, args.port and args.port + 1)
+            server = Server(surl, 1, 8, "ledger:write", args.port and args.port + 1)
             try:
                 load(server, "hot", 4, 1)
                 for run in range(args.runs):

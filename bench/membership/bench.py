@@ -12,20 +12,17 @@ See also bench/membership/profile_event.py (statements and in-process ms per req
 import argparse
 import http.client
 import json
-import multiprocessing as mp
 import os
-import random
 import re
-import secrets
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import PG, PY, ROOT, free_port, patron, psql  # noqa: E402
+from common import PG, ROOT, Server, http_load, in_app_process, patron, percentile_ms, psql  # noqa: E402
 MEMBERS = 500
 BATCH = 100
 CART = {"items": [{"sku": "A", "price_fen": 10000, "quantity": 2, "category": "food"},
@@ -34,52 +31,19 @@ CART = {"items": [{"sku": "A", "price_fen": 10000, "quantity": 2, "category": "f
 
 def seed(url):
     """The ledger's system accounts, created up front (as `patron demo` does) before concurrent load."""
-    code = f"""
-from app import create_app, policy
-from app.db import db
-from app.services.ledger import core as ledger_core
-app = create_app({{"DATABASE_URL": {url!r}, "LOG_LEVEL": "WARNING"}})
-with app.app_context(), db.connection_context():
-    policy.startup(app)
-    with db.atomic():
-        ledger_core.ensure_system_accounts()
-"""
-    subprocess.run([PY, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT,
-                   env={**os.environ, "PATRON_LOG_LEVEL": "WARNING"})
+    in_app_process(url, """
+        from app.services.ledger import core as ledger_core
+        with db.atomic():
+            ledger_core.ensure_system_accounts()
+    """)
 
 
-class Server:
-    def __init__(self, url, workers, threads):
-        self.port = free_port()
-        self.token = patron(url, "apikey", "create", "--name", "bench", "--scopes", "members:write").strip()
-        env = {**os.environ, "PATRON_DATABASE_URL": url, "PATRON_LOG_LEVEL": "WARNING", "PATRON_TICKER": "false"}
-        env.pop("PATRON_REDIS_URL", None)
-        self.log = tempfile.NamedTemporaryFile(prefix="bench-members-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([PY, "-m", "app.cli", "serve", "--port", str(self.port), "--workers",
-                                      str(workers), "--threads", str(threads)], env=env, cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(150):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start; see {self.log.name}")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(20)
-
-
-def _event(rnd, prefix, n, i=0):
-    m = f"bm-{rnd.randint(1, MEMBERS)}"
+def member_event(rnd, event_id, member_id):
+    """A random member event of the mix the benches send: half orders paid, sign-ins, a few others."""
+    ev = {"event_id": event_id, "member_id": member_id}
     kind = rnd.random()
-    ev = {"event_id": f"{prefix}-{n}-{i}", "member_id": m}
     if kind < 0.5:
-        ev.update(type="order_paid", amount_fen=rnd.randint(100, 100000), order_ref=f"o-{prefix}-{n}-{i}",
-                  channel="app")
+        ev.update(type="order_paid", amount_fen=rnd.randint(100, 100000), order_ref=f"o-{event_id}", channel="app")
     elif kind < 0.8:
         ev.update(type="sign_in")
     else:
@@ -87,42 +51,22 @@ def _event(rnd, prefix, n, i=0):
     return ev
 
 
-def _client(port, token, kind, seconds, seed, out):
-    rnd = random.Random(seed)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    prefix = secrets.token_hex(5)
-    lat, done, errors, n = [], 0, 0, 0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        n += 1
-        t0 = time.perf_counter()
+def _event(rnd, prefix, n, i=0):
+    return member_event(rnd, f"{prefix}-{n}-{i}", f"bm-{rnd.randint(1, MEMBERS)}")
+
+
+def _request(kind):
+    """Request n of a client: GET /healthz, a checkout, a batch of events or a single event."""
+    def request(rnd, prefix, index, n):
         if kind == "health":
-            conn.request("GET", "/healthz")
-            count = 1
-        elif kind == "checkout":
-            conn.request("POST", f"/v1/members/bm-{rnd.randint(1, MEMBERS)}/checkout-benefits",
-                         body=json.dumps(CART), headers=headers)
-            count = 1
-        elif kind == "batch":
-            conn.request("POST", "/v1/member-events/batch", headers=headers,
-                         body=json.dumps({"events": [_event(rnd, prefix, n, i) for i in range(BATCH)]}))
-            count = BATCH
-        else:
-            conn.request("POST", "/v1/member-events", body=json.dumps(_event(rnd, prefix, n)), headers=headers)
-            count = 1
-        resp = conn.getresponse()
-        data = resp.read()
-        lat.append(time.perf_counter() - t0)
-        if resp.status >= 300:
-            errors += 1
-            if errors < 3:
-                print(f"  {kind}: error {resp.status}: {data[:300]!r}", file=sys.stderr)
-        elif kind == "batch":
-            done += json.loads(data)["accepted"]
-        else:
-            done += count
-    out.put((done, errors, lat))
+            return "GET", "/healthz", None, {}, 1
+        if kind == "checkout":
+            return "POST", f"/v1/members/bm-{rnd.randint(1, MEMBERS)}/checkout-benefits", CART, {}, 1
+        if kind == "batch":
+            return ("POST", "/v1/member-events/batch", {"events": [_event(rnd, prefix, n, i) for i in range(BATCH)]},
+                    {}, lambda answer: answer["accepted"])
+        return "POST", "/v1/member-events", _event(rnd, prefix, n), {}, 1
+    return request
 
 
 def warm_up(server):
@@ -140,20 +84,9 @@ def warm_up(server):
 
 
 def load(port, token, kind, clients, seconds):
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_client, args=(port, token, kind, seconds, i * 7919 + time.time_ns(), q))
-             for i in range(clients)]
-    t0 = time.perf_counter()
-    for p in procs:
-        p.start()
-    results = [q.get() for _ in procs]
-    elapsed = time.perf_counter() - t0
-    for p in procs:
-        p.join()
-    lat = sorted(x for r in results for x in r[2])
-    pct = lambda f: 1000 * lat[min(len(lat) - 1, int(f * len(lat)))] if lat else float("nan")  # noqa: E731
-    return sum(r[0] for r in results) / min(elapsed, seconds + 0.5), pct(0.5), pct(0.99), sum(r[1] for r in results)
+    """(events or requests per s, p50 ms, p99 ms, errors) of `clients` processes sending `kind` for `seconds`."""
+    rate, lat, errors = http_load(port, token, clients, seconds, _request(kind))
+    return rate, percentile_ms(lat, 0.5), percentile_ms(lat, 0.99), errors
 
 
 def pgbench(db, clients, seconds):
@@ -168,60 +101,47 @@ def pgbench(db, clients, seconds):
 
 
 def once(args):
-    """One run in a fresh database: rows of (name, (rate, p50, p99, errors), reference rate, reference name)."""
-    if args.backend == "sqlite":
-        return once_sqlite(args)
-    db = f"bench_membership_{os.getpid()}"
-    psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    psql(f"CREATE DATABASE {db}")
-    url = f"{PG}/{db}"
+    """One run in a fresh database: rows of (name, (rate, p50, p99, errors), reference rate, reference name).
+
+    References of the same run: pgbench running event.sql for the event rows on PostgreSQL (GET /healthz on
+    SQLite, which has no pgbench), and GET /healthz for the checkout rows.
+    """
+    postgres = args.backend == "postgres"
+    if postgres:
+        db = f"bench_membership_{os.getpid()}"
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        psql(f"CREATE DATABASE {db}")
+        url = f"{PG}/{db}"
+    else:
+        tmp = tempfile.mkdtemp(prefix="bench-members-")
+        url = f"sqlite:///{tmp}/bench.db"
     server = None
     try:
         patron(url, "db", "upgrade")
         seed(url)
-        server = Server(url, args.workers, args.threads)
+        server = Server(url, args.workers, args.threads, "members:write")
         warm_up(server)
         health = load(server.port, server.token, "health", args.clients, args.seconds)
-        ref_tps, ref_lat = pgbench(db, args.clients, args.seconds)
+        ref_tps, ref_lat = pgbench(db, args.clients, args.seconds) if postgres else (None, None)
         single = load(server.port, server.token, "single", args.clients, args.seconds)
         batch = load(server.port, server.token, "batch", args.clients, args.seconds)
         checkout = load(server.port, server.token, "checkout", args.clients, args.seconds)
     finally:
         if server:
             server.stop()
-        if not args.keep:
+        if args.keep:
+            pass
+        elif postgres:
             psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    return [("GET /healthz (reference: HTTP stack)", health, None, None),
-            ("pgbench event.sql (reference: storage shape)", (ref_tps, ref_lat, float("nan"), 0), None, None),
-            ("POST /v1/member-events (events/s)", single, ref_tps, "pgbench"),
-            (f"POST /v1/member-events/batch x{BATCH} (events/s)", batch, ref_tps, "pgbench"),
-            ("POST checkout-benefits (req/s)", checkout, health[0], "healthz")]
-
-
-def once_sqlite(args):
-    """One run on a fresh SQLite file (no pgbench reference: event rows are compared with healthz)."""
-    tmp = tempfile.mkdtemp(prefix="bench-members-")
-    url = f"sqlite:///{tmp}/bench.db"
-    server = None
-    try:
-        patron(url, "db", "upgrade")
-        seed(url)
-        server = Server(url, args.workers, args.threads)
-        warm_up(server)
-        health = load(server.port, server.token, "health", args.clients, args.seconds)
-        single = load(server.port, server.token, "single", args.clients, args.seconds)
-        batch = load(server.port, server.token, "batch", args.clients, args.seconds)
-        checkout = load(server.port, server.token, "checkout", args.clients, args.seconds)
-    finally:
-        if server:
-            server.stop()
-        if not args.keep:
-            import shutil
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
-    return [("GET /healthz (reference: HTTP stack)", health, None, None),
-            ("POST /v1/member-events (events/s)", single, health[0], "healthz"),
-            (f"POST /v1/member-events/batch x{BATCH} (events/s)", batch, health[0], "healthz"),
-            ("POST checkout-benefits (req/s)", checkout, health[0], "healthz")]
+    events_ref = (ref_tps, "pgbench") if postgres else (health[0], "healthz")
+    rows = [("GET /healthz (reference: HTTP stack)", health, None, None)]
+    if postgres:
+        rows.append(("pgbench event.sql (reference: storage shape)", (ref_tps, ref_lat, float("nan"), 0), None, None))
+    return rows + [("POST /v1/member-events (events/s)", single, *events_ref),
+                   (f"POST /v1/member-events/batch x{BATCH} (events/s)", batch, *events_ref),
+                   ("POST checkout-benefits (req/s)", checkout, health[0], "healthz")]
 
 
 def main():

@@ -8,12 +8,8 @@ the network. The reference measured in the same run is an authenticated GET /v1/
 """
 import argparse
 import cProfile
-import io
-import os
-import pstats
 import random
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -21,24 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import counted_statements, database, in_process_app  # noqa: E402
+from common import close_database, database, in_process_app, print_profile, statements_of  # noqa: E402
+from membership.bench import member_event  # noqa: E402
 
 MEMBERS = 50
 CART = {"items": [{"sku": "A", "price_fen": 10000, "quantity": 2, "category": "food"},
                   {"sku": "B", "price_fen": 5000}], "shipping_fen": 1000, "channel": "app"}
 
 
-def event(rnd, i):
-    ev = {"event_id": f"pf-{uuid.uuid4().hex}", "member_id": f"pf-{rnd.randint(1, MEMBERS)}"}
-    k = rnd.random()
-    if k < 0.5:
-        ev.update(type="order_paid", amount_fen=rnd.randint(100, 100000), order_ref=f"o-{i}-{uuid.uuid4().hex[:6]}",
-                  channel="app")
-    elif k < 0.8:
-        ev.update(type="sign_in")
-    else:
-        ev.update(type=rnd.choice(["share", "review_posted", "active_day"]))
-    return ev
+def event(rnd):
+    return member_event(rnd, f"pf-{uuid.uuid4().hex}", f"pf-{rnd.randint(1, MEMBERS)}")
 
 
 def main():
@@ -64,7 +52,7 @@ def main():
         rnd = random.Random(7)
 
         def post(i):
-            r = client.post("/v1/member-events", json=event(rnd, i), headers=headers)
+            r = client.post("/v1/member-events", json=event(rnd), headers=headers)
             assert r.status_code == 201, r.get_data(as_text=True)
 
         def checkout(i):
@@ -77,16 +65,11 @@ def main():
                                   "type": "order_paid", "amount_fen": 10000, "order_ref": f"w-{uuid.uuid4().hex}"})
             assert r.status_code == 201, r.get_data(as_text=True)
 
-        def counted(fn):
-            with counted_statements() as statements:
-                fn()
-            return list(statements)
-
         n = 100
-        ev_sql = counted(lambda: [post(i) for i in range(n)])
-        co_sql = counted(lambda: [checkout(i) for i in range(n)])
+        ev_sql = statements_of(lambda: [post(i) for i in range(n)])
+        co_sql = statements_of(lambda: [checkout(i) for i in range(n)])
         if args.sql:
-            one = counted(lambda: client.post("/v1/member-events", headers=headers, json={
+            one = statements_of(lambda: client.post("/v1/member-events", headers=headers, json={
                 "event_id": f"sql-{uuid.uuid4().hex}", "member_id": "pf-1", "type": "order_paid",
                 "amount_fen": 12345, "order_ref": f"sql-{uuid.uuid4().hex}", "channel": "app"}))
             print("statements of one order_paid event:")
@@ -107,7 +90,6 @@ def main():
         co_ms = timed(checkout, args.n)
         if prof:
             prof.disable()
-            prof.dump_stats(os.path.join(tempfile.gettempdir(), "patron-member-event.prof"))
 
         print(f"\nMember events in-process — backend {args.backend}, {args.n} requests each\n")
         header = f"{'measure':<38} {'value':>8} {'reference':>10} {'ratio':>7}  detail"
@@ -119,17 +101,9 @@ def main():
             print(f"{name + ' (SQL statements)':<38} {len(sql) / n:>8.1f} {'':>10} {'':>7}  "
                   + ", ".join(f"{k} {v / n:.1f}" for k, v in kinds.most_common()))
         if prof:
-            out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(50)
-            print(out.getvalue())
-            out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
-            print(out.getvalue())
+            print_profile(prof, "patron-member-event.prof")
     finally:
-        if not db.is_closed():
-            db.close()
-        if getattr(db.obj, "close_all", None):
-            db.obj.close_all()
+        close_database()
         cleanup()
 
 

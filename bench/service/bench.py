@@ -21,7 +21,6 @@ import os
 import random
 import selectors
 import socket
-import statistics
 import sys
 import threading
 import time

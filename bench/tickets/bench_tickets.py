@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import database  # noqa: E402
+from common import close_database, database  # noqa: E402
 
 def rate(session_factory, clients, total, fn):
     """Run ``fn(session, i)`` ``total`` times over ``clients`` threads; returns (per second, p99 ms)."""
@@ -182,11 +182,7 @@ def main():
         print(f"\ntarget: one tick over {args.open:,} open tickets <= 5 s: "
               f"{'met' if tick <= 5 else 'NOT met'} ({tick:.3f} s)")
     finally:
-        from app.db import db as _db
-        if not _db.is_closed():
-            _db.close()
-        if getattr(_db.obj, "close_all", None):
-            _db.obj.close_all()
+        close_database()
         cleanup()
 
 

@@ -8,11 +8,7 @@ network. The reference measured in the same run is an authenticated GET /v1/tick
 """
 import argparse
 import cProfile
-import io
-import os
-import pstats
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -20,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import counted_statements, database, in_process_app  # noqa: E402
+from common import close_database, database, in_process_app, print_profile, statements_of  # noqa: E402
 
 CATS = ["退款争议", "物流/配送", "发票", "投诉", "退换货", "商品质量", "账户/会员"]
 
@@ -40,8 +36,6 @@ def main():
     ap.add_argument("--sql", action="store_true", help="print the statements of one create")
     args = ap.parse_args()
 
-    from app.db import db
-
     url, cleanup = database(args.backend)
     try:
         app, token = in_process_app(url)
@@ -56,17 +50,12 @@ def main():
         for i in range(30):  # warm-up: rules compile, caches fill
             create(i)
 
-        def counted(fn):
-            with counted_statements() as statements:
-                fn()
-            return list(statements)
-
         n = 70
-        statements = counted(lambda: [create(1000 + i) for i in range(n)])
+        statements = statements_of(lambda: [create(1000 + i) for i in range(n)])
         per = len(statements) / n
         kinds = Counter(s.split()[0].upper() for s in statements)
         if args.sql:
-            for s in counted(lambda: create(99_999)):
+            for s in statements_of(lambda: create(99_999)):
                 print("  ", s[:160])
 
         t0 = time.perf_counter()
@@ -82,7 +71,6 @@ def main():
             create(10_000 + i)
         if prof:
             prof.disable()
-            prof.dump_stats(os.path.join(tempfile.gettempdir(), "patron-ticket-create.prof"))
         ms = (time.perf_counter() - t0) * 1000 / args.creates
 
         print(f"\nTicket create in-process — backend {args.backend}, {args.creates} creates\n")
@@ -94,17 +82,9 @@ def main():
         print(f"{'SQL statements per create':<36} {per:>10.1f}   " + ", ".join(f"{k} {v / n:.1f}"
                                                                             for k, v in kinds.most_common()))
         if prof:
-            out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
-            print(out.getvalue())
-            out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(30)
-            print(out.getvalue())
+            print_profile(prof, "patron-ticket-create.prof", cumulative=45, tottime=30)
     finally:
-        if not db.is_closed():
-            db.close()
-        if getattr(db.obj, "close_all", None):
-            db.obj.close_all()
+        close_database()
         cleanup()
 
 

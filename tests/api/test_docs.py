@@ -106,9 +106,10 @@ def _workdir(tmp_path):
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[p.relative_to(ROOT).as_posix() for p in DOCS])
-def test_doc_examples_run_against_a_fresh_demo(doc, demo_instance, tmp_path):
+def test_doc_examples_run_against_a_fresh_demo(doc, request, tmp_path):
     if not any(mode != "skip" for _, mode, _ in blocks(doc)):
         return  # prose only; listed anyway, so a block added later runs without touching this test
+    demo_instance = request.getfixturevalue("demo_instance")  # started only for a file with blocks to run
     env = {**demo_instance.env, "PATRON_KEY": demo_instance.key, "PATRON_TEST_URL": demo_instance.base}
     script = tmp_path / "doc.sh"
     script.write_text(script_of(doc), encoding="utf-8")

@@ -1,5 +1,6 @@
 """What may import what (docs/architecture.md), checked on every module's imports, function-level ones included."""
 import ast
+import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +19,7 @@ def modules():
             yield module_name(path), path
 
 
+@functools.lru_cache(maxsize=None)  # every rule reads the same modules: parse each file once per run
 def imports(name, path):
     """[(imported module, line, at module level?)] of first-party imports (relative ones resolved)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -38,7 +40,7 @@ def imports(name, path):
         for target in targets:
             if target.split(".")[0] in PACKAGES:
                 out.append((target, node.lineno, id(node) in top))
-    return out
+    return tuple(out)
 
 
 def under(module, prefix):
