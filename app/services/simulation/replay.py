@@ -439,11 +439,16 @@ class Accumulator:
         return {"created": sum(self.tickets.values()), "routing": routing, "sla": breaches}
 
 
+def fingerprint(text):
+    """A fingerprint of a record's text, what idempotency by event id compares when an event id comes again
+    (the live path compares a digest of the body)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def read_partition(path):
     """The records of a partition file written by the planner (``<instant>\t<sequence>\t<record JSON>`` lines).
 
-    ``_digest``: a fingerprint of the record's text, what idempotency by event id compares when an event
-    id comes again (the live path compares a digest of the body).
+    ``_digest``: the record's ``fingerprint``.
     """
     with open(path, encoding="utf-8") as fh:
         for line in fh:
@@ -451,12 +456,17 @@ def read_partition(path):
             rec = json.loads(text)
             rec["_at"] = dt.datetime.fromisoformat(at)
             rec["_seq"] = int(seq)
-            rec["_digest"] = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            rec["_digest"] = fingerprint(text)
             yield rec
 
 
 def run_task(task, queue=None):
-    """Worker process entry: replay one partition of one policy set; the metrics (or an error) go on ``queue``."""
+    """Worker process entry: replay one partition of one policy set; the metrics (or an error) go on ``queue``.
+
+    The partition comes from the planner's file (``events_path``) or is read from the source by this worker
+    (``source``: ``runner.Stream``); a refused record, or a source out of time order, is reported as such.
+    """
+    from app.services.simulation import runner
     logging.disable(logging.WARNING)
     label = task["label"]
 
@@ -467,10 +477,25 @@ def run_task(task, queue=None):
     try:
         rep = Replay(task["files"], dt.datetime.fromisoformat(task["from"]), dt.datetime.fromisoformat(task["to"]),
                      task.get("point_value_fen", 1), task.get("workdir")).open()
-        out = rep.run(read_partition(task["events_path"]), task.get("total"), progress)
+        if "source" in task:
+            stream = runner.Stream(task["source"], rep.end, task.get("members"), task["partitions"],
+                                   task["partition"])
+            out = rep.run(stream, task.get("total"), progress)
+            out["events_digest"] = stream.digest
+        else:
+            out = rep.run(read_partition(task["events_path"]), task.get("total"), progress)
         if queue is not None:
             queue.put(("done", label, task["partition"], out))
         return out
+    except runner.Unordered as exc:
+        if queue is not None:
+            queue.put(("unordered", label, task["partition"], str(exc)))
+        return None
+    except Problem as exc:
+        if queue is not None:
+            queue.put(("problem", label, task["partition"], {"status": exc.status, "code": exc.code,
+                                                             "title": exc.title, "detail": exc.detail, **exc.extra}))
+        return None
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         log.exception("simulation worker failed")
         if queue is not None:
