@@ -18,6 +18,7 @@ GLOBAL = "*"
 
 
 BUDGET_SHARDS = 16
+SHARD_CAPS = tuple(f"points:global_daily_budget#{i}" for i in range(BUDGET_SHARDS))  # counter names
 _local = threading.local()
 
 
@@ -47,7 +48,7 @@ def _take_shards(window, budget, amount, st=LIVE):
     for k in range(BUDGET_SHARDS):
         i = (start + k) % BUDGET_SHARDS
         allowance = budget // BUDGET_SHARDS + (budget % BUDGET_SHARDS if i == 0 else 0)
-        row = st.counter(GLOBAL, f"points:global_daily_budget#{i}", window)
+        row = st.counter(GLOBAL, SHARD_CAPS[i], window)
         take = min(max(0, allowance - row.amount), amount - taken)
         if take > 0:
             st.charge([row], take)

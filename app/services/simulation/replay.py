@@ -9,6 +9,7 @@ import shutil
 import tempfile
 
 from app.errors import Problem
+from app.platform import clock, timefmt
 from app.services.membership import benefits, events, growth, paid, plans, points
 from app.services.membership import policy as mp
 
@@ -20,7 +21,6 @@ PROGRESS_EVERY = 2000
 
 def parse_at(text):
     """RFC 3339 text -> naive UTC (the parser live member events go through)."""
-    from app.platform import timefmt
     return timefmt.parse(text, "/occurred_at", offset_required=True)
 
 
@@ -73,7 +73,6 @@ class Replay:
 
     def close(self):
         from app.db import db
-        from app.platform import clock
         clock.set_now(None)
         try:
             if not db.is_closed():
@@ -87,7 +86,6 @@ class Replay:
 
     def run(self, records, total=None, progress=None):
         """Replay ``records`` (dicts with ``_at``: naive UTC, in time order) then tick to the end; returns metrics."""
-        from app.platform import clock
         from app.services.simulation.memory import MemoryState
         cfg = self.cfg
         self.st = MemoryState(cfg, self.start, self.end)
@@ -116,7 +114,6 @@ class Replay:
         return out
 
     def _tick_until(self, at, inclusive=False):
-        from app.platform import clock
         for kind, t in self.ticks.due(at, inclusive):
             clock.set_now(t)
             if kind == "start":
