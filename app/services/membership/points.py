@@ -42,8 +42,12 @@ def budget_reset(mark):
 
 
 def _take_shards(window, budget, amount, st=LIVE):
-    """Take up to ``amount`` from the day's shards (each allows budget/N); returns what was taken."""
-    start = random.randrange(BUDGET_SHARDS)
+    """Take up to ``amount`` from the day's shards (each allows budget/N); returns what was taken.
+
+    Live, the walk starts at a random shard so concurrent events spread over the rows; what is taken
+    (everything up to the day's remainder) does not depend on the start, so a replay starts at the first.
+    """
+    start = random.randrange(BUDGET_SHARDS) if st.live else 0
     taken = 0
     for k in range(BUDGET_SHARDS):
         i = (start + k) % BUDGET_SHARDS

@@ -1,5 +1,6 @@
 """One replay: one policy set over one partition of members, member state in memory, the membership context's decision functions run at the simulated clock, periodic work at its dates."""
 import datetime as dt
+import gc
 import hashlib
 import json
 import logging
@@ -65,7 +66,7 @@ class Replay:
         self.ctx = self.app.app_context()
         self.ctx.push()
         policy.startup(self.app)  # engine configured, the configured files active
-        random.seed(0)  # the budget shard walk starts at a random shard: same run, same counters
+        random.seed(0)  # anything random in the decision code: same run, same answers
         self.cfg = mp.current()
         if self.cfg.version != policy.PolicySet(self.files).version:
             raise RuntimeError(f"simulation: active set {self.cfg.version} is not the replayed set")
@@ -94,11 +95,13 @@ class Replay:
         self.coupon_month, self.coupons_done = None, set()
         self._coupon_items = {}
         done = 0
+        ticks = self.ticks
         for rec in records:
             at = rec["_at"]
             if at >= self.end:
                 break
-            self._tick_until(at)
+            if ticks.horizon is None or ticks.horizon < at:  # else nothing is due before ``at``
+                self._tick_until(at)
             clock.set_now(at)
             self._one(rec, at)
             done += 1
@@ -204,7 +207,7 @@ class Replay:
         plan = paid.with_ladder(cfg, ref, plans.active_plan(cfg, ref, at, st), at, st)
         cart = {"items": [{"sku": "order", "price_fen": int(body.get("amount_fen") or 0)}], "shipping_fen": 0,
                 "channel": body.get("channel") or "app"}
-        return benefits.cart_discounts(cfg, benefits.benefits_in_force(cfg, level, plan), cart)
+        return benefits.cart_discounts(cfg, benefits.once(cfg, benefits.benefits_in_force, level, plan), cart)
 
     def _ticket(self, body, at, in_window):
         from app.services import tickets
@@ -306,6 +309,7 @@ class Ticks:
         self.start, self.end = start, end
         self.next_day = None
         self.started = False
+        self.horizon = None  # no tick is due before this instant (set by ``due``)
         self.next_month = self._month_after(start, include=False)
 
     def _local_midnight_after(self, at):
@@ -351,6 +355,9 @@ class Ticks:
             if self.next_month <= self.end and before(self.next_month):
                 cands.append((self.next_month, 2, "month"))
             if not cands:
+                pending = [self.next_day] + ([] if self.started else [self.start]) + (
+                    [self.next_month] if self.next_month <= self.end else [])
+                self.horizon = min(pending)
                 return out
             t, _, kind = min(cands)
             if kind == "start":
@@ -465,6 +472,9 @@ def run_task(task, queue=None):
     """
     from app.services.simulation import runner
     logging.disable(logging.WARNING)
+    # A replay keeps millions of long-lived objects (member state) and allocates short-lived ones per record:
+    # young passes come less often, and the set-up's objects leave the collector's view (below).
+    gc.set_threshold(50_000, 20, 100)
     label = task["label"]
 
     def progress(done, total):
@@ -474,6 +484,7 @@ def run_task(task, queue=None):
     try:
         rep = Replay(task["files"], dt.datetime.fromisoformat(task["from"]), dt.datetime.fromisoformat(task["to"]),
                      task.get("point_value_fen", 1), task.get("workdir")).open()
+        gc.freeze()
         if "source" in task:
             stream = runner.Stream(task["source"], rep.end, task.get("members"), task["partitions"],
                                    task["partition"])
