@@ -43,12 +43,17 @@ class Match:
 class Evaluation:
     """The result of one evaluation; ``matches`` in firing order (treat as read-only)."""
 
-    __slots__ = ("ruleset", "version", "mode", "matches", "engine", "id", "_facts", "_comp", "_inputs")
+    __slots__ = ("ruleset", "version", "mode", "matches", "engine", "_n", "_facts", "_comp", "_inputs")
 
     def __init__(self, ruleset, version, mode, matches, engine, facts=None, comp=None, inputs=None):
         self.ruleset, self.version, self.mode, self.matches, self.engine = ruleset, version, mode, matches, engine
-        self.id = f"ev-{_PID[0]}-{next(_ids)}"
+        self._n = next(_ids)
         self._facts, self._comp, self._inputs = facts, comp, inputs
+
+    @property
+    def id(self):
+        """``ev-<pid>-<n>``, unique in this process (formatted when read: most evaluations never show it)."""
+        return f"ev-{_PID[0]}-{self._n}"
 
     @property
     def inputs(self):
@@ -104,15 +109,11 @@ class CompiledRuleset:
         adapter.register(self.durable_name, self.doc)
 
     def fire(self, facts, engine):
-        if engine == "reference":
+        if engine == "reference":  # candidates in firing order: no sort
             if self.mode == "first":  # short-circuit: stop at the first rule in firing order
-                preds = self.reference.preds
-                for i in self.reference.candidates(facts, ordered=True):
-                    if preds[i](facts):
-                        return [i]
-                return []
-            idx = self.reference.fire(facts)
-        elif engine == "durable":
+                return self.reference.fire(facts, ordered=True, first=True)
+            return self.reference.fire(facts, ordered=True)
+        if engine == "durable":
             try:
                 idx = adapter.fire(self.durable_name, facts)
             except KeyError:  # not registered yet, evicted (see compiled()) or a forked child

@@ -48,6 +48,8 @@ def leaf_fn(op, value):
     """A predicate over the field's value for one leaf."""
     if op == "eq":
         t = tclass(value)
+        if t == "s":  # only a string equals a string: no type check after a match
+            return lambda x: x == value
         return lambda x: x == value and tclass(x) == t
     if op == "ne":
         t = tclass(value)
@@ -175,6 +177,9 @@ class ReferenceRuleset:
         rank = {i: r for r, i in enumerate(self.order)}
         self.free_ordered = sorted(self.free, key=rank.__getitem__)
         self.by_value_ordered = {v: sorted(ix, key=rank.__getitem__) for v, ix in self.by_value.items()}
+        # A rule whose whole condition is the indexed ``eq`` holds for every facts it is a candidate for.
+        self.implied = [set(r["when"]) == {"field", "op", "value"} and needs[i].get(self.key) is not None
+                        for i, r in enumerate(rules)]
 
     def candidates(self, facts, ordered=False):
         """Indexes of the rules that can match ``facts`` (file order, or firing order when ``ordered``)."""
@@ -185,6 +190,15 @@ class ReferenceRuleset:
             return self.by_value_ordered.get(x, self.free_ordered) if isinstance(x, str) else self.free_ordered
         return self.by_value.get(x, self.free) if isinstance(x, str) else self.free
 
-    def fire(self, facts):
+    def fire(self, facts, ordered=False, first=False):
+        """Indexes of the matching rules (file order, or firing order when ``ordered``; ``first``: at most one)."""
         preds = self.preds
-        return [i for i in self.candidates(facts) if preds[i](facts)]
+        x = facts.get(self.key) if self.key is not None and isinstance(facts, dict) else None
+        implied = self.implied if isinstance(x, str) and x in self.by_value else None
+        out = []
+        for i in self.candidates(facts, ordered):
+            if (implied is not None and implied[i]) or preds[i](facts):
+                out.append(i)
+                if first:
+                    break
+        return out

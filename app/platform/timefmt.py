@@ -25,6 +25,9 @@ def parse(text, pointer, offset_required=False):
     """
     if text is None:
         return None
+    last = _last
+    if last[0] is text and last[1] == offset_required:  # the same text object again (a reader, then a service)
+        return last[2]
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, AttributeError, TypeError):
@@ -36,7 +39,16 @@ def parse(text, pointer, offset_required=False):
                       errors=[{"pointer": pointer, "validator": "format", "message": f"expected {what}"}])
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    _remember(text, offset_required, value)
     return value
+
+
+_last = (None, None, None)  # the last parse (text, offset_required, value): callers often parse a value twice
+
+
+def _remember(text, offset_required, value):
+    global _last
+    _last = (text, offset_required, value)  # one tuple: a reader in another thread sees this one or the previous
 
 
 def local_text(value, tz_name, fmt="%Y-%m-%d %H:%M:%S"):

@@ -262,3 +262,25 @@ def test_repeated_event_ids_and_refund_by_hand(app, tmp_path):
     assert rows == [{"member_id": "D", "baseline_level": "注册", "candidate_level": "注册", "baseline_growth": 500,
                      "candidate_growth": 500, "baseline_points": 500, "candidate_points": 500}]
     assert sim_report.is_zero(rep["diff"])
+
+
+def test_workers_read_the_source_or_the_planner_sorts_it(app, tmp_path):
+    """An ordered file is read by the workers themselves, an unordered one is planned (sorted) first: the same
+    figures either way, and per partition; a bad record is refused as such from either path."""
+    from app.errors import Problem
+    records = sources.generate(30, 120, 9, start="2024-10-01")
+    folder = _candidate(tmp_path)
+    spec = {"candidate": folder, "baseline": folder, "from": "2024-11-01", "to": "2025-02-01", "workers": 2}
+    with app.app_context():
+        ordered, _ = simulation.simulate({**spec, "events": _write(tmp_path, records)})
+        shuffled, _ = simulation.simulate({**spec, "events": _write(tmp_path, records[::-1], "rev.jsonl")})
+        split, _ = simulation.simulate({**spec, "events": _write(tmp_path, records), "partitions": 3})
+        bad = records[:5] + [{"type": "order_paid", "member_id": "x"}] + records[5:]
+        with pytest.raises(Problem) as got:
+            simulation.simulate({**spec, "events": _write(tmp_path, bad, "bad.jsonl")})
+    assert got.value.code == "bad-event-record" and got.value.status == 422
+    assert ordered["baseline"]["growth"]["earned"] > 0 and ordered["baseline"]["points"]["issued"] > 0
+    assert ordered["inputs"]["records"] == shuffled["inputs"]["records"] == split["inputs"]["records"] > 50
+    for other in (shuffled, split):
+        for key in ("levels", "growth", "points", "caps", "benefits", "plans", "tickets", "refused", "members"):
+            assert other["baseline"][key] == ordered["baseline"][key], key

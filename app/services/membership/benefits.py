@@ -36,7 +36,39 @@ def benefits_in_force(cfg, level, plan):
 
 
 def multiplier(cfg, level, plan):
-    """Points multiplier (percent) from benefits in force: the largest of level and plan benefits."""
+    """Points multiplier (percent) from benefits in force: the largest of level and plan benefits.
+
+    Worked out once per level and plan benefits for the Config (see ``once``).
+    """
+    return once(cfg, _multiplier, level, plan)
+
+
+_UNSEEN = object()
+
+
+def once(cfg, fn, level, plan):
+    """``fn(cfg, level, plan)`` worked out once per Config, level and plan benefits: what ``benefits_in_force``
+    reads of the plan (its code, and the paid ladder's level and benefits ``paid.with_ladder`` attaches).
+
+    The answer is shared by every later caller: treat it as read-only.
+    """
+    key = (fn, level, plan.get("code"), plan.get("paid_ladder_level"),
+           tuple(plan.get("paid_level_benefits") or ())) if plan else (fn, level)
+    got = cfg._benefits_memo.get(key, _UNSEEN)
+    if got is _UNSEEN:
+        got = cfg._benefits_memo[key] = fn(cfg, level, plan)
+    return got
+
+
+def _best_cashback(cfg, level, plan):
+    best = None
+    for item in benefits_in_force(cfg, level, plan):
+        if item["type"] == "cashback" and (best is None or int(item["rate_bp"]) > int(best["rate_bp"])):
+            best = item
+    return best
+
+
+def _multiplier(cfg, level, plan):
     best, source = 100, None
     for item in benefits_in_force(cfg, level, plan):
         if item["type"] == "points_multiplier" and int(item["percent"]) > best:
@@ -159,10 +191,7 @@ def apply_cashback(cfg, member, event, at, plan, actor, st=LIVE):
     if not order_ref:
         return []
     if event["type"] == "order_paid":
-        best = None
-        for item in benefits_in_force(cfg, member.level, plan):
-            if item["type"] == "cashback" and (best is None or int(item["rate_bp"]) > int(best["rate_bp"])):
-                best = item
+        best = once(cfg, _best_cashback, member.level, plan)
         if best is None:
             return []
         amount = int(event["amount_fen"]) * int(best["rate_bp"]) // 10000

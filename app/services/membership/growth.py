@@ -50,10 +50,9 @@ def apply_caps(cfg, prefix, caps, scope, event, amount, at, max_field="max", st=
     Each cut names the cap, its window, its limit, what was already used and how much it removed.
     """
     cuts, touched = [], []
-    for cap in cfg.matching_caps(prefix, caps, event, _cap_matches):
-        window = mp.window_key(cfg, at, cap.get("window", "day"))
-        row = st.counter(scope, f"{prefix}:{cap['name']}", window)
-        limit = int(cap[max_field])
+    for cap, name, window, limit in cfg.matching_caps(prefix, caps, event, _cap_matches, max_field):
+        window = mp.window_key(cfg, at, window)
+        row = st.counter(scope, name, window)
         allowed = max(0, limit - row.amount)
         if amount > allowed:
             cuts.append({"cap": cap["name"], "window": window, "limit": limit, "used": row.amount,

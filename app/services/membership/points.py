@@ -18,6 +18,7 @@ GLOBAL = "*"
 
 
 BUDGET_SHARDS = 16
+SHARD_CAPS = tuple(f"points:global_daily_budget#{i}" for i in range(BUDGET_SHARDS))  # counter names
 _local = threading.local()
 
 
@@ -41,13 +42,17 @@ def budget_reset(mark):
 
 
 def _take_shards(window, budget, amount, st=LIVE):
-    """Take up to ``amount`` from the day's shards (each allows budget/N); returns what was taken."""
-    start = random.randrange(BUDGET_SHARDS)
+    """Take up to ``amount`` from the day's shards (each allows budget/N); returns what was taken.
+
+    Live, the walk starts at a random shard so concurrent events spread over the rows; what is taken
+    (everything up to the day's remainder) does not depend on the start, so a replay starts at the first.
+    """
+    start = random.randrange(BUDGET_SHARDS) if st.live else 0
     taken = 0
     for k in range(BUDGET_SHARDS):
         i = (start + k) % BUDGET_SHARDS
         allowance = budget // BUDGET_SHARDS + (budget % BUDGET_SHARDS if i == 0 else 0)
-        row = st.counter(GLOBAL, f"points:global_daily_budget#{i}", window)
+        row = st.counter(GLOBAL, SHARD_CAPS[i], window)
         take = min(max(0, allowance - row.amount), amount - taken)
         if take > 0:
             st.charge([row], take)

@@ -1,4 +1,5 @@
 """Membership policy access: the membership/points/benefits/plans documents compiled per policy version, time windows, cross-checks."""
+import bisect
 import calendar
 import datetime as dt
 from zoneinfo import ZoneInfo
@@ -31,6 +32,7 @@ class Config:
         self.mode = m.get("mode", "ladder")
         self.tz = ZoneInfo(m.get("timezone") or _config_tz())
         self.levels = sorted(m["levels"], key=lambda lv: lv["threshold"])
+        self._thresholds = [lv["threshold"] for lv in self.levels]
         self.level_names = [lv["name"] for lv in self.levels]
         self.event_types = set(BUILTIN_EVENT_TYPES) | set(m.get("event_types") or [])
         growth = m.get("growth") or {}
@@ -46,16 +48,23 @@ class Config:
         self.by_level = self.benefits.get("levels") or {}
         self.by_plan = self.benefits.get("plans") or {}
         self._caps = {}
+        self._windows = {}  # (local date, window) -> window key
+        self._benefits_memo = {}  # benefits answers by level and plan (benefits._once)
         self._expiry_by_day = {}
         self._last_day = (None, None)
 
-    def matching_caps(self, prefix, caps, event, matches):
+    def matching_caps(self, prefix, caps, event, matches, max_field="max"):
         """The caps of ``caps`` (a list of this Config) that apply to an event's type and channel, worked out
-        once per (prefix, type, channel) with ``matches``: caps read nothing else of the event."""
-        key = (prefix, event["type"], event.get("channel"))
+        once per (prefix, type, channel) with ``matches``: caps read nothing else of the event.
+
+        Returns:
+            [(cap, counter name ``<prefix>:<name>``, window, limit ``cap[max_field]``)].
+        """
+        key = (prefix, event["type"], event.get("channel"), max_field)
         got = self._caps.get(key)
         if got is None:
-            got = self._caps[key] = [cap for cap in caps if matches(cap, event)]
+            got = self._caps[key] = [(cap, f"{prefix}:{cap['name']}", cap.get("window", "day"), int(cap[max_field]))
+                                     for cap in caps if matches(cap, event)]
         return got
 
     def local_date(self, instant):
@@ -66,12 +75,9 @@ class Config:
         return last[1]
 
     def level_for(self, growth):
-        """(level name, index) of the highest level whose threshold ``growth`` reaches."""
-        name, idx = self.levels[0]["name"], 0
-        for i, lv in enumerate(self.levels):
-            if growth >= lv["threshold"]:
-                name, idx = lv["name"], i
-        return name, idx
+        """(level name, index) of the highest level whose threshold ``growth`` reaches (else the first)."""
+        idx = max(0, bisect.bisect_right(self._thresholds, growth) - 1)
+        return self.levels[idx]["name"], idx
 
     def level_index(self, name):
         try:
@@ -111,6 +117,13 @@ def to_utc(aware):
 def window_key(cfg, instant, window):
     """The cap window an instant falls in, in the policy time zone: day, week (ISO) or month."""
     d = cfg.local_date(instant)
+    known = cfg._windows.get((d, window))
+    if known is None:
+        known = cfg._windows[(d, window)] = _window_key(d, window)
+    return known
+
+
+def _window_key(d, window):
     if window == "day":
         return d.isoformat()
     if window == "week":

@@ -1,5 +1,6 @@
 """One replay: one policy set over one partition of members, member state in memory, the membership context's decision functions run at the simulated clock, periodic work at its dates."""
 import datetime as dt
+import gc
 import hashlib
 import json
 import logging
@@ -9,6 +10,7 @@ import shutil
 import tempfile
 
 from app.errors import Problem
+from app.platform import clock, timefmt
 from app.services.membership import benefits, events, growth, paid, plans, points
 from app.services.membership import policy as mp
 
@@ -20,7 +22,6 @@ PROGRESS_EVERY = 2000
 
 def parse_at(text):
     """RFC 3339 text -> naive UTC (the parser live member events go through)."""
-    from app.platform import timefmt
     return timefmt.parse(text, "/occurred_at", offset_required=True)
 
 
@@ -65,7 +66,7 @@ class Replay:
         self.ctx = self.app.app_context()
         self.ctx.push()
         policy.startup(self.app)  # engine configured, the configured files active
-        random.seed(0)  # the budget shard walk starts at a random shard: same run, same counters
+        random.seed(0)  # anything random in the decision code: same run, same answers
         self.cfg = mp.current()
         if self.cfg.version != policy.PolicySet(self.files).version:
             raise RuntimeError(f"simulation: active set {self.cfg.version} is not the replayed set")
@@ -73,7 +74,6 @@ class Replay:
 
     def close(self):
         from app.db import db
-        from app.platform import clock
         clock.set_now(None)
         try:
             if not db.is_closed():
@@ -87,7 +87,6 @@ class Replay:
 
     def run(self, records, total=None, progress=None):
         """Replay ``records`` (dicts with ``_at``: naive UTC, in time order) then tick to the end; returns metrics."""
-        from app.platform import clock
         from app.services.simulation.memory import MemoryState
         cfg = self.cfg
         self.st = MemoryState(cfg, self.start, self.end)
@@ -96,11 +95,13 @@ class Replay:
         self.coupon_month, self.coupons_done = None, set()
         self._coupon_items = {}
         done = 0
+        ticks = self.ticks
         for rec in records:
             at = rec["_at"]
             if at >= self.end:
                 break
-            self._tick_until(at)
+            if ticks.horizon is None or ticks.horizon < at:  # else nothing is due before ``at``
+                self._tick_until(at)
             clock.set_now(at)
             self._one(rec, at)
             done += 1
@@ -116,7 +117,6 @@ class Replay:
         return out
 
     def _tick_until(self, at, inclusive=False):
-        from app.platform import clock
         for kind, t in self.ticks.due(at, inclusive):
             clock.set_now(t)
             if kind == "start":
@@ -207,7 +207,7 @@ class Replay:
         plan = paid.with_ladder(cfg, ref, plans.active_plan(cfg, ref, at, st), at, st)
         cart = {"items": [{"sku": "order", "price_fen": int(body.get("amount_fen") or 0)}], "shipping_fen": 0,
                 "channel": body.get("channel") or "app"}
-        return benefits.cart_discounts(cfg, benefits.benefits_in_force(cfg, level, plan), cart)
+        return benefits.cart_discounts(cfg, benefits.once(cfg, benefits.benefits_in_force, level, plan), cart)
 
     def _ticket(self, body, at, in_window):
         from app.services import tickets
@@ -309,6 +309,7 @@ class Ticks:
         self.start, self.end = start, end
         self.next_day = None
         self.started = False
+        self.horizon = None  # no tick is due before this instant (set by ``due``)
         self.next_month = self._month_after(start, include=False)
 
     def _local_midnight_after(self, at):
@@ -354,6 +355,9 @@ class Ticks:
             if self.next_month <= self.end and before(self.next_month):
                 cands.append((self.next_month, 2, "month"))
             if not cands:
+                pending = [self.next_day] + ([] if self.started else [self.start]) + (
+                    [self.next_month] if self.next_month <= self.end else [])
+                self.horizon = min(pending)
                 return out
             t, _, kind = min(cands)
             if kind == "start":
@@ -439,11 +443,16 @@ class Accumulator:
         return {"created": sum(self.tickets.values()), "routing": routing, "sla": breaches}
 
 
+def fingerprint(text):
+    """A fingerprint of a record's text, what idempotency by event id compares when an event id comes again
+    (the live path compares a digest of the body)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
 def read_partition(path):
     """The records of a partition file written by the planner (``<instant>\t<sequence>\t<record JSON>`` lines).
 
-    ``_digest``: a fingerprint of the record's text, what idempotency by event id compares when an event
-    id comes again (the live path compares a digest of the body).
+    ``_digest``: the record's ``fingerprint``.
     """
     with open(path, encoding="utf-8") as fh:
         for line in fh:
@@ -451,13 +460,21 @@ def read_partition(path):
             rec = json.loads(text)
             rec["_at"] = dt.datetime.fromisoformat(at)
             rec["_seq"] = int(seq)
-            rec["_digest"] = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            rec["_digest"] = fingerprint(text)
             yield rec
 
 
 def run_task(task, queue=None):
-    """Worker process entry: replay one partition of one policy set; the metrics (or an error) go on ``queue``."""
+    """Worker process entry: replay one partition of one policy set; the metrics (or an error) go on ``queue``.
+
+    The partition comes from the planner's file (``events_path``) or is read from the source by this worker
+    (``source``: ``runner.Stream``); a refused record, or a source out of time order, is reported as such.
+    """
+    from app.services.simulation import runner
     logging.disable(logging.WARNING)
+    # A replay keeps millions of long-lived objects (member state) and allocates short-lived ones per record:
+    # young passes come less often, and the set-up's objects leave the collector's view (below).
+    gc.set_threshold(50_000, 20, 100)
     label = task["label"]
 
     def progress(done, total):
@@ -467,10 +484,26 @@ def run_task(task, queue=None):
     try:
         rep = Replay(task["files"], dt.datetime.fromisoformat(task["from"]), dt.datetime.fromisoformat(task["to"]),
                      task.get("point_value_fen", 1), task.get("workdir")).open()
-        out = rep.run(read_partition(task["events_path"]), task.get("total"), progress)
+        gc.freeze()
+        if "source" in task:
+            stream = runner.Stream(task["source"], rep.end, task.get("members"), task["partitions"],
+                                   task["partition"])
+            out = rep.run(stream, task.get("total"), progress)
+            out["events_digest"] = stream.digest
+        else:
+            out = rep.run(read_partition(task["events_path"]), task.get("total"), progress)
         if queue is not None:
             queue.put(("done", label, task["partition"], out))
         return out
+    except runner.Unordered as exc:
+        if queue is not None:
+            queue.put(("unordered", label, task["partition"], str(exc)))
+        return None
+    except Problem as exc:
+        if queue is not None:
+            queue.put(("problem", label, task["partition"], {"status": exc.status, "code": exc.code,
+                                                             "title": exc.title, "detail": exc.detail, **exc.extra}))
+        return None
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         log.exception("simulation worker failed")
         if queue is not None:

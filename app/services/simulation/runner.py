@@ -48,6 +48,24 @@ def _checked(seq, rec):
     return parse_at(rec["occurred_at"])
 
 
+def partition_line(at, seq, text):
+    """A partition line: ``<instant ISO>\t<sequence>\t<record JSON>`` (the record's text as read)."""
+    return f"{at.isoformat()}\t{seq}\t{text}\n"
+
+
+def events_digest(partition_digests):
+    """The history's fingerprint from each partition's sha256 (hex) of its ordered lines, in partition order:
+    the digest itself for one partition, else the sha256 of their concatenation (planner and workers agree)."""
+    if len(partition_digests) == 1:
+        return partition_digests[0]
+    return hashlib.sha256("".join(partition_digests).encode()).hexdigest()
+
+
+def partition_of(member, partitions):
+    """The partition of a member (stable hash)."""
+    return zlib.crc32(member.encode()) % partitions if partitions > 1 else 0
+
+
 def _line_key(line):
     """(instant, sequence) of a partition line ``<instant ISO>\t<sequence>\t<record JSON>``."""
     at, seq, _ = line.split("\t", 2)
@@ -61,7 +79,7 @@ def plan(source, end, sample=None, partitions=1, workdir=None):
     file is then sorted on its own (its lines as text), one partition at a time.
 
     Returns:
-        (folder, [partition file paths], counts per partition, sha256 of the ordered partitions).
+        (folder, [partition file paths], counts per partition, ``events_digest`` of the ordered partitions).
     """
     keep = None
     if sample and str(sample).isdigit():  # N members: a first pass learns the member ids
@@ -81,13 +99,13 @@ def plan(source, end, sample=None, partitions=1, workdir=None):
             if last is not None and at < last:
                 ordered = False
             last = at if last is None or at > last else last
-            i = zlib.crc32(member_of(rec).encode()) % partitions if partitions > 1 else 0
-            files[i].write(f"{at.isoformat()}\t{seq}\t{text}\n")  # the record's text as read: no re-encoding
+            i = partition_of(member_of(rec), partitions)
+            files[i].write(partition_line(at, seq, text))  # the record's text as read: no re-encoding
             counts[i] += 1
     finally:
         for fh in files:
             fh.close()
-    digest = hashlib.sha256()
+    digests = []
     for path in paths:
         if not ordered:
             with open(path, encoding="utf-8") as fh:
@@ -95,10 +113,68 @@ def plan(source, end, sample=None, partitions=1, workdir=None):
             with open(path, "w", encoding="utf-8") as fh:
                 fh.writelines(lines)
             del lines
+        digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-    return folder, paths, counts, digest.hexdigest()
+        digests.append(digest.hexdigest())
+    return folder, paths, counts, events_digest(digests)
+
+
+class Unordered(Exception):
+    """A worker reading the source found its records out of time order: the planner sorts them instead."""
+
+
+class Stream:
+    """One partition of a file source, read by the worker that replays it (no planning pass in the parent).
+
+    Iterating yields the records the planner would have written to the partition file, in the same order,
+    in the replay format (``_at``, ``_seq``, ``_digest``: see ``replay.read_partition``); it raises
+    ``Unordered`` when the partition is not in time order (the caller then plans and sorts), and
+    ``Problem`` for a bad record of any partition (each worker reads them all). ``digest`` (sha256 of the
+    partition lines) and ``count`` are complete once iteration ends.
+    """
+
+    def __init__(self, source, end, sample=None, partitions=1, partition=0):
+        self.source, self.end, self.sample = source, end, sample
+        self.partitions, self.partition = partitions, partition
+        self.digest, self.count = None, 0
+
+    def __iter__(self):
+        from app.services.simulation.replay import fingerprint
+        keep = _sample_filter(self.sample) if self.sample else None
+        end, partitions, partition = self.end, self.partitions, self.partition
+        sha = hashlib.sha256()
+        last = None
+        for seq, (rec, text) in enumerate(sources.read_with_text(self.source)):
+            at = _checked(seq, rec)
+            if at >= end:
+                continue
+            member = member_of(rec)
+            if (keep is not None and not keep(member)) or partition_of(member, partitions) != partition:
+                continue
+            if last is not None and at < last:
+                raise Unordered(f"record {seq + 1} is earlier than the one before it")
+            last = at
+            sha.update(partition_line(at, seq, text).encode())
+            self.count += 1
+            rec["_at"], rec["_seq"], rec["_digest"] = at, seq, fingerprint(text)
+            yield rec
+        self.digest = sha.hexdigest()
+
+
+def streams(source, sample):
+    """Whether workers can read ``source`` themselves: a file, and a sample that needs no first pass."""
+    return source != "db" and not (sample and str(sample).isdigit())
+
+
+def _lines(path):
+    """Line count of a file (the progress total while workers read it; records cannot be more)."""
+    n = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            n += chunk.count(b"\n")
+    return n
 
 
 def policy_files(spec):
@@ -165,18 +241,39 @@ def execute(spec, progress=None):
         raise Problem(422, "validation-failed", "Validation failed", "--to must be after --from",
                       errors=[{"pointer": "/to", "validator": "minimum", "message": "must be after from"}])
     partitions = max(1, int(spec.get("partitions") or 1))
-    folder, paths, counts, digest = plan(spec["events"], end, spec.get("members"), partitions,
-                                         spec.get("workdir"))
-    try:
-        tasks = []
-        for label, files in (("baseline", base_files), ("candidate", cand_files)):
-            for i, path in enumerate(paths):
-                tasks.append({"label": label, "partition": i, "files": files, "events_path": path,
-                              "from": start.isoformat(), "to": end.isoformat(), "total": counts[i],
-                              "point_value_fen": int(spec.get("point_value_fen") or 1), "workdir": spec.get("workdir")})
-        results = _run_workers(tasks, int(spec.get("workers") or os.cpu_count() or 2), sum(counts) * 2, progress)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    workers = int(spec.get("workers") or os.cpu_count() or 2)
+    common = {"from": start.isoformat(), "to": end.isoformat(),
+              "point_value_fen": int(spec.get("point_value_fen") or 1), "workdir": spec.get("workdir")}
+    sets = (("baseline", base_files), ("candidate", cand_files))
+    results = None
+    if streams(spec["events"], spec.get("members")):
+        # Each worker reads the file and keeps its partition: no serial planning pass before the replays.
+        estimate = _lines(spec["events"]) if os.path.exists(spec["events"]) else 0
+        tasks = [{"label": label, "partition": i, "files": files, "source": spec["events"],
+                  "partitions": partitions, "members": spec.get("members"), **common}
+                 for label, files in sets for i in range(partitions)]
+        try:
+            results = _run_workers(tasks, workers, estimate * len(sets), progress)
+        except Unordered:
+            results = None  # not in time order: plan (sort) below
+        if results is not None:
+            counts = [results[("baseline", i)]["events_replayed"] for i in range(partitions)]
+            digest = events_digest([results[("baseline", i)]["events_digest"] for i in range(partitions)])
+    if results is None:
+        folder, paths, counts, digest = plan(spec["events"], end, spec.get("members"), partitions,
+                                             spec.get("workdir"))
+        try:
+            tasks = [{"label": label, "partition": i, "files": files, "events_path": path, "total": counts[i],
+                      **common}
+                     for label, files in sets for i, path in enumerate(paths)]
+            results = _run_workers(tasks, workers, sum(counts) * len(sets), progress)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    for res in results.values():
+        res.pop("events_digest", None)
+    if progress:
+        done = sum(res["events_replayed"] for res in results.values())
+        progress(done, done)
     out = {"inputs": {"from": spec["from"], "to": spec["to"], "window_utc": [start.isoformat() + "Z",
                                                                                end.isoformat() + "Z"],
                       "events_sha256": digest, "records": sum(counts), "members_sample": spec.get("members"),
@@ -188,6 +285,7 @@ def execute(spec, progress=None):
         merged = parts[0]
         for p in parts[1:]:
             merged = _merge(merged, p)
+        merged["points"]["point_value_fen"] = parts[0]["points"]["point_value_fen"]  # a setting, not a sum
         out[label] = merged
     return out
 
@@ -240,17 +338,21 @@ def _run_workers(tasks, workers, total, progress):
                             raise Problem(500, "simulation-failed", "Simulation failed",
                                           f"replay {key[0]} partition {key[1]} exited with {proc.exitcode}")
                 continue
+            if kind == "unordered":
+                raise Unordered(payload)
+            if kind == "problem":
+                raise Problem(**payload)
             if kind == "progress":
                 done_by[(label, part)] = payload
                 if progress:
-                    progress(sum(done_by.values()), total)
+                    progress(sum(done_by.values()), max(total, sum(done_by.values())))
             elif kind == "done":
                 results[(label, part)] = payload
                 done_by[(label, part)] = payload.get("events_replayed", 0)
                 proc = running.pop((label, part))
                 proc.join()
                 if progress:
-                    progress(sum(done_by.values()), total)
+                    progress(sum(done_by.values()), max(total, sum(done_by.values())))
             else:
                 raise Problem(500, "simulation-failed", "Simulation failed", f"replay {label} failed: {payload}")
     finally:
