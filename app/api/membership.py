@@ -190,7 +190,8 @@ def kpis():
 
 @bp.get("/mall/items")
 @operation("Points mall catalogue with stock left (and, for a member, eligibility)", scope="members:read",
-           tags=TAGS, query={"member_id": "optional: say which items this member may redeem"})
+           tags=TAGS, query={"member_id": "optional: say which items this member may redeem"},
+           response="api/members/mall_catalogue.json")
 def mall_items():
     ref = request.args.get("member_id")
     return jsonify(mall.catalogue(_member_id(ref) if ref else None))

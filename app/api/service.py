@@ -503,7 +503,7 @@ def get_compensation(comp_id):
            scope="service:read", tags=TAGS,
            query={"date": "YYYY-MM-DD, a business day (default: today in the business time zone)",
                   "format": q("json | csv", enum=["json", "csv"])},
-           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"})
+           content={"text/csv": "format=csv: UTF-8 CSV with a BOM"}, response="api/service/compensation_report.json")
 def compensation_report():
     import re
     from app.errors import validation_failed

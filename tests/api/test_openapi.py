@@ -42,6 +42,10 @@ def test_every_operation_documents_its_success_body_and_problems_and_no_default(
             assert "default" not in responses, (method, path)
             success = [c for c in responses if c.startswith("2")]
             assert success and all(responses[c].get("content") for c in success), (method, path)
+            for code in success:  # a named schema for every JSON success body, never the free-form Object
+                body = responses[code]["content"].get("application/json")
+                assert body is None or body["schema"] != {"$ref": "#/components/schemas/Object"}, \
+                    f"{method.upper()} {path} {code}: declare response= (a schema under schemas/api/)"
             for code, resp in responses.items():
                 if code.startswith("4") and code != "414" or code.startswith("5"):
                     assert resp["content"]["application/problem+json"]["schema"] == \
