@@ -61,7 +61,7 @@ class LedgerEntry(BaseModel):
     """One leg of a journal. Append-only; balance_after is the snapshot row's value after this entry."""
     journal = pw.ForeignKeyField(LedgerJournal, backref="entries", index=True)
     balance = pw.ForeignKeyField(LedgerBalance, index=True)
-    # no index of their own: (account, id) and (customer, id) below lead with them (m0610)
+    # no index of their own: (account, id) and (customer, id) below lead with them (m0202)
     account = pw.ForeignKeyField(LedgerAccount, index=False)
     customer = pw.ForeignKeyField(LedgerCustomer, null=True, index=False)
     sub = pw.CharField(max_length=20)

@@ -16,6 +16,7 @@ PINNED = {
     "m0100_policy": "2737ce460239dafb",
     "m0200_ledger": "050b4bc7640d048d",
     "m0201_ledger_lot_use": "793c412d46afc1bf",
+    "m0202_ledger_entry_indexes": "e9a7451b7a74bac8",
     "m0300_membership": "40e5ce49a4a9c343",
     "m0301_membership_cashback": "e7475dd679360d13",
     "m0302_membership_loop": "3d6c63fa94e4d2f7",

@@ -3,15 +3,13 @@ serve every lookup they served, and each index less is less work on every postin
 hottest insert).
 
 Frozen DDL (see docs/architecture.md, Migrations): never edit, never import app.models."""
-from app.migrations import ddl
+from app.migrations import ddl, sqlite_types
 
-_DROPS = [
+POSTGRES = [
     'DROP INDEX IF EXISTS "ledger_entry_customer_id"',
     'DROP INDEX IF EXISTS "ledger_entry_account_id"',
 ]
-
-SQLITE = list(_DROPS)
-POSTGRES = list(_DROPS)
+SQLITE = sqlite_types(POSTGRES)
 
 
 def upgrade(database):
