@@ -99,7 +99,9 @@ REPORTS = {"/v1/service/stats", "/v1/service/qa/summary", "/v1/service/shifts", 
            "/v1/service/capacity-forecast", "/v1/service/shift-exceptions",
            # one business day, one row per (agent, reason): bounded by the staff and the policy's reasons, and
            # its CSV is the finance export of that day, which must be whole
-           "/v1/service/compensations/report"}
+           "/v1/service/compensations/report",
+           # one shadow's differences grouped per (kind, rule): bounded by the policy's rules, not by the events
+           "/v1/simulations/shadow"}
 PAGING_WORDS = {"cursor", "limit", "after", "before", "offset", "page"}
 
 

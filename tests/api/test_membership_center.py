@@ -84,6 +84,9 @@ def test_mall_eligibility_services_and_goods_cancelled_before_fulfilment(http, d
     assert c.json()["issued"]["returned"][0]["lot_id"] == lots[0]["lot_id"]  # back into the original lot
     assert http.get(f"/v1/members/{m}").json()["points"]["balance"] == 12000 - 3000
     assert {i["code"]: i for i in http.get("/v1/mall/items").json()["items"]}["mug"]["stock_left"] == stock
+    shipped = http.post(f"/v1/members/{m}/mall/redemptions/{mug['redemption_id']}/fulfil", json={"note": "SF1"})
+    assert shipped.status_code == 409, shipped.text  # cancelled goods are never shipped
+    assert shipped.json()["code"] == "redemption-not-fulfillable" and shipped.json()["state"] == "cancelled"
     # a second mug in the same year is refused by the yearly cap only if the first counted; fulfilled goods stay
     mug2 = http.post(f"/v1/members/{m}/mall/redemptions", json={"redemption_id": uid("rd"), "item": "mug"})
     assert mug2.status_code == 422 and mug2.json()["cap"] == "mug_per_member_yearly"
@@ -101,6 +104,9 @@ def test_goods_fulfilled_once_and_offers_of_a_member(http, db_conn):
     assert r.json()["status"] == "fulfilled" and r.json()["issued"] == {"fulfilment": "shipped", "note": "SF123"}
     again = http.post(url + "/fulfil", json={"note": "SF123"})  # a new key: already fulfilled, same answer
     assert again.status_code == 200 and again.json() == r.json()
+    late = http.post(url + "/cancel", json={"note": "too late"})  # shipped goods are not cancelled
+    assert late.status_code == 409, late.text
+    assert late.json()["code"] == "redemption-not-cancellable" and late.json()["state"] == "fulfilled"
     offers = http.get(f"/v1/members/{m}/offers")
     assert offers.status_code == 200, offers.text
     view = http.get(f"/v1/members/{m}").json()

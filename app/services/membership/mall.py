@@ -280,7 +280,7 @@ def cancel(member_ref, redemption_id, actor, note=None):
         if r.status != "pending_fulfilment":
             raise Problem(409, "redemption-not-cancellable", "Redemption not cancellable",
                           f"mall redemption {redemption_id!r} is {r.status}: only goods not yet fulfilled "
-                          "can be cancelled", status=r.status)
+                          "can be cancelled", state=r.status)
         ext = int(mall.refunds.get("expired_extension_days") or 0)
         back = ml.refund_lot_spend(member_ref, r.spend_journal, r.points, f"mall-cancel:{redemption_id}", actor,
                                    f"mall cancel {redemption_id}",
@@ -313,7 +313,7 @@ def fulfil(member_ref, redemption_id, actor, note=None):
             return redemption_dict(r)
         if r.status != "pending_fulfilment":
             raise Problem(409, "redemption-not-fulfillable", "Redemption not fulfillable",
-                          f"mall redemption {redemption_id!r} is {r.status}", status=r.status)
+                          f"mall redemption {redemption_id!r} is {r.status}", state=r.status)
         issued = dict(json.loads(r.issued or "{}"), fulfilment="shipped", note=note)
         MallRedemption.update(status="fulfilled", decided_at=at, decided_by=actor, issued=json.dumps(issued)) \
             .where(MallRedemption.id == r.id).execute()
