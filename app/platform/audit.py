@@ -9,7 +9,8 @@ the change, and the hook then adds nothing for that request.
 import json
 
 from app.models.core import AuditLog
-from app.platform import clock, export, sql
+from app.platform import clock, export, paging, sql
+from app.platform.timefmt import iso
 
 MAX_SUMMARY_TEXT = 200
 # never copied from a response into the log (a webhook's signing secret, a generated password, tokens)
@@ -145,12 +146,8 @@ def _request_row(g, action, view_args, body, status):
     return record(auth.actor(g.get("principal")), action, subject, after=_summary(body), status=status)
 
 
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
-
-
 def to_dict(row):
-    return {"id": row.id, "at": _iso(row.at), "actor": row.actor, "staff_no": row.staff_no,
+    return {"id": row.id, "at": iso(row.at), "actor": row.actor, "staff_no": row.staff_no,
             "credential": row.credential, "action": row.action, "subject": row.subject,
             "request_id": row.request_id, "policy_version": row.policy_version,
             "before": json.loads(row.before) if row.before else None,
@@ -173,7 +170,6 @@ def search(filters=None, start=None, end=None, cursor=None, limit=100):
     Returns:
         {"items": [...], "next_cursor": str | None}.
     """
-    from app.platform import paging
     q = AuditLog.select()
     for name, value in (filters or {}).items():
         if value is None:

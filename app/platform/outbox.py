@@ -16,7 +16,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from app.platform import clock
+from app.platform import clock, paging
 from app.db import db, for_update, is_postgres, transactional, write_transaction
 from app.errors import Problem, not_found
 
@@ -398,7 +398,6 @@ def deliveries(message_id=None, status=None, limit=100, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     q = OutboxDelivery.select()
     if message_id is not None:
         q = q.where(OutboxDelivery.message == message_id)

@@ -4,7 +4,7 @@ import json
 import secrets
 
 from app.metrics import DECISIONS
-from app.platform import clock
+from app.platform import clock, paging
 from app.platform import sql as fastsql
 from app.platform.timefmt import iso
 from app.models.policy import Decision
@@ -63,7 +63,6 @@ def page(subject, cursor=None, limit=50):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     rows, nxt = paging.keyset(Decision.select().where(Decision.subject == str(subject)),
                               (Decision.created_at, Decision.id), cursor, limit, desc=False)
     return [_row(d) for d in rows], nxt

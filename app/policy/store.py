@@ -1,7 +1,7 @@
 """Stored policy sets: save + activate atomically, the active pointer, history."""
 import json
 
-from app.platform import clock
+from app.platform import clock, paging
 from app.platform.timefmt import iso
 from app.db import db, for_update, transactional
 from app.errors import Problem
@@ -68,7 +68,6 @@ def history(limit=100, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     rows, nxt = paging.keyset(PolicyActivation.select(), PolicyActivation.seq, cursor, limit)
     return [{"seq": a.seq, "version": a.version, "previous_version": a.previous_version,
              "activated_by": a.activated_by, "activated_at": iso(a.activated_at), "note": a.note}
@@ -81,7 +80,6 @@ def versions(limit=100, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     q = PolicyVersion.select(PolicyVersion.version, PolicyVersion.file_count, PolicyVersion.created_by,
                              PolicyVersion.created_at)
     rows, nxt = paging.keyset(q, (PolicyVersion.created_at, PolicyVersion.version), cursor, limit)

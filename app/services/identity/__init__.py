@@ -19,6 +19,7 @@ from app.errors import Problem, not_found
 from app.models.staff import Staff, StaffCredential, StaffSession
 from app.platform import audit, auth, clock
 from app.services.identity import access as identity_access
+from app.platform.timefmt import iso
 
 PASSWORD_METHOD = "scrypt"  # werkzeug: scrypt n=2**15, r=8, p=1 (memory-hard), salted
 MAX_PASSWORD = 256
@@ -33,10 +34,6 @@ def _now():
 
 def _hash_secret(secret):
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 # --- passwords ------------------------------------------------------------------------------------
@@ -255,7 +252,7 @@ def _record_failure(staff_no, reason, cred_exists):
                                locked_until=locked_until or cred.locked_until, updated_at=_now()).where(
             StaffCredential.staff_no == staff_no).execute()
     audit.record("anonymous", "auth.login_failed", f"staff:{staff_no}"[:200], reason=reason,
-                 locked_until=_iso(locked_until))
+                 locked_until=iso(locked_until))
     return locked_until
 
 
@@ -263,7 +260,7 @@ def _locked(until):
     seconds = max(1, int((until - _now()).total_seconds()) + 1)
     return Problem(423, "account-locked", "Account locked",
                    f"Too many failed sign-ins; try again in {seconds} s or ask an administrator to reset the password.",
-                   retry_after_seconds=seconds, locked_until=_iso(until))
+                   retry_after_seconds=seconds, locked_until=iso(until))
 
 
 def login(body, user_agent=None):
@@ -327,11 +324,11 @@ def _login_ok(staff, step, transport, user_agent):
     session = _new_session(staff.staff_no, transport, step is not None)
     audit.record(f"staff:{staff.staff_no}", "auth.login", f"staff:{staff.staff_no}", staff_no=staff.staff_no,
                  credential=f"session:{session['token_id']}",
-                 after={"transport": transport, "mfa": step is not None, "expires_at": _iso(session["expires_at"])},
+                 after={"transport": transport, "mfa": step is not None, "expires_at": iso(session["expires_at"])},
                  user_agent=(user_agent or "")[:200] or None)
     principal = auth._session_principal(session["token"], "bearer" if transport == "bearer" else "cookie",
                                         session["csrf_token"], "GET")
-    return {"token": session["token"], "token_type": "Bearer", "expires_at": _iso(session["expires_at"]),
+    return {"token": session["token"], "token_type": "Bearer", "expires_at": iso(session["expires_at"]),
             "csrf_token": session["csrf_token"], "transport": transport, "staff": me(principal)}
 
 
@@ -356,8 +353,8 @@ def refresh(principal):
     session = _new_session(old.staff_no, old.transport, old.mfa)
     audit.record(auth.actor(principal), "auth.refresh", f"staff:{old.staff_no}",
                  before={"session": old.token_id}, after={"session": session["token_id"],
-                                                          "expires_at": _iso(session["expires_at"])})
-    return {"token": session["token"], "token_type": "Bearer", "expires_at": _iso(session["expires_at"]),
+                                                          "expires_at": iso(session["expires_at"])})
+    return {"token": session["token"], "token_type": "Bearer", "expires_at": iso(session["expires_at"]),
             "csrf_token": session["csrf_token"], "transport": old.transport}
 
 
@@ -388,7 +385,7 @@ def me(principal):
     return {"staff_no": principal["staff_no"], "name": principal.get("name"),
             "department": principal.get("department"), "roles": list(principal.get("roles") or []),
             "permissions": sorted(principal.get("permissions") or []), "scopes": sorted(principal.get("scopes") or []),
-            "session": {"id": principal.get("session"), "expires_at": _iso(principal.get("expires_at")),
+            "session": {"id": principal.get("session"), "expires_at": iso(principal.get("expires_at")),
                         "mfa": principal.get("mfa", False)},
             "totp_enabled": bool(cred and cred.totp_enabled),
             "action_required": principal.get("restricted")}

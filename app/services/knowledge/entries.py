@@ -11,14 +11,11 @@ import peewee as pw
 from app.db import transactional
 from app.errors import Problem, not_found
 from app.models.knowledge import KnowledgeEntry, KnowledgeUse, KnowledgeVersion
-from app.platform import audit, clock
+from app.platform import audit, clock, paging
 from app.services.knowledge import search as fts
+from app.platform.timefmt import iso
 
 FIELDS = ("title", "body", "category", "tags", "questions")
-
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 def _tags(text):
@@ -34,7 +31,7 @@ def version_view(v):
     return {"version": v.version, "title": v.title, "body": v.body, "category": v.category,
             "tags": _tags(v.tags), "questions": json.loads(v.questions), "state": v.state, "author": v.author,
             "note": v.note, "restored_from": v.restored_from, "reviewed_by": v.reviewed_by,
-            "reviewed_at": _iso(v.reviewed_at), "review_note": v.review_note, "created_at": _iso(v.created_at)}
+            "reviewed_at": iso(v.reviewed_at), "review_note": v.review_note, "created_at": iso(v.created_at)}
 
 
 def _version(entry_id, number):
@@ -58,8 +55,8 @@ def view(entry_id):
     e = _entry(entry_id)
     latest = _version(e.id, e.version)
     out = {"id": e.id, "state": e.state, "version": e.version, "published_version": e.published_version,
-           "usage_count": e.usage_count, "created_by": e.created_by, "created_at": _iso(e.created_at),
-           "updated_at": _iso(e.updated_at), "latest": version_view(latest)}
+           "usage_count": e.usage_count, "created_by": e.created_by, "created_at": iso(e.created_at),
+           "updated_at": iso(e.updated_at), "latest": version_view(latest)}
     if e.published_version:
         out["published"] = version_view(_version(e.id, e.published_version))
     return out
@@ -71,7 +68,6 @@ def listing(state=None, category=None, limit=50, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     q = KnowledgeEntry.select()
     if state:
         q = q.where(KnowledgeEntry.state == state)

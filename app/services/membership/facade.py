@@ -7,7 +7,7 @@ from app.db import db
 from app.engine import actions
 from app.errors import Problem
 from app.models.membership import GrowthEntry, LevelChange, Member, PointsAward
-from app.platform import clock
+from app.platform import clock, paging
 from app.policy import kinds
 from app.services.membership import benefits
 from app.services.membership import events
@@ -136,7 +136,6 @@ def history(member_ref, limit=50, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     if Member.get_or_none(Member.member_ref == member_ref) is None:
         raise Problem(404, "member-not-found", "Member not found", f"member {member_ref!r} does not exist")
     past = None

@@ -6,14 +6,11 @@ context's); the ticket carries the conversation's transcript reference.
 from app.db import transactional
 from app.errors import Problem, not_found
 from app.models.service import ServiceCall, ServiceComplaint, ServiceConversation, ServiceReview
-from app.platform import clock
+from app.platform import clock, paging
 from app.services.service.policy import REVIEW, current
+from app.platform.timefmt import iso
 
 SYSTEM = {"kind": "system", "id": "service", "name": "service desk", "scopes": frozenset()}
-
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 def transcript_ref(conv_id):
@@ -25,22 +22,22 @@ def complaint_dict(c):
             "conversation_id": c.conversation_id, "ticket_id": c.ticket_id,
             "transcript_ref": transcript_ref(c.conversation_id) if c.conversation_id else None,
             "rule": c.rule, "policy_version": c.policy_version, "created_by": c.created_by,
-            "created_at": _iso(c.created_at), "updated_at": _iso(c.updated_at),
+            "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
             "calls": [call_dict(x) for x in ServiceCall.select().where(ServiceCall.complaint_id == c.id)
                       .order_by(ServiceCall.id)]}
 
 
 def call_dict(c):
     return {"id": c.id, "external_ref": c.external_ref, "user_id": c.user_id, "staff_no": c.staff_no,
-            "direction": c.direction, "started_at": _iso(c.started_at), "duration_seconds": c.duration_seconds,
+            "direction": c.direction, "started_at": iso(c.started_at), "duration_seconds": c.duration_seconds,
             "recording_ref": c.recording_ref, "summary": c.summary, "complaint_id": c.complaint_id,
-            "created_at": _iso(c.created_at)}
+            "created_at": iso(c.created_at)}
 
 
 def review_dict(r):
     return {"id": r.id, "external_ref": r.external_ref, "source": r.source, "user_id": r.user_id,
             "rating": r.rating, "text": r.text, "order_no": r.order_no, "complaint_id": r.complaint_id,
-            "rule": r.rule, "policy_version": r.policy_version, "created_at": _iso(r.created_at)}
+            "rule": r.rule, "policy_version": r.policy_version, "created_at": iso(r.created_at)}
 
 
 def get_complaint(complaint_id):
@@ -56,7 +53,6 @@ def list_complaints(user_id=None, limit=50, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     q = ServiceComplaint.select()
     if user_id:
         q = q.where(ServiceComplaint.user_id == user_id)

@@ -24,6 +24,7 @@ from app.models.staff import Staff
 from app.platform import clock, sql as fastsql
 from app.services.service import live, workforce
 from app.services.service.policy import PRIORITY, current
+from app.platform.timefmt import iso
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ EPOCH = dt.datetime(2000, 1, 1)
 
 def _dumps(value):
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
 
 
 def token_hash(token):
@@ -133,13 +130,13 @@ def queue_info(conv, cfg=None, now=None):
 def conversation_dict(c, cfg=None, now=None):
     out = {"id": c.id, "user_id": c.user_id, "group": c.group, "channel": c.channel, "state": c.state,
            "priority": c.priority, "priority_rule": c.priority_rule, "policy_version": c.policy_version,
-           "topic": c.topic, "agent": c.agent, "queued_at": _iso(c.queued_at), "assigned_at": _iso(c.assigned_at),
-           "requeues": c.requeues, "closed_at": _iso(c.closed_at), "close_reason": c.close_reason,
+           "topic": c.topic, "agent": c.agent, "queued_at": iso(c.queued_at), "assigned_at": iso(c.assigned_at),
+           "requeues": c.requeues, "closed_at": iso(c.closed_at), "close_reason": c.close_reason,
            "close_category": c.close_category, "close_summary": c.close_summary, "closed_by": c.closed_by,
            "complaint_id": c.complaint_id, "ticket_id": c.ticket_id, "last_seq": c.last_seq,
-           "csat": ({"score": c.csat_score, "comment": c.csat_comment, "at": _iso(c.csat_at)}
+           "csat": ({"score": c.csat_score, "comment": c.csat_comment, "at": iso(c.csat_at)}
                     if c.csat_score is not None else None),
-           "created_at": _iso(c.created_at)}
+           "created_at": iso(c.created_at)}
     if c.state == "queued":
         out["queue"] = queue_info(c, cfg, now)
     return out
@@ -173,8 +170,8 @@ def agent_dict(a, cfg=None, now=None):
                    .order_by(ServiceConversation.assigned_at))
     return {"staff_no": a.staff_no, "status": a.status, "groups": a.groups.split(), "capacity": a.capacity,
             "serving_count": a.serving, "lock": "closed" if a.serving >= a.capacity else "open",
-            "heartbeat_at": _iso(a.heartbeat_at), "heartbeat_seconds": cfg.seconds("heartbeat_seconds", 10),
-            "timeout_at": _iso(_agent_deadline(a, cfg)),
+            "heartbeat_at": iso(a.heartbeat_at), "heartbeat_seconds": cfg.seconds("heartbeat_seconds", 10),
+            "timeout_at": iso(_agent_deadline(a, cfg)),
             "serving": [conversation_dict(c, cfg, now) for c in serving]}
 
 

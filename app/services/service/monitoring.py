@@ -19,7 +19,7 @@ from app.db import write_transaction
 from app.errors import Problem, not_found
 from app.models.policy import Decision
 from app.models.service import ServiceAgent, ServiceAlert, ServiceCompensation, ServiceConversation
-from app.platform import calendar as calmath, clock, outbox
+from app.platform import calendar as calmath, clock, outbox, paging
 from app.platform.timefmt import iso
 from app.services.service import tickets_port
 from app.services.service.policy import current
@@ -367,7 +367,6 @@ def evaluate(now=None):
 
 def list_alerts(state=None, limit=100, before=None):
     """Alerts, newest first (``state``: open | recovered; ``before``: an id cursor)."""
-    from app.platform import paging
     q = ServiceAlert.select()
     if state:
         q = q.where(ServiceAlert.state == state)

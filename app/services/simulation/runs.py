@@ -10,21 +10,18 @@ from app.db import db, transactional
 from app.errors import Problem
 from app.models.simulation import SimulationRun
 from app.platform import clock
+from app.platform.timefmt import iso
 
 
 def _dict(run, with_report=True):
     out = {"id": run.run_id, "status": run.status, "spec": json.loads(run.spec),
            "progress": {"done": run.done, "total": run.total,
                         "percent": round(100.0 * run.done / run.total, 1) if run.total else 0.0},
-           "created_by": run.created_by, "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-           "finished_at": _iso(run.finished_at), "error": run.error}
+           "created_by": run.created_by, "created_at": iso(run.created_at), "started_at": iso(run.started_at),
+           "finished_at": iso(run.finished_at), "error": run.error}
     if with_report:
         out["result"] = json.loads(run.report) if run.report else None
     return out
-
-
-def _iso(v):
-    return None if v is None else v.isoformat() + "Z"
 
 
 def _summary_spec(body):

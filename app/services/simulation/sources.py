@@ -6,6 +6,7 @@ import math
 import random
 
 from app.errors import Problem
+from app.platform.timefmt import iso
 
 CSV_INT = ("amount_fen", "points")
 CSV_BOOL = ("auto_renew",)
@@ -65,27 +66,23 @@ def read_with_text(source):
                       f"events must be 'db', a .jsonl or a .csv file, not {source!r}")
 
 
-def _iso(instant):
-    return None if instant is None else instant.isoformat() + "Z"
-
-
 def from_database():
     """The live history, read only: member events, redemptions, subscriptions and ticket creations."""
     from app.models.membership import MemberEvent, PlanPeriod, Redemption, Subscription
     from app.models.tickets import Ticket
     for row in MemberEvent.select().order_by(MemberEvent.occurred_at, MemberEvent.id).iterator():
         rec = json.loads(row.body)
-        rec["occurred_at"] = _iso(row.occurred_at)
+        rec["occurred_at"] = iso(row.occurred_at)
         yield rec
     for r in Redemption.select().where(Redemption.status != "rejected").order_by(Redemption.id).iterator():
         yield {"type": "points_redeemed", "member_id": r.member_ref, "redemption_id": r.redemption_id,
-               "points": r.points, "purpose": r.purpose, "occurred_at": _iso(r.at)}
+               "points": r.points, "purpose": r.purpose, "occurred_at": iso(r.at)}
     subs = {s.id: s for s in Subscription.select()}
     for p in PlanPeriod.select().where(PlanPeriod.kind == "subscribe").order_by(PlanPeriod.id).iterator():
         sub = subs.get(p.subscription_id)
         yield {"type": "plan_subscribed", "member_id": p.member_ref, "plan": p.plan,
                "payment_ref": p.payment_ref or f"db-period-{p.id}",
-               "auto_renew": bool(sub.auto_renew) if sub else True, "occurred_at": _iso(p.start)}
+               "auto_renew": bool(sub.auto_renew) if sub else True, "occurred_at": iso(p.start)}
     for t in Ticket.select().order_by(Ticket.id).iterator():
         ticket = {"category": t.category, "title": t.title, "user_id": t.user_id, "channel": t.channel,
                   "source": t.source if t.source in ("system", "agent", "bot") else "system"}
@@ -95,11 +92,11 @@ def from_database():
             ticket["amount_fen"] = int(t.amount_fen)
         if t.order_status:
             ticket["order_status"] = t.order_status
-        rec = {"type": "ticket_created", "ticket_id": str(t.id), "ticket": ticket, "occurred_at": _iso(t.created_at)}
+        rec = {"type": "ticket_created", "ticket_id": str(t.id), "ticket": ticket, "occurred_at": iso(t.created_at)}
         if t.first_response_at:
-            rec["first_response_at"] = _iso(t.first_response_at)
+            rec["first_response_at"] = iso(t.first_response_at)
         if t.resolved_at:
-            rec["resolved_at"] = _iso(t.resolved_at)
+            rec["resolved_at"] = iso(t.resolved_at)
         yield rec
 
 

@@ -4,7 +4,7 @@ import json
 
 import peewee as pw
 
-from app.platform import clock
+from app.platform import clock, paging
 from app.db import db, for_update, transactional
 from app.errors import Problem, not_found
 
@@ -73,7 +73,6 @@ def list_tickets(filters, cursor=None, limit=50):
     Returns:
         {"items": [...], "next_cursor": str | None}.
     """
-    from app.platform import paging
     q = Ticket.select()
     for name, value in filters.items():
         if name == "open":
@@ -175,7 +174,6 @@ def notices(user_id, limit=50, cursor=None):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     rows, nxt = paging.keyset(TicketNotice.select().where(TicketNotice.user_id == user_id), TicketNotice.id,
                               cursor, limit)
     return [{"id": n.id, "ticket_id": n.ticket_id, "at": iso(n.at), "kind": n.kind, "text": n.text}

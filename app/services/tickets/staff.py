@@ -1,5 +1,5 @@
 """Staff and departments (minimal, shared with customer service): departments mirror the staff policy."""
-from app.platform import clock
+from app.platform import clock, paging
 from app.platform.timefmt import iso
 from app.db import transactional
 from app.errors import Problem, not_found
@@ -95,7 +95,6 @@ def list_staff(department=None, role=None, cursor=None, limit=50):
     Returns:
         (items, next_cursor or None).
     """
-    from app.platform import paging
     q = Staff.select()
     if department:
         q = q.where(Staff.department == department)
