@@ -389,8 +389,8 @@ def build_cli():
     command(kg, "list", cmd_apikey_list, json_option(), kind="read", help="list keys (never their secrets)")
     command(kg, "revoke", cmd_apikey_revoke, click.Argument(["key_id"]), kind="write", help="revoke a key by id")
 
-    from app.commands import calendar, keys, ledger, membership, policy, simulation, staff, worker
-    for module in (calendar, keys, ledger, membership, policy, simulation, staff, worker):  # every group, listed
+    from app.commands import calendar, keys, ledger, membership, policy, simulation, staff, stats, worker
+    for module in (calendar, keys, ledger, membership, policy, simulation, staff, stats, worker):  # every group
         module.register(root)
     return root
 

@@ -238,3 +238,38 @@ def test_a_membership_job_run_by_hand_draws_its_progress(fresh_db, monkeypatch, 
     assert '"deducted"' in capsys.readouterr().out
     drawn = terminal.getvalue()
     assert "deduct growth" in drawn and f"{members}/{members}" in drawn, drawn[-500:]
+
+
+def test_stats_exports_match_the_api_and_draw_their_progress(app, http, monkeypatch, capsys, database_url):
+    """`patron stats service|tickets`: the API's reports (JSON, or the same CSV with its BOM), a bar on a
+    terminal only, and a bad date as one line with exit 2."""
+    import json
+    day = "2026-11-30"
+    service = ["--database-url", database_url, "stats", "service", "--from", day, "--to", day, "--by", "agent"]
+    assert main(service) == 0
+    out, err = capsys.readouterr()
+    api = http.get(f"/v1/service/stats?from={day}&to={day}&by=agent")
+    assert api.status_code == 200, api.text
+    assert json.loads(out) == api.json() and err == ""
+    assert main(service + ["--csv"]) == 0
+    csv_out = capsys.readouterr().out
+    assert csv_out.startswith("\ufeffday,agent,group,channel,conversations")
+    assert csv_out == http.get(f"/v1/service/stats?from={day}&to={day}&by=agent&format=csv").content.decode("utf-8")
+    window = ["--from", "2026-11-01T00:00:00Z", "--to", "2026-12-01T00:00:00Z"]
+    tickets = ["--database-url", database_url, "stats", "tickets", *window]
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(tickets) == 0
+    assert json.loads(capsys.readouterr().out) == http.get(
+        "/v1/ticket-stats?from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z").json()
+    assert "sections" in terminal.getvalue() and "6/6" in terminal.getvalue()
+    quiet = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    assert main(tickets + ["--json"]) == 0 and quiet.getvalue() == ""
+    drawn = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", drawn)
+    assert main(service) == 0 and "conversations" in drawn.getvalue()
+    bad = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", bad)
+    assert main(["--database-url", database_url, "stats", "service", "--from", "2026-13-01"]) == 2
+    assert bad.getvalue().count("\n") == 1 and "/query/from" in bad.getvalue(), bad.getvalue()

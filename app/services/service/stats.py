@@ -109,7 +109,7 @@ def _pct(part, whole):
     return round(100.0 * part / whole, 1) if whole else None
 
 
-def statistics(start, end, dims=DIMENSIONS, group=None):
+def statistics(start, end, dims=DIMENSIONS, group=None, progress=None):
     """Rows of service statistics for the business days ``start``..``end`` (inclusive).
 
     Args:
@@ -117,6 +117,7 @@ def statistics(start, end, dims=DIMENSIONS, group=None):
         dims: the dimensions besides the day (subset of agent, group, channel); the others are summed over
             and come back as None.
         group: only this skill group.
+        progress: optional ``progress(done, total)``, told as the conversations are counted (the CLI's bar).
 
     Returns:
         {from, to, timezone, by, columns, items: [row], totals: row}; rows sorted by day then dimensions.
@@ -157,7 +158,9 @@ def statistics(start, end, dims=DIMENSIONS, group=None):
     starts = [calmath.day_start(cal, d) for d in days]  # a conversation's day: bisect, not a zone per row
     labels = [d.isoformat() for d in days]
     acc = {}
-    for c in convs:
+    for i, c in enumerate(convs):
+        if progress is not None and i % 1000 == 0:
+            progress(i, len(convs))
         full = {"day": labels[bisect.bisect_right(starts, c.queued_at) - 1], "agent": c.agent or "",
                 "group": c.group, "channel": c.channel}
         key = (full["day"],) + tuple(full[d] if d in dims else None for d in DIMENSIONS)
@@ -171,6 +174,8 @@ def statistics(start, end, dims=DIMENSIONS, group=None):
     for a in acc.values():
         for k in total:
             total[k] += a[k]
+    if progress is not None:
+        progress(len(convs), len(convs))
     scores = qa_scores(start, end, dims)
     for r in rows:
         r["qa_score"] = scores.get((r["day"], r["agent"], r["group"], r["channel"]))

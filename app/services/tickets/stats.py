@@ -23,13 +23,14 @@ def _avg(value):
     return None if value is None else round(float(value), 1)
 
 
-def stats(start=None, end=None, now=None):
+def stats(start=None, end=None, now=None, progress=None):
     """Statistics for tickets created (volume) or resolved (compliance, times) in [start, end).
 
     Args:
         start: naive-UTC start (default end - 30 days).
         end: naive-UTC end (default now).
         now: the instant backlog ages are measured at.
+        progress: optional ``progress(done, total)``, told after each section (the CLI's bar).
 
     Returns:
         dict: window, volume{by_category, by_channel, total}, backlog{by_age, by_department, total},
@@ -46,6 +47,8 @@ def stats(start=None, end=None, now=None):
         rows = Ticket.select(col.alias("k"), pw.fn.COUNT(Ticket.id).alias("n")).where(created).group_by(col).dicts()
         out["volume"][f"by_{dim}"] = {r["k"]: r["n"] for r in rows}
     out["volume"]["total"] = sum(out["volume"]["by_category"].values())
+    step = _steps(progress, SECTIONS)
+    step()
 
     open_ = Ticket.terminal == False  # noqa: E712
     buckets, lower = [], None
@@ -63,6 +66,7 @@ def stats(start=None, end=None, now=None):
         r["k"]: r["n"] for r in Ticket.select(Ticket.department.alias("k"), pw.fn.COUNT(Ticket.id).alias("n"))
         .where(open_).group_by(Ticket.department).dicts()}
     out["backlog"]["total"] = sum(out["backlog"]["by_age"].values())
+    step()
 
     resolved = Ticket.resolved_at.is_null(False) & (Ticket.resolved_at >= start) & (Ticket.resolved_at < end)
     responded = Ticket.first_response_at.is_null(False) & created
@@ -95,13 +99,29 @@ def stats(start=None, end=None, now=None):
 
     for dim in ("category", "department", "priority"):
         out["sla"][f"by_{dim}"] = compliance(DIMENSIONS[dim])
+        step()
     overall = compliance().get(None) or {}
     out["sla"]["overall"] = overall
     out["sla"]["breached_open"] = Ticket.select().where(open_ & (tickets_sla.state_expr() == "breached")).count()
     out["sla"]["warning_open"] = Ticket.select().where(open_ & (tickets_sla.state_expr() == "warning")).count()
     out["times"] = {k: overall.get(k) for k in ("first_response_avg_secs", "resolution_avg_secs",
                                                   "resolution_avg_business_secs")}
+    step()
     return out
+
+
+SECTIONS = 6  # volume, backlog, SLA by category / department / priority, overall
+
+
+def _steps(progress, total):
+    """A callable telling ``progress`` one more of ``total`` sections done (nothing without ``progress``)."""
+    done = [0]
+
+    def step():
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+    return step
 
 
 def to_csv(data):
