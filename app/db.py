@@ -202,30 +202,35 @@ def _bounded_wait(conn):
     hold the request (and its pool slot) forever. Past the limit the connection is closed and the
     caller gets OperationalError (a 503 ``database-unavailable`` at the API).
     """
-    import psycopg2
-    from psycopg2.extensions import POLL_OK, POLL_READ, POLL_WRITE
     limit = getattr(conn, "wait_limit", None)
     deadline = time.monotonic() + limit if limit else None
     poller = None
     while True:
         state = conn.poll()
-        if state == POLL_OK:
+        if state == _POLL_OK:
             return
         if poller is None:
             poller = select.poll()
         else:
             poller.unregister(conn.fileno())
-        if state == POLL_READ:
+        if state == _POLL_READ:
             poller.register(conn.fileno(), select.POLLIN)
-        elif state == POLL_WRITE:
+        elif state == _POLL_WRITE:
             poller.register(conn.fileno(), select.POLLOUT)
         else:
+            import psycopg2
             raise psycopg2.OperationalError(f"bad poll state {state}")
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and (remaining <= 0 or not poller.poll(remaining * 1000)):
+            import psycopg2
             raise psycopg2.OperationalError(f"no answer from the database within {limit} s")
         if remaining is None:
             poller.poll()
+
+
+# psycopg2.extensions.POLL_OK / POLL_READ / POLL_WRITE (fixed by libpq's protocol; app.db does not import
+# psycopg2 at module level: SQLite installs may lack it). tests/unit/test_db_pool_canary.py checks them.
+_POLL_OK, _POLL_READ, _POLL_WRITE = 0, 1, 2
 
 
 def open_database(url, max_connections=32, timeouts=(5, 30, 10)):

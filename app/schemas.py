@@ -136,6 +136,11 @@ _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _BAD_PARAM = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 
 
+def param_text_ok(text):
+    """True when ``text`` holds no control character (tab aside), NUL or lone surrogate (see param_errors)."""
+    return _BAD_PARAM.search(text) is None
+
+
 def param_errors(pairs):
     """Errors (as errors_of) for each (pointer, name, value) of a query/path/header holding a control character,
     NUL or a lone surrogate (``/query/<name>``, ``/path/<name>``, ``/header/<name>``)."""

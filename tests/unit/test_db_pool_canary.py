@@ -46,3 +46,12 @@ def test_the_pool_attributes_app_db_uses_exist():
     assert not missing, f"peewee {peewee.__version__}: PooledPostgresqlDatabase lost {missing} (used by app.db._Pool)"
     assert pool.PoolConnection._fields == ("timestamp", "connection", "checked_out"), pool.PoolConnection._fields
     assert isinstance(pool.MaxConnectionsExceeded(), ValueError)
+
+
+def test_the_poll_states_app_db_waits_on_are_psycopg2s():
+    """app.db._bounded_wait compares psycopg2's poll states with its own copies (no psycopg2 import there)."""
+    from psycopg2 import extensions
+
+    from app import db
+    assert (db._POLL_OK, db._POLL_READ, db._POLL_WRITE) == (
+        extensions.POLL_OK, extensions.POLL_READ, extensions.POLL_WRITE)
