@@ -115,27 +115,106 @@ class Server:
             self.proc.wait(10)
 
 
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client on a raw socket: the load generator's own CPU (on the same cores as
+    the server) stays small — pgbench's client is C — so the figures measure the server. It reopens the
+    socket when the server closes it (gunicorn's sync worker answers ``Connection: close``)."""
+
+    def __init__(self, port, timeout):
+        self.port, self.timeout, self.sock, self.buf = port, timeout, None, b""
+
+    def request(self, raw):
+        """Send one pre-encoded request; (status, body bytes)."""
+        for attempt in (0, 1):
+            if self.sock is None:
+                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.buf = b""
+            try:
+                self.sock.sendall(raw)
+                return self._response()
+            except (ConnectionError, _Closed):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _response(self):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines[1:])}
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            body = self._chunked()
+        else:
+            length = int(headers.get(b"content-length", b"0"))
+            while len(self.buf) < length:
+                self._fill()
+            body, self.buf = self.buf[:length], self.buf[length:]
+        if headers.get(b"connection", b"").lower() == b"close":
+            self.close()
+        return status, body
+
+    def _chunked(self):
+        parts = []
+        while True:
+            while b"\r\n" not in self.buf:
+                self._fill()
+            size_line, self.buf = self.buf.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            while len(self.buf) < size + 2:
+                self._fill()
+            parts.append(self.buf[:size])
+            self.buf = self.buf[size + 2:]
+            if size == 0:
+                return b"".join(parts)
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise _Closed()
+        self.buf += data
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buf = None, b""
+
+
+class _Closed(Exception):
+    pass
+
+
+def _encode_request(method, path, body, headers):
+    payload = b"" if body is None else json.dumps(body).encode()
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(payload)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
 def _http_client(port, token, seconds, request, index, timeout, out):
     rnd = random.Random(index * 7919 + time.time_ns())
     prefix = secrets.token_hex(5)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = _Connection(port, timeout)
     auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     lat, done, errors, n = [], 0, 0, 0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         n += 1
         method, path, body, headers, counted = request(rnd, prefix, index, n)
+        raw = _encode_request(method, path, body, {**auth, **headers})
         t0 = time.perf_counter()
-        conn.request(method, path, body=None if body is None else json.dumps(body), headers={**auth, **headers})
-        resp = conn.getresponse()
-        data = resp.read()
+        status, data = conn.request(raw)
         lat.append(time.perf_counter() - t0)
-        if resp.status >= 300:
+        if status >= 300:
             errors += 1
             if errors < 3:
-                print(f"  {method} {path}: error {resp.status}: {data[:300]!r}", file=sys.stderr)
+                print(f"  {method} {path}: error {status}: {data[:300]!r}", file=sys.stderr)
         else:
             done += counted(json.loads(data)) if callable(counted) else counted
+    conn.close()
     out.put((done, errors, lat))
 
 
