@@ -211,7 +211,8 @@ def build(app):
                 doc["security"] = [{"apiKey": []}]
                 if op["scope"]:
                     doc["x-scope"] = op["scope"]
-                    doc["description"] = f"Requires scope `{op['scope']}` (or `admin`)."
+                    doc["description"] = (f"Requires scope `{op['scope']}`." if op["scope"] == "admin"
+                                          else f"Requires scope `{op['scope']}` (or `admin`).")
                 if op.get("permission"):
                     perms = op["permission"] if isinstance(op["permission"], str) else " or ".join(op["permission"])
                     doc["x-permission"] = perms

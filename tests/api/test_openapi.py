@@ -50,6 +50,7 @@ def test_every_operation_documents_its_success_body_and_problems_and_no_default(
                 if code.startswith("4") and code != "414" or code.startswith("5"):
                     assert resp["content"]["application/problem+json"]["schema"] == \
                         {"$ref": "#/components/schemas/Problem"}, (method, path, code)
+            assert "`admin` (or `admin`)" not in op.get("description", ""), (method, path)
             for p in op.get("parameters", []):
                 schema = p["schema"]
                 assert schema.get("type") in ("integer", "string", "boolean", "number"), (method, path, p)
