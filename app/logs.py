@@ -8,6 +8,8 @@ import uuid
 
 from flask import g, has_request_context, request
 
+from app.metrics import observe_request
+
 _configured = False
 # An incoming X-Request-Id is echoed only if it is harmless in logs and headers.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -88,19 +90,20 @@ def install_request_logging(app):
 
     @app.after_request
     def _finish(resp):
-        ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2)
-        if "request_id" not in g:  # a request refused before before_request ran
-            g.request_id = uuid.uuid4().hex
-        resp.headers["X-Request-Id"] = g.request_id
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        from app.metrics import observe_request
-        observe_request(request.method, route, resp.status_code, ms / 1000)
-        principal = g.get("principal")
-        # one access line per request, in the same JSON as everything else
-        log.info("%s %s %s", request.method, request.path, resp.status_code,
-                 extra={"request_id": g.request_id, "method": request.method, "path": request.path,
-                        "status": resp.status_code, "ms": ms,
-                        "client": principal.get("id") if isinstance(principal, dict) else None})
+        req, ctx = request._get_current_object(), g._get_current_object()  # one proxy lookup each
+        ms = round((time.perf_counter() - ctx.get("started", time.perf_counter())) * 1000, 2)
+        if "request_id" not in ctx:  # a request refused before before_request ran
+            ctx.request_id = uuid.uuid4().hex
+        resp.headers["X-Request-Id"] = ctx.request_id
+        route = req.url_rule.rule if req.url_rule else "unmatched"
+        observe_request(req.method, route, resp.status_code, ms / 1000)
+        if log.isEnabledFor(logging.INFO):
+            principal = ctx.get("principal")
+            # one access line per request, in the same JSON as everything else
+            log.info("%s %s %s", req.method, req.path, resp.status_code,
+                     extra={"request_id": ctx.request_id, "method": req.method, "path": req.path,
+                            "status": resp.status_code, "ms": ms,
+                            "client": principal.get("id") if isinstance(principal, dict) else None})
         return resp
 
 

@@ -8,8 +8,10 @@ the change, and the hook then adds nothing for that request.
 """
 import json
 
+from flask import g as _flask_g, has_request_context, request as _flask_request
+
 from app.models.core import AuditLog
-from app.platform import clock, export, paging, sql
+from app.platform import auth, clock, export, paging, sql
 from app.platform.timefmt import iso
 
 MAX_SUMMARY_TEXT = 200
@@ -22,11 +24,7 @@ def _dumps(value):
 
 
 def _request_context():
-    try:
-        from flask import g, has_request_context
-    except ImportError:  # pragma: no cover
-        return None
-    return g if has_request_context() else None
+    return _flask_g if has_request_context() else None
 
 
 def record(actor, action, subject=None, *, before=None, after=None, staff_no=None, credential=None,
@@ -48,7 +46,6 @@ def record(actor, action, subject=None, *, before=None, after=None, staff_no=Non
     g = _request_context()
     request_id = None
     if g is not None:
-        from app.platform import auth
         principal = g.get("principal")
         request_id = g.get("request_id")
         if principal:
@@ -132,12 +129,10 @@ def request_row(status, result):
     if g is None or g.get("audited") or status >= 400 or not g.get("audit_action") \
             or not isinstance(result, dict) or not all(isinstance(v, _PLAIN) for v in result.values()):
         return None
-    from flask import request
-    return _request_row(g, g.audit_action, request.view_args, result, status)
+    return _request_row(g, g.audit_action, _flask_request.view_args, result, status)
 
 
 def _request_row(g, action, view_args, body, status):
-    from app.platform import auth
     subject = None
     if view_args:  # /tickets/<ticket_id>/comments -> ticket:42, like the explicit rows' subjects
         subject = ",".join(f"{_noun(k)}:{v}" for k, v in view_args.items())[:200]
