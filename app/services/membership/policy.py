@@ -106,11 +106,21 @@ def current():
 
 # ---- time ---------------------------------------------------------------------------------------
 
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
+
+
 def local(cfg, instant):
+    """A naive UTC instant as an aware time in the policy zone."""
+    if instant.tzinfo is None:  # by arithmetic: datetime.replace costs more than the zone conversion itself
+        return (_EPOCH_UTC + (instant - _EPOCH)).astimezone(cfg.tz)
     return instant.replace(tzinfo=dt.timezone.utc).astimezone(cfg.tz)
 
 
 def to_utc(aware):
+    """An aware time as naive UTC."""
+    if aware.tzinfo is not None:  # the UTC instant by arithmetic (as in ``local``)
+        return _EPOCH + (aware - _EPOCH_UTC)
     return aware.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
