@@ -487,7 +487,7 @@ def run_task(task, queue=None):
         gc.freeze()
         if "source" in task:
             stream = runner.Stream(task["source"], rep.end, task.get("members"), task["partitions"],
-                                   task["partition"])
+                                   task["partition"], task.get("digest", True))
             out = rep.run(stream, task.get("total"), progress)
             out["events_digest"] = stream.digest
         else:
