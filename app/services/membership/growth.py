@@ -128,11 +128,12 @@ def _award(cfg, member, event, facts, at, plan, st):
             entry["base"] = base
             entry["multiplier_pct"] = multiplier
             entries.append(entry)
-            st.decision(cfg.growth_ruleset, version, match.rule, f"member:{member.member_ref}",
-                               {"event_id": event["event_id"], "type": event["type"],
-                                "amount_fen": event.get("amount_fen")},
-                               {"award_growth": granted, "base": base, "multiplier_pct": multiplier,
-                                "cuts": cuts})
+            if st.keeps_decisions:
+                st.decision(cfg.growth_ruleset, version, match.rule, f"member:{member.member_ref}",
+                            {"event_id": event["event_id"], "type": event["type"],
+                             "amount_fen": event.get("amount_fen")},
+                            {"award_growth": granted, "base": base, "multiplier_pct": multiplier,
+                             "cuts": cuts})
     return entries
 
 
@@ -164,9 +165,10 @@ def _clawback(cfg, member, event, at, st=LIVE):
         reason += f"; growth floor 0 cut {due - take}"
     entry = _append(st, member, "clawback", -take, due - take, f"g:{event['event_id']}:refund_clawback",
                     "membership.growth.refund_clawback", cfg.version, reason, at, event["event_id"], order_ref)
-    st.decision("membership", cfg.version, "growth.refund_clawback", f"member:{member.member_ref}",
-                {"event_id": event["event_id"], "order_ref": order_ref, "paid_fen": paid,
-                 "refunded_fen": refunded, "earned": earned}, {"clawback": take, "cut": due - take})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, "growth.refund_clawback", f"member:{member.member_ref}",
+                    {"event_id": event["event_id"], "order_ref": order_ref, "paid_fen": paid,
+                     "refunded_fen": refunded, "earned": earned}, {"clawback": take, "cut": due - take})
     return [entry]
 
 
@@ -195,8 +197,9 @@ def relevel(cfg, member, at, reason, event_id=None, allow_demotion=True, st=LIVE
     text = f"{kind}: growth {member.growth} -> {target}; {reason}"
     st.level_change(dict(member_ref=member.member_ref, from_level=current, to_level=target, growth=member.growth,
                          reason=text, rule=rule, policy_version=cfg.version, event_id=event_id, at=at))
-    st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
-                {"growth": member.growth, "from": current}, {"level": target, "kind": kind})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
+                    {"growth": member.growth, "from": current}, {"level": target, "kind": kind})
     return {"from": current, "to": target, "kind": kind, "reason": text, "rule": rule}
 
 
@@ -270,9 +273,10 @@ def deduct(cfg, member, at, st=LIVE):
     amount, rule = deduction_amount(cfg, member, due, st)
     reason = f"periodic deduction due {timefmt.iso(due)} ({cfg.deduction.get('method')})"
     entry = _append(st, member, "deduct", -amount, 0, key, rule, cfg.version, reason, due)
-    st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
-                {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
-                {"deduct": amount})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
+                    {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
+                    {"deduct": amount})
     change = relevel(cfg, member, due, f"after deduction of {amount}", st=st)
     st.save_member(member)
     return {"member_id": member.member_ref, "deducted": amount, "growth": member.growth,

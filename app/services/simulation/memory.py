@@ -38,6 +38,7 @@ class MemoryState:
     """One partition's state (see the module docstring); ``live`` is False (no transactions, no budget deferral)."""
 
     live = False
+    keeps_decisions = False  # no decision log (see LiveState.keeps_decisions)
 
     def __init__(self, cfg, start, end):
         self.cfg, self.start, self.end = cfg, start, end
