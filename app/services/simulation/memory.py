@@ -213,7 +213,11 @@ class MemoryState:
         lots = self.lots.get(member_ref)
         if lots is None:
             lots = self.lots[member_ref] = {}
-        lots[expires_at] = lots.get(expires_at, 0) + points
+        have = lots.get(expires_at)
+        if have is not None:  # the member is listed under this expiry already (until it passes, with the lot)
+            lots[expires_at] = have + points
+            return None
+        lots[expires_at] = points
         if expires_at is not None:
             holders = self.expiring_by.get(expires_at)
             if holders is None:
