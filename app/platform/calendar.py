@@ -91,7 +91,13 @@ def calendar_from_policy(doc):
     )
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
+
+
 def _to_local(cal, utc_naive):
+    if utc_naive.tzinfo is None:  # by arithmetic: datetime.replace costs more than the zone conversion itself
+        return (_EPOCH_UTC + (utc_naive - _EPOCH)).astimezone(cal.tz)
     return utc_naive.replace(tzinfo=dt.timezone.utc).astimezone(cal.tz)
 
 
@@ -101,13 +107,16 @@ def local_date(cal, utc_naive):
 
 
 def _to_utc(local):
-    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return _EPOCH + (local - _EPOCH_UTC)
 
 
 def _local_at(cal, day, minute):
-    # Wall-clock arithmetic, then attach the zone: a DST day keeps its local periods.
-    naive = dt.datetime.combine(day, dt.time(0)) + dt.timedelta(minutes=minute)
-    return naive.replace(tzinfo=cal.tz)
+    # Wall-clock arithmetic on the zone's midnight (an aware time plus a timedelta keeps its wall clock):
+    # a DST day keeps its local periods.
+    return dt.datetime.combine(day, _MIDNIGHT, cal.tz) + dt.timedelta(minutes=minute)
+
+
+_MIDNIGHT = dt.time(0)
 
 
 def _open_intervals(cal, start_utc):
