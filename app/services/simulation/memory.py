@@ -258,9 +258,16 @@ class MemoryState:
                 out += self.lots[ref].pop(exp, 0)
         return out
 
-    def outstanding(self, at, member_ref=None):
-        refs = [member_ref] if member_ref is not None else self.lots
-        return sum(left for ref in refs for exp, left in self.lots.get(ref, {}).items() if exp is None or exp > at)
+    def outstanding(self, at):
+        """{member: points not expired at ``at``} for every member that was ever granted points (one pass)."""
+        out = {}
+        for ref, lots in self.lots.items():
+            held = 0
+            for exp, left in lots.items():
+                if exp is None or exp > at:
+                    held += left
+            out[ref] = held
+        return out
 
     def redemption(self, redemption_id):
         return self.redemptions.get(redemption_id)

@@ -256,7 +256,8 @@ class Replay:
             pts[key] = abs(amount)
             if kind == "earn":
                 pts["cut_by_caps"] = cut
-        outstanding = st.outstanding(self.end)
+        held = st.outstanding(self.end)
+        outstanding = sum(held.values())
         plans = {"subscribed": 0, "renewed": 0, "revenue_fen": 0, "lapsed": 0, "expired": 0}
         active_paid = 0
         for ref, periods in st.periods.items():
@@ -280,7 +281,7 @@ class Replay:
                    "cashback_fen": acc.cashback_fen, "coupons_fen": acc.coupons_fen,
                    "coupon_grants": acc.coupon_grants}
         benefit["total_fen"] = benefit["discounts_fen"] + benefit["cashback_fen"] + benefit["coupons_fen"]
-        members = {ref: {"level": m.level, "growth": int(m.growth), "points": st.outstanding(self.end, ref)}
+        members = {ref: {"level": m.level, "growth": int(m.growth), "points": held.get(ref, 0)}
                    for ref, m in st.members.items()}
         return {
             "policy_version": cfg.version,
