@@ -214,23 +214,38 @@ def finish(cfg, member, at, reason, event_id=None, st=LIVE):
 def _last_due(cfg, member, at):
     """The most recent deduction instant <= at for this member (naive UTC), or None."""
     d = cfg.deduction
-    loc = mp.local(cfg, at)
-    if d.get("schedule") == "monthly":  # the start of this month (a monthly reset)
-        due = mp.to_utc(loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
-        return due if due > member.joined_at else None
-    if d.get("schedule", "calendar") == "calendar":
-        mm, dd = (int(x) for x in d.get("date", "01-01").split("-"))
+    schedule = d.get("schedule", "calendar")
+    if schedule == "calendar":  # the same instant for every member: worked out once per local date (Config)
+        day = cfg.local_date(at)
+        due = cfg._deduction_due.get(day, _UNSEEN)
+        if due is _UNSEEN:
+            mm, dd = (int(x) for x in d.get("date", "01-01").split("-"))
+            due = cfg._deduction_due[day] = _latest(cfg, mm, dd, mp.local(cfg, at))
     else:
-        j = mp.local(cfg, member.joined_at)
-        mm, dd = j.month, j.day
+        loc = mp.local(cfg, at)
+        if schedule == "monthly":  # the start of this month (a monthly reset)
+            due = mp.to_utc(loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+        else:  # the member's anniversary
+            j = mp.local(cfg, member.joined_at)
+            due = _latest(cfg, j.month, j.day, loc)
+    return due if due is not None and due > member.joined_at else None
+
+
+_UNSEEN = object()
+
+
+def _latest(cfg, mm, dd, loc):
+    """The latest local midnight of month-day ``mm-dd`` at or before ``loc`` (this year's or last), naive UTC.
+
+    Aware times of one zone compare by wall clock, so the answer depends on ``loc``'s local date only.
+    """
     for year in (loc.year, loc.year - 1):
         try:
             due = dt.datetime(year, mm, dd, tzinfo=cfg.tz)
         except ValueError:  # 29 Feb anniversary in a common year: 1 Mar
             due = dt.datetime(year, 3, 1, tzinfo=cfg.tz)
         if due <= loc:
-            due_utc = mp.to_utc(due)
-            return due_utc if due_utc > member.joined_at else None
+            return mp.to_utc(due)
     return None
 
 

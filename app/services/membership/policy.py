@@ -51,6 +51,7 @@ class Config:
         self._windows = {}  # (local date, window) -> window key
         self._benefits_memo = {}  # benefits answers by level and plan (benefits._once)
         self._expiry_by_day = {}
+        self._deduction_due = {}  # local date -> the calendar deduction due at or before it (growth._last_due)
         self._last_day = (None, None)
 
     def matching_caps(self, prefix, caps, event, matches, max_field="max"):
