@@ -1,6 +1,6 @@
 """Business-hours calendar math for SLA clocks: pure functions over naive-UTC datetimes."""
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -31,6 +31,9 @@ class Calendar:
     workdays: frozenset = frozenset()
     workday_periods: tuple = ()
     always_open: bool = False
+    # Open periods of each local date already worked out, as naive-UTC (open, close) pairs (``_day_spans``):
+    # outside equality and hashing, so the Calendar stays a value.
+    spans: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def tz(self):
@@ -125,19 +128,26 @@ def _open_intervals(cal, start_utc):
     day = local.date()
     closed_days = 0
     while True:
-        periods = cal.periods_on(day)
-        if not periods:
+        spans = _day_spans(cal, day)
+        if not spans:
             closed_days += 1
             if closed_days > MAX_CLOSED_DAYS:
                 raise CalendarError("calendar has no open period within three years")
         else:
             closed_days = 0
-        for a, b in periods:
-            open_utc = _to_utc(_local_at(cal, day, a))
-            close_utc = _to_utc(_local_at(cal, day, b))
+        for open_utc, close_utc in spans:
             if close_utc > start_utc:
                 yield max(open_utc, start_utc), close_utc
         day += dt.timedelta(days=1)
+
+
+def _day_spans(cal, day):
+    """The open periods of a local date as naive-UTC (open, close) pairs, worked out once per date."""
+    got = cal.spans.get(day)
+    if got is None:
+        got = cal.spans[day] = tuple((_to_utc(_local_at(cal, day, a)), _to_utc(_local_at(cal, day, b)))
+                                     for a, b in cal.periods_on(day))
+    return got
 
 
 def business_seconds(cal, start_utc, end_utc):
