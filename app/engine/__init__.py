@@ -217,7 +217,9 @@ def _lookup(name, policy_set):
         if _active_provider is None:
             raise RuntimeError("no policy set given and none active (policy.startup() installs the active one)")
         policy_set = _active_provider()
-    cache = policy_set.__dict__.setdefault("_engine_compiled", {})
+    cache = policy_set.__dict__.get("_engine_compiled")
+    if cache is None:
+        cache = policy_set.__dict__.setdefault("_engine_compiled", {})
     comp = cache.get(name)
     if comp is None:
         doc = next((d for d in policy_set.get("ruleset") if d.get("name") == name), None)

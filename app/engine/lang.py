@@ -180,6 +180,8 @@ class ReferenceRuleset:
         # A rule whose whole condition is the indexed ``eq`` holds for every facts it is a candidate for.
         self.implied = [set(r["when"]) == {"field", "op", "value"} and needs[i].get(self.key) is not None
                         for i, r in enumerate(rules)]
+        # A key value whose candidates are all implied has one answer whatever the other facts: kept (firing order).
+        self.settled = {v: tuple(ix) for v, ix in self.by_value_ordered.items() if all(self.implied[i] for i in ix)}
 
     def candidates(self, facts, ordered=False):
         """Indexes of the rules that can match ``facts`` (file order, or firing order when ``ordered``)."""
@@ -194,6 +196,10 @@ class ReferenceRuleset:
         """Indexes of the matching rules (file order, or firing order when ``ordered``; ``first``: at most one)."""
         preds = self.preds
         x = facts.get(self.key) if self.key is not None and isinstance(facts, dict) else None
+        if ordered and isinstance(x, str):
+            settled = self.settled.get(x)
+            if settled is not None:
+                return list(settled[:1] if first else settled)
         implied = self.implied if isinstance(x, str) and x in self.by_value else None
         out = []
         for i in self.candidates(facts, ordered):

@@ -1,6 +1,6 @@
 """Business-hours calendar math for SLA clocks: pure functions over naive-UTC datetimes."""
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -31,6 +31,9 @@ class Calendar:
     workdays: frozenset = frozenset()
     workday_periods: tuple = ()
     always_open: bool = False
+    # Open periods of each local date already worked out, as naive-UTC (open, close) pairs (``_day_spans``):
+    # outside equality and hashing, so the Calendar stays a value.
+    spans: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def tz(self):
@@ -91,7 +94,13 @@ def calendar_from_policy(doc):
     )
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
+
+
 def _to_local(cal, utc_naive):
+    if utc_naive.tzinfo is None:  # by arithmetic: datetime.replace costs more than the zone conversion itself
+        return (_EPOCH_UTC + (utc_naive - _EPOCH)).astimezone(cal.tz)
     return utc_naive.replace(tzinfo=dt.timezone.utc).astimezone(cal.tz)
 
 
@@ -101,13 +110,16 @@ def local_date(cal, utc_naive):
 
 
 def _to_utc(local):
-    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return _EPOCH + (local - _EPOCH_UTC)
 
 
 def _local_at(cal, day, minute):
-    # Wall-clock arithmetic, then attach the zone: a DST day keeps its local periods.
-    naive = dt.datetime.combine(day, dt.time(0)) + dt.timedelta(minutes=minute)
-    return naive.replace(tzinfo=cal.tz)
+    # Wall-clock arithmetic on the zone's midnight (an aware time plus a timedelta keeps its wall clock):
+    # a DST day keeps its local periods.
+    return dt.datetime.combine(day, _MIDNIGHT, cal.tz) + dt.timedelta(minutes=minute)
+
+
+_MIDNIGHT = dt.time(0)
 
 
 def _open_intervals(cal, start_utc):
@@ -116,19 +128,26 @@ def _open_intervals(cal, start_utc):
     day = local.date()
     closed_days = 0
     while True:
-        periods = cal.periods_on(day)
-        if not periods:
+        spans = _day_spans(cal, day)
+        if not spans:
             closed_days += 1
             if closed_days > MAX_CLOSED_DAYS:
                 raise CalendarError("calendar has no open period within three years")
         else:
             closed_days = 0
-        for a, b in periods:
-            open_utc = _to_utc(_local_at(cal, day, a))
-            close_utc = _to_utc(_local_at(cal, day, b))
+        for open_utc, close_utc in spans:
             if close_utc > start_utc:
                 yield max(open_utc, start_utc), close_utc
         day += dt.timedelta(days=1)
+
+
+def _day_spans(cal, day):
+    """The open periods of a local date as naive-UTC (open, close) pairs, worked out once per date."""
+    got = cal.spans.get(day)
+    if got is None:
+        got = cal.spans[day] = tuple((_to_utc(_local_at(cal, day, a)), _to_utc(_local_at(cal, day, b)))
+                                     for a, b in cal.periods_on(day))
+    return got
 
 
 def business_seconds(cal, start_utc, end_utc):

@@ -28,6 +28,10 @@ def parse(text, pointer, offset_required=False):
     last = _last
     if last[0] is text and last[1] == offset_required:  # the same text object again (a reader, then a service)
         return last[2]
+    value = _wire(text)
+    if value is not None:
+        _remember(text, offset_required, value)
+        return value
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, AttributeError, TypeError):
@@ -41,6 +45,19 @@ def parse(text, pointer, offset_required=False):
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     _remember(text, offset_required, value)
     return value
+
+
+def _wire(text):
+    """``YYYY-MM-DDTHH:MM:SSZ`` (what ``iso`` writes) read as the naive UTC it is, with no zone work; else None."""
+    if (isinstance(text, str) and len(text) == 20 and text[19] == "Z" and text[10] == "T"
+            and text[4] == text[7] == "-" and text[13] == text[16] == ":"):
+        try:
+            value = dt.datetime.fromisoformat(text[:19])
+        except ValueError:
+            return None
+        if value.tzinfo is None:
+            return value
+    return None
 
 
 _last = (None, None, None)  # the last parse (text, offset_required, value): callers often parse a value twice

@@ -203,9 +203,10 @@ def apply_cashback(cfg, member, event, at, plan, actor, st=LIVE):
         st.cashback_award(dict(member_ref=member.member_ref, entry_key=key, kind="earn", amount_fen=amount,
                                event_id=event["event_id"], order_ref=order_ref, rule=best["rule"],
                                policy_version=cfg.version, reason=reason, journal=journal, at=at))
-        st.decision("benefits", cfg.version, best["rule"], f"member:{member.member_ref}",
-                    {"order_ref": order_ref, "amount_fen": event["amount_fen"], "rate_bp": best["rate_bp"]},
-                    {"cashback_fen": amount})
+        if st.keeps_decisions:
+            st.decision("benefits", cfg.version, best["rule"], f"member:{member.member_ref}",
+                        {"order_ref": order_ref, "amount_fen": event["amount_fen"], "rate_bp": best["rate_bp"]},
+                        {"cashback_fen": amount})
         return [{"rule": best["rule"], "amount_fen": amount, "cut": 0, "reason": reason, "journal": journal}]
     if event["type"] != "order_refunded":
         return []
@@ -233,9 +234,10 @@ def apply_cashback(cfg, member, event, at, plan, actor, st=LIVE):
                            cut=due - take, event_id=event["event_id"], order_ref=order_ref,
                            rule="benefits.cashback.refund_clawback", policy_version=cfg.version, reason=reason,
                            journal=journal, at=at))
-    st.decision("benefits", cfg.version, "cashback.refund_clawback", f"member:{member.member_ref}",
-                {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
-                {"clawback_fen": take, "cut": due - take})
+    if st.keeps_decisions:
+        st.decision("benefits", cfg.version, "cashback.refund_clawback", f"member:{member.member_ref}",
+                    {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
+                    {"clawback_fen": take, "cut": due - take})
     return [{"rule": "benefits.cashback.refund_clawback", "amount_fen": -take, "cut": due - take, "reason": reason,
              "journal": journal}]
 

@@ -128,11 +128,12 @@ def _award(cfg, member, event, facts, at, plan, st):
             entry["base"] = base
             entry["multiplier_pct"] = multiplier
             entries.append(entry)
-            st.decision(cfg.growth_ruleset, version, match.rule, f"member:{member.member_ref}",
-                               {"event_id": event["event_id"], "type": event["type"],
-                                "amount_fen": event.get("amount_fen")},
-                               {"award_growth": granted, "base": base, "multiplier_pct": multiplier,
-                                "cuts": cuts})
+            if st.keeps_decisions:
+                st.decision(cfg.growth_ruleset, version, match.rule, f"member:{member.member_ref}",
+                            {"event_id": event["event_id"], "type": event["type"],
+                             "amount_fen": event.get("amount_fen")},
+                            {"award_growth": granted, "base": base, "multiplier_pct": multiplier,
+                             "cuts": cuts})
     return entries
 
 
@@ -164,9 +165,10 @@ def _clawback(cfg, member, event, at, st=LIVE):
         reason += f"; growth floor 0 cut {due - take}"
     entry = _append(st, member, "clawback", -take, due - take, f"g:{event['event_id']}:refund_clawback",
                     "membership.growth.refund_clawback", cfg.version, reason, at, event["event_id"], order_ref)
-    st.decision("membership", cfg.version, "growth.refund_clawback", f"member:{member.member_ref}",
-                {"event_id": event["event_id"], "order_ref": order_ref, "paid_fen": paid,
-                 "refunded_fen": refunded, "earned": earned}, {"clawback": take, "cut": due - take})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, "growth.refund_clawback", f"member:{member.member_ref}",
+                    {"event_id": event["event_id"], "order_ref": order_ref, "paid_fen": paid,
+                     "refunded_fen": refunded, "earned": earned}, {"clawback": take, "cut": due - take})
     return [entry]
 
 
@@ -195,8 +197,9 @@ def relevel(cfg, member, at, reason, event_id=None, allow_demotion=True, st=LIVE
     text = f"{kind}: growth {member.growth} -> {target}; {reason}"
     st.level_change(dict(member_ref=member.member_ref, from_level=current, to_level=target, growth=member.growth,
                          reason=text, rule=rule, policy_version=cfg.version, event_id=event_id, at=at))
-    st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
-                {"growth": member.growth, "from": current}, {"level": target, "kind": kind})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
+                    {"growth": member.growth, "from": current}, {"level": target, "kind": kind})
     return {"from": current, "to": target, "kind": kind, "reason": text, "rule": rule}
 
 
@@ -211,23 +214,38 @@ def finish(cfg, member, at, reason, event_id=None, st=LIVE):
 def _last_due(cfg, member, at):
     """The most recent deduction instant <= at for this member (naive UTC), or None."""
     d = cfg.deduction
-    loc = mp.local(cfg, at)
-    if d.get("schedule") == "monthly":  # the start of this month (a monthly reset)
-        due = mp.to_utc(loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
-        return due if due > member.joined_at else None
-    if d.get("schedule", "calendar") == "calendar":
-        mm, dd = (int(x) for x in d.get("date", "01-01").split("-"))
+    schedule = d.get("schedule", "calendar")
+    if schedule == "calendar":  # the same instant for every member: worked out once per local date (Config)
+        day = cfg.local_date(at)
+        due = cfg._deduction_due.get(day, _UNSEEN)
+        if due is _UNSEEN:
+            mm, dd = (int(x) for x in d.get("date", "01-01").split("-"))
+            due = cfg._deduction_due[day] = _latest(cfg, mm, dd, mp.local(cfg, at))
     else:
-        j = mp.local(cfg, member.joined_at)
-        mm, dd = j.month, j.day
+        loc = mp.local(cfg, at)
+        if schedule == "monthly":  # the start of this month (a monthly reset)
+            due = mp.to_utc(loc.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+        else:  # the member's anniversary
+            j = mp.local(cfg, member.joined_at)
+            due = _latest(cfg, j.month, j.day, loc)
+    return due if due is not None and due > member.joined_at else None
+
+
+_UNSEEN = object()
+
+
+def _latest(cfg, mm, dd, loc):
+    """The latest local midnight of month-day ``mm-dd`` at or before ``loc`` (this year's or last), naive UTC.
+
+    Aware times of one zone compare by wall clock, so the answer depends on ``loc``'s local date only.
+    """
     for year in (loc.year, loc.year - 1):
         try:
             due = dt.datetime(year, mm, dd, tzinfo=cfg.tz)
         except ValueError:  # 29 Feb anniversary in a common year: 1 Mar
             due = dt.datetime(year, 3, 1, tzinfo=cfg.tz)
         if due <= loc:
-            due_utc = mp.to_utc(due)
-            return due_utc if due_utc > member.joined_at else None
+            return mp.to_utc(due)
     return None
 
 
@@ -270,9 +288,10 @@ def deduct(cfg, member, at, st=LIVE):
     amount, rule = deduction_amount(cfg, member, due, st)
     reason = f"periodic deduction due {timefmt.iso(due)} ({cfg.deduction.get('method')})"
     entry = _append(st, member, "deduct", -amount, 0, key, rule, cfg.version, reason, due)
-    st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
-                {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
-                {"deduct": amount})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, rule, f"member:{member.member_ref}",
+                    {"growth_before": member.growth + amount, "level": member.level, "due": timefmt.iso(due)},
+                    {"deduct": amount})
     change = relevel(cfg, member, due, f"after deduction of {amount}", st=st)
     st.save_member(member)
     return {"member_id": member.member_ref, "deducted": amount, "growth": member.growth,

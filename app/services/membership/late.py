@@ -45,10 +45,11 @@ def after_payment(cfg, member, event, result, at, actor, st=LIVE):
     c = benefits.apply_cashback(cfg, member, synthetic, at, plan, actor, st)
     change = growth.finish(cfg, member, at, f"refund before payment of order {event['order_ref']}",
                            event["event_id"], st=st)
-    st.decision("membership", cfg.version, RULE_REFUND_FIRST, f"member:{member.member_ref}",
-                       {"order_ref": event["order_ref"], "paid_fen": paid, "refunded_before_fen": refunded},
-                       {"growth": sum(e["delta"] for e in g), "points": sum(e["points"] for e in p),
-                        "cashback_fen": sum(e["amount_fen"] for e in c)})
+    if st.keeps_decisions:
+        st.decision("membership", cfg.version, RULE_REFUND_FIRST, f"member:{member.member_ref}",
+                    {"order_ref": event["order_ref"], "paid_fen": paid, "refunded_before_fen": refunded},
+                    {"growth": sum(e["delta"] for e in g), "points": sum(e["points"] for e in p),
+                     "cashback_fen": sum(e["amount_fen"] for e in c)})
     result = dict(result, refunds_before_payment={
         "rule": RULE_REFUND_FIRST, "refunded_fen": refunded, "growth": g, "points": p, "cashback": c})
     result["level"] = {"level": member.level, "changed": result["level"]["changed"] or change is not None,

@@ -115,9 +115,10 @@ def subscribe_in(cfg, member_ref, plan, payment, payment_ref, auto_renew, actor,
     st.add_period(dict(subscription=sub, member_ref=member_ref, plan=plan["code"], start=at, end=end,
                        price_fen=int(plan["price_fen"]), payment=payment, payment_ref=payment_ref,
                        journal=journal, kind="subscribe", policy_version=cfg.version))
-    st.decision("plans", cfg.version, f"plans.{plan['code']}", f"member:{member_ref}",
-                {"payment": payment, "price_fen": plan["price_fen"]},
-                {"subscribed": plan["code"], "until": timefmt.iso(end)})
+    if st.keeps_decisions:
+        st.decision("plans", cfg.version, f"plans.{plan['code']}", f"member:{member_ref}",
+                    {"payment": payment, "price_fen": plan["price_fen"]},
+                    {"subscribed": plan["code"], "until": timefmt.iso(end)})
     return sub
 
 
@@ -167,18 +168,21 @@ def renew_one(sub_id, at, actor="system:renew", cfg=None, st=LIVE):
             final = attempts >= max_attempts
             st.update_subscription(sub, renew_attempts=attempts, last_failure=f"{exc.code}: {exc.detail}",
                                    next_attempt_at=None if final else at + retry)
-            st.decision("plans", cfg.version, "plans.renewal", f"member:{sub.member_ref}",
-                        {"attempt": attempts, "max_attempts": max_attempts, "failure": exc.code},
-                        {"renewed": False, "will_lapse_at": timefmt.iso(sub.current_end) if final else None,
-                         "next_attempt_at": None if final else timefmt.iso(at + retry)})
+            if st.keeps_decisions:
+                st.decision("plans", cfg.version, "plans.renewal", f"member:{sub.member_ref}",
+                            {"attempt": attempts, "max_attempts": max_attempts, "failure": exc.code},
+                            {"renewed": False, "will_lapse_at": timefmt.iso(sub.current_end) if final else None,
+                             "next_attempt_at": None if final else timefmt.iso(at + retry)})
             return {"subscription_id": sub.id, "renewed": False, "attempt": attempts, "failure": exc.code}
         st.add_period(dict(subscription=sub, member_ref=sub.member_ref, plan=sub.plan, start=start, end=end,
                            price_fen=int(plan["price_fen"]), payment="balance", journal=journal, kind="renew",
                            policy_version=cfg.version))
         st.update_subscription(sub, current_start=start, current_end=end, renew_attempts=0, next_attempt_at=None,
                                last_failure=None)
-        st.decision("plans", cfg.version, "plans.renewal", f"member:{sub.member_ref}",
-                    {"plan": sub.plan, "price_fen": plan["price_fen"]}, {"renewed": True, "until": timefmt.iso(end)})
+        if st.keeps_decisions:
+            st.decision("plans", cfg.version, "plans.renewal", f"member:{sub.member_ref}",
+                        {"plan": sub.plan, "price_fen": plan["price_fen"]},
+                        {"renewed": True, "until": timefmt.iso(end)})
         return {"subscription_id": sub.id, "renewed": True, "until": timefmt.iso(end)}
     return transactional()(run)() if st.live else run()
 
@@ -191,9 +195,10 @@ def expire_one(sub_id, at, cfg=None, st=LIVE):
             return None
         status = "lapsed" if sub.status == "active" and sub.auto_renew else "expired"
         st.update_subscription(sub, status=status, ended_at=sub.current_end, next_attempt_at=None)
-        st.decision("plans", (cfg or mp.current()).version, f"plans.{status}", f"member:{sub.member_ref}",
-                    {"current_end": timefmt.iso(sub.current_end), "renew_attempts": sub.renew_attempts},
-                    {"status": status})
+        if st.keeps_decisions:
+            st.decision("plans", (cfg or mp.current()).version, f"plans.{status}", f"member:{sub.member_ref}",
+                        {"current_end": timefmt.iso(sub.current_end), "renew_attempts": sub.renew_attempts},
+                        {"status": status})
         return {"subscription_id": sub.id, "status": status}
     return transactional()(run)() if st.live else run()
 

@@ -140,10 +140,11 @@ def _earn(cfg, member, event, facts, at, plan, actor, st):
                                           cut=amount - granted, cuts=cuts, event_id=event["event_id"],
                                           order_ref=event.get("order_ref"), rule=match.rule, policy_version=version,
                                           reason=reason, expires_at=expires_at, journal=journal, at=at))
-            st.decision(cfg.points_ruleset, version, match.rule, f"member:{member.member_ref}",
-                               {"event_id": event["event_id"], "type": event["type"],
-                                "amount_fen": event.get("amount_fen"), "level": member.level},
-                               {"award_points": granted, "base": base, "multiplier_pct": mult, "cuts": cuts})
+            if st.keeps_decisions:
+                st.decision(cfg.points_ruleset, version, match.rule, f"member:{member.member_ref}",
+                            {"event_id": event["event_id"], "type": event["type"],
+                             "amount_fen": event.get("amount_fen"), "level": member.level},
+                            {"award_points": granted, "base": base, "multiplier_pct": mult, "cuts": cuts})
             entries.append({"rule": match.rule, "points": granted, "base": base, "multiplier_pct": mult,
                             "cut": amount - granted, "cuts": cuts, "expires_at": timefmt.iso(expires_at),
                             "reason": reason})
@@ -173,9 +174,10 @@ def _clawback(cfg, member, event, at, actor, st=LIVE):
                          cut=due - take, cuts=cuts, event_id=event["event_id"], order_ref=order_ref,
                          rule="points.refund_clawback", policy_version=cfg.version, reason=reason,
                          journal=journal, at=at), later=False)
-    st.decision("points", cfg.version, "refund_clawback", f"member:{member.member_ref}",
-                {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
-                {"clawback": take, "cuts": cuts})
+    if st.keeps_decisions:
+        st.decision("points", cfg.version, "refund_clawback", f"member:{member.member_ref}",
+                    {"order_ref": order_ref, "earned": earned, "paid_fen": paid, "refunded_fen": refunded},
+                    {"clawback": take, "cuts": cuts})
     return [{"rule": "points.refund_clawback", "points": -take, "cut": due - take, "cuts": cuts,
              "reason": reason}]
 
@@ -246,8 +248,9 @@ def redeem_in(cfg, member_ref, redemption_id, points, purpose, actor, at, st=LIV
                                    purpose=purpose, status="held",
                                    reason=f"above review threshold {review_above} (points.redemption.review_above)",
                                    policy_version=cfg.version, at=at))
-        st.decision("points", cfg.version, "redemption.review_above", f"member:{member_ref}",
-                    {"points": points}, {"status": "held"})
+        if st.keeps_decisions:
+            st.decision("points", cfg.version, "redemption.review_above", f"member:{member_ref}",
+                        {"points": points}, {"status": "held"})
         return True, _redemption_dict(r)
     journal = st.spend_points(cfg, member_ref, points, f"redeem:{redemption_id}", actor,
                               f"redemption {redemption_id}")

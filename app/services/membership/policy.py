@@ -51,6 +51,7 @@ class Config:
         self._windows = {}  # (local date, window) -> window key
         self._benefits_memo = {}  # benefits answers by level and plan (benefits._once)
         self._expiry_by_day = {}
+        self._deduction_due = {}  # local date -> the calendar deduction due at or before it (growth._last_due)
         self._last_day = (None, None)
 
     def matching_caps(self, prefix, caps, event, matches, max_field="max"):
@@ -106,11 +107,21 @@ def current():
 
 # ---- time ---------------------------------------------------------------------------------------
 
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
+
+
 def local(cfg, instant):
+    """A naive UTC instant as an aware time in the policy zone."""
+    if instant.tzinfo is None:  # by arithmetic: datetime.replace costs more than the zone conversion itself
+        return (_EPOCH_UTC + (instant - _EPOCH)).astimezone(cfg.tz)
     return instant.replace(tzinfo=dt.timezone.utc).astimezone(cfg.tz)
 
 
 def to_utc(aware):
+    """An aware time as naive UTC."""
+    if aware.tzinfo is not None:  # the UTC instant by arithmetic (as in ``local``)
+        return _EPOCH + (aware - _EPOCH_UTC)
     return aware.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 

@@ -49,6 +49,9 @@ class LiveState:
     """The live database. Every method runs in the caller's transaction."""
 
     live = True
+    # Whether ``decision`` writes to the decision log: the decision code builds a decision's inputs and outcome
+    # only then (a simulation's state keeps no log and would throw them away on every event).
+    keeps_decisions = True
 
     # ---- members ----------------------------------------------------------------------------
 

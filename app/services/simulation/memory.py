@@ -38,6 +38,7 @@ class MemoryState:
     """One partition's state (see the module docstring); ``live`` is False (no transactions, no budget deferral)."""
 
     live = False
+    keeps_decisions = False  # no decision log (see LiveState.keeps_decisions)
 
     def __init__(self, cfg, start, end):
         self.cfg, self.start, self.end = cfg, start, end
@@ -48,6 +49,7 @@ class MemoryState:
         # (member, order) -> [paid, refunded, growth earned, growth clawed back, points earned, points clawed
         # back, cashback earned, cashback clawed back]: one record per order
         self.orders = {}
+        self._last_order = (None, None, None)  # (member, order, record) of the last order touched
         self.deducted = {}  # member -> last deduction instant
         self.deduct_keys = set()
         self.keep_earned = cfg.deduction.get("method") in ("weighted_window", "reset")
@@ -59,6 +61,10 @@ class MemoryState:
         self.cashback = {}  # member -> cash.cashback
         self.redemptions = {}
         self.subs = {}  # id -> subscription
+        # Live subscriptions by period end, for the daily job (``_due_by``): a heap of (current_end, id), stale
+        # entries left in it, and the ids already found due (live, current_end passed), rechecked when asked.
+        self._ends = []
+        self._due = set()
         self.subs_of = {}  # member -> [subscription]
         self._sub_ids = itertools.count(1)
         self.periods = {}  # member -> [(start, end, plan, price_fen, kind)]
@@ -142,13 +148,18 @@ class MemoryState:
         pass
 
     def _order(self, member_ref, order_ref):
+        last = self._last_order  # an order event reads and writes its order's record several times
+        if last[1] == order_ref and last[0] == member_ref:
+            return last[2]
         slot = self.orders.get((member_ref, order_ref))
         if slot is None:
             slot = self.orders[(member_ref, order_ref)] = [0, 0, 0, 0, 0, 0, 0, 0]
+        self._last_order = (member_ref, order_ref, slot)
         return slot
 
     def _pair(self, member_ref, order_ref, i):
-        slot = self.orders.get((member_ref, order_ref))
+        last = self._last_order
+        slot = last[2] if last[1] == order_ref and last[0] == member_ref else self.orders.get((member_ref, order_ref))
         return (slot[i], slot[i + 1]) if slot else (0, 0)
 
     def order_totals(self, order_ref, member_ref):
@@ -212,7 +223,11 @@ class MemoryState:
         lots = self.lots.get(member_ref)
         if lots is None:
             lots = self.lots[member_ref] = {}
-        lots[expires_at] = lots.get(expires_at, 0) + points
+        have = lots.get(expires_at)
+        if have is not None:  # the member is listed under this expiry already (until it passes, with the lot)
+            lots[expires_at] = have + points
+            return None
+        lots[expires_at] = points
         if expires_at is not None:
             holders = self.expiring_by.get(expires_at)
             if holders is None:
@@ -253,9 +268,16 @@ class MemoryState:
                 out += self.lots[ref].pop(exp, 0)
         return out
 
-    def outstanding(self, at, member_ref=None):
-        refs = [member_ref] if member_ref is not None else self.lots
-        return sum(left for ref in refs for exp, left in self.lots.get(ref, {}).items() if exp is None or exp > at)
+    def outstanding(self, at):
+        """{member: points not expired at ``at``} for every member that was ever granted points (one pass)."""
+        out = {}
+        for ref, lots in self.lots.items():
+            held = 0
+            for exp, left in lots.items():
+                if exp is None or exp > at:
+                    held += left
+            out[ref] = held
+        return out
 
     def redemption(self, redemption_id):
         return self.redemptions.get(redemption_id)
@@ -319,11 +341,29 @@ class MemoryState:
                                  **values, "id": next(self._sub_ids)})
         self.subs[sub.id] = sub
         self.subs_of.setdefault(sub.member_ref, []).append(sub)
+        self._watch(sub)
         return sub
 
     def update_subscription(self, sub, **changes):
         for k, v in changes.items():
             setattr(sub, k, v)
+        if "current_end" in changes or "status" in changes:
+            self._due.discard(sub.id)
+            self._watch(sub)
+
+    def _watch(self, sub):
+        if sub.status in LIVE_SUBSCRIPTION:
+            heapq.heappush(self._ends, (sub.current_end, sub.id))
+
+    def _due_by(self, until):
+        """Ids of the live subscriptions whose period ends by ``until``, in id order (the subscriptions table's)."""
+        ends, subs = self._ends, self.subs
+        while ends and ends[0][0] <= until:
+            end, sid = heapq.heappop(ends)
+            sub = subs[sid]
+            if sub.current_end == end and sub.status in LIVE_SUBSCRIPTION:  # else a later entry stands for it
+                self._due.add(sid)
+        return sorted(sid for sid in self._due if subs[sid].current_end <= until)
 
     def add_period(self, values):
         ref = values["member_ref"]
@@ -332,10 +372,10 @@ class MemoryState:
         self.level_touched.add(ref)
 
     def renewals_due(self, until):
-        return [s.id for s in self.subs.values() if s.status == "active" and s.auto_renew and s.current_end <= until]
+        return [sid for sid in self._due_by(until) if self.subs[sid].status == "active" and self.subs[sid].auto_renew]
 
     def subscriptions_ended(self, at):
-        return [s.id for s in self.subs.values() if s.status in LIVE_SUBSCRIPTION and s.current_end <= at]
+        return self._due_by(at)
 
     def pay_plan(self, cfg, sub, plan, start, payment, payment_ref, actor):
         price = int(plan["price_fen"])

@@ -132,19 +132,21 @@ class Stream:
     in the replay format (``_at``, ``_seq``, ``_digest``: see ``replay.read_partition``); it raises
     ``Unordered`` when the partition is not in time order (the caller then plans and sorts), and
     ``Problem`` for a bad record of any partition (each worker reads them all). ``digest`` (sha256 of the
-    partition lines) and ``count`` are complete once iteration ends.
+    partition lines; only when ``with_digest``: one policy set's workers report it) and ``count`` are
+    complete once iteration ends.
     """
 
-    def __init__(self, source, end, sample=None, partitions=1, partition=0):
+    def __init__(self, source, end, sample=None, partitions=1, partition=0, with_digest=True):
         self.source, self.end, self.sample = source, end, sample
         self.partitions, self.partition = partitions, partition
+        self.with_digest = with_digest
         self.digest, self.count = None, 0
 
     def __iter__(self):
         from app.services.simulation.replay import fingerprint
         keep = _sample_filter(self.sample) if self.sample else None
         end, partitions, partition = self.end, self.partitions, self.partition
-        sha = hashlib.sha256()
+        sha = hashlib.sha256() if self.with_digest else None
         last = None
         for seq, (rec, text) in enumerate(sources.read_with_text(self.source)):
             at = _checked(seq, rec)
@@ -156,11 +158,12 @@ class Stream:
             if last is not None and at < last:
                 raise Unordered(f"record {seq + 1} is earlier than the one before it")
             last = at
-            sha.update(partition_line(at, seq, text).encode())
+            if sha is not None:
+                sha.update(partition_line(at, seq, text).encode())
             self.count += 1
             rec["_at"], rec["_seq"], rec["_digest"] = at, seq, fingerprint(text)
             yield rec
-        self.digest = sha.hexdigest()
+        self.digest = sha.hexdigest() if sha is not None else None
 
 
 def streams(source, sample):
@@ -248,9 +251,11 @@ def execute(spec, progress=None):
     results = None
     if streams(spec["events"], spec.get("members")):
         # Each worker reads the file and keeps its partition: no serial planning pass before the replays.
+        # The baseline's workers fingerprint the ordered partitions (the candidate's read the same lines).
         estimate = _lines(spec["events"]) if os.path.exists(spec["events"]) else 0
         tasks = [{"label": label, "partition": i, "files": files, "source": spec["events"],
-                  "partitions": partitions, "members": spec.get("members"), **common}
+                  "partitions": partitions, "members": spec.get("members"), "digest": label == "baseline",
+                  **common}
                  for label, files in sets for i in range(partitions)]
         try:
             results = _run_workers(tasks, workers, estimate * len(sets), progress)
