@@ -14,6 +14,8 @@ SELECT name, secret_hash, scopes, revoked_at FROM api_key WHERE key_id = :keyid 
 --    id order (resolving the account by reference on the way) and takes a platform shard no other
 --    transaction holds (SKIP LOCKED: never wait for a shard), preferring the last one
 --    (app.services.ledger.core.lock_accounts(shard_of=...))
+--    When every shard is held (16 clients, 16 shards) it falls back to the preferred one and waits for it in
+--    the UPDATE, as Patron waits when no shard is free (app.services.ledger.core._lock_free_shard).
 BEGIN \;
 WITH s AS (SELECT id FROM ledger_balance WHERE id IN (:sysbase, :sysbase + 1, :sysbase + 2, :sysbase + 3,
         :sysbase + 4, :sysbase + 5, :sysbase + 6, :sysbase + 7, :sysbase + 8, :sysbase + 9, :sysbase + 10, :sysbase + 11,
@@ -22,7 +24,7 @@ WITH s AS (SELECT id FROM ledger_balance WHERE id IN (:sysbase, :sysbase + 1, :s
 SELECT max(x.id) FILTER (WHERE x.sub = 'available') AS avail, max(x.account_id) AS acct, max(x.customer_id) AS cust,
        max(x.balance_minor) FILTER (WHERE x.sub = 'available') AS bal, max(x.shard_id) AS shard_id
 FROM (SELECT b.id, b.sub, b.balance_minor, a.id AS account_id, a.customer_id, c.external_ref, a.type, a.label,
-             a.asset, a.debit_blocked, a.credit_blocked, (SELECT id FROM s) AS shard_id
+             a.asset, a.debit_blocked, a.credit_blocked, COALESCE((SELECT id FROM s), :sysbase + :shard) AS shard_id
       FROM ledger_balance b JOIN ledger_account a ON a.id = b.account_id JOIN ledger_customer c ON c.id = a.customer_id
       WHERE c.external_ref = 'bench-' || :c AND a.type = 'cash' AND a.label = 'default'
       ORDER BY b.id FOR UPDATE OF b) x \gset
