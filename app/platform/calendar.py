@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from app.platform.timefmt import in_zone, naive_utc
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # A calendar with no open period for this many days is treated as broken rather than looping forever.
 MAX_CLOSED_DAYS = 3 * 366
@@ -94,14 +96,8 @@ def calendar_from_policy(doc):
     )
 
 
-_EPOCH = dt.datetime(1970, 1, 1)
-_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
-
-
 def _to_local(cal, utc_naive):
-    if utc_naive.tzinfo is None:  # by arithmetic: datetime.replace costs more than the zone conversion itself
-        return (_EPOCH_UTC + (utc_naive - _EPOCH)).astimezone(cal.tz)
-    return utc_naive.replace(tzinfo=dt.timezone.utc).astimezone(cal.tz)
+    return in_zone(utc_naive, cal.tz)
 
 
 def local_date(cal, utc_naive):
@@ -109,8 +105,7 @@ def local_date(cal, utc_naive):
     return _to_local(cal, utc_naive).date()
 
 
-def _to_utc(local):
-    return _EPOCH + (local - _EPOCH_UTC)
+_to_utc = naive_utc
 
 
 def _local_at(cal, day, minute):

@@ -15,6 +15,26 @@ def iso(value):
     return value.isoformat() + "Z"
 
 
+
+# Zone conversions by arithmetic from the epoch: datetime.replace costs more than the conversion itself, and
+# the membership replay and the SLA calendar convert millions of instants.
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
+
+
+def in_zone(utc_naive, tz):
+    """A naive UTC instant as an aware time in ``tz`` (an aware one is read as UTC wall time, as before)."""
+    if utc_naive.tzinfo is None:
+        return (_EPOCH_UTC + (utc_naive - _EPOCH)).astimezone(tz)
+    return utc_naive.replace(tzinfo=dt.timezone.utc).astimezone(tz)
+
+
+def naive_utc(aware):
+    """An aware time as naive UTC (a naive one is read as the system's local time, as ``astimezone`` does)."""
+    if aware.tzinfo is not None:
+        return _EPOCH + (aware - _EPOCH_UTC)
+    return aware.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
 def parse(text, pointer, offset_required=False):
     """ISO 8601 / RFC 3339 text -> naive UTC, or 422 ``validation-failed`` naming ``pointer``.
 

@@ -8,6 +8,7 @@ from app import engine, policy
 from app.models.policy import Decision
 from app.policy import decisions
 from app.platform import sql as fastsql
+from app.platform.timefmt import in_zone, naive_utc
 from app.errors import Problem
 
 BUILTIN_EVENT_TYPES = ("order_paid", "order_refunded", "sign_in", "share", "task_completed",
@@ -107,22 +108,12 @@ def current():
 
 # ---- time ---------------------------------------------------------------------------------------
 
-_EPOCH = dt.datetime(1970, 1, 1)
-_EPOCH_UTC = _EPOCH.replace(tzinfo=dt.timezone.utc)
-
-
 def local(cfg, instant):
     """A naive UTC instant as an aware time in the policy zone."""
-    if instant.tzinfo is None:  # by arithmetic: datetime.replace costs more than the zone conversion itself
-        return (_EPOCH_UTC + (instant - _EPOCH)).astimezone(cfg.tz)
-    return instant.replace(tzinfo=dt.timezone.utc).astimezone(cfg.tz)
+    return in_zone(instant, cfg.tz)
 
 
-def to_utc(aware):
-    """An aware time as naive UTC."""
-    if aware.tzinfo is not None:  # the UTC instant by arithmetic (as in ``local``)
-        return _EPOCH + (aware - _EPOCH_UTC)
-    return aware.astimezone(dt.timezone.utc).replace(tzinfo=None)
+to_utc = naive_utc  # an aware time as naive UTC
 
 
 def window_key(cfg, instant, window):
